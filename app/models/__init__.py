@@ -1,0 +1,3 @@
+from app.models.chat_message import ChatMessage
+
+__all__ = ["ChatMessage"]

@@ -1,0 +1,56 @@
+// Command localdb runs FerretDB v1.24.2 (SQLite backend) on a loopback address.
+//
+// It embeds FerretDB's package instead of building FerretDB's own command,
+// whose binary panics at start when built with `go install` (FerretDB #2982).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+)
+
+func main() {
+	addr := flag.String("listen", "127.0.0.1:27020", "TCP address to listen on (loopback only)")
+	dataDir := flag.String("data", "", "directory for the SQLite files; empty means in memory")
+	flag.Parse()
+
+	sqliteURL := "file:./?mode=memory"
+	if *dataDir != "" {
+		abs, err := filepath.Abs(*dataDir)
+		if err == nil {
+			err = os.MkdirAll(abs, 0o755)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "localdb: data directory:", err)
+			os.Exit(2)
+		}
+		sqliteURL = "file:" + strings.TrimSuffix(filepath.ToSlash(abs), "/") + "/"
+	}
+
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: *addr},
+		Handler:   "sqlite",
+		SQLiteURL: sqliteURL,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "localdb:", err)
+		os.Exit(1)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	fmt.Fprintf(os.Stderr, "localdb: FerretDB listening on %s (data: %s)\n", *addr, sqliteURL)
+	if err := f.Run(ctx); err != nil && ctx.Err() == nil {
+		fmt.Fprintln(os.Stderr, "localdb:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,72 @@
+"""Add the optional `metadata` field to every chat message.
+
+Date: 2025-07-15
+Description: set metadata=null on chat_messages documents that lack the field
+The proxy now keeps the non-token events of Flowise streaming responses (usedTools,
+sourceDocuments, agentReasoning, ...) on each message as `metadata`. Messages saved before
+have no such field; this sets it to null on each of them. Messages that already hold
+metadata, and every other field, are left as they are.
+
+Run on its own:  python migrations/add_metadata_to_chat_messages.py [--verify | --rollback | --dry-run]
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # find app/ and migrator/ when run as a script
+
+from migrator import Outcome, Verification  # noqa: E402
+
+COLLECTION = "chat_messages"
+LACKS_FIELD = {"metadata": {"$exists": False}}
+ADDED_BY_US = {"metadata": {"$type": "null"}}  # `{"metadata": None}` would also match a missing field
+
+
+async def _exists(db) -> bool:
+    return COLLECTION in await db.list_collection_names()
+
+
+async def count_pending(db) -> int:
+    return await db[COLLECTION].count_documents(LACKS_FIELD)
+
+
+async def up(db):
+    if not await _exists(db):  # an update, even of nothing, creates the collection on FerretDB
+        return None
+    return await db[COLLECTION].update_many(LACKS_FIELD, {"$set": {"metadata": None}})
+
+
+async def verify(db) -> Verification:
+    messages = db[COLLECTION]
+    total = await messages.count_documents({})
+    with_field = await messages.count_documents({"metadata": {"$exists": True}})
+    note = ""
+    if total == 0:
+        note = "collection is empty: nothing to migrate" if await _exists(db) else \
+            f"collection {COLLECTION} not found: nothing to migrate"
+    counts = {"total": total, "with_metadata": with_field, "without_metadata": total - with_field}
+    return Verification(ok=with_field == total, counts=counts, note=note)
+
+
+async def rollback(db, purge: bool = False) -> Outcome:
+    """Remove the null metadata this migration added; metadata the app wrote since stays unless purge."""
+    if not await _exists(db):
+        return Outcome(note=f"collection {COLLECTION} not found: nothing to roll back")
+    messages = db[COLLECTION]
+    with_field = await messages.count_documents({"metadata": {"$exists": True}})
+    added = await messages.count_documents(ADDED_BY_US)
+    result = await messages.update_many(
+        {"metadata": {"$exists": True}} if purge else ADDED_BY_US, {"$unset": {"metadata": ""}}
+    )
+    written_by_app = with_field - added
+    return Outcome(
+        matched=result.matched_count,
+        modified=result.modified_count,
+        counts={"app_metadata_purged" if purge else "app_metadata_kept": written_by_app},
+    )
+
+
+if __name__ == "__main__":
+    from migrator.cli import exit_with, standalone_main
+
+    exit_with(standalone_main(__file__))

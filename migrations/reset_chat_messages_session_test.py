@@ -1,0 +1,46 @@
+"""Empty the test database: chat_messages and the toolkit's own bookkeeping collections.
+
+Refuses a database whose name does not end in `_test` unless --force; asks first unless --yes.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # find app/ and migrator/ when run as a script
+
+from migrator.cli import Context, add_common_options, exit_with, run  # noqa: E402
+from migrator.errors import ExitCode, MigrationError  # noqa: E402
+from migrator.output import confirm, log  # noqa: E402
+
+COLLECTIONS = ("chat_messages", "migrations_changelog", "migrations_lock")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reset_chat_messages_session_test.py", description=__doc__)
+    parser.add_argument("--force", action="store_true", help="allow a database whose name does not end in _test")
+    add_common_options(parser)
+    args = parser.parse_args(argv)
+
+    def only_test_databases(settings) -> None:
+        if not settings.database_name.endswith("_test") and not args.force:
+            raise MigrationError(f"refusing to reset {settings.database_name!r}: its name does not end in _test "
+                                 "(--force to reset it anyway)", ExitCode.USAGE)
+
+    async def reset(ctx: Context) -> int:
+        database = ctx.engine.database
+        confirm(f"delete every document of {', '.join(COLLECTIONS)} in {database.name}", args.yes)
+        existing = set(await database.list_collection_names())
+        for name in COLLECTIONS:
+            if name in existing:
+                count = await database[name].count_documents({})
+                await database.drop_collection(name)
+                log.info("dropped %s (%d documents)", name, count)
+        log.info("database %s reset", database.name)
+        return ExitCode.OK
+
+    return run(args, lambda: [], reset, check=only_test_databases)
+
+
+if __name__ == "__main__":
+    exit_with(main())

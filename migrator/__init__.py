@@ -1,0 +1,6 @@
+"""The migration engine of the Flowise Proxy Service: discovery, order, running, output."""
+
+from migrator.errors import ExitCode, MigrationError
+from migrator.migration import Migration, Outcome, Verification
+
+__all__ = ["ExitCode", "Migration", "MigrationError", "Outcome", "Verification"]

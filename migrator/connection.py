@@ -1,0 +1,68 @@
+"""Opening the database: fast, clear failures, and what kind of server it is."""
+
+from dataclasses import dataclass
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConfigurationError, ConnectionFailure, InvalidURI, OperationFailure
+from pymongo.uri_parser import parse_uri
+
+from migrator.errors import ExitCode, MigrationError
+from migrator.redact import redact, remember_secret_of
+
+AUTHENTICATION_FAILED = 18
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version: str
+    is_ferretdb: bool
+
+    @property
+    def label(self) -> str:
+        return f"FerretDB (MongoDB {self.version} wire protocol)" if self.is_ferretdb else f"MongoDB {self.version}"
+
+
+async def connect(url: str, database_name: str, timeout_s: float = 5.0) -> tuple[AsyncMongoClient, AsyncDatabase]:
+    """A client whose server answered `ping`; MigrationError (exit 5) when it cannot be reached."""
+    remember_secret_of(url)
+    shown = redact(url)
+    try:
+        hosts = ", ".join(f"{h}:{p}" for h, p in parse_uri(url, validate=True)["nodelist"]) or "the SRV hosts"
+    except (InvalidURI, ConfigurationError, ValueError) as exc:
+        raise MigrationError(f"MONGODB_URL is not a valid MongoDB URL ({shown}): {redact(exc)}", ExitCode.USAGE) from None
+    timeout_ms = int(timeout_s * 1000)
+    try:
+        client = AsyncMongoClient(
+            url,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            appname="flowise-proxy-migrations",
+            tz_aware=True,
+        )
+    except (ConfigurationError, ValueError, TypeError) as exc:
+        raise MigrationError(f"MONGODB_URL has an invalid option ({shown}): {redact(exc)}", ExitCode.USAGE) from None
+    database = client[database_name]
+    try:
+        await database.command("ping")
+    except OperationFailure as exc:
+        await client.close()
+        if exc.code == AUTHENTICATION_FAILED:
+            raise MigrationError(
+                f"authentication to {hosts} failed ({shown}): check the user name, password and authSource",
+                ExitCode.UNREACHABLE,
+            ) from None
+        raise MigrationError(f"the server at {hosts} refused `ping`: {redact(exc)}", ExitCode.UNREACHABLE) from None
+    except ConnectionFailure:
+        await client.close()
+        raise MigrationError(
+            f"cannot reach MongoDB at {hosts} within {timeout_s:g} s ({shown}): is the server running, "
+            "and are MONGODB_URL's host and port right?",
+            ExitCode.UNREACHABLE,
+        ) from None
+    return client, database
+
+
+async def server_info(database: AsyncDatabase) -> ServerInfo:
+    build = await database.command("buildInfo")
+    return ServerInfo(version=str(build.get("version", "?")), is_ferretdb="ferretdbVersion" in build)

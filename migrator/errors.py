@@ -1,0 +1,21 @@
+"""The toolkit's one error type and the exit codes a deploy script can rely on."""
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1  # a migration, its verification right after it, or a rollback failed
+    USAGE = 2  # bad flags or settings, unknown migration, refused without confirmation
+    LOCKED = 3  # another runner held the lock past --lock-timeout
+    VERIFY_FAILED = 4  # --verify found a migration whose change is not (or no longer) in place
+    UNREACHABLE = 5  # cannot reach or authenticate to the database
+    INTERRUPTED = 130  # Ctrl-C
+
+
+class MigrationError(Exception):
+    """An error the CLI prints as one line before exiting with `exit_code`."""
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.FAILED):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -1,0 +1,143 @@
+"""What a migration is, and how one is read from its file.
+
+A migration file is a module with a docstring holding `Date: YYYY-MM-DD` (its place in the order)
+and `Description: ...`, and these async functions of the database:
+    up(db)             forward; safe to run again
+    verify(db)         read-only: is the change in place? returns Verification (or a bool)
+    rollback(db)       optional; may accept `purge` to remove data written since
+    count_pending(db)  optional; how many documents `up` would change (for --dry-run)
+and optionally `depends_on = ["other_migration", ...]`.
+"""
+
+import ast
+import importlib.util
+import inspect
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from migrator.errors import ExitCode, MigrationError
+
+HOOKS = ("up", "verify", "rollback", "count_pending")
+_DATE = re.compile(r"^\s*Date:\s*(\d{4}-\d{2}-\d{2})\s*$", re.MULTILINE)
+_DESCRIPTION = re.compile(r"^\s*Description:\s*(.+)$", re.MULTILINE)
+
+
+@dataclass
+class Verification:
+    ok: bool
+    counts: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass
+class Outcome:
+    matched: int = 0
+    modified: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+
+    @classmethod
+    def of(cls, value: Any) -> "Outcome":
+        """Accept what a migration returns: an Outcome, a driver result (Motor style), or nothing."""
+        if isinstance(value, Outcome):
+            return value
+        if value is None:
+            return cls()
+        matched = getattr(value, "matched_count", None)
+        modified = getattr(value, "modified_count", None)
+        if matched is None and modified is None:
+            raise TypeError(f"expected an Outcome or an update result, got {type(value).__name__}")
+        return cls(matched=matched or 0, modified=modified or 0)
+
+
+Hook = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class Migration:
+    name: str
+    date: str
+    description: str
+    up: Hook
+    verify: Hook
+    rollback: Hook | None = None
+    count_pending: Hook | None = None
+    depends_on: tuple[str, ...] = ()
+    path: Path | None = None
+
+    def accepts(self, hook: str, option: str) -> bool:
+        function = getattr(self, hook)
+        return function is not None and option in inspect.signature(function).parameters
+
+
+def _declared_names(tree: ast.Module) -> set[str]:
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def load_migration(path: Path) -> Migration | None:
+    """Read one file: its Migration, None if it is not a migration, MigrationError if it is broken."""
+    source = path.read_text(encoding="utf-8")
+    try:
+        tree = ast.parse(source, filename=str(path))
+    except SyntaxError as exc:
+        raise MigrationError(f"{path.name}: syntax error at line {exc.lineno}: {exc.msg}", ExitCode.USAGE) from None
+    declared = _declared_names(tree)
+    if "migration" not in declared and not declared.intersection(HOOKS):
+        return None
+
+    module = _import(path)
+    declared_object = getattr(module, "migration", None)
+    if isinstance(declared_object, Migration):
+        return declared_object
+    return _from_functions(module, path, ast.get_docstring(tree) or "")
+
+
+def _import(path: Path):
+    module_name = f"migrations.{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise MigrationError(f"{path.name}: failed to load: {type(exc).__name__}: {exc}", ExitCode.USAGE) from exc
+    return module
+
+
+def _from_functions(module, path: Path, docstring: str) -> Migration:
+    hooks = {}
+    for hook in HOOKS:
+        function = getattr(module, hook, None)
+        if function is not None and not inspect.iscoroutinefunction(function):
+            raise MigrationError(f"{path.name}: {hook}() must be an `async def` function", ExitCode.USAGE)
+        hooks[hook] = function
+    for required in ("up", "verify"):
+        if hooks[required] is None:
+            raise MigrationError(f"{path.name}: missing `async def {required}(db)`", ExitCode.USAGE)
+    date = _DATE.search(docstring)
+    if not date:
+        raise MigrationError(f"{path.name}: its docstring needs a line `Date: YYYY-MM-DD` (its place in the order)", ExitCode.USAGE)
+    description = _DESCRIPTION.search(docstring)
+    summary = description.group(1).strip() if description else (docstring.strip().splitlines() or [""])[0]
+    depends_on = getattr(module, "depends_on", ())
+    if isinstance(depends_on, str):
+        depends_on = (depends_on,)
+    return Migration(
+        name=path.stem,
+        date=date.group(1),
+        description=summary,
+        depends_on=tuple(depends_on),
+        path=path,
+        **hooks,
+    )

@@ -1,0 +1,53 @@
+"""How the toolkit talks: one log format on stderr (rich in a terminal), prompts, masking."""
+
+import logging
+import sys
+
+from rich.logging import RichHandler
+
+from migrator.errors import ExitCode, MigrationError
+from migrator.redact import redact
+
+log = logging.getLogger("migrator")
+
+
+class _RedactFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = ()
+        return True
+
+
+def setup_logging(debug: bool = False) -> None:
+    if sys.stderr.isatty():
+        handler: logging.Handler = RichHandler(show_path=False, markup=False, rich_tracebacks=debug)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.addFilter(_RedactFilter())
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
+    log.propagate = False
+
+
+def say(text: str) -> None:
+    """A result for scripts (lists, JSON): stdout, masked."""
+    print(redact(text), flush=True)
+
+
+def confirm(action: str, assume_yes: bool) -> None:
+    """Go on only with a yes: from --yes, or typed at a terminal. Anything else changes nothing."""
+    if assume_yes:
+        return
+    if not sys.stdin.isatty():
+        raise MigrationError(f"refusing to {action} without confirmation: stdin is not a terminal (pass --yes)",
+                             ExitCode.USAGE)
+    sys.stderr.write(f"{action[0].upper()}{action[1:]}? [yes/no] ")
+    sys.stderr.flush()
+    try:
+        answer = sys.stdin.readline().strip().lower()
+    except KeyboardInterrupt:
+        raise MigrationError("cancelled at the prompt: nothing was changed", ExitCode.INTERRUPTED) from None
+    if answer not in {"y", "yes"}:
+        raise MigrationError("not confirmed: nothing was changed", ExitCode.USAGE)
