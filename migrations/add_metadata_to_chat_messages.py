@@ -66,6 +66,12 @@ async def rollback(db, purge: bool = False) -> Outcome:
     )
 
 
+
+async def verify_rollback(db, purge: bool = False) -> Verification:
+    left = await db[COLLECTION].count_documents({"metadata": {"$exists": True}} if purge else ADDED_BY_US)
+    return Verification(ok=left == 0, counts={"left_to_undo": left})
+
+
 if __name__ == "__main__":
     from migrator.cli import exit_with, standalone_main
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # find app/ and migrator/ when run as a script
 
-from migrator.cli import Context, add_common_options, exit_with, run  # noqa: E402
+from migrator.cli import add_common_options, exit_with, run  # noqa: E402
+from migrator.commands import Context  # noqa: E402
 from migrator.errors import ExitCode, MigrationError  # noqa: E402
 from migrator.output import confirm, log  # noqa: E402
 
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     async def reset(ctx: Context) -> int:
         database = ctx.engine.database
-        confirm(f"delete every document of {', '.join(COLLECTIONS)} in {database.name}", args.yes)
+        confirm(f"delete every document of {', '.join(COLLECTIONS)} in {database.name}", ctx.options.yes)
         existing = set(await database.list_collection_names())
         for name in COLLECTIONS:
             if name in existing:

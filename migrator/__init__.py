@@ -1,5 +1,7 @@
 """The migration engine of the Flowise Proxy Service: discovery, order, running, output."""
 
+__version__ = "0.3.0"
+
 from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration, Outcome, Verification
 

@@ -1,48 +1,50 @@
-"""The command lines: the runner, a migration run on its own, and the shared way they run.
+"""The command lines: the runner, a migration run on its own, and the one way they all run.
 
-Parses flags, calls the engine, prints what it returns, and turns MigrationError into one line
-and an exit code (see errors.ExitCode). Tracebacks only with --debug.
+Parses flags, calls migrator.commands, and turns MigrationError into one line and an exit code
+(see errors.ExitCode). Tracebacks only with --debug.
 """
 
 import argparse
 import asyncio
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable
 
 from app.settings import Settings, SettingsError, load_settings
+from migrator import commands
+from migrator.commands import Context, Options
 from migrator.connection import connect, server_info
 from migrator.discovery import MIGRATIONS_DIR, discover, find
-from migrator.engine import ApplyResult, Engine, format_counts
+from migrator.engine import Engine
 from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration, load_migration
-from migrator.output import confirm, log, say, setup_logging
+from migrator.output import log, say, setup_logging
 from migrator.redact import redact
 
 EXIT_CODES_HELP = """exit codes:
-  0  success          1  a migration (or its verification) failed    2  usage or settings error
-  3  lock held        4  verification failed (--verify)              5  cannot reach or log in to MongoDB
+  0  success           1  a migration, its verification or a rollback failed   2  usage or settings error
+  3  lock held         4  verification failed (--verify, --mark-applied)         5  cannot reach or log in to MongoDB
   130 interrupted"""
+
+Work = Callable[[Context], Awaitable[int]]
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env-file", metavar="FILE", help="read MONGODB_URL and MONGODB_DATABASE_NAME from FILE "
                         "instead of .env (or set ENV_FILE); real environment variables win")
     parser.add_argument("-y", "--yes", action="store_true", help="answer yes to every confirmation (for scripts)")
+    parser.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="wait this long for another runner's lock before exit 3 (default: 60)")
+    parser.add_argument("--lease", type=float, default=60.0, metavar="SECONDS", help=argparse.SUPPRESS)
     parser.add_argument("--server-timeout", type=float, default=5.0, metavar="SECONDS",
                         help="give up reaching the server after SECONDS (default: 5)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
 
-@dataclass
-class Context:
-    args: argparse.Namespace
-    settings: Settings
-    engine: Engine
-
-
-Work = Callable[[Context], Awaitable[int]]
+def options_from(args: argparse.Namespace) -> Options:
+    return Options(dry_run=getattr(args, "dry_run", False), purge=getattr(args, "purge", False), yes=args.yes,
+                   force=getattr(args, "force", False), allow_changed=getattr(args, "allow_changed", False),
+                   lock_timeout_s=args.lock_timeout, as_json=getattr(args, "json", False))
 
 
 def run(args: argparse.Namespace, migrations: Callable[[], list[Migration]], work: Work,
@@ -75,118 +77,111 @@ async def _connected(args, settings: Settings, migrations: list[Migration], work
     try:
         server = await server_info(database)
         log.info("database %s at %s (%s)", settings.database_name, redact(settings.mongodb_url), server.label)
-        return await work(Context(args, settings, Engine(database, migrations)))
+        engine = Engine(database, migrations, lease_s=args.lease)
+        return await work(Context(engine, settings, options_from(args)))
     finally:
         await client.close()
 
 
-# ----- what the commands do -------------------------------------------------------------------
-
-def report_apply(result: ApplyResult) -> None:
-    name, outcome = result.migration.name, result.outcome
-    for note in {result.before.note, outcome.note} - {""}:
-        log.info("%s: %s", name, note)
-    log.info("%s: before: %s", name, format_counts(result.before.counts))
-    if outcome.modified:
-        log.info("%s: modified %d documents (%d matched) in %.2f s", name, outcome.modified, outcome.matched, result.seconds)
-    else:
-        log.info("%s: modified 0 documents: nothing to change", name)
-    log.info("%s: after: %s: verified", name, format_counts(result.after.counts))
-
-
-async def apply_all(ctx: Context, selected: list[Migration]) -> int:
-    for migration in selected:
-        if ctx.args.dry_run:
-            pending = await ctx.engine.count_pending(migration)
-            would = "an unknown number of" if pending is None else str(pending)
-            log.info("%s: dry run: would change %s documents; nothing written", migration.name, would)
-            continue
-        log.info("%s: applying (%s)", migration.name, migration.description)
-        report_apply(await ctx.engine.apply(migration))
-    if not ctx.args.dry_run:
-        log.info("done: %d migration(s) applied and verified", len(selected))
-    return ExitCode.OK
-
-
-async def verify_all(ctx: Context, selected: list[Migration]) -> int:
-    failed = []
-    for migration in selected:
-        verification = await ctx.engine.verify(migration)
-        state = "ok" if verification.ok else "NOT in place"
-        log.info("%s: %s (%s)%s", migration.name, state, format_counts(verification.counts),
-                 f": {verification.note}" if verification.note else "")
-        if not verification.ok:
-            failed.append(migration.name)
-    if failed:
-        log.error("verification failed: %s", ", ".join(failed))
-        return ExitCode.VERIFY_FAILED
-    return ExitCode.OK
-
-
-async def rollback_one(ctx: Context, migration: Migration) -> int:
-    purge = ctx.args.purge
-    if purge:
-        log.warning("%s: --purge also removes data the app wrote since the migration ran", migration.name)
-    confirm(f"roll back {migration.name} on database {ctx.settings.database_name}"
-            f"{' and purge app-written data' if purge else ''}", ctx.args.yes)
-    result = await ctx.engine.rollback(migration, purge=purge)
-    log.info("%s: rolled back: %d documents changed in %.2f s%s", migration.name, result.outcome.modified,
-             result.seconds, f" ({format_counts(result.outcome.counts)})" if result.outcome.counts else "")
-    if result.outcome.note:
-        log.info("%s: %s", migration.name, result.outcome.note)
-    return ExitCode.OK
+def _offline(args: argparse.Namespace, action: Callable[[], int]) -> int:
+    """A command that needs no database (--list, --new): same error handling."""
+    setup_logging(args.debug)
+    try:
+        return action()
+    except MigrationError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
 
 
 # ----- the runner: migrations/run_migrations.py -----------------------------------------------
 
-def runner_main(argv: list[str] | None = None) -> int:
+def runner_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_migrations.py",
-        description="Apply, verify and roll back the migrations in migrations/, in order.",
+        description="Apply, check and roll back the migrations in migrations/, in order. Every run is recorded "
+                    "in the collection migrations_changelog; one runner at a time holds migrations_lock.",
         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     command = parser.add_mutually_exclusive_group(required=True)
-    command.add_argument("--all", action="store_true", help="apply every migration, in order, verifying each")
-    command.add_argument("--migration", metavar="NAME", help="apply one migration")
-    command.add_argument("--list", action="store_true", help="list the migrations in the order they run")
-    command.add_argument("--verify", action="store_true", help="check that every migration is in place (exit 4 if not)")
-    command.add_argument("--rollback", metavar="NAME", help="roll back one migration (asks first)")
-    parser.add_argument("--dry-run", action="store_true", help="with --all or --migration: count, change nothing")
-    parser.add_argument("--purge", action="store_true", help="with --rollback: also remove data written since")
+    add = command.add_argument
+    add("--all", action="store_true", help="apply every pending migration, in order, verifying each")
+    add("--migration", metavar="NAME", help="apply one migration (again, if it is applied: forward is idempotent)")
+    add("--status", action="store_true", help="show every migration: applied (when, how long, how many "
+        "documents) or pending, and problems")
+    add("--list", action="store_true", help="list the migrations in the order they run (no database needed)")
+    add("--verify", action="store_true", help="check every applied migration is still in place (exit 4 if not)")
+    add("--rollback", metavar="NAME", help="roll back one applied migration (asks first)")
+    add("--rollback-last", action="store_true", help="roll back the migration applied last")
+    add("--rollback-to", metavar="NAME", help="roll back everything applied after NAME, newest first")
+    add("--mark-applied", metavar="NAME", help="record NAME as applied without running it, if it verifies "
+        "(for databases migrated before the changelog)")
+    add("--mark-applied-all", metavar="NAME", help="the same for every pending migration up to NAME")
+    add("--force-unlock", action="store_true", help="remove the lock of a runner that died (asks first)")
+    add("--new", metavar="NAME", help="write migrations/NAME.py from the template")
+    parser.add_argument("--dry-run", action="store_true", help="with --all or --migration: count what would change; "
+                        "write nothing, not even the changelog or the lock")
+    parser.add_argument("--purge", action="store_true", help="with a rollback: also remove data written since")
+    parser.add_argument("--json", action="store_true", help="with --status: print JSON")
+    parser.add_argument("--allow-changed", action="store_true", help="with --all: run although an applied "
+                        "migration's file has changed")
+    parser.add_argument("--force", action="store_true", help="with --mark-applied: record even if it does not verify")
     parser.add_argument("--migrations-dir", type=Path, default=MIGRATIONS_DIR, metavar="DIR",
                         help="where the migrations are (default: this folder)")
     add_common_options(parser)
+    return parser
+
+
+def runner_main(argv: list[str] | None = None) -> int:
+    parser = runner_parser()
     args = parser.parse_args(argv)
-    if args.dry_run and not (args.all or args.migration):
-        parser.error("--dry-run goes with --all or --migration")
-    if args.purge and not args.rollback:
-        parser.error("--purge goes with --rollback")
+    for flag, allowed in (("dry_run", ("all", "migration")), ("json", ("status",)), ("allow_changed", ("all",)),
+                          ("purge", ("rollback", "rollback_last", "rollback_to")),
+                          ("force", ("mark_applied", "mark_applied_all"))):
+        if getattr(args, flag) and not any(getattr(args, name) for name in allowed):
+            parser.error(f"--{flag.replace('_', '-')} goes with " + " or ".join(f"--{a.replace('_', '-')}" for a in allowed))
+    folder = args.migrations_dir
 
     if args.list:
-        return list_migrations(args)
+        return _offline(args, lambda: list_migrations(discover(folder)))
+    if args.new:
+        return _offline(args, lambda: _scaffold(folder, args.new))
 
     async def work(ctx: Context) -> int:
-        migrations = ctx.engine.migrations
+        engine = ctx.engine
+        if args.all:
+            return await commands.apply_pending(ctx)
+        if args.migration:
+            return await commands.apply_one(ctx, find(engine.migrations, args.migration))
+        if args.status:
+            return await commands.status(ctx)
         if args.verify:
-            return await verify_all(ctx, migrations)
+            return await commands.verify_applied(ctx)
         if args.rollback:
-            return await rollback_one(ctx, find(migrations, args.rollback))
-        selected = [find(migrations, args.migration)] if args.migration else migrations
-        return await apply_all(ctx, selected)
+            return await commands.rollback(ctx, commands.select_named(engine, args.rollback))
+        if args.rollback_last:
+            return await commands.rollback(ctx, commands.select_last)
+        if args.rollback_to:
+            return await commands.rollback(ctx, commands.select_after(engine, args.rollback_to))
+        if args.mark_applied:
+            return await commands.mark_applied(ctx, [find(engine.migrations, args.mark_applied)])
+        if args.mark_applied_all:
+            last = engine.migrations.index(find(engine.migrations, args.mark_applied_all))
+            return await commands.mark_applied(ctx, engine.migrations[:last + 1])
+        return await commands.force_unlock(ctx)
 
-    return run(args, lambda: discover(args.migrations_dir), work)
+    return run(args, lambda: discover(folder), work)
 
 
-def list_migrations(args: argparse.Namespace) -> int:
-    setup_logging(args.debug)
-    try:
-        migrations = discover(args.migrations_dir)
-    except MigrationError as exc:
-        log.error("%s", exc)
-        return exc.exit_code
+def list_migrations(migrations: list[Migration]) -> int:
     for migration in migrations:
         say(f"{migration.date}  {migration.name}  {migration.description}")
     if not migrations:
-        log.info("no migrations in migrations/")
+        log.info("no migrations found")
+    return ExitCode.OK
+
+
+def _scaffold(folder: Path, name: str) -> int:
+    path = commands.new_migration(folder, name, discover(folder))
+    log.info("wrote %s: fill in its Description and functions, then run it with --dry-run first", path)
     return ExitCode.OK
 
 
@@ -196,12 +191,13 @@ def standalone_main(path: str, argv: list[str] | None = None) -> int:
     path = Path(path).resolve()
     parser = argparse.ArgumentParser(
         prog=path.name,
-        description=f"Run the migration {path.stem} on its own (the runner does the same with --migration).",
+        description=f"Run the migration {path.stem} on its own: the same as run_migrations.py --migration "
+                    f"{path.stem} (recorded in the changelog, under the lock).",
         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--verify", action="store_true", help="check the change is in place; exit 4 if not")
     mode.add_argument("--rollback", action="store_true", help="undo the change (asks first)")
-    mode.add_argument("--dry-run", action="store_true", help="count what would change; change nothing")
+    mode.add_argument("--dry-run", action="store_true", help="count what would change; write nothing")
     parser.add_argument("--purge", action="store_true", help="with --rollback: also remove data written since")
     add_common_options(parser)
     args = parser.parse_args(argv)
@@ -217,10 +213,10 @@ def standalone_main(path: str, argv: list[str] | None = None) -> int:
     async def work(ctx: Context) -> int:
         migration = ctx.engine.migrations[0]
         if args.verify:
-            return await verify_all(ctx, [migration])
+            return await commands.verify(ctx, [migration])
         if args.rollback:
-            return await rollback_one(ctx, migration)
-        return await apply_all(ctx, [migration])
+            return await commands.rollback(ctx, commands.select_named(ctx.engine, migration.name))
+        return await commands.apply_one(ctx, migration)
 
     return run(args, this_migration, work)
 

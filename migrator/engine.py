@@ -1,12 +1,22 @@
-"""Applying, verifying and rolling back migrations on one database. Returns results; prints nothing."""
+"""Applying, verifying and rolling back migrations on one database, with the changelog and the lock.
+
+The engine returns results and records them in the changelog; it prints nothing. From Python:
+    engine = Engine(database)             # the migrations of migrations/, discovered
+    names = [m.name for m in await engine.pending()]
+"""
 
 import time
+import uuid
 from dataclasses import dataclass
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from migrator import plan
+from migrator.changelog import Changelog
+from migrator.discovery import discover
 from migrator.errors import ExitCode, MigrationError
+from migrator.lock import MigrationLock
 from migrator.migration import Migration, Outcome, Verification
 from migrator.motor_compat import MotorStyleDatabase
 from migrator.redact import redact
@@ -25,30 +35,34 @@ class ApplyResult:
 class RollbackResult:
     migration: Migration
     outcome: Outcome
+    after: Verification | None  # None when the migration has no verify_rollback
     seconds: float
 
 
 class Engine:
-    def __init__(self, database: AsyncDatabase, migrations: list[Migration]):
+    def __init__(self, database: AsyncDatabase, migrations: list[Migration] | None = None, lease_s: float = 60.0):
         self.database = database
-        self.migrations = migrations
+        self.migrations = discover() if migrations is None else migrations
         # What migrations are handed: PyMongo's async database, also usable in Motor's style.
         self.db = MotorStyleDatabase(database)
+        self.changelog = Changelog(database)
+        self.lock = MigrationLock(database, lease_s)
+        self.run_id = uuid.uuid4().hex[:12]
 
-    async def apply(self, migration: Migration) -> ApplyResult:
-        """Run `up`, then verify; a failed verification is a failed migration."""
-        before = await self.verify(migration)
-        started = time.monotonic()
-        outcome = Outcome.of(await self._call(migration, "up"))
-        seconds = time.monotonic() - started
-        after = await self.verify(migration)
-        if not after.ok:
-            raise MigrationError(f"{migration.name}: verification failed after it ran ({format_counts(after.counts)})")
-        return ApplyResult(migration, before, outcome, after, seconds)
+    # ----- reading the state -----
+
+    async def status(self) -> list[plan.StatusRow]:
+        return plan.status_rows(self.migrations, await self.changelog.latest())
+
+    async def pending(self) -> list[Migration]:
+        return plan.pending(self.migrations, await self.changelog.latest())
+
+    async def applied(self) -> list[Migration]:
+        """Applied migrations, newest first."""
+        return plan.applied(self.migrations, await self.changelog.latest())
 
     async def verify(self, migration: Migration) -> Verification:
-        result = await self._call(migration, "verify")
-        return result if isinstance(result, Verification) else Verification(ok=bool(result))
+        return _as_verification(await self._call(migration, "verify"))
 
     async def count_pending(self, migration: Migration) -> int | None:
         """How many documents `up` would change, or None when the migration cannot tell."""
@@ -56,15 +70,66 @@ class Engine:
             return None
         return int(await self._call(migration, "count_pending"))
 
+    # ----- changing the database (callers hold the lock) -----
+
+    async def apply(self, migration: Migration) -> ApplyResult:
+        """Run `up`, verify, record. A failure is recorded too, and raised."""
+        before = await self.verify(migration)
+        started = time.monotonic()
+        try:
+            outcome = Outcome.of(await self._call(migration, "up"))
+            after = await self.verify(migration)
+            if not after.ok:
+                raise MigrationError(f"{migration.name}: verification failed after it ran ({format_counts(after.counts)})")
+        except MigrationError as exc:
+            await self._record_failure(migration, "apply", exc, time.monotonic() - started)
+            raise
+        seconds = time.monotonic() - started
+        await self.changelog.record(migration.name, "apply", plan.APPLIED, checksum=migration.checksum,
+                                    duration_s=round(seconds, 3), matched=outcome.matched, modified=outcome.modified,
+                                    run_id=self.run_id)
+        return ApplyResult(migration, before, outcome, after, seconds)
+
+    async def mark_applied(self, migration: Migration, force: bool = False) -> Verification:
+        """Record as applied without running, when its verification passes (or with force)."""
+        verification = await self.verify(migration)
+        if not verification.ok and not force:
+            raise MigrationError(f"{migration.name} is not in place ({format_counts(verification.counts)}): "
+                                 "not recorded (--force records it anyway)", ExitCode.VERIFY_FAILED)
+        await self.changelog.record(migration.name, "mark_applied", plan.APPLIED, checksum=migration.checksum,
+                                    verified=verification.ok, run_id=self.run_id)
+        return verification
+
     async def rollback(self, migration: Migration, purge: bool = False) -> RollbackResult:
         if migration.rollback is None:
             raise MigrationError(f"{migration.name} has no rollback: undo it by hand or restore a backup", ExitCode.USAGE)
         if purge and not migration.accepts("rollback", "purge"):
             raise MigrationError(f"{migration.name}'s rollback has no purge option", ExitCode.USAGE)
-        started = time.monotonic()
         options = {"purge": purge} if purge else {}
-        outcome = Outcome.of(await self._call(migration, "rollback", **options))
-        return RollbackResult(migration, outcome, time.monotonic() - started)
+        started = time.monotonic()
+        try:
+            outcome = Outcome.of(await self._call(migration, "rollback", **options))
+            after = None
+            if migration.verify_rollback is not None:
+                check_options = options if migration.accepts("verify_rollback", "purge") else {}
+                after = _as_verification(await self._call(migration, "verify_rollback", **check_options))
+                if not after.ok:
+                    raise MigrationError(f"{migration.name}: rollback verification failed ({format_counts(after.counts)})")
+        except MigrationError as exc:
+            await self._record_failure(migration, "rollback", exc, time.monotonic() - started)
+            raise
+        seconds = time.monotonic() - started
+        await self.changelog.record(migration.name, "rollback", plan.ROLLED_BACK, checksum=migration.checksum,
+                                    duration_s=round(seconds, 3), matched=outcome.matched, modified=outcome.modified,
+                                    purge=purge, run_id=self.run_id)
+        return RollbackResult(migration, outcome, after, seconds)
+
+    async def _record_failure(self, migration: Migration, action: str, error: Exception, seconds: float) -> None:
+        try:
+            await self.changelog.record(migration.name, action, plan.FAILED, checksum=migration.checksum,
+                                        duration_s=round(seconds, 3), error=str(error), run_id=self.run_id)
+        except PyMongoError:
+            pass  # the server is gone; the error being raised says why
 
     async def _call(self, migration: Migration, hook: str, **options):
         try:
@@ -75,6 +140,10 @@ class Engine:
             raise MigrationError(f"{migration.name}: {hook} failed: {redact(exc)}") from exc
         except Exception as exc:
             raise MigrationError(f"{migration.name}: {hook} failed: {type(exc).__name__}: {redact(exc)}") from exc
+
+
+def _as_verification(result) -> Verification:
+    return result if isinstance(result, Verification) else Verification(ok=bool(result))
 
 
 def format_counts(counts: dict[str, int]) -> str:

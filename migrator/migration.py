@@ -5,6 +5,7 @@ and `Description: ...`, and these async functions of the database:
     up(db)             forward; safe to run again
     verify(db)         read-only: is the change in place? returns Verification (or a bool)
     rollback(db)       optional; may accept `purge` to remove data written since
+    verify_rollback(db)  optional, read-only: is the change gone after a rollback? (may accept `purge`)
     count_pending(db)  optional; how many documents `up` would change (for --dry-run)
 and optionally `depends_on = ["other_migration", ...]`.
 """
@@ -18,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from migrator.checksum import code_checksum
 from migrator.errors import ExitCode, MigrationError
 
-HOOKS = ("up", "verify", "rollback", "count_pending")
+HOOKS = ("up", "verify", "rollback", "count_pending", "verify_rollback")
 _DATE = re.compile(r"^\s*Date:\s*(\d{4}-\d{2}-\d{2})\s*$", re.MULTILINE)
 _DESCRIPTION = re.compile(r"^\s*Description:\s*(.+)$", re.MULTILINE)
 
@@ -65,8 +67,10 @@ class Migration:
     verify: Hook
     rollback: Hook | None = None
     count_pending: Hook | None = None
+    verify_rollback: Hook | None = None
     depends_on: tuple[str, ...] = ()
     path: Path | None = None
+    checksum: str = ""
 
     def accepts(self, hook: str, option: str) -> bool:
         function = getattr(self, hook)
@@ -98,8 +102,11 @@ def load_migration(path: Path) -> Migration | None:
     module = _import(path)
     declared_object = getattr(module, "migration", None)
     if isinstance(declared_object, Migration):
-        return declared_object
-    return _from_functions(module, path, ast.get_docstring(tree) or "")
+        migration = declared_object
+    else:
+        migration = _from_functions(module, path, ast.get_docstring(tree) or "")
+    migration.path, migration.checksum = path, code_checksum(source)
+    return migration
 
 
 def _import(path: Path):

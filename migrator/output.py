@@ -3,7 +3,9 @@
 import logging
 import sys
 
+from rich.console import Console
 from rich.logging import RichHandler
+from rich.table import Table
 
 from migrator.errors import ExitCode, MigrationError
 from migrator.redact import redact
@@ -51,3 +53,17 @@ def confirm(action: str, assume_yes: bool) -> None:
         raise MigrationError("cancelled at the prompt: nothing was changed", ExitCode.INTERRUPTED) from None
     if answer not in {"y", "yes"}:
         raise MigrationError("not confirmed: nothing was changed", ExitCode.USAGE)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> None:
+    """A table on stdout: rich in a terminal, plain aligned columns otherwise (logs, pipes)."""
+    rows = [[redact(cell) for cell in row] for row in rows]
+    if sys.stdout.isatty():
+        rich_table = Table(*headers)
+        for row in rows:
+            rich_table.add_row(*row)
+        Console().print(rich_table)
+        return
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    for row in [[h.upper() for h in headers], *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(), flush=True)

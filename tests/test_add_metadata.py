@@ -80,6 +80,7 @@ def test_rollback_removes_only_what_it_added_and_keeps_app_metadata(db, cli):
     assert result.code == 0, result
     assert "rolled back: 14 documents changed" in result.output
     assert "app_metadata_kept=6" in result.output
+    assert "rollback verified (left_to_undo=0)" in result.output
     after = by_id(db.chat_messages)
     for _id, old in original.items():
         if _id == late["_id"]:

@@ -137,11 +137,17 @@ def test_a_dependency_cycle_is_refused_before_anything_runs(cli, tmp_path):
     assert "cycle: x, y" in result.output
 
 
-def test_verify_on_the_runner_exits_4_until_migrated(db, cli):
+def test_verify_on_the_runner_rechecks_applied_migrations_and_exits_4_when_one_no_longer_holds(db, cli):
     db.chat_messages.insert_many(chat_messages(4, with_metadata_every=0))
-    assert cli("run_migrations.py", "--verify").code == 4
+    assert "no applied migrations to verify" in cli("run_migrations.py", "--verify").output
     assert cli("run_migrations.py", "--all").code == 0
     assert cli("run_migrations.py", "--verify").code == 0
+
+    db.chat_messages.insert_one({"session_id": "old-app-version", "content": "no metadata"})
+    result = cli("run_migrations.py", "--verify")
+
+    assert result.code == 4, result
+    assert "verification failed: add_metadata_to_chat_messages" in result.output
 
 
 def test_dry_run_on_the_runner_writes_nothing(db, cli):

@@ -1,0 +1,264 @@
+"""What each command does, narrated as it goes. The CLI parses flags and calls these.
+
+Every command that writes holds the lock; after taking it, the changelog is read again, so work
+that another runner finished meanwhile is not done twice.
+"""
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from app.settings import Settings
+from migrator import plan
+from migrator.clock import server_now
+from migrator.engine import ApplyResult, Engine, format_counts
+from migrator.errors import ExitCode, MigrationError
+from migrator.lock import describe
+from migrator.migration import Migration
+from migrator.discovery import find
+from migrator.output import confirm, log, say, table
+
+
+@dataclass
+class Options:
+    dry_run: bool = False
+    purge: bool = False
+    yes: bool = False
+    force: bool = False
+    allow_changed: bool = False
+    lock_timeout_s: float = 60.0
+    as_json: bool = False
+
+
+@dataclass
+class Context:
+    engine: Engine
+    settings: Settings
+    options: Options
+
+
+# ----- applying -----
+
+def report_apply(result: ApplyResult) -> None:
+    name, outcome = result.migration.name, result.outcome
+    for note in dict.fromkeys([result.before.note, outcome.note]):
+        if note:
+            log.info("%s: %s", name, note)
+    log.info("%s: before: %s", name, format_counts(result.before.counts))
+    if outcome.modified:
+        log.info("%s: modified %d documents (%d matched) in %.2f s", name, outcome.modified, outcome.matched, result.seconds)
+    else:
+        log.info("%s: modified 0 documents: nothing to change", name)
+    log.info("%s: after: %s: verified", name, format_counts(result.after.counts))
+
+
+async def dry_run(ctx: Context, migrations: list[Migration]) -> int:
+    for migration in migrations:
+        count = await ctx.engine.count_pending(migration)
+        would = "an unknown number of" if count is None else str(count)
+        log.info("%s: dry run: would change %s documents; nothing written", migration.name, would)
+    if not migrations:
+        log.info("dry run: no pending migrations")
+    return ExitCode.OK
+
+
+def refuse_changed(migrations: list[Migration], latest: dict, allow_changed: bool) -> None:
+    edited = plan.changed(migrations, latest)
+    if edited and not allow_changed:
+        files = ", ".join(str(m.path.name) for m in edited)
+        raise MigrationError(f"applied migration file changed since it ran: {files}; restore it, or write a new "
+                             "migration for the new change (--allow-changed runs anyway)")
+    for migration in edited:
+        log.warning("%s: changed since it was applied (--allow-changed)", migration.name)
+
+
+async def apply_pending(ctx: Context) -> int:
+    """--all: every pending migration, in order."""
+    engine = ctx.engine
+    if ctx.options.dry_run:
+        return await dry_run(ctx, await engine.pending())
+    refuse_changed(engine.migrations, await engine.changelog.latest(), ctx.options.allow_changed)
+    if not await engine.pending():
+        log.info("nothing to do: all %d migrations are applied", len(engine.migrations))
+        return ExitCode.OK
+    async with engine.lock.held(ctx.options.lock_timeout_s):
+        pending = await engine.pending()  # again: another runner may have applied some meanwhile
+        for migration in pending:
+            engine.lock.check()
+            log.info("%s: applying (%s)", migration.name, migration.description)
+            report_apply(await engine.apply(migration))
+    if pending:
+        log.info("done: %d migration(s) applied and verified", len(pending))
+    else:
+        log.info("nothing to do: another runner applied them meanwhile")
+    return ExitCode.OK
+
+
+async def apply_one(ctx: Context, migration: Migration) -> int:
+    """--migration NAME (and a migration run on its own): run it, applied or not; forward is idempotent."""
+    engine = ctx.engine
+    if ctx.options.dry_run:
+        return await dry_run(ctx, [migration])
+    latest = await engine.changelog.latest()
+    missing = [name for name in migration.depends_on if plan.state_of(latest.get(name)) != plan.APPLIED]
+    if missing:
+        raise MigrationError(f"{migration.name} depends on {', '.join(missing)}, not applied yet: run --all",
+                             ExitCode.USAGE)
+    async with engine.lock.held(ctx.options.lock_timeout_s):
+        log.info("%s: applying (%s)", migration.name, migration.description)
+        report_apply(await engine.apply(migration))
+    return ExitCode.OK
+
+
+# ----- checking -----
+
+async def verify(ctx: Context, migrations: list[Migration]) -> int:
+    failed = []
+    for migration in migrations:
+        verification = await ctx.engine.verify(migration)
+        state = "ok" if verification.ok else "NOT in place"
+        log.info("%s: %s (%s)%s", migration.name, state, format_counts(verification.counts),
+                 f": {verification.note}" if verification.note else "")
+        if not verification.ok:
+            failed.append(migration.name)
+    if failed:
+        log.error("verification failed: %s", ", ".join(failed))
+        return ExitCode.VERIFY_FAILED
+    return ExitCode.OK
+
+
+async def verify_applied(ctx: Context) -> int:
+    """--verify on the runner: every applied migration is still in place."""
+    applied = list(reversed(await ctx.engine.applied()))
+    if not applied:
+        log.info("no applied migrations to verify")
+        return ExitCode.OK
+    return await verify(ctx, applied)
+
+
+async def status(ctx: Context) -> int:
+    rows = await ctx.engine.status()
+    if ctx.options.as_json:
+        say(json.dumps([{**row.__dict__, "at": row.at.isoformat() if row.at else None, "flags": row.flags}
+                        for row in rows], indent=2))
+        return ExitCode.OK
+    table(["migration", "date", "state", "applied at (UTC)", "took", "docs", "flags"], [
+        [row.name, row.date, row.state.replace("_", " "), f"{row.at:%Y-%m-%d %H:%M:%S}" if row.at else "",
+         f"{row.duration_s:.2f} s" if row.duration_s is not None else "",
+         "" if row.modified is None else str(row.modified), ", ".join(row.flags)]
+        for row in rows])
+    pending = sum(row.state != plan.APPLIED for row in rows if not row.missing_file)
+    problems = [row for row in rows if row.changed or row.missing_file or row.state == plan.FAILED]
+    say(f"{len(rows) - pending} applied, {pending} pending" + (f", {len(problems)} with problems" if problems else ""))
+    for row in rows:
+        if row.state == plan.FAILED and row.error:
+            say(f"{row.name} failed: {row.error}")
+    return ExitCode.OK
+
+
+# ----- rolling back -----
+
+async def rollback(ctx: Context, select) -> int:
+    """Roll back the migrations `select(applied_newest_first)` returns, newest first, asking first."""
+    engine = ctx.engine
+    applied = await engine.applied()
+    targets = select(applied)
+    if not targets:
+        log.info("nothing to roll back")
+        return ExitCode.OK
+    names = ", ".join(m.name for m in targets)
+    if ctx.options.purge:
+        log.warning("--purge also removes data the app wrote since the migration ran")
+    confirm(f"roll back {names} on database {ctx.settings.database_name}"
+            f"{' and purge app-written data' if ctx.options.purge else ''}", ctx.options.yes)
+    async with engine.lock.held(ctx.options.lock_timeout_s):
+        still_applied = {m.name for m in await engine.applied()}
+        for migration in targets:
+            if migration.name not in still_applied:
+                log.info("%s: already rolled back by another runner", migration.name)
+                continue
+            dependents = [m.name for m in engine.migrations
+                          if migration.name in m.depends_on and m.name in still_applied]
+            if dependents:
+                raise MigrationError(f"{', '.join(dependents)} depends on {migration.name}: roll it back first "
+                                     f"(or use --rollback-to)", ExitCode.USAGE)
+            engine.lock.check()
+            result = await engine.rollback(migration, purge=ctx.options.purge)
+            still_applied.discard(migration.name)
+            extra = f" ({format_counts(result.outcome.counts)})" if result.outcome.counts else ""
+            log.info("%s: rolled back: %d documents changed in %.2f s%s", migration.name, result.outcome.modified,
+                     result.seconds, extra)
+            if result.outcome.note:
+                log.info("%s: %s", migration.name, result.outcome.note)
+            if result.after is not None:
+                log.info("%s: rollback verified (%s)", migration.name, format_counts(result.after.counts))
+    return ExitCode.OK
+
+
+def select_named(engine: Engine, name: str):
+    migration = find(engine.migrations, name)
+
+    def select(applied: list[Migration]) -> list[Migration]:
+        if migration not in applied:
+            raise MigrationError(f"{migration.name} is not applied: nothing to roll back", ExitCode.USAGE)
+        return [migration]
+    return select
+
+
+def select_after(engine: Engine, name: str):
+    target = find(engine.migrations, name)
+
+    def select(applied: list[Migration]) -> list[Migration]:
+        if target not in applied:
+            raise MigrationError(f"{target.name} is not applied: --rollback-to needs an applied migration", ExitCode.USAGE)
+        return applied[:applied.index(target)]
+    return select
+
+
+def select_last(applied: list[Migration]) -> list[Migration]:
+    return applied[:1]
+
+
+# ----- adopting a database, the lock -----
+
+async def mark_applied(ctx: Context, migrations: list[Migration]) -> int:
+    engine = ctx.engine
+    async with engine.lock.held(ctx.options.lock_timeout_s):
+        latest = await engine.changelog.latest()
+        for migration in migrations:
+            if plan.state_of(latest.get(migration.name)) == plan.APPLIED:
+                log.info("%s: already applied", migration.name)
+                continue
+            verification = await engine.mark_applied(migration, force=ctx.options.force)
+            how = "verified" if verification.ok else "NOT verified, --force"
+            log.info("%s: marked as applied without running it (%s: %s)", migration.name, how,
+                     format_counts(verification.counts))
+    return ExitCode.OK
+
+
+async def force_unlock(ctx: Context) -> int:
+    lock = ctx.engine.lock
+    latest = await lock.latest()
+    if lock.is_free(latest, await server_now(ctx.engine.database)):
+        log.info("the migration lock is free: nothing to unlock")
+        return ExitCode.OK
+    confirm(f"remove the migration lock held by {describe(latest)} (only if that runner is dead)", ctx.options.yes)
+    removed = await lock.force_unlock()
+    log.info("lock removed%s", f" (was held by {describe(removed)})" if removed else "")
+    return ExitCode.OK
+
+
+# ----- scaffolding -----
+
+TEMPLATE = Path(__file__).with_name("migration_template.py.txt")
+
+
+def new_migration(folder: Path, name: str, migrations: list[Migration]) -> Path:
+    if not name.isidentifier() or name.startswith("_") or not name.islower():
+        raise MigrationError(f"{name!r} is not a valid migration name: use lower_case_with_underscores", ExitCode.USAGE)
+    path = folder / f"{name}.py"
+    if path.exists() or any(m.name == name for m in migrations):
+        raise MigrationError(f"a migration named {name} already exists ({path})", ExitCode.USAGE)
+    path.write_text(TEMPLATE.read_text().replace("{name}", name).replace("{date}", date.today().isoformat()))
+    return path
