@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Run the migrations with this machine's Python against the test database of .env.test (MongoDB in
+# the mongodb-test container, localhost:27020: scripts/rebuild-docker-dbonly.sh). The Linux twin of
+# scripts\run-migrations.bat; the Python is the project's venv (.venv, created when missing).
+#   scripts/run-migrations.sh [run_migrations.py arguments]   (default: --all), e.g. --status
+# MONGODB_URL / MONGODB_DATABASE_NAME in the environment win over .env.test. Exit code: the runner's.
+source "$(dirname "${BASH_SOURCE[0]}")/_bootstrap.sh"
+ensure_venv
+export ENV_FILE="$REPO_ROOT/.env.test"
+exec "$PY" "$REPO_ROOT/migrations/run_migrations.py" "${@:---all}"
