@@ -11,6 +11,8 @@ from dotenv import dotenv_values
 from pymongo.errors import ConfigurationError, InvalidURI
 from pymongo.uri_parser import parse_uri
 
+from migrator.redact import remember_secret_of
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,6 +46,7 @@ def load_settings(env_file: str | None = None) -> Settings:
     url = os.environ.get("MONGODB_URL") or from_file.get("MONGODB_URL")
     if not url:
         raise SettingsError("MONGODB_URL is not set: set it in the environment or in .env (ENV_FILE names another file)")
+    remember_secret_of(url)  # from here on, every masked output hides its password, even repeated on its own
     try:
         url_database = parse_uri(url, validate=False)["database"]
     except (InvalidURI, ConfigurationError, ValueError) as exc:

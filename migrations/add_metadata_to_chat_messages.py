@@ -20,6 +20,14 @@ from migrator import Outcome, Verification  # noqa: E402
 COLLECTION = "chat_messages"
 LACKS_FIELD = {"metadata": {"$exists": False}}
 ADDED_BY_US = {"metadata": {"$type": "null"}}  # `{"metadata": None}` would also match a missing field
+ANY_METADATA = {"metadata": {"$exists": True}}
+
+
+def touches(action: str, purge: bool = False) -> dict[str, dict]:
+    """The messages `up` ("apply") or `rollback` will change: what --backup saves before they run."""
+    if action == "apply":
+        return {COLLECTION: LACKS_FIELD}
+    return {COLLECTION: ANY_METADATA if purge else ADDED_BY_US}
 
 
 async def _exists(db) -> bool:

@@ -13,6 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from migrator import __version__
 from migrator.clock import server_now
+from migrator.redact import redact
 
 COLLECTION = "migrations_changelog"
 HOST = socket.gethostname()
@@ -24,6 +25,8 @@ class Changelog:
         self.collection = database[COLLECTION]
 
     async def record(self, name: str, action: str, state: str, **details) -> dict:
+        if details.get("error"):  # a message, which can quote a URL; the other fields stay exact (checksums)
+            details["error"] = redact(details["error"])
         entry = {
             "name": name,
             "action": action,

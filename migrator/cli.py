@@ -6,12 +6,13 @@ Parses flags, calls migrator.commands, and turns MigrationError into one line an
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Awaitable, Callable
 
 from app.settings import Settings, SettingsError, load_settings
-from migrator import commands
+from migrator import backup, commands
 from migrator.commands import Context, Options
 from migrator.connection import connect, server_info
 from migrator.discovery import MIGRATIONS_DIR, discover, find
@@ -41,19 +42,32 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
 
+def add_backup_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backup", action=argparse.BooleanOptionalAction, default=None,
+                        help="save whole every document the migration (or rollback) will change, before it runs, to "
+                        "a .jsonl.gz file that --restore puts back; on by default for rollbacks (--no-backup skips)")
+    parser.add_argument("--backup-dir", type=Path, metavar="DIR", help="where backups go (default: "
+                        "$MIGRATIONS_BACKUP_DIR, else backups/ of the repository)")
+    parser.add_argument("--backup-full", action="store_true", help="first dump the whole database with mongodump "
+                        "(MongoDB Database Tools) to DIR/<database>-<time>.archive.gz")
+
+
 def options_from(args: argparse.Namespace) -> Options:
+    backup_dir = getattr(args, "backup_dir", None) or os.environ.get("MIGRATIONS_BACKUP_DIR") or backup.DEFAULT_DIR
     return Options(dry_run=getattr(args, "dry_run", False), purge=getattr(args, "purge", False), yes=args.yes,
                    force=getattr(args, "force", False), allow_changed=getattr(args, "allow_changed", False),
-                   lock_timeout_s=args.lock_timeout, as_json=getattr(args, "json", False))
+                   lock_timeout_s=args.lock_timeout, as_json=getattr(args, "json", False),
+                   backup=getattr(args, "backup", None), backup_dir=Path(backup_dir),
+                   backup_full=getattr(args, "backup_full", False))
 
 
 def run(args: argparse.Namespace, migrations: Callable[[], list[Migration]], work: Work,
         check: Callable[[Settings], None] | None = None) -> int:
-    """Discover, load settings, connect, do the work; every failure becomes one line and an exit code."""
+    """Load settings, discover, connect, do the work; every failure becomes one line and an exit code."""
     setup_logging(args.debug)
     try:
+        settings = load_settings(args.env_file)  # first: it remembers the password to mask, also in discovery errors
         found = migrations()
-        settings = load_settings(args.env_file)
         if check:
             check(settings)
         return asyncio.run(_connected(args, settings, found, work))
@@ -87,6 +101,10 @@ def _offline(args: argparse.Namespace, action: Callable[[], int]) -> int:
     """A command that needs no database (--list, --new): same error handling."""
     setup_logging(args.debug)
     try:
+        load_settings(args.env_file)  # not needed, but it remembers the password to mask, should a migration repeat it
+    except SettingsError:
+        pass
+    try:
         return action()
     except MigrationError as exc:
         log.error("%s", exc)
@@ -116,6 +134,8 @@ def runner_parser() -> argparse.ArgumentParser:
         "(for databases migrated before the changelog)")
     add("--mark-applied-all", metavar="NAME", help="the same for every pending migration up to NAME")
     add("--force-unlock", action="store_true", help="remove the lock of a runner that died (asks first)")
+    add("--restore", metavar="FILE", type=Path, help="put back exactly the documents a --backup saved in FILE "
+        "(checks all of it first; asks first; --force for a backup of another database)")
     add("--new", metavar="NAME", help="write migrations/NAME.py from the template")
     parser.add_argument("--dry-run", action="store_true", help="with --all or --migration: count what would change; "
                         "write nothing, not even the changelog or the lock")
@@ -123,7 +143,9 @@ def runner_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="with --status: print JSON")
     parser.add_argument("--allow-changed", action="store_true", help="with --all: run although an applied "
                         "migration's file has changed")
-    parser.add_argument("--force", action="store_true", help="with --mark-applied: record even if it does not verify")
+    parser.add_argument("--force", action="store_true", help="with --mark-applied: record even if it does not verify; "
+                        "with --restore: restore a backup of another database")
+    add_backup_options(parser)
     parser.add_argument("--migrations-dir", type=Path, default=MIGRATIONS_DIR, metavar="DIR",
                         help="where the migrations are (default: this folder)")
     add_common_options(parser)
@@ -135,7 +157,9 @@ def runner_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for flag, allowed in (("dry_run", ("all", "migration")), ("json", ("status",)), ("allow_changed", ("all",)),
                           ("purge", ("rollback", "rollback_last", "rollback_to")),
-                          ("force", ("mark_applied", "mark_applied_all"))):
+                          ("force", ("mark_applied", "mark_applied_all", "restore")),
+                          *((flag, ("all", "migration", "rollback", "rollback_last", "rollback_to"))
+                            for flag in ("backup", "backup_dir", "backup_full"))):
         if getattr(args, flag) and not any(getattr(args, name) for name in allowed):
             parser.error(f"--{flag.replace('_', '-')} goes with " + " or ".join(f"--{a.replace('_', '-')}" for a in allowed))
     folder = args.migrations_dir
@@ -166,6 +190,8 @@ def runner_main(argv: list[str] | None = None) -> int:
         if args.mark_applied_all:
             last = engine.migrations.index(find(engine.migrations, args.mark_applied_all))
             return await commands.mark_applied(ctx, engine.migrations[:last + 1])
+        if args.restore:
+            return await commands.restore(ctx, args.restore)
         return await commands.force_unlock(ctx)
 
     return run(args, lambda: discover(folder), work)
@@ -199,10 +225,13 @@ def standalone_main(path: str, argv: list[str] | None = None) -> int:
     mode.add_argument("--rollback", action="store_true", help="undo the change (asks first)")
     mode.add_argument("--dry-run", action="store_true", help="count what would change; write nothing")
     parser.add_argument("--purge", action="store_true", help="with --rollback: also remove data written since")
+    add_backup_options(parser)
     add_common_options(parser)
     args = parser.parse_args(argv)
     if args.purge and not args.rollback:
         parser.error("--purge goes with --rollback")
+    if (args.backup is not None or args.backup_dir or args.backup_full) and (args.verify or args.dry_run):
+        parser.error("--backup, --no-backup, --backup-dir and --backup-full go with a run or --rollback")
 
     def this_migration() -> list[Migration]:
         migration = load_migration(path)

@@ -10,8 +10,10 @@ from datetime import date
 from pathlib import Path
 
 from app.settings import Settings
-from migrator import plan
+from migrator import backup, plan
+from migrator.backup import DEFAULT_DIR as DEFAULT_BACKUP_DIR
 from migrator.clock import server_now
+from migrator.connection import server_info
 from migrator.engine import ApplyResult, Engine, format_counts
 from migrator.errors import ExitCode, MigrationError
 from migrator.lock import describe
@@ -29,6 +31,9 @@ class Options:
     allow_changed: bool = False
     lock_timeout_s: float = 60.0
     as_json: bool = False
+    backup: bool | None = None  # save the documents first: None = only for rollbacks
+    backup_dir: Path = DEFAULT_BACKUP_DIR
+    backup_full: bool = False  # mongodump the whole database first
 
 
 @dataclass
@@ -82,12 +87,16 @@ async def apply_pending(ctx: Context) -> int:
     if not await engine.pending():
         log.info("nothing to do: all %d migrations are applied", len(engine.migrations))
         return ExitCode.OK
+    check_backups(ctx, await engine.pending(), "apply")
     async with engine.lock.held(ctx.options.lock_timeout_s):
         pending = await engine.pending()  # again: another runner may have applied some meanwhile
+        if pending:
+            await dump_database(ctx)
         for migration in pending:
             engine.lock.check()
             log.info("%s: applying (%s)", migration.name, migration.description)
-            report_apply(await engine.apply(migration))
+            backups = await take_backup(ctx, migration, "apply")
+            report_apply(await engine.apply(migration, backups))
     if pending:
         log.info("done: %d migration(s) applied and verified", len(pending))
     else:
@@ -105,9 +114,12 @@ async def apply_one(ctx: Context, migration: Migration) -> int:
     if missing:
         raise MigrationError(f"{migration.name} depends on {', '.join(missing)}, not applied yet: run --all",
                              ExitCode.USAGE)
+    check_backups(ctx, [migration], "apply")
     async with engine.lock.held(ctx.options.lock_timeout_s):
+        await dump_database(ctx)
         log.info("%s: applying (%s)", migration.name, migration.description)
-        report_apply(await engine.apply(migration))
+        backups = await take_backup(ctx, migration, "apply")
+        report_apply(await engine.apply(migration, backups))
     return ExitCode.OK
 
 
@@ -170,10 +182,15 @@ async def rollback(ctx: Context, select) -> int:
     names = ", ".join(m.name for m in targets)
     if ctx.options.purge:
         log.warning("--purge also removes data the app wrote since the migration ran")
+    check_backups(ctx, targets, "rollback")
+    if ctx.options.backup is False:
+        log.warning("--no-backup: the documents the rollback changes are not saved first")
     confirm(f"roll back {names} on database {ctx.settings.database_name}"
             f"{' and purge app-written data' if ctx.options.purge else ''}", ctx.options.yes)
     async with engine.lock.held(ctx.options.lock_timeout_s):
         still_applied = {m.name for m in await engine.applied()}
+        if still_applied.intersection(m.name for m in targets):
+            await dump_database(ctx)
         for migration in targets:
             if migration.name not in still_applied:
                 log.info("%s: already rolled back by another runner", migration.name)
@@ -184,7 +201,8 @@ async def rollback(ctx: Context, select) -> int:
                 raise MigrationError(f"{', '.join(dependents)} depends on {migration.name}: roll it back first "
                                      f"(or use --rollback-to)", ExitCode.USAGE)
             engine.lock.check()
-            result = await engine.rollback(migration, purge=ctx.options.purge)
+            backups = await take_backup(ctx, migration, "rollback")
+            result = await engine.rollback(migration, purge=ctx.options.purge, backups=backups)
             still_applied.discard(migration.name)
             extra = f" ({format_counts(result.outcome.counts)})" if result.outcome.counts else ""
             log.info("%s: rolled back: %d documents changed in %.2f s%s", migration.name, result.outcome.modified,
@@ -218,6 +236,70 @@ def select_after(engine: Engine, name: str):
 
 def select_last(applied: list[Migration]) -> list[Migration]:
     return applied[:1]
+
+
+# ----- backups and restoring them -----
+
+def check_backups(ctx: Context, migrations: list[Migration], action: str) -> None:
+    """Before anything changes: refuse a backup that cannot be taken."""
+    if ctx.options.backup:
+        backup.require_declared(migrations, action, ctx.options.purge)
+    if ctx.options.backup_full:
+        backup.require_mongodump()
+
+
+async def dump_database(ctx: Context) -> None:
+    """--backup-full: the whole database with mongodump, under the lock, before the first change."""
+    if not ctx.options.backup_full:
+        return
+    name = ctx.settings.database_name
+    log.info("backup: dumping database %s with mongodump ...", name)
+    path = await backup.dump_database(ctx.settings.mongodb_url, name, ctx.options.backup_dir)
+    log.info("backup: database %s dumped to %s (to put it back: mongorestore --gzip --archive=%s --drop)",
+             name, backup.shown(path), backup.shown(path))
+
+
+async def take_backup(ctx: Context, migration: Migration, action: str) -> list[backup.Saved]:
+    """Save the documents `up`/`rollback` will change, right before it runs: with --backup, and for rollbacks."""
+    wanted = ctx.options.backup if ctx.options.backup is not None else action == "rollback"
+    if not wanted:
+        return []
+    if ctx.options.backup is None and backup.touched(migration, action, ctx.options.purge) is None:
+        log.warning("%s: declares no touches(), so its documents are not saved before the rollback%s", migration.name,
+                    "" if ctx.options.backup_full else " (--backup-full dumps the whole database)")
+        return []
+    saved = await ctx.engine.save_backup(migration, action, ctx.options.backup_dir, ctx.options.purge)
+    for one in saved:
+        log.info("%s: backup: %d documents of %s saved to %s", migration.name, one.count, one.collection,
+                 backup.shown(one.path))
+    return saved
+
+
+async def restore(ctx: Context, path: Path) -> int:
+    """--restore FILE: put a backup's documents back exactly, after checking all of the file; asks first."""
+    engine, database = ctx.engine, ctx.settings.database_name
+    ferretdb = (await server_info(engine.database)).is_ferretdb
+    file = backup.read(path, backup.ferretdb_refuses if ferretdb else None)
+    manifest, shown = file.manifest, backup.shown(file.path)
+    log.info("%s: %d documents of %s.%s, saved before the %s of %s at %s (checksum verified)", shown, file.count,
+             file.database, file.collection, manifest["action"], manifest["migration"], manifest["created_at"])
+    if file.database != database:
+        if not ctx.options.force:
+            raise MigrationError(f"refusing to restore {shown}: it is a backup of database {file.database}, not "
+                                 f"{database}; nothing was changed (--force restores it here anyway)", ExitCode.USAGE)
+        log.warning("--force: restoring a backup of database %s into %s", file.database, database)
+    if not file.count:
+        log.info("nothing to restore: the backup holds no documents")
+        return ExitCode.OK
+    confirm(f"replace {file.count} documents of {database}.{file.collection} with their versions from {shown}",
+            ctx.options.yes)
+    async with engine.lock.held(ctx.options.lock_timeout_s):
+        written = await engine.restore(file)
+    state = "rolled back" if manifest["action"] == "apply" else "applied"
+    log.info("restored %d documents of %s and read them back: count and checksum match the backup", written,
+             file.collection)
+    log.info("%s is recorded as %s again, as when the backup was taken", manifest["migration"], state)
+    return ExitCode.OK
 
 
 # ----- adopting a database, the lock -----

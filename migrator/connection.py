@@ -29,8 +29,8 @@ async def connect(url: str, database_name: str, timeout_s: float = 5.0) -> tuple
     shown = redact(url)
     try:
         hosts = ", ".join(f"{h}:{p}" for h, p in parse_uri(url, validate=True)["nodelist"]) or "the SRV hosts"
-    except (InvalidURI, ConfigurationError, ValueError) as exc:
-        raise MigrationError(f"MONGODB_URL is not a valid MongoDB URL ({shown}): {redact(exc)}", ExitCode.USAGE) from None
+    except (InvalidURI, ConfigurationError, ValueError, OSError) as exc:  # OSError: an unreadable tlsCAFile
+        raise MigrationError(f"MONGODB_URL is not a valid MongoDB URL ({shown}): {redact(exc)}", ExitCode.USAGE) from exc
     timeout_ms = int(timeout_s * 1000)
     try:
         client = AsyncMongoClient(
@@ -40,8 +40,8 @@ async def connect(url: str, database_name: str, timeout_s: float = 5.0) -> tuple
             appname="flowise-proxy-migrations",
             tz_aware=True,
         )
-    except (ConfigurationError, ValueError, TypeError) as exc:
-        raise MigrationError(f"MONGODB_URL has an invalid option ({shown}): {redact(exc)}", ExitCode.USAGE) from None
+    except (ConfigurationError, ValueError, TypeError, OSError) as exc:
+        raise MigrationError(f"MONGODB_URL has an invalid option ({shown}): {redact(exc)}", ExitCode.USAGE) from exc
     database = client[database_name]
     try:
         await database.command("ping")
@@ -51,15 +51,15 @@ async def connect(url: str, database_name: str, timeout_s: float = 5.0) -> tuple
             raise MigrationError(
                 f"authentication to {hosts} failed ({shown}): check the user name, password and authSource",
                 ExitCode.UNREACHABLE,
-            ) from None
-        raise MigrationError(f"the server at {hosts} refused `ping`: {redact(exc)}", ExitCode.UNREACHABLE) from None
-    except ConnectionFailure:
+            ) from exc  # --debug shows the driver's error, masked like every log line
+        raise MigrationError(f"the server at {hosts} refused `ping`: {redact(exc)}", ExitCode.UNREACHABLE) from exc
+    except ConnectionFailure as exc:
         await client.close()
         raise MigrationError(
             f"cannot reach MongoDB at {hosts} within {timeout_s:g} s ({shown}): is the server running, "
             "and are MONGODB_URL's host and port right?",
             ExitCode.UNREACHABLE,
-        ) from None
+        ) from exc
     return client, database
 
 

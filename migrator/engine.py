@@ -8,11 +8,12 @@ The engine returns results and records them in the changelog; it prints nothing.
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from migrator import plan
+from migrator import backup, plan
 from migrator.changelog import Changelog
 from migrator.discovery import discover
 from migrator.errors import ExitCode, MigrationError
@@ -72,7 +73,13 @@ class Engine:
 
     # ----- changing the database (callers hold the lock) -----
 
-    async def apply(self, migration: Migration) -> ApplyResult:
+    async def save_backup(self, migration: Migration, action: str, folder: Path, purge: bool = False) -> list[backup.Saved]:
+        """Save whole the documents `up` ("apply") or `rollback` will change; pass them on to apply/rollback."""
+        if action == "rollback":
+            self.check_rollback(migration, purge)
+        return await backup.save(self.database, migration, action, folder, purge)
+
+    async def apply(self, migration: Migration, backups: list[backup.Saved] = ()) -> ApplyResult:
         """Run `up`, verify, record. A failure is recorded too, and raised."""
         before = await self.verify(migration)
         started = time.monotonic()
@@ -82,12 +89,12 @@ class Engine:
             if not after.ok:
                 raise MigrationError(f"{migration.name}: verification failed after it ran ({format_counts(after.counts)})")
         except MigrationError as exc:
-            await self._record_failure(migration, "apply", exc, time.monotonic() - started)
+            await self._record_failure(migration, "apply", exc, time.monotonic() - started, backups)
             raise
         seconds = time.monotonic() - started
         await self.changelog.record(migration.name, "apply", plan.APPLIED, checksum=migration.checksum,
                                     duration_s=round(seconds, 3), matched=outcome.matched, modified=outcome.modified,
-                                    run_id=self.run_id)
+                                    run_id=self.run_id, **_backup_field(backups))
         return ApplyResult(migration, before, outcome, after, seconds)
 
     async def mark_applied(self, migration: Migration, force: bool = False) -> Verification:
@@ -100,11 +107,16 @@ class Engine:
                                     verified=verification.ok, run_id=self.run_id)
         return verification
 
-    async def rollback(self, migration: Migration, purge: bool = False) -> RollbackResult:
+    @staticmethod
+    def check_rollback(migration: Migration, purge: bool = False) -> None:
         if migration.rollback is None:
             raise MigrationError(f"{migration.name} has no rollback: undo it by hand or restore a backup", ExitCode.USAGE)
         if purge and not migration.accepts("rollback", "purge"):
             raise MigrationError(f"{migration.name}'s rollback has no purge option", ExitCode.USAGE)
+
+    async def rollback(self, migration: Migration, purge: bool = False,
+                       backups: list[backup.Saved] = ()) -> RollbackResult:
+        self.check_rollback(migration, purge)
         options = {"purge": purge} if purge else {}
         started = time.monotonic()
         try:
@@ -116,18 +128,47 @@ class Engine:
                 if not after.ok:
                     raise MigrationError(f"{migration.name}: rollback verification failed ({format_counts(after.counts)})")
         except MigrationError as exc:
-            await self._record_failure(migration, "rollback", exc, time.monotonic() - started)
+            await self._record_failure(migration, "rollback", exc, time.monotonic() - started, backups)
             raise
         seconds = time.monotonic() - started
         await self.changelog.record(migration.name, "rollback", plan.ROLLED_BACK, checksum=migration.checksum,
                                     duration_s=round(seconds, 3), matched=outcome.matched, modified=outcome.modified,
-                                    purge=purge, run_id=self.run_id)
+                                    purge=purge, run_id=self.run_id, **_backup_field(backups))
         return RollbackResult(migration, outcome, after, seconds)
 
-    async def _record_failure(self, migration: Migration, action: str, error: Exception, seconds: float) -> None:
+    async def restore(self, file: backup.BackupFile) -> int:
+        """Put a backup's documents back exactly, read them back to check, record it; the count restored.
+
+        The migration's state becomes the one the backup was taken in: a backup taken before `apply`
+        brings back the documents as they were before it (rolled_back), one before `rollback` as they
+        were while it was applied. A restore that stops is recorded as failed; one whose documents do not
+        read back as saved raises exit 4.
+        """
+        manifest, started = file.manifest, time.monotonic()
+        details = dict(checksum=manifest.get("migration_checksum"), file=str(Path(file.path).resolve()),
+                       database=self.database.name, collection=file.collection, backup_of=manifest["action"],
+                       run_id=self.run_id)
+        try:
+            written = await backup.restore(self.database, file, self.lock.check)
+            problem = await backup.check_restored(self.database, file)
+        except (MigrationError, PyMongoError) as exc:
+            await self.changelog.record(manifest["migration"], "restore", plan.FAILED, error=redact(exc), **details)
+            if isinstance(exc, MigrationError):
+                raise
+            raise MigrationError(f"restore failed: {redact(exc)}") from exc
+        state = plan.ROLLED_BACK if manifest["action"] == "apply" else plan.APPLIED
+        await self.changelog.record(manifest["migration"], "restore", state, duration_s=round(time.monotonic() - started, 3),
+                                    modified=written, verified=not problem, **details)
+        if problem:
+            raise MigrationError(f"restored documents are not as in the backup: {problem}", ExitCode.VERIFY_FAILED)
+        return written
+
+    async def _record_failure(self, migration: Migration, action: str, error: Exception, seconds: float,
+                              backups: list[backup.Saved] = ()) -> None:
         try:
             await self.changelog.record(migration.name, action, plan.FAILED, checksum=migration.checksum,
-                                        duration_s=round(seconds, 3), error=str(error), run_id=self.run_id)
+                                        duration_s=round(seconds, 3), error=str(error), run_id=self.run_id,
+                                        **_backup_field(backups))
         except PyMongoError:
             pass  # the server is gone; the error being raised says why
 
@@ -140,6 +181,10 @@ class Engine:
             raise MigrationError(f"{migration.name}: {hook} failed: {redact(exc)}") from exc
         except Exception as exc:
             raise MigrationError(f"{migration.name}: {hook} failed: {type(exc).__name__}: {redact(exc)}") from exc
+
+
+def _backup_field(backups: list[backup.Saved]) -> dict:
+    return {"backup": [saved.record() for saved in backups]} if backups else {}
 
 
 def _as_verification(result) -> Verification:

@@ -7,7 +7,12 @@ and `Description: ...`, and these async functions of the database:
     rollback(db)       optional; may accept `purge` to remove data written since
     verify_rollback(db)  optional, read-only: is the change gone after a rollback? (may accept `purge`)
     count_pending(db)  optional; how many documents `up` would change (for --dry-run)
-and optionally `depends_on = ["other_migration", ...]`.
+and optionally `depends_on = ["other_migration", ...]`, and one plain (not async) function:
+    touches(action, purge=False) -> {collection: filter}
+                       the documents `up` (action "apply") or `rollback` (action "rollback", with
+                       `purge` as given to it) will change, by collection: what --backup saves whole
+                       before it runs (see migrator/backup.py). Without it, --backup refuses the
+                       migration (--backup-full dumps the whole database instead).
 """
 
 import ast
@@ -21,6 +26,7 @@ from typing import Any, Awaitable, Callable
 
 from migrator.checksum import code_checksum
 from migrator.errors import ExitCode, MigrationError
+from migrator.redact import redact
 
 HOOKS = ("up", "verify", "rollback", "count_pending", "verify_rollback")
 _DATE = re.compile(r"^\s*Date:\s*(\d{4}-\d{2}-\d{2})\s*$", re.MULTILINE)
@@ -68,6 +74,7 @@ class Migration:
     rollback: Hook | None = None
     count_pending: Hook | None = None
     verify_rollback: Hook | None = None
+    touches: Callable[..., dict[str, dict]] | None = None
     depends_on: tuple[str, ...] = ()
     path: Path | None = None
     checksum: str = ""
@@ -118,7 +125,7 @@ def _import(path: Path):
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[module_name]
-        raise MigrationError(f"{path.name}: failed to load: {type(exc).__name__}: {exc}", ExitCode.USAGE) from exc
+        raise MigrationError(f"{path.name}: failed to load: {type(exc).__name__}: {redact(exc)}", ExitCode.USAGE) from exc
     return module
 
 
@@ -137,6 +144,9 @@ def _from_functions(module, path: Path, docstring: str) -> Migration:
         raise MigrationError(f"{path.name}: its docstring needs a line `Date: YYYY-MM-DD` (its place in the order)", ExitCode.USAGE)
     description = _DESCRIPTION.search(docstring)
     summary = description.group(1).strip() if description else (docstring.strip().splitlines() or [""])[0]
+    touches = getattr(module, "touches", None)
+    if touches is not None and (not callable(touches) or inspect.iscoroutinefunction(touches)):
+        raise MigrationError(f"{path.name}: touches() must be a plain `def` function", ExitCode.USAGE)
     depends_on = getattr(module, "depends_on", ())
     if isinstance(depends_on, str):
         depends_on = (depends_on,)
@@ -145,6 +155,7 @@ def _from_functions(module, path: Path, docstring: str) -> Migration:
         date=date.group(1),
         description=summary,
         depends_on=tuple(depends_on),
+        touches=touches,
         path=path,
         **hooks,
     )

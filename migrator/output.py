@@ -1,7 +1,9 @@
 """How the toolkit talks: one log format on stderr (rich in a terminal), prompts, masking."""
 
 import logging
+import signal
 import sys
+import threading
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -14,9 +16,19 @@ log = logging.getLogger("migrator")
 
 
 class _RedactFilter(logging.Filter):
+    """Mask the whole record: its message, and the traceback --debug adds (exception messages repeat URLs)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = redact(record.getMessage())
         record.args = ()
+        if record.exc_info:
+            if record.exc_info[0] is not None:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None  # no handler formats the raw exception again (rich's tracebacks included)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 
@@ -48,11 +60,24 @@ def confirm(action: str, assume_yes: bool) -> None:
     sys.stderr.write(f"{action[0].upper()}{action[1:]}? [yes/no] ")
     sys.stderr.flush()
     try:
-        answer = sys.stdin.readline().strip().lower()
+        answer = _read_line().strip().lower()
     except KeyboardInterrupt:
+        sys.stderr.write("\n")
         raise MigrationError("cancelled at the prompt: nothing was changed", ExitCode.INTERRUPTED) from None
     if answer not in {"y", "yes"}:
         raise MigrationError("not confirmed: nothing was changed", ExitCode.USAGE)
+
+
+def _read_line() -> str:
+    """A line from stdin that Ctrl-C interrupts. Under asyncio.run, SIGINT only cancels the main task, and a
+    blocking readline would go on waiting for Enter: here Ctrl-C raises KeyboardInterrupt at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return sys.stdin.readline()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return sys.stdin.readline()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 
 def table(headers: list[str], rows: list[list[str]]) -> None:

@@ -1,0 +1,300 @@
+"""No password, token or credentialed URL in anything the toolkit prints or writes.
+
+Every command runs with a distinctive password in MONGODB_URL. Our FerretDB has no authentication
+and accepts any user and password with `authMechanism=PLAIN`, so with it the commands do their real
+work while carrying the password; without PLAIN the client tries SCRAM and gets AuthenticationFailed
+(18), the failing path. Then everything is searched: stdout and stderr of every command (--debug
+tracebacks included), every document of the database (migrations_changelog and migrations_lock
+included), every file under the backups folder and the migrations folders, and what mongodump got.
+"""
+
+import asyncio
+import gzip
+import json
+import logging
+import shutil
+import socket
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import quote_plus
+
+import certifi
+import pytest
+from bson import json_util
+from pymongo.errors import ConfigurationError
+
+from app.settings import load_settings
+from conftest import MIGRATIONS, run
+from migrator import connection
+from migrator.errors import MigrationError
+from migrator.output import _RedactFilter
+from migrator.redact import redact, remember_secret_of
+from sample_messages import chat_messages
+
+PASSWORD = "Zx9!S3cr3t@Pa55"
+IN_URL = quote_plus(PASSWORD)  # Zx9%21S3cr3t%40Pa55
+CORE = "S3cr3t"  # in every form the password can take
+MIGRATION = "add_metadata_to_chat_messages"
+
+
+def leaks(texts: dict[str, str]) -> dict[str, list[str]]:
+    """{where: [its lines that show the password]}"""
+    found = {label: [line for line in text.splitlines() if CORE in line or IN_URL in line]
+             for label, text in texts.items()}
+    return {label: lines for label, lines in found.items() if lines}
+
+
+def host_of(server_url: str) -> str:
+    return server_url.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+FAKE_MONGODUMP = '''#!{python}
+"""Stands in for mongodump: records its arguments; fails like it when it cannot connect, repeating the URI."""
+import json, os, sys
+args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+config = args["--config"]
+uri = json.load(open(config))["uri"]
+with open({calls!r}, "a") as calls:
+    calls.write(json.dumps({{"argv": sys.argv[1:], "config": config}}) + "\\n")
+if os.environ.get("FAKE_MONGODUMP_FAIL"):
+    print("Failed: can't create session: failed to connect to " + uri + " (password " + uri.split(":")[2].split("@")[0] + ")",
+          file=sys.stderr)
+    sys.exit(1)
+open(args["--archive"], "wb").write(b"an archive")
+'''
+
+LEAKY_MIGRATIONS = {
+    # up() fails with the URL and the bare password in its message: the error line, the changelog, the traceback
+    "raises_with_the_url": '''
+import os
+from urllib.parse import unquote_plus
+
+async def up(db):
+    url = os.environ["MONGODB_URL"]
+    raise ValueError(f"cannot use {url}: password {unquote_plus(url.split(':')[2].split('@')[0])}")
+
+async def verify(db):
+    return False
+''',
+    # the migration raises the toolkit's own error with the URL in it
+    "raises_migration_error": '''
+import os
+from migrator.errors import MigrationError
+
+async def up(db):
+    raise MigrationError("gave up on " + os.environ["MONGODB_URL"])
+
+async def verify(db):
+    return False
+''',
+    # a result the engine does not expect: the "unexpected error" path, with the password in the exception
+    "unexpected_error": '''
+import os
+from urllib.parse import unquote_plus
+
+class Odd:
+    @property
+    def matched_count(self):
+        url = os.environ["MONGODB_URL"]
+        raise RuntimeError(f"odd result from {url} ({unquote_plus(url.split(':')[2].split('@')[0])})")
+
+async def up(db):
+    return Odd()
+
+async def verify(db):
+    return False
+''',
+    # a file that fails to load, repeating the password: found before the database is even reached
+    "fails_to_load": '''
+import os
+from urllib.parse import unquote_plus
+
+raise RuntimeError("no, with " + unquote_plus(os.environ["MONGODB_URL"].split(":")[2].split("@")[0]))
+
+async def up(db):
+    pass
+
+async def verify(db):
+    return True
+''',
+}
+
+
+def test_every_command_with_a_password_in_the_url_leaks_it_nowhere(mongo, db, db_name, env, server_url,
+                                                                   is_ferretdb, tmp_path):
+    if not is_ferretdb:
+        pytest.skip("needs FerretDB, which accepts any user and password with authMechanism=PLAIN")
+    host = host_of(server_url)
+    url = f"mongodb://migrator:{IN_URL}@{host}/?authMechanism=PLAIN"
+    folder, scratch, backups, bin_dir = (tmp_path / n for n in ("migrations", "new", "backups", "bin"))
+    for path in (folder, scratch, bin_dir):
+        path.mkdir()
+    shutil.copy(MIGRATIONS / f"{MIGRATION}.py", folder)
+    calls = tmp_path / "mongodump-calls.jsonl"
+    (bin_dir / "mongodump").write_text(FAKE_MONGODUMP.format(python=sys.executable, calls=str(calls)))
+    (bin_dir / "mongodump").chmod(0o755)
+    environment = {**env, "MONGODB_URL": url, "MIGRATIONS_BACKUP_DIR": str(backups),
+                   "PATH": f"{bin_dir}:{env.get('PATH', '')}"}
+    db.chat_messages.insert_many(chat_messages(8, with_metadata_every=4))
+    texts: dict[str, str] = {}
+
+    def command(code: int, *args: str, script: str = "run_migrations.py", migrations: Path | None = folder, **changes):
+        argv = [*args, *(("--migrations-dir", str(migrations)) if script == "run_migrations.py" and migrations else ())]
+        result = run(script, *argv, env={**environment, **changes})
+        texts[f"output {len(texts)} of {script} {' '.join(argv)} {changes or ''}"] = result.output
+        assert result.code == code, (args, result)
+        return result
+
+    # the work, on a database that starts with 6 messages lacking metadata
+    command(0, "--list")
+    command(0, "--new", "added_here", migrations=scratch)
+    command(0, "--status")
+    command(0, "--all", "--dry-run", "--debug")
+    command(0, "--migration", MIGRATION, "--dry-run")
+    command(0, "--all", "--backup", "--backup-full", "--debug")
+    assert db.chat_messages.count_documents({"metadata": {"$exists": False}}) == 0  # it really ran
+    command(0, "--status", "--json")
+    command(0, "--verify", "--debug")
+    command(0, "--rollback-last", "--yes", "--debug")  # saves a backup first, by default
+    command(4, "--mark-applied", MIGRATION)
+    command(1, "--migration", MIGRATION, "--backup-full", "--debug", FAKE_MONGODUMP_FAIL="1")
+    command(0, "--dry-run", script=f"{MIGRATION}.py")
+    command(0, "--debug", script=f"{MIGRATION}.py")
+    command(0, "--verify", script=f"{MIGRATION}.py")
+    command(0, "--rollback", "--yes", "--debug", script=f"{MIGRATION}.py")
+    command(0, "--mark-applied", MIGRATION, "--force")
+    command(0, "--rollback", MIGRATION, "--yes", "--no-backup")
+    command(0, "--migration", MIGRATION, "--backup", "--debug")
+    command(0, "--rollback-to", MIGRATION, "--yes")
+    command(0, "--mark-applied-all", MIGRATION, "--debug")
+    command(0, "--rollback-last", "--purge", "--yes", "--debug")
+    db.migrations_lock.insert_one({"_id": 1000, "owner": "elsewhere:1:dead", "acquired_at": datetime(2020, 1, 1),
+                                   "expires_at": datetime(2999, 1, 1), "released_at": None})  # a live lock
+    command(3, "--all", "--lock-timeout", "0", "--debug")
+    command(0, "--force-unlock", "--yes", "--debug")
+    before_apply = sorted(backups.glob(f"*-{MIGRATION}-apply-*.jsonl.gz"))[-1]
+    command(0, "--restore", str(before_apply), "--yes", "--debug")
+    command(0, "--status")
+
+    # the failing paths, with and without --debug
+    for debug in ((), ("--debug",)):
+        command(5, "--all", *debug, MONGODB_URL=f"mongodb://migrator:{IN_URL}@{host}/app?authSource=admin")  # SCRAM
+        command(5, "--all", "--server-timeout", "0.5", *debug,
+                MONGODB_URL=f"mongodb://migrator:{IN_URL}@127.0.0.1:{closed_port()}/?authMechanism=PLAIN")
+        command(2, "--all", *debug, MONGODB_URL=f"mongodb//migrator:{IN_URL}@{host}/")
+        command(2, "--all", *debug, MONGODB_URL=f"{url}&tls=maybe")
+        command(2, "--all", *debug, MONGODB_URL=f"{url}&tls=true&tlsCAFile={tmp_path}/missing.pem")
+        for name, body in LEAKY_MIGRATIONS.items():
+            leaky = tmp_path / f"leaky-{name}"
+            leaky.mkdir(exist_ok=True)
+            (leaky / f"{name}.py").write_text(f'"""{name}\n\nDate: 2025-01-01\n"""\n{body}')
+            command(2 if name == "fails_to_load" else 1, "--all", *debug, migrations=leaky)
+        command(2, "--list", *debug, migrations=tmp_path / "leaky-fails_to_load")  # no database needed, still masked
+    assert "unexpected error: RuntimeError: odd result from mongodb://migrator:****@" in "".join(texts.values())
+
+    # everything written: the database, the backups, the migrations folders, what mongodump was given
+    for name in db.list_collection_names():
+        texts[f"collection {name}"] = json_util.dumps(list(db[name].find()))
+    assert db.migrations_changelog.count_documents({"error": {"$regex": "mongodb://migrator:"}}) >= 2
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.parent != bin_dir:
+            data = path.read_bytes()
+            texts[f"file {path.relative_to(tmp_path)}"] = (gzip.decompress(data) if path.suffix == ".gz" and
+                                                          data[:2] == b"\x1f\x8b" else data).decode(errors="replace")
+    assert len(list(backups.glob("*.jsonl.gz"))) >= 3 and len(list(backups.glob("*.archive.gz"))) == 1
+    dumps = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert len(dumps) == 2 and not any(Path(d["config"]).exists() for d in dumps)  # the URI's file is gone
+    command(0, "--yes", "--debug", script="reset_chat_messages_session_test.py")
+
+    assert leaks(texts) == {}
+
+
+def test_tls_options_in_the_url_reach_the_driver_untouched(monkeypatch, tmp_path):
+    ca = Path(__file__).resolve()  # any readable file: the driver only opens it once it connects
+    url = (f"mongodb://migrator:{IN_URL}@db.example:27017/app?authSource=admin&tls=true&tlsCAFile={ca}"
+           "&tlsAllowInvalidHostnames=false&tlsCertificateKeyFilePassword=Kf7keypass")
+    monkeypatch.setenv("MONGODB_URL", url)
+    (tmp_path / "empty.env").write_text("")
+    monkeypatch.setenv("ENV_FILE", str(tmp_path / "empty.env"))  # no .env of the developer's
+    settings = load_settings()
+    assert settings.mongodb_url == url
+
+    given = {}
+
+    def client(url, **options):
+        given.update(url=url, **options)
+        raise ConfigurationError("stopped here by the test")
+
+    monkeypatch.setattr(connection, "AsyncMongoClient", client)
+    with pytest.raises(MigrationError) as caught:
+        asyncio.run(connection.connect(settings.mongodb_url, settings.database_name, 1))
+    assert given["url"] == url
+    assert CORE not in str(caught.value) and "migrator:****@db.example" in str(caught.value)
+
+
+def test_tls_from_the_url_makes_the_driver_start_a_tls_handshake(env, tmp_path):
+    """A listener that records the first byte it gets: 0x16 opens a TLS handshake, not a MongoDB message."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    first_bytes = []
+
+    def accept() -> None:
+        listener.settimeout(10)
+        try:
+            peer, _ = listener.accept()
+            peer.settimeout(5)
+            first_bytes.append(peer.recv(1))
+            peer.close()
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    ca = certifi.where()  # a real CA bundle: the driver loads it before the handshake
+    port = listener.getsockname()[1]
+    url = f"mongodb://migrator:{IN_URL}@127.0.0.1:{port}/?authMechanism=PLAIN&tls=true&tlsCAFile={ca}"
+    try:
+        result = run("run_migrations.py", "--status", "--server-timeout", "2", "--debug", env={**env, "MONGODB_URL": url})
+    finally:
+        thread.join(15)
+        listener.close()
+    assert result.code == 5, result
+    assert first_bytes == [b"\x16"], result
+    assert CORE not in result.output and "Traceback" in result.output  # --debug: the traceback, masked
+
+
+def test_redact_masks_the_password_in_every_form_and_secret_url_options():
+    spaced = "mongodb://u:Wq8 spaced pass@h:1/db"
+    remember_secret_of(spaced)
+    assert redact(f"at {spaced} and alone: Wq8 spaced pass") == "at mongodb://u:****@h:1/db and alone: ****"
+    assert redact("mongodb://u:Yv5%40p%2Fss@h/") == "mongodb://u:****@h/"
+    remember_secret_of("mongodb://u:Yv5%40p%2Fss@h/")
+    assert redact("decoded: Yv5@p/ss") == "decoded: ****"
+    options = ("mongodb://h/?tls=true&tlsCertificateKeyFilePassword=Kf7keypass&authMechanism=MONGODB-AWS"
+               "&authMechanismProperties=AWS_SESSION_TOKEN:Tk3token")
+    remember_secret_of(options)
+    shown = redact(options)
+    assert "Kf7keypass" not in shown and "Tk3token" not in shown and "tls=true" in shown
+    assert redact("token Tk3token, key password Kf7keypass") == "token ****, key password ****"
+    remember_secret_of("mongodb://h/?authMechanismProperties=SERVICE_NAME:mongodb")
+    assert redact("mongodb://h/") == "mongodb://h/"  # not a secret: nothing else is masked
+
+
+def test_the_log_filter_masks_tracebacks_too():
+    remember_secret_of(f"mongodb://u:{IN_URL}@h/")
+    try:
+        raise ValueError(f"bad: mongodb://u:{IN_URL}@h/ and {PASSWORD}")
+    except ValueError:
+        record = logging.LogRecord("migrator", logging.ERROR, __file__, 1, "failed: %s", (PASSWORD,), sys.exc_info())
+    assert _RedactFilter().filter(record)
+    text = logging.Formatter().format(record)
+    assert "Traceback" in text and CORE not in text and "mongodb://u:****@h/" in text
