@@ -82,16 +82,15 @@ class Engine:
     async def apply(self, migration: Migration, backups: list[backup.Saved] = ()) -> ApplyResult:
         """Run `up`, verify, record. A failure is recorded too, and raised."""
         before = await self.verify(migration)
-        started = time.monotonic()
-        try:
+
+        async def forward() -> tuple[Outcome, Verification]:
             outcome = Outcome.of(await self._call(migration, "up"))
             after = await self.verify(migration)
             if not after.ok:
                 raise MigrationError(f"{migration.name}: verification failed after it ran ({format_counts(after.counts)})")
-        except MigrationError as exc:
-            await self._record_failure(migration, "apply", exc, time.monotonic() - started, backups)
-            raise
-        seconds = time.monotonic() - started
+            return outcome, after
+
+        (outcome, after), seconds = await self._recording_failure(migration, "apply", backups, forward)
         await self.changelog.record(migration.name, "apply", plan.APPLIED, checksum=migration.checksum,
                                     duration_s=round(seconds, 3), matched=outcome.matched, modified=outcome.modified,
                                     run_id=self.run_id, **_backup_field(backups))
@@ -118,19 +117,18 @@ class Engine:
                        backups: list[backup.Saved] = ()) -> RollbackResult:
         self.check_rollback(migration, purge)
         options = {"purge": purge} if purge else {}
-        started = time.monotonic()
-        try:
+
+        async def backward() -> tuple[Outcome, Verification | None]:
             outcome = Outcome.of(await self._call(migration, "rollback", **options))
-            after = None
-            if migration.verify_rollback is not None:
-                check_options = options if migration.accepts("verify_rollback", "purge") else {}
-                after = _as_verification(await self._call(migration, "verify_rollback", **check_options))
-                if not after.ok:
-                    raise MigrationError(f"{migration.name}: rollback verification failed ({format_counts(after.counts)})")
-        except MigrationError as exc:
-            await self._record_failure(migration, "rollback", exc, time.monotonic() - started, backups)
-            raise
-        seconds = time.monotonic() - started
+            if migration.verify_rollback is None:
+                return outcome, None
+            check_options = options if migration.accepts("verify_rollback", "purge") else {}
+            after = _as_verification(await self._call(migration, "verify_rollback", **check_options))
+            if not after.ok:
+                raise MigrationError(f"{migration.name}: rollback verification failed ({format_counts(after.counts)})")
+            return outcome, after
+
+        (outcome, after), seconds = await self._recording_failure(migration, "rollback", backups, backward)
         await self.changelog.record(migration.name, "rollback", plan.ROLLED_BACK, checksum=migration.checksum,
                                     duration_s=round(seconds, 3), matched=outcome.matched, modified=outcome.modified,
                                     purge=purge, run_id=self.run_id, **_backup_field(backups))
@@ -162,6 +160,16 @@ class Engine:
         if problem:
             raise MigrationError(f"restored documents are not as in the backup: {problem}", ExitCode.VERIFY_FAILED)
         return written
+
+    async def _recording_failure(self, migration: Migration, action: str, backups, work):
+        """Run `work`; a MigrationError is recorded in the changelog as a failure, then raised. (result, seconds)."""
+        started = time.monotonic()
+        try:
+            result = await work()
+        except MigrationError as exc:
+            await self._record_failure(migration, action, exc, time.monotonic() - started, backups)
+            raise
+        return result, time.monotonic() - started
 
     async def _record_failure(self, migration: Migration, action: str, error: Exception, seconds: float,
                               backups: list[backup.Saved] = ()) -> None:
