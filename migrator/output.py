@@ -4,6 +4,7 @@ import logging
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -57,10 +58,11 @@ def confirm(action: str, assume_yes: bool) -> None:
     if not sys.stdin.isatty():
         raise MigrationError(f"refusing to {action} without confirmation: stdin is not a terminal (pass --yes)",
                              ExitCode.USAGE)
-    sys.stderr.write(f"{action[0].upper()}{action[1:]}? [yes/no] ")
-    sys.stderr.flush()
     try:
-        answer = _read_line().strip().lower()
+        with _ctrl_c_interrupts():  # set before the prompt shows, so a Ctrl-C at any moment of it counts
+            sys.stderr.write(f"{action[0].upper()}{action[1:]}? [yes/no] ")
+            sys.stderr.flush()
+            answer = sys.stdin.readline().strip().lower()
     except KeyboardInterrupt:
         sys.stderr.write("\n")
         raise MigrationError("cancelled at the prompt: nothing was changed", ExitCode.INTERRUPTED) from None
@@ -68,14 +70,16 @@ def confirm(action: str, assume_yes: bool) -> None:
         raise MigrationError("not confirmed: nothing was changed", ExitCode.USAGE)
 
 
-def _read_line() -> str:
-    """A line from stdin that Ctrl-C interrupts. Under asyncio.run, SIGINT only cancels the main task, and a
-    blocking readline would go on waiting for Enter: here Ctrl-C raises KeyboardInterrupt at once."""
+@contextmanager
+def _ctrl_c_interrupts():
+    """Under asyncio.run, SIGINT only cancels the main task, and a blocking readline would go on waiting
+    for Enter: inside this block Ctrl-C raises KeyboardInterrupt at once."""
     if threading.current_thread() is not threading.main_thread():
-        return sys.stdin.readline()
+        yield
+        return
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return sys.stdin.readline()
+        yield
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
