@@ -19,21 +19,24 @@ import (
 
 func main() {
 	addr := flag.String("listen", "127.0.0.1:27020", "TCP address to listen on (loopback only)")
-	dataDir := flag.String("data", "", "directory for the SQLite files; empty means in memory")
+	dataDir := flag.String("data", "", "directory for the SQLite files (required)")
 	flag.Parse()
 
-	sqliteURL := "file:./?mode=memory"
-	if *dataDir != "" {
-		abs, err := filepath.Abs(*dataDir)
-		if err == nil {
-			err = os.MkdirAll(abs, 0o755)
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "localdb: data directory:", err)
-			os.Exit(2)
-		}
-		sqliteURL = "file:" + strings.TrimSuffix(filepath.ToSlash(abs), "/") + "/"
+	// No in-memory mode: FerretDB then opens a single SQLite connection, which an update's own
+	// open read holds while its writes wait for another one, so every update hangs.
+	if *dataDir == "" {
+		fmt.Fprintln(os.Stderr, "localdb: -data DIR is required")
+		os.Exit(2)
 	}
+	abs, err := filepath.Abs(*dataDir)
+	if err == nil {
+		err = os.MkdirAll(abs, 0o755)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "localdb: data directory:", err)
+		os.Exit(2)
+	}
+	sqliteURL := "file:" + strings.TrimSuffix(filepath.ToSlash(abs), "/") + "/"
 
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: *addr},
