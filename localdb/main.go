@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
@@ -50,6 +51,8 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
+	go keepIDIndexes(ctx, abs, 200*time.Millisecond)
 
 	fmt.Fprintf(os.Stderr, "localdb: FerretDB listening on %s (data: %s)\n", *addr, sqliteURL)
 	if err := f.Run(ctx); err != nil && ctx.Err() == nil {

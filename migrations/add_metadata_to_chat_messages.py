@@ -21,6 +21,9 @@ COLLECTION = "chat_messages"
 LACKS_FIELD = {"metadata": {"$exists": False}}
 ADDED_BY_US = {"metadata": {"$type": "null"}}  # `{"metadata": None}` would also match a missing field
 ANY_METADATA = {"metadata": {"$exists": True}}
+# $max, not $set: null is below every other value, so a message that got metadata from the app after
+# its batch was read keeps it (on FerretDB the filter is not checked again at the write).
+ADD_NULL = {"$max": {"metadata": None}}
 
 
 def touches(action: str, purge: bool = False) -> dict[str, dict]:
@@ -38,16 +41,17 @@ async def count_pending(db) -> int:
     return await db[COLLECTION].count_documents(LACKS_FIELD)
 
 
-async def up(db):
+async def up(db, batches):
     if not await _exists(db):  # an update, even of nothing, creates the collection on FerretDB
         return None
-    return await db[COLLECTION].update_many(LACKS_FIELD, {"$set": {"metadata": None}})
+    return await batches.update_many(COLLECTION, LACKS_FIELD, ADD_NULL)
 
 
 async def verify(db) -> Verification:
-    messages = db[COLLECTION]
-    total = await messages.count_documents({})
-    with_field = await messages.count_documents({"metadata": {"$exists": True}})
+    # One pass over the collection, where two counts would read it twice.
+    by_type = await db[COLLECTION].aggregate([{"$group": {"_id": {"$type": "$metadata"}, "n": {"$sum": 1}}}]).to_list()
+    total = sum(group["n"] for group in by_type)
+    with_field = total - sum(group["n"] for group in by_type if group["_id"] == "missing")
     note = ""
     if total == 0:
         note = "collection is empty: nothing to migrate" if await _exists(db) else \

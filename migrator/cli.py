@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 from app.settings import Settings, SettingsError, load_settings
-from migrator import backup, commands
+from migrator import backup, batches, commands
 from migrator.commands import Context, Options
 from migrator.connection import connect, server_info
 from migrator.discovery import MIGRATIONS_DIR, discover, find
@@ -25,7 +25,7 @@ from migrator.redact import redact
 EXIT_CODES_HELP = """exit codes:
   0  success           1  a migration, its verification or a rollback failed   2  usage or settings error
   3  lock held         4  verification failed (--verify, --mark-applied)         5  cannot reach or log in to MongoDB
-  130 interrupted"""
+  130 interrupted (Ctrl-C)   143 stopped by SIGTERM (docker stop); both resume from the checkpoint when run again"""
 
 Work = Callable[[Context], Awaitable[int]]
 
@@ -50,6 +50,39 @@ def add_backup_options(parser: argparse.ArgumentParser) -> None:
                         "$MIGRATIONS_BACKUP_DIR, else backups/ of the repository)")
     parser.add_argument("--backup-full", action="store_true", help="first dump the whole database with mongodump "
                         "(MongoDB Database Tools) to DIR/<database>-<time>.archive.gz")
+
+
+def add_batch_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("large collections (migrations that walk a collection in batches)")
+    group.add_argument("--batch-size", type=_positive(int), metavar="N", help=f"documents per batch; a checkpoint is "
+                       f"saved after each, so a re-run resumes there (default: {batches.DEFAULT_SIZE})")
+    group.add_argument("--max-rate", type=_positive(float), metavar="DOCS_PER_S", help="process at most this many "
+                       "documents per second, to spare live traffic (default: as fast as the server goes)")
+    group.add_argument("--write-concern", choices=["majority", "1"], help="acknowledgement of each batch's writes "
+                       "(default: the URL's, else the server's: majority on MongoDB 5.0+ replica sets)")
+    group.add_argument("--batch-path", choices=[batches.RANGE, batches.STREAM], help=argparse.SUPPRESS)
+    group.add_argument("--progress-interval", type=_positive(float), default=batches.DEFAULT_INTERVAL_S,
+                       metavar="SECONDS", help="without a terminal: a progress line every SECONDS (default: 5)")
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def batch_settings_from(args: argparse.Namespace) -> batches.BatchSettings:
+    return batches.BatchSettings(size=getattr(args, "batch_size", None), max_rate=getattr(args, "max_rate", None),
+                                 write_concern=getattr(args, "write_concern", None),
+                                 path=getattr(args, "batch_path", None),
+                                 progress_interval_s=getattr(args, "progress_interval", batches.DEFAULT_INTERVAL_S))
 
 
 def options_from(args: argparse.Namespace) -> Options:
@@ -91,7 +124,7 @@ async def _connected(args, settings: Settings, migrations: list[Migration], work
     try:
         server = await server_info(database)
         log.info("database %s at %s (%s)", settings.database_name, redact(settings.mongodb_url), server.label)
-        engine = Engine(database, migrations, lease_s=args.lease)
+        engine = Engine(database, migrations, lease_s=args.lease, batch_settings=batch_settings_from(args))
         return await work(Context(engine, settings, options_from(args)))
     finally:
         await client.close()
@@ -146,6 +179,7 @@ def runner_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="with --mark-applied: record even if it does not verify; "
                         "with --restore: restore a backup of another database")
     add_backup_options(parser)
+    add_batch_options(parser)
     parser.add_argument("--migrations-dir", type=Path, default=MIGRATIONS_DIR, metavar="DIR",
                         help="where the migrations are (default: this folder)")
     add_common_options(parser)
@@ -159,7 +193,9 @@ def runner_main(argv: list[str] | None = None) -> int:
                           ("purge", ("rollback", "rollback_last", "rollback_to")),
                           ("force", ("mark_applied", "mark_applied_all", "restore")),
                           *((flag, ("all", "migration", "rollback", "rollback_last", "rollback_to"))
-                            for flag in ("backup", "backup_dir", "backup_full"))):
+                            for flag in ("backup", "backup_dir", "backup_full")),
+                          *((flag, ("all", "migration")) for flag in ("batch_size", "max_rate", "write_concern",
+                                                                      "batch_path"))):
         if getattr(args, flag) and not any(getattr(args, name) for name in allowed):
             parser.error(f"--{flag.replace('_', '-')} goes with " + " or ".join(f"--{a.replace('_', '-')}" for a in allowed))
     folder = args.migrations_dir
@@ -226,12 +262,16 @@ def standalone_main(path: str, argv: list[str] | None = None) -> int:
     mode.add_argument("--dry-run", action="store_true", help="count what would change; write nothing")
     parser.add_argument("--purge", action="store_true", help="with --rollback: also remove data written since")
     add_backup_options(parser)
+    add_batch_options(parser)
     add_common_options(parser)
     args = parser.parse_args(argv)
     if args.purge and not args.rollback:
         parser.error("--purge goes with --rollback")
     if (args.backup is not None or args.backup_dir or args.backup_full) and (args.verify or args.dry_run):
         parser.error("--backup, --no-backup, --backup-dir and --backup-full go with a run or --rollback")
+    if any(getattr(args, flag) for flag in ("batch_size", "max_rate", "write_concern", "batch_path")) and \
+            (args.verify or args.dry_run or args.rollback):
+        parser.error("--batch-size, --max-rate and --write-concern go with a run (no --verify, --dry-run, --rollback)")
 
     def this_migration() -> list[Migration]:
         migration = load_migration(path)

@@ -47,10 +47,9 @@ class Context:
 
 def report_apply(result: ApplyResult) -> None:
     name, outcome = result.migration.name, result.outcome
-    for note in dict.fromkeys([result.before.note, outcome.note]):
+    for note in dict.fromkeys([outcome.note, result.after.note]):
         if note:
             log.info("%s: %s", name, note)
-    log.info("%s: before: %s", name, format_counts(result.before.counts))
     if outcome.modified:
         log.info("%s: modified %d documents (%d matched) in %.2f s", name, outcome.modified, outcome.matched, result.seconds)
     else:

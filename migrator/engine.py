@@ -14,7 +14,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from migrator import backup, plan
+from migrator.batches import BatchSettings, Batches, default_path
 from migrator.changelog import Changelog
+from migrator.checkpoints import Checkpoints
+from migrator.connection import server_info
 from migrator.discovery import discover
 from migrator.errors import ExitCode, MigrationError
 from migrator.lock import MigrationLock
@@ -26,7 +29,6 @@ from migrator.redact import redact
 @dataclass
 class ApplyResult:
     migration: Migration
-    before: Verification
     outcome: Outcome
     after: Verification
     seconds: float
@@ -41,19 +43,27 @@ class RollbackResult:
 
 
 class Engine:
-    def __init__(self, database: AsyncDatabase, migrations: list[Migration] | None = None, lease_s: float = 60.0):
+    def __init__(self, database: AsyncDatabase, migrations: list[Migration] | None = None, lease_s: float = 60.0,
+                 batch_settings: BatchSettings | None = None):
         self.database = database
         self.migrations = discover() if migrations is None else migrations
         # What migrations are handed: PyMongo's async database, also usable in Motor's style.
         self.db = MotorStyleDatabase(database)
         self.changelog = Changelog(database)
         self.lock = MigrationLock(database, lease_s)
+        self.checkpoints = Checkpoints(database)
+        self.batch_settings = batch_settings or BatchSettings()
         self.run_id = uuid.uuid4().hex[:12]
 
     # ----- reading the state -----
 
     async def status(self) -> list[plan.StatusRow]:
-        return plan.status_rows(self.migrations, await self.changelog.latest())
+        rows = plan.status_rows(self.migrations, await self.changelog.latest())
+        checkpoints = await self.checkpoints.all()
+        for row in rows:
+            if row.state != plan.APPLIED and row.name in checkpoints:
+                row.checkpoint_done = sum(step.get("scanned", 0) for step in checkpoints[row.name])
+        return rows
 
     async def pending(self) -> list[Migration]:
         return plan.pending(self.migrations, await self.changelog.latest())
@@ -80,11 +90,12 @@ class Engine:
         return await backup.save(self.database, migration, action, folder, purge)
 
     async def apply(self, migration: Migration, backups: list[backup.Saved] = ()) -> ApplyResult:
-        """Run `up`, verify, record. A failure is recorded too, and raised."""
-        before = await self.verify(migration)
+        """Run `up`, verify, record. A failure is recorded too, and raised; a checkpoint of a batched
+        `up` is kept until a run completes it."""
 
         async def forward() -> tuple[Outcome, Verification]:
-            outcome = Outcome.of(await self._call(migration, "up"))
+            options = {"batches": await self._batches(migration)} if migration.accepts("up", "batches") else {}
+            outcome = Outcome.of(await self._call(migration, "up", **options))
             after = await self.verify(migration)
             if not after.ok:
                 raise MigrationError(f"{migration.name}: verification failed after it ran ({format_counts(after.counts)})")
@@ -94,7 +105,8 @@ class Engine:
         await self.changelog.record(migration.name, "apply", plan.APPLIED, checksum=migration.checksum,
                                     duration_s=round(seconds, 3), matched=outcome.matched, modified=outcome.modified,
                                     run_id=self.run_id, **_backup_field(backups))
-        return ApplyResult(migration, before, outcome, after, seconds)
+        await self.checkpoints.clear(migration.name)
+        return ApplyResult(migration, outcome, after, seconds)
 
     async def mark_applied(self, migration: Migration, force: bool = False) -> Verification:
         """Record as applied without running, when its verification passes (or with force)."""
@@ -132,6 +144,7 @@ class Engine:
         await self.changelog.record(migration.name, "rollback", plan.ROLLED_BACK, checksum=migration.checksum,
                                     duration_s=round(seconds, 3), matched=outcome.matched, modified=outcome.modified,
                                     purge=purge, run_id=self.run_id, **_backup_field(backups))
+        await self.checkpoints.clear(migration.name)  # a later apply starts from the beginning
         return RollbackResult(migration, outcome, after, seconds)
 
     async def restore(self, file: backup.BackupFile) -> int:
@@ -160,6 +173,14 @@ class Engine:
         if problem:
             raise MigrationError(f"restored documents are not as in the backup: {problem}", ExitCode.VERIFY_FAILED)
         return written
+
+    async def _batches(self, migration: Migration) -> Batches:
+        settings = self.batch_settings
+        path = settings.path or default_path((await server_info(self.database)).is_ferretdb)
+        def check_lock() -> None:
+            if self.lock.epoch is not None:  # held: stop before writing more if it may be lost
+                self.lock.check()
+        return Batches(self.database, migration.name, migration.checksum, settings, path, check_lock)
 
     async def _recording_failure(self, migration: Migration, action: str, backups, work):
         """Run `work`; a MigrationError is recorded in the changelog as a failure, then raised. (result, seconds)."""

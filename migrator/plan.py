@@ -20,11 +20,15 @@ class StatusRow:
     changed: bool = False  # applied, and its file has changed since
     missing_file: bool = False  # in the changelog, but no file any more
     error: str = ""
+    checkpoint_done: int | None = None  # a batched run stopped half-way: documents done so far
 
     @property
     def flags(self) -> list[str]:
-        return [flag for flag, on in (("marked", self.marked), ("changed", self.changed),
-                                      ("missing file", self.missing_file)) if on]
+        flags = [flag for flag, on in (("marked", self.marked), ("changed", self.changed),
+                                       ("missing file", self.missing_file)) if on]
+        if self.checkpoint_done is not None:
+            flags.append(f"resumable: {self.checkpoint_done:,} documents done")
+        return flags
 
 
 def state_of(entry: dict | None) -> str:

@@ -1,0 +1,225 @@
+"""Walking a large collection in `_id` order, in batches: resumable, throttled, observable.
+
+A migration whose `up` accepts `batches` is handed one by the engine:
+
+    async def up(db, batches):
+        return await batches.update_many("chat_messages", {"metadata": {"$exists": False}},
+                                         {"$max": {"metadata": None}})
+
+After each batch the last `_id` done and the counts are saved (migrator.checkpoints); a run that is
+killed or interrupted resumes there. Each batch is idempotent, so one cut off half-way is done again.
+Memory stays flat. Ctrl-C or SIGTERM stops at the end of the current batch (exit 130 or 143).
+
+The path is chosen per server:
+- "range" (MongoDB): take the next `size` ids from the `_id` index (a covered query), then one
+  server-side update_many of the filter within that `_id` range.
+- "stream" (FerretDB): its SQLite backend pushes no filter but `{_id: value}` down to SQL, so an
+  `_id` range would scan the whole collection once per batch. Read the ids of the matching documents
+  once, in `_id` order, into a temporary file, then write bulks of UpdateOne({_id}). The filter is
+  checked when the ids are read, not again when they are written: write an update that is harmless
+  on a document that stopped matching meanwhile ($max rather than $set, for example).
+"""
+
+import asyncio
+import signal
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import islice
+
+import bson
+from pymongo import ASCENDING, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.write_concern import WriteConcern
+
+from migrator.checkpoints import Checkpoints
+from migrator.errors import ExitCode, MigrationError
+from migrator.migration import Outcome
+from migrator.output import log
+from migrator.progress import DEFAULT_INTERVAL_S, Progress
+
+RANGE, STREAM = "range", "stream"
+DEFAULT_SIZE = 1000
+# FerretDB keeps every statement of one bulk command open until the command ends, on a pool of 100
+# SQLite connections: a bulk near 100 updates waits for itself forever.
+FERRETDB_MAX_BULK = 50
+
+
+@dataclass
+class BatchSettings:
+    size: int | None = None  # documents per batch (and checkpoint); None: the path's default
+    max_rate: float | None = None  # documents per second, at most
+    write_concern: str | None = None  # "majority" or "1"; None: the URL's (MongoDB's default is majority)
+    path: str | None = None  # RANGE or STREAM; None: by server
+    progress_interval_s: float = DEFAULT_INTERVAL_S
+
+
+class StopRequest:
+    """Ctrl-C or SIGTERM while batches run: finish the batch, save the checkpoint, then stop.
+    A second signal stops at once, as if no handler were there."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    @contextmanager
+    def handled(self):
+        loop = asyncio.get_running_loop()
+        installed = []
+        for number in self.SIGNALS:
+            try:
+                loop.add_signal_handler(number, self._received, number)
+                installed.append(number)
+            except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+                pass
+        try:
+            yield self
+        finally:
+            for number in installed:
+                loop.remove_signal_handler(number)
+
+    def _received(self, number: int) -> None:
+        if self.signal is not None:
+            asyncio.get_running_loop().remove_signal_handler(number)
+            signal.raise_signal(number)
+            return
+        self.signal = number
+        log.warning("%s: stopping after the current batch (again to stop at once)", signal.Signals(number).name)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.TERMINATED if self.signal == signal.SIGTERM else ExitCode.INTERRUPTED
+
+
+class Batches:
+    def __init__(self, database: AsyncDatabase, migration: str, checksum: str, settings: BatchSettings,
+                 path: str, between_batches=lambda: None):
+        self.database = database
+        self.migration, self.checksum = migration, checksum
+        self.settings = settings
+        self.path = path
+        self.size = settings.size or DEFAULT_SIZE
+        self.between_batches = between_batches  # the lock's check: stop if the lease may be gone
+        self.checkpoints = Checkpoints(database)
+        self.stop = StopRequest()
+        self._steps = 0
+        self._started = time.monotonic()
+        self._done_this_run = 0
+
+    async def update_many(self, collection: str, filter: dict, update: dict) -> Outcome:
+        """Apply `update` to the documents of `collection` matching `filter`, batch by batch."""
+        self._steps += 1
+        step = self._steps
+        target = self._collection(collection)
+        checkpoint = await self._resume_point(step, collection)
+        if checkpoint and checkpoint.get("done"):
+            return Outcome(matched=checkpoint["matched"], modified=checkpoint["modified"],
+                           note=f"{collection}: done before the interruption")
+        state = {"collection": collection, "checksum": self.checksum, "path": self.path, "last_id": None,
+                 "scanned": 0, "matched": 0, "modified": 0, "batches": 0, "done": False}
+        if checkpoint:
+            state.update({key: checkpoint[key] for key in ("last_id", "scanned", "matched", "modified", "batches")})
+            log.info("%s: resuming from the checkpoint: %s documents of %s were done (up to _id %s)", self.migration,
+                     f"{state['scanned']:,}", collection, state["last_id"])
+        walk = self._range if self.path == RANGE else self._stream
+        with self.stop.handled():
+            progress = Progress(f"{self.migration}", None, done=state["scanned"],
+                                interval_s=self.settings.progress_interval_s)
+            try:
+                await walk(target, filter, update, state, step, progress)
+            finally:
+                progress.close()
+        state["done"] = True
+        await self.checkpoints.save(self.migration, step, **state)
+        log.info("%s", progress.line())
+        return Outcome(matched=state["matched"], modified=state["modified"],
+                       counts={"batches": state["batches"], "documents": state["scanned"]})
+
+    # ----- the two paths -----
+
+    async def _range(self, target: AsyncCollection, filter: dict, update: dict, state: dict, step: int,
+                     progress: Progress) -> None:
+        progress.set_total(await target.estimated_document_count(), estimated=True)
+        while True:
+            await self._between(state, step)
+            after = {} if state["last_id"] is None else {"_id": {"$gt": state["last_id"]}}
+            ids = await target.find(after, {"_id": 1}).sort("_id", ASCENDING).limit(self.size).to_list(None)
+            if not ids:
+                return
+            within = {"$lte": ids[-1]["_id"], **after.get("_id", {})}
+            result = await target.update_many({"$and": [filter, {"_id": within}]}, update)
+            self._batch_done(state, len(ids), ids[-1]["_id"], result.matched_count, result.modified_count, progress)
+
+    async def _stream(self, target: AsyncCollection, filter: dict, update: dict, state: dict, step: int,
+                      progress: Progress) -> None:
+        query = filter if state["last_id"] is None else {"$and": [filter, {"_id": {"$gt": state["last_id"]}}]}
+        with tempfile.TemporaryFile(prefix="migrator-ids-") as spool:
+            count = 0
+            # Read all ids before the first write: FerretDB must not hold a cursor open while bulks run.
+            async for document in target.find(query, {"_id": 1}).sort("_id", ASCENDING).batch_size(10_000):
+                spool.write(bson.encode({"_id": document["_id"]}))
+                count += 1
+            progress.set_total(state["scanned"] + count)
+            spool.seek(0)
+            ids = (document["_id"] for document in bson.decode_file_iter(spool))
+            while batch := list(islice(ids, self.size)):
+                await self._between(state, step)
+                matched = modified = 0
+                for start in range(0, len(batch), FERRETDB_MAX_BULK):
+                    bulk = [UpdateOne({"_id": _id}, update) for _id in batch[start:start + FERRETDB_MAX_BULK]]
+                    result = await target.bulk_write(bulk, ordered=True)
+                    matched, modified = matched + result.matched_count, modified + result.modified_count
+                self._batch_done(state, len(batch), batch[-1], matched, modified, progress)
+
+    # ----- between batches -----
+
+    def _batch_done(self, state: dict, documents: int, last_id, matched: int, modified: int,
+                    progress: Progress) -> None:
+        state["last_id"] = last_id
+        state["scanned"] += documents
+        state["matched"] += matched
+        state["modified"] += modified
+        state["batches"] += 1
+        self._done_this_run += documents
+        progress.advance(documents, modified)
+
+    async def _between(self, state: dict, step: int) -> None:
+        """Before each batch: save where the last one ended, stop if asked, keep to --max-rate."""
+        if state["batches"]:
+            await self.checkpoints.save(self.migration, step, **state)
+        if self.stop.signal is not None:
+            name = signal.Signals(self.stop.signal).name
+            raise MigrationError(
+                f"{self.migration}: stopped by {name} after {state['scanned']:,} documents; checkpoint saved "
+                f"(up to _id {state['last_id']}): run the same command again to resume", self.stop.exit_code)
+        self.between_batches()
+        if self.settings.max_rate:
+            ahead = self._done_this_run / self.settings.max_rate - (time.monotonic() - self._started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+
+    # ----- set-up -----
+
+    def _collection(self, name: str) -> AsyncCollection:
+        collection = self.database[name]
+        if self.settings.write_concern:
+            w = self.settings.write_concern
+            collection = collection.with_options(write_concern=WriteConcern(w=int(w) if w.isdigit() else w))
+        return collection
+
+    async def _resume_point(self, step: int, collection: str) -> dict | None:
+        checkpoint = await self.checkpoints.load(self.migration, step)
+        if checkpoint is None:
+            return None
+        if checkpoint.get("checksum") != self.checksum or checkpoint.get("collection") != collection:
+            log.warning("%s: the checkpoint was left by another version of the migration: starting over",
+                        self.migration)
+            return None
+        return checkpoint
+
+
+def default_path(is_ferretdb: bool) -> str:
+    return STREAM if is_ferretdb else RANGE

@@ -1,0 +1,78 @@
+"""Progress of long work: a rich bar in a terminal, a plain log line every few seconds elsewhere.
+
+Docker logs and CI get lines like
+    add_metadata_to_chat_messages: 40,000 of 100,000 documents (40%), 2,150 docs/s, 28 s left; 36,000 modified
+"""
+
+import sys
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TaskProgressColumn, \
+    TextColumn, TimeRemainingColumn
+
+from migrator.output import log
+
+DEFAULT_INTERVAL_S = 5.0
+
+
+class Progress:
+    def __init__(self, label: str, total: int | None, estimated: bool = False, done: int = 0,
+                 interval_s: float = DEFAULT_INTERVAL_S, terminal: bool | None = None):
+        self.label, self.total, self.estimated = label, total, estimated
+        self.done, self.modified = done, 0
+        self.interval_s = interval_s
+        self._started = self._last_line = time.monotonic()
+        self._first_done = done
+        self._bar = None
+        if sys.stderr.isatty() if terminal is None else terminal:
+            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TaskProgressColumn(), TextColumn("{task.fields[rate]} docs/s"),
+                                     TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            total_text = f" (~{total:,} estimated)" if estimated and total is not None else ""
+            self._task = self._bar.add_task(f"{label}{total_text}", total=total, completed=done, rate="-")
+            self._bar.start()
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self._started
+        return (self.done - self._first_done) / elapsed if elapsed > 0 else 0.0
+
+    def set_total(self, total: int, estimated: bool = False) -> None:
+        self.total, self.estimated = total, estimated
+        if self._bar:
+            self._bar.update(self._task, total=total)
+
+    def advance(self, documents: int, modified: int = 0) -> None:
+        self.done += documents
+        self.modified += modified
+        if self._bar:
+            self._bar.update(self._task, completed=self.done, rate=f"{self.rate:,.0f}")
+        elif time.monotonic() - self._last_line >= self.interval_s:
+            self._last_line = time.monotonic()
+            log.info("%s", self.line())
+
+    def line(self) -> str:
+        of, share = "", ""
+        if self.total:
+            shown_total = max(self.total, self.done)
+            of = f" of {'~' if self.estimated else ''}{shown_total:,}"
+            share = f" ({100 * self.done / shown_total:.0f}%)"
+        left = ""
+        if self.total and self.rate > 0 and self.total > self.done:
+            left = f", {_duration((self.total - self.done) / self.rate)} left"
+        return (f"{self.label}: {self.done:,}{of} documents{share}, {self.rate:,.0f} docs/s{left}; "
+                f"{self.modified:,} modified")
+
+    def close(self) -> None:
+        if self._bar:
+            self._bar.stop()
+            self._bar = None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
