@@ -64,9 +64,18 @@ class StopRequest:
 
     def __init__(self):
         self.signal: int | None = None
+        self.received: asyncio.Event | None = None
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, but wake up at once on a stop request."""
+        try:
+            await asyncio.wait_for(self.received.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
 
     @contextmanager
     def handled(self):
+        self.received = asyncio.Event()
         loop = asyncio.get_running_loop()
         installed = []
         for number in self.SIGNALS:
@@ -87,6 +96,7 @@ class StopRequest:
             signal.raise_signal(number)
             return
         self.signal = number
+        self.received.set()
         log.warning("%s: stopping after the current batch (again to stop at once)", signal.Signals(number).name)
 
     @property
@@ -126,7 +136,7 @@ class Batches:
                      f"{state['scanned']:,}", collection, state["last_id"])
         walk = self._range if self.path == RANGE else self._stream
         with self.stop.handled():
-            progress = Progress(f"{self.migration}", None, done=state["scanned"],
+            progress = Progress(self.migration, None, done=state["scanned"], modified=state["modified"],
                                 interval_s=self.settings.progress_interval_s)
             try:
                 await walk(target, filter, update, state, step, progress)
@@ -187,19 +197,19 @@ class Batches:
         progress.advance(documents, modified)
 
     async def _between(self, state: dict, step: int) -> None:
-        """Before each batch: save where the last one ended, stop if asked, keep to --max-rate."""
+        """Before each batch: save where the last one ended, keep to --max-rate, stop if asked."""
         if state["batches"]:
             await self.checkpoints.save(self.migration, step, **state)
+        if self.settings.max_rate:
+            ahead = self._done_this_run / self.settings.max_rate - (time.monotonic() - self._started)
+            if ahead > 0:
+                await self.stop.sleep(ahead)
         if self.stop.signal is not None:
             name = signal.Signals(self.stop.signal).name
             raise MigrationError(
                 f"{self.migration}: stopped by {name} after {state['scanned']:,} documents; checkpoint saved "
                 f"(up to _id {state['last_id']}): run the same command again to resume", self.stop.exit_code)
         self.between_batches()
-        if self.settings.max_rate:
-            ahead = self._done_this_run / self.settings.max_rate - (time.monotonic() - self._started)
-            if ahead > 0:
-                await asyncio.sleep(ahead)
 
     # ----- set-up -----
 

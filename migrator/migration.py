@@ -2,7 +2,8 @@
 
 A migration file is a module with a docstring holding `Date: YYYY-MM-DD` (its place in the order)
 and `Description: ...`, and these async functions of the database:
-    up(db)             forward; safe to run again
+    up(db)             forward; safe to run again. `up(db, batches)` is handed a migrator.batches.Batches
+                       that walks a large collection resumably: `await batches.update_many(coll, filter, update)`
     verify(db)         read-only: is the change in place? returns Verification (or a bool)
     rollback(db)       optional; may accept `purge` to remove data written since
     verify_rollback(db)  optional, read-only: is the change gone after a rollback? (may accept `purge`)

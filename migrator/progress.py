@@ -8,6 +8,7 @@ import sys
 import time
 
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TaskProgressColumn, \
     TextColumn, TimeRemainingColumn
 
@@ -17,10 +18,10 @@ DEFAULT_INTERVAL_S = 5.0
 
 
 class Progress:
-    def __init__(self, label: str, total: int | None, estimated: bool = False, done: int = 0,
+    def __init__(self, label: str, total: int | None, estimated: bool = False, done: int = 0, modified: int = 0,
                  interval_s: float = DEFAULT_INTERVAL_S, terminal: bool | None = None):
         self.label, self.total, self.estimated = label, total, estimated
-        self.done, self.modified = done, 0
+        self.done, self.modified = done, modified
         self.interval_s = interval_s
         self._started = self._last_line = time.monotonic()
         self._first_done = done
@@ -28,7 +29,7 @@ class Progress:
         if sys.stderr.isatty() if terminal is None else terminal:
             self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TaskProgressColumn(), TextColumn("{task.fields[rate]} docs/s"),
-                                     TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+                                     TimeRemainingColumn(), console=_log_console(), transient=True)
             total_text = f" (~{total:,} estimated)" if estimated and total is not None else ""
             self._task = self._bar.add_task(f"{label}{total_text}", total=total, completed=done, rate="-")
             self._bar.start()
@@ -68,6 +69,14 @@ class Progress:
         if self._bar:
             self._bar.stop()
             self._bar = None
+
+
+def _log_console() -> Console:
+    """The console the log lines go to, so that they print above the bar instead of through it."""
+    for handler in log.handlers:
+        if isinstance(handler, RichHandler):
+            return handler.console
+    return Console(stderr=True)
 
 
 def _duration(seconds: float) -> str:

@@ -20,10 +20,14 @@ EVENTS = [
 
 def chat_messages(count: int, with_metadata_every: int = 10, seed: int = 7) -> list[dict]:
     """`count` messages; every `with_metadata_every`-th already holds metadata (0: none does)."""
+    return list(generate_messages(count, with_metadata_every, seed))
+
+
+def generate_messages(count: int, with_metadata_every: int = 10, seed: int = 7):
+    """The same messages one at a time, for counts that should not sit in memory."""
     rng = random.Random(seed)
     text = "".join(rng.choice("abcdefghij klmnop") for _ in range(4000))
     start = datetime(2025, 6, 1, tzinfo=timezone.utc)
-    messages = []
     for i in range(count):
         message = {
             "chatflow_id": f"flow-{i % 7}",
@@ -36,8 +40,7 @@ def chat_messages(count: int, with_metadata_every: int = 10, seed: int = 7) -> l
         }
         if with_metadata_every and i % with_metadata_every == 0:
             message["metadata"] = [dict(EVENTS[i % len(EVENTS)])]
-        messages.append(message)
-    return messages
+        yield message
 
 
 def main() -> int:

@@ -5,63 +5,18 @@ Each test gets its own throwaway database whose name ends in `_test`, dropped af
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 from pymongo import MongoClient
 
+from local_server import LocalServer, build_local_server
+
 REPO = Path(__file__).resolve().parents[1]
 MIGRATIONS = REPO / "migrations"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_listening(port: int, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"FerretDB exited at start:\n{log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"FerretDB did not listen on {port} within 30 s:\n{log.read_text()}")
-
-
-class LocalServer:
-    """Our FerretDB, started and stopped by the tests (also restarted by the fault tests)."""
-
-    def __init__(self, binary: str, data: Path):
-        self.binary, self.data = binary, data
-        self.port = _free_port()
-        self.log = data.parent / f"ferretdb-{self.port}.log"
-        self.process = None
-
-    @property
-    def url(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/"
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [self.binary, "-listen", f"127.0.0.1:{self.port}", "-data", str(self.data)],
-                stdout=log, stderr=subprocess.STDOUT)
-        _wait_listening(self.port, self.process, self.log)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=15)
 
 
 @pytest.fixture(scope="session")
@@ -69,11 +24,11 @@ def local_server(tmp_path_factory):
     if os.environ.get("MONGODB_URL"):
         yield None
         return
-    built = subprocess.run(["bash", str(REPO / "scripts" / "local-db.sh"), "build"],
-                           capture_output=True, text=True)
-    if built.returncode != 0:
-        pytest.exit(f"could not build the local FerretDB server:\n{built.stderr}", returncode=1)
-    server = LocalServer(built.stdout.strip(), tmp_path_factory.mktemp("ferretdb-data"))
+    try:
+        binary = build_local_server()
+    except RuntimeError as exc:
+        pytest.exit(str(exc), returncode=1)
+    server = LocalServer(binary, tmp_path_factory.mktemp("ferretdb-data"))
     server.start()
     yield server
     server.stop()

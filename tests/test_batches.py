@@ -1,0 +1,170 @@
+"""Backfills in batches: both server paths, checkpoints, resuming after a signal or kill -9, throttle,
+progress lines. Each test forces the path with --batch-path, so both run on any server."""
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import MIGRATIONS, Result
+from sample_messages import chat_messages
+
+SCRIPT = "add_metadata_to_chat_messages.py"
+NAME = "add_metadata_to_chat_messages"
+PATHS = ["range", "stream"]
+PROGRESS_LINE = re.compile(rf"INFO    {NAME}: [\d,]+( of ~?[\d,]+)? documents( \(\d+%\))?, [\d,]+ docs/s"
+                           r"(, [\d.]+ (s|min|h) left)?; [\d,]+ modified$", re.MULTILINE)
+
+
+def load(db, count: int, every: int = 10) -> dict:
+    db.chat_messages.insert_many(chat_messages(count, with_metadata_every=every))
+    return {doc["_id"]: doc for doc in db.chat_messages.find()}
+
+
+def assert_migrated_once(db, before: dict) -> None:
+    """Every message lacking metadata has it as null, the others are as they were, none gained or lost."""
+    after = {doc["_id"]: doc for doc in db.chat_messages.find()}
+    assert after.keys() == before.keys()
+    for _id, old in before.items():
+        assert after[_id] == (old if "metadata" in old else {**old, "metadata": None})
+    assert db.migrations_checkpoints.count_documents({}) == 0
+    applied = list(db.migrations_changelog.find({"name": NAME, "state": "applied"}))
+    assert len(applied) == 1
+    assert applied[0]["modified"] == sum("metadata" not in doc for doc in before.values())
+
+
+def start(env, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(MIGRATIONS / SCRIPT), *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen) -> Result:
+    output, _ = process.communicate(timeout=120)
+    return Result(subprocess.CompletedProcess(process.args, process.returncode, output, ""))
+
+
+def wait_for(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_each_path_migrates_every_document_once_in_batches(db, cli, path):
+    before = load(db, 95)
+
+    result = cli(SCRIPT, "--batch-path", path, "--batch-size", "10")
+
+    assert result.code == 0, result
+    assert_migrated_once(db, before)
+    assert "; 85 modified" in result.output
+    assert db.migrations_changelog.find_one({"state": "applied"})["matched"] == 85
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("signal_number, exit_code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_at_a_batch_boundary_and_the_next_run_resumes(db, cli, env, path, signal_number, exit_code):
+    before = load(db, 200, every=4)
+    process = start(env, "--batch-path", path, "--batch-size", "20", "--max-rate", "150")
+    wait_for(lambda: db.migrations_checkpoints.find_one() or process.poll() is not None, "the first checkpoint")
+    process.send_signal(signal_number)
+    stopped = finish(process)
+
+    assert stopped.code == exit_code, stopped
+    name = signal.Signals(signal_number).name
+    assert f"stopped by {name} after" in stopped.output and "run the same command again to resume" in stopped.output
+    assert "Traceback" not in stopped.output
+    checkpoint = db.migrations_checkpoints.find_one()
+    assert checkpoint["done"] is False and checkpoint["scanned"] % 20 == 0 and 0 < checkpoint["scanned"] < 200
+    migrated = [doc for doc in db.chat_messages.find() if "metadata" not in before[doc["_id"]] and "metadata" in doc]
+    assert len(migrated) == checkpoint["modified"]  # stopped at the boundary: nothing half-done
+    assert all(doc["_id"] <= checkpoint["last_id"] for doc in migrated)
+    assert db.migrations_lock.find_one(sort=[("_id", -1)])["released_at"] is not None
+    status = cli("run_migrations.py", "--status")
+    assert re.search(rf"{NAME} .* failed .*resumable: {checkpoint['scanned']} documents done", status.output), status
+
+    resumed = cli(SCRIPT, "--batch-path", path, "--batch-size", "20")
+
+    assert resumed.code == 0, resumed
+    assert f"resuming from the checkpoint: {checkpoint['scanned']} documents of chat_messages were done" in resumed.output
+    assert_migrated_once(db, before)
+    assert "resumable" not in cli("run_migrations.py", "--status").output
+
+
+def test_kill_9_in_the_middle_of_a_batch_loses_nothing_and_the_next_run_completes(db, cli, env):
+    before = load(db, 1500, every=0)
+    # One batch: every kill is mid-batch. A short lease, so that the next run can take the dead one's lock.
+    process = start(env, "--batch-path", "stream", "--batch-size", "1500", "--lease", "2")
+    wait_for(lambda: db.chat_messages.find_one({"metadata": {"$exists": True}}) or process.poll() is not None,
+             "the first migrated message")
+    process.kill()
+    process.wait()
+
+    assert process.returncode == -signal.SIGKILL, finish(process)
+    assert db.migrations_checkpoints.find_one() is None  # the batch never completed
+    half_done = db.chat_messages.count_documents({"metadata": {"$exists": True}})
+    assert 0 < half_done < 1500
+
+    resumed = cli(SCRIPT, "--batch-path", "stream", "--lock-timeout", "30")
+
+    assert resumed.code == 0, resumed
+    after = {doc["_id"]: doc for doc in db.chat_messages.find()}
+    assert after == {_id: {**old, "metadata": None} for _id, old in before.items()}
+    assert db.migrations_checkpoints.count_documents({}) == 0
+
+
+def test_max_rate_slows_the_run_down(db, cli):
+    load(db, 300, every=0)
+    started = time.monotonic()
+    result = cli(SCRIPT, "--batch-size", "50", "--max-rate", "200")
+    took = time.monotonic() - started
+
+    assert result.code == 0, result
+    assert took >= 1.0, f"300 documents at 200/s took {took:.2f} s"  # 1.25 s of throttling at least
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_progress_without_a_terminal_is_one_plain_line_at_a_time(db, cli, path):
+    load(db, 120)
+    result = cli(SCRIPT, "--batch-path", path, "--batch-size", "10", "--progress-interval", "0.001")
+
+    assert result.code == 0, result
+    lines = PROGRESS_LINE.findall(result.output)
+    assert len(lines) >= 5, result
+    assert "\x1b[" not in result.output and "\r" not in result.output  # no terminal codes in logs
+    estimated = "of ~" in result.output
+    assert estimated == (path == "range")  # the range path knows the total only from the cheap estimate
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "--batch-size: must be more than 0"),
+    (["--max-rate", "fast"], "--max-rate: not a number"),
+    (["--write-concern", "2"], "--write-concern: invalid choice"),
+])
+def test_bad_batch_options_are_one_line_and_exit_2(db, cli, flags, message):
+    load(db, 5)
+    result = cli(SCRIPT, *flags)
+    assert result.code == 2 and message in result.output, result
+    assert db.chat_messages.count_documents({"metadata": {"$exists": True}}) == 1
+
+
+def test_write_concern_majority_is_accepted(db, cli):
+    before = load(db, 30)
+    result = cli("run_migrations.py", "--all", "--write-concern", "majority", "--batch-size", "7")
+    assert result.code == 0, result
+    assert_migrated_once(db, before)
+
+
+def test_a_checkpoint_of_another_version_of_the_migration_is_not_used(db, cli):
+    before = load(db, 40)
+    db.migrations_checkpoints.insert_one({"_id": f"{NAME}/1", "migration": NAME, "step": 1, "checksum": "old",
+                                          "collection": "chat_messages", "last_id": max(before), "scanned": 40,
+                                          "matched": 36, "modified": 36, "batches": 1, "done": False})
+    result = cli(SCRIPT)
+    assert result.code == 0, result
+    assert "left by another version of the migration: starting over" in result.output
+    assert_migrated_once(db, before)

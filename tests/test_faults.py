@@ -1,0 +1,181 @@
+"""Nothing lost under faults, against the real server: kill -9 at every stage of a batched migration
+of tens of thousands of messages, concurrent runners, a server restart, a migration that raises."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import MIGRATIONS, Result
+from sample_messages import generate_messages
+
+SCRIPT = "add_metadata_to_chat_messages.py"
+NAME = "add_metadata_to_chat_messages"
+HAS = {"metadata": {"$exists": True}}
+
+
+def load(db, count: int) -> dict:
+    messages = list(generate_messages(count, with_metadata_every=10))
+    for start in range(0, count, 5000):
+        db.chat_messages.insert_many(messages[start:start + 5000])
+    return {doc["_id"]: doc for doc in db.chat_messages.find()}
+
+
+def assert_nothing_lost(db, before: dict) -> None:
+    """Same documents; each lacking metadata now has null, every other field identical."""
+    after = {doc["_id"]: doc for doc in db.chat_messages.find()}
+    assert len(after) == len(before)
+    assert after.keys() == before.keys()
+    changed = [_id for _id, old in before.items() if after[_id] != (old if "metadata" in old else {**old, "metadata": None})]
+    assert changed == []
+    assert db.migrations_changelog.count_documents({"name": NAME, "state": "applied"}) == 1
+    assert db.migrations_checkpoints.count_documents({}) == 0
+
+
+def start(env, *args, script=SCRIPT) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(MIGRATIONS / script), *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 180) -> Result:
+    output, _ = process.communicate(timeout=timeout)
+    return Result(subprocess.CompletedProcess(process.args, process.returncode, output, ""))
+
+
+def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the runner ended before {what}:\n{finish(process)}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def checkpoint(db) -> dict:
+    return db.migrations_checkpoints.find_one() or {"scanned": 0, "modified": 0, "done": False}
+
+
+def kill_9(process: subprocess.Popen) -> None:
+    process.kill()
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
+def test_kill_9_before_during_between_batches_and_during_verification_loses_nothing(db, env):
+    before = load(db, 20_000)
+    lacking = sum("metadata" not in doc for doc in before.values())
+    # A dead runner's lock is free once its lease runs out: 2 s here, so the next run goes on quickly.
+    run = ("--batch-path", "stream", "--lease", "2", "--lock-timeout", "60", "--progress-interval", "600")
+
+    # 1. before the first batch: while the ids are read
+    first = start(env, *run, "--batch-size", "2000")
+    wait_for(lambda: first.stdout.readline().find("applying") >= 0, "the run to start", first)
+    kill_9(first)
+    assert db.chat_messages.count_documents(HAS) == len(before) - lacking
+    assert db.migrations_checkpoints.count_documents({}) == 0
+
+    # 2. mid-batch: some messages of a batch written, its checkpoint not
+    second = start(env, *run, "--batch-size", "6000")
+    wait_for(lambda: db.chat_messages.count_documents(HAS) > len(before) - lacking, "the first writes", second)
+    kill_9(second)
+    done = db.chat_messages.count_documents(HAS) - (len(before) - lacking)
+    assert checkpoint(db)["modified"] < done < lacking, "the kill was meant to land inside a batch"
+
+    # 3. between batches: right after a checkpoint, while --max-rate holds the next batch back
+    third = start(env, *run, "--batch-size", "1000", "--max-rate", "1500")
+    resumed_at = checkpoint(db)["scanned"]
+    wait_for(lambda: checkpoint(db)["scanned"] >= resumed_at + 2000, "two more checkpoints", third)
+    kill_9(third)
+    at_kill = checkpoint(db)
+    assert not at_kill["done"]
+    assert db.chat_messages.count_documents(HAS) - (len(before) - lacking) >= at_kill["modified"]
+
+    # 4. during verification: every batch done, the run not recorded yet
+    fourth = start(env, *run, "--batch-size", "5000")
+    wait_for(lambda: checkpoint(db)["done"], "the last batch", fourth)
+    kill_9(fourth)
+    assert db.chat_messages.count_documents(HAS) == len(before)
+    assert db.migrations_changelog.count_documents({"state": "applied"}) == 0
+
+    # a normal run completes it; nothing lost, nothing migrated twice
+    final = finish(start(env, "--lock-timeout", "60"))
+    assert final.code == 0, final
+    assert "resuming from the checkpoint" in final.output or "done before the interruption" in final.output
+    assert_nothing_lost(db, before)
+
+
+def test_four_runners_at_once_on_a_batched_migration_apply_it_once(db, env):
+    before = load(db, 6000)
+    runners = [start(env, "--all", "--batch-size", "500", "--lock-timeout", "90", script="run_migrations.py")
+               for _ in range(4)]
+    results = [finish(runner) for runner in runners]
+
+    assert sorted(result.code for result in results) in ([0, 0, 0, 0], [0, 0, 0, 3], [0, 0, 3, 3], [0, 3, 3, 3]), results
+    assert sum("done: 1 migration(s) applied" in result.output for result in results) == 1
+    assert_nothing_lost(db, before)
+
+
+def test_a_server_restart_between_batches_is_survived_or_resumed(db, env, local_server):
+    if local_server is None:
+        pytest.skip("MONGODB_URL names a server these tests do not control")
+    before = load(db, 3000)
+    runner = start(env, "--batch-size", "300", "--max-rate", "1000", "--server-timeout", "10")
+    wait_for(lambda: checkpoint(db)["scanned"] >= 300, "the first checkpoint", runner)
+    local_server.stop()
+    time.sleep(1.5)
+    local_server.start()
+    result = finish(runner)
+
+    if result.code != 0:  # it may give up while the server is away: then with a checkpoint to resume from
+        assert result.code == 1 and "Traceback" not in result.output, result
+        assert checkpoint(db)["scanned"] >= 300
+        result = finish(start(env, "--lock-timeout", "90"))
+        assert result.code == 0, result
+    assert_nothing_lost(db, before)
+
+
+TWO_STEPS = '''"""Two steps over one collection; fails between them while FAIL_HALFWAY is set.
+
+Date: 2025-01-01
+"""
+import os
+
+
+async def up(db, batches):
+    await batches.update_many("items", {"a": {"$exists": False}}, {"$set": {"a": 1}})
+    if os.environ.get("FAIL_HALFWAY"):
+        raise RuntimeError("disk full (simulated)")
+    await batches.update_many("items", {"b": {"$exists": False}}, {"$set": {"b": 2}})
+
+
+async def verify(db):
+    return await db.items.count_documents({"$or": [{"a": {"$exists": False}}, {"b": {"$exists": False}}]}) == 0
+'''
+
+
+def test_a_migration_that_raises_half_way_keeps_its_checkpoint_and_shows_as_failed(db, env, tmp_path):
+    (tmp_path / "two_steps.py").write_text(TWO_STEPS)
+    db.items.insert_many([{"n": i} for i in range(250)])
+    runner = ("run_migrations.py", "--all", "--migrations-dir", str(tmp_path), "--batch-size", "100")
+
+    failed = finish(start({**env, "FAIL_HALFWAY": "1"}, *runner[1:], script=runner[0]))
+
+    assert failed.code == 1, failed
+    assert "two_steps: up failed: RuntimeError: disk full (simulated)" in failed.output
+    assert "Traceback" not in failed.output
+    assert db.migrations_checkpoints.find_one({"step": 1})["done"] is True
+    assert db.items.count_documents({"a": 1}) == 250 and db.items.count_documents({"b": 2}) == 0
+    assert db.migrations_lock.find_one(sort=[("_id", -1)])["released_at"] is not None
+    status = finish(start(env, "--status", "--migrations-dir", str(tmp_path), script="run_migrations.py"))
+    assert re.search(r"two_steps .* failed .*resumable: 250 documents done", status.output), status
+
+    rerun = finish(start(env, *runner[1:], script=runner[0]))
+
+    assert rerun.code == 0, rerun
+    assert db.items.count_documents({"a": 1, "b": 2}) == 250
+    assert db.migrations_checkpoints.count_documents({}) == 0
+    status = finish(start(env, "--status", "--migrations-dir", str(tmp_path), script="run_migrations.py"))
+    assert re.search(r"two_steps .* applied ", status.output) and "resumable" not in status.output, status
