@@ -13,7 +13,8 @@ import (
 // so every find, update or delete by `_id` scans the whole table and a backfill of N documents
 // costs N full scans. keepIDIndexes adds, to every collection table, an index on the expression
 // the queries use (invisible to FerretDB, dropped with its table), a moment after FerretDB
-// creates the table.
+// creates the table. Call indexAllIDs once before FerretDB starts: indexing a big existing table
+// then blocks no writer.
 func keepIDIndexes(ctx context.Context, dir string, every time.Duration) {
 	ticker := time.NewTicker(every)
 	defer ticker.Stop()
@@ -23,10 +24,14 @@ func keepIDIndexes(ctx context.Context, dir string, every time.Duration) {
 			return
 		case <-ticker.C:
 		}
-		files, _ := filepath.Glob(filepath.Join(dir, "*.sqlite"))
-		for _, file := range files {
-			_ = indexIDs(ctx, file) // a database being created or dropped right now: next tick
-		}
+		indexAllIDs(ctx, dir)
+	}
+}
+
+func indexAllIDs(ctx context.Context, dir string) {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.sqlite"))
+	for _, file := range files {
+		_ = indexIDs(ctx, file) // a database being created or dropped right now: next tick
 	}
 }
 

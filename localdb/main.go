@@ -52,6 +52,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	indexAllIDs(ctx, abs)
 	go keepIDIndexes(ctx, abs, 200*time.Millisecond)
 
 	fmt.Fprintf(os.Stderr, "localdb: FerretDB listening on %s (data: %s)\n", *addr, sqliteURL)

@@ -21,6 +21,9 @@ The path is chosen per server:
 """
 
 import asyncio
+import hashlib
+import logging
+import os
 import signal
 import tempfile
 import time
@@ -58,7 +61,7 @@ class BatchSettings:
 
 class StopRequest:
     """Ctrl-C or SIGTERM while batches run: finish the batch, save the checkpoint, then stop.
-    A second signal stops at once, as if no handler were there."""
+    A second signal exits at once: the batch under way is done again by the next run."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -77,24 +80,27 @@ class StopRequest:
     def handled(self):
         self.received = asyncio.Event()
         loop = asyncio.get_running_loop()
-        installed = []
+        previous = {}
         for number in self.SIGNALS:
             try:
+                handler = signal.getsignal(number)
                 loop.add_signal_handler(number, self._received, number)
-                installed.append(number)
+                previous[number] = handler
             except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
                 pass
         try:
             yield self
         finally:
-            for number in installed:
+            for number, handler in previous.items():
                 loop.remove_signal_handler(number)
+                signal.signal(number, handler)  # asyncio.run's own Ctrl-C handling, not the bare default
 
     def _received(self, number: int) -> None:
         if self.signal is not None:
-            asyncio.get_running_loop().remove_signal_handler(number)
-            signal.raise_signal(number)
-            return
+            log.error("%s again: stopping at once; the next run does the current batch again",
+                      signal.Signals(number).name)
+            logging.shutdown()
+            os._exit(self.exit_code)  # a raised signal could be ignored (SIGTERM to PID 1 in a container)
         self.signal = number
         self.received.set()
         log.warning("%s: stopping after the current batch (again to stop at once)", signal.Signals(number).name)
@@ -116,25 +122,28 @@ class Batches:
         self.checkpoints = Checkpoints(database)
         self.stop = StopRequest()
         self._steps = 0
-        self._started = time.monotonic()
-        self._done_this_run = 0
+        self._pace_started = 0.0
+        self._paced = 0  # documents done since _pace_started
 
     async def update_many(self, collection: str, filter: dict, update: dict) -> Outcome:
         """Apply `update` to the documents of `collection` matching `filter`, batch by batch."""
         self._steps += 1
         step = self._steps
         target = self._collection(collection)
-        checkpoint = await self._resume_point(step, collection)
-        if checkpoint and checkpoint.get("done"):
-            return Outcome(matched=checkpoint["matched"], modified=checkpoint["modified"],
-                           note=f"{collection}: done before the interruption")
-        state = {"collection": collection, "checksum": self.checksum, "path": self.path, "last_id": None,
-                 "scanned": 0, "matched": 0, "modified": 0, "batches": 0, "done": False}
+        work = _digest(collection, filter, update)
+        checkpoint = await self._resume_point(step, work)
+        state = {"collection": collection, "checksum": self.checksum, "work": work, "path": self.path,
+                 "last_id": None, "scanned": 0, "matched": 0, "modified": 0, "batches": 0, "done": False}
         if checkpoint:
             state.update({key: checkpoint[key] for key in ("last_id", "scanned", "matched", "modified", "batches")})
             log.info("%s: resuming from the checkpoint: %s documents of %s were done (up to _id %s)", self.migration,
                      f"{state['scanned']:,}", collection, state["last_id"])
-        walk = self._range if self.path == RANGE else self._stream
+        path = self.path
+        if path == RANGE and await _mixed_id_types(target):
+            log.info("%s: %s has _ids of more than one type, which one _id range cannot span: reading its ids "
+                     "instead", self.migration, collection)
+            path = STREAM
+        walk = self._range if path == RANGE else self._stream
         with self.stop.handled():
             progress = Progress(self.migration, None, done=state["scanned"], modified=state["modified"],
                                 interval_s=self.settings.progress_interval_s)
@@ -153,6 +162,7 @@ class Batches:
     async def _range(self, target: AsyncCollection, filter: dict, update: dict, state: dict, step: int,
                      progress: Progress) -> None:
         progress.set_total(await target.estimated_document_count(), estimated=True)
+        self._start_pacing()
         while True:
             await self._between(state, step)
             after = {} if state["last_id"] is None else {"_id": {"$gt": state["last_id"]}}
@@ -172,7 +182,10 @@ class Batches:
             async for document in target.find(query, {"_id": 1}).sort("_id", ASCENDING).batch_size(10_000):
                 spool.write(bson.encode({"_id": document["_id"]}))
                 count += 1
+                if count % 10_000 == 0:
+                    self._stop_if_asked(state)
             progress.set_total(state["scanned"] + count)
+            self._start_pacing()
             spool.seek(0)
             ids = (document["_id"] for document in bson.decode_file_iter(spool))
             while batch := list(islice(ids, self.size)):
@@ -193,23 +206,33 @@ class Batches:
         state["matched"] += matched
         state["modified"] += modified
         state["batches"] += 1
-        self._done_this_run += documents
+        self._paced += documents
         progress.advance(documents, modified)
+
+    def _start_pacing(self) -> None:
+        self._pace_started, self._paced = time.monotonic(), 0
 
     async def _between(self, state: dict, step: int) -> None:
         """Before each batch: save where the last one ended, keep to --max-rate, stop if asked."""
         if state["batches"]:
             await self.checkpoints.save(self.migration, step, **state)
         if self.settings.max_rate:
-            ahead = self._done_this_run / self.settings.max_rate - (time.monotonic() - self._started)
+            ahead = self._paced / self.settings.max_rate - (time.monotonic() - self._pace_started)
             if ahead > 0:
                 await self.stop.sleep(ahead)
-        if self.stop.signal is not None:
-            name = signal.Signals(self.stop.signal).name
-            raise MigrationError(
-                f"{self.migration}: stopped by {name} after {state['scanned']:,} documents; checkpoint saved "
-                f"(up to _id {state['last_id']}): run the same command again to resume", self.stop.exit_code)
+            elif ahead < -self.size / self.settings.max_rate:  # slower than the rate: no credit for a burst
+                self._start_pacing()
+        self._stop_if_asked(state)
         self.between_batches()
+
+    def _stop_if_asked(self, state: dict) -> None:
+        if self.stop.signal is None:
+            return
+        name = signal.Signals(self.stop.signal).name
+        where = (f"checkpoint saved (up to _id {state['last_id']})" if state["batches"]
+                 else "nothing written yet")
+        raise MigrationError(f"{self.migration}: stopped by {name} after {state['scanned']:,} documents; {where}: "
+                             "run the same command again to resume", self.stop.exit_code)
 
     # ----- set-up -----
 
@@ -220,11 +243,14 @@ class Batches:
             collection = collection.with_options(write_concern=WriteConcern(w=int(w) if w.isdigit() else w))
         return collection
 
-    async def _resume_point(self, step: int, collection: str) -> dict | None:
+    async def _resume_point(self, step: int, work: str) -> dict | None:
+        """The checkpoint of this step, if it was left by this very work: same code, collection, filter, update.
+        A step whose checkpoint says done walks on from its last `_id`, which costs little and picks up
+        documents written after it."""
         checkpoint = await self.checkpoints.load(self.migration, step)
         if checkpoint is None:
             return None
-        if checkpoint.get("checksum") != self.checksum or checkpoint.get("collection") != collection:
+        if checkpoint.get("checksum") != self.checksum or checkpoint.get("work") != work:
             log.warning("%s: the checkpoint was left by another version of the migration: starting over",
                         self.migration)
             return None
@@ -233,3 +259,19 @@ class Batches:
 
 def default_path(is_ferretdb: bool) -> str:
     return STREAM if is_ferretdb else RANGE
+
+
+def _digest(collection: str, filter: dict, update) -> str:
+    return hashlib.sha256(bson.encode({"c": collection, "f": filter, "u": update})).hexdigest()[:16]
+
+
+_NUMBERS = (int, float, bson.Int64, bson.Decimal128)
+
+
+async def _mixed_id_types(target: AsyncCollection) -> bool:
+    """Do the smallest and largest `_id` differ in BSON type? (Two index lookups on MongoDB.)"""
+    ends = [await target.find_one({}, {"_id": 1}, sort=[("_id", order)]) for order in (1, -1)]
+    if None in ends:
+        return False
+    kinds = {"number" if isinstance(end["_id"], _NUMBERS) else type(end["_id"]).__name__ for end in ends}
+    return len(kinds) > 1

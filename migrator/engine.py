@@ -98,6 +98,7 @@ class Engine:
             outcome = Outcome.of(await self._call(migration, "up", **options))
             after = await self.verify(migration)
             if not after.ok:
+                await self.checkpoints.clear(migration.name)  # `up` went all the way: a re-run starts over
                 raise MigrationError(f"{migration.name}: verification failed after it ran ({format_counts(after.counts)})")
             return outcome, after
 
@@ -116,6 +117,7 @@ class Engine:
                                  "not recorded (--force records it anyway)", ExitCode.VERIFY_FAILED)
         await self.changelog.record(migration.name, "mark_applied", plan.APPLIED, checksum=migration.checksum,
                                     verified=verification.ok, run_id=self.run_id)
+        await self.checkpoints.clear(migration.name)
         return verification
 
     @staticmethod
@@ -168,6 +170,7 @@ class Engine:
                 raise
             raise MigrationError(f"restore failed: {redact(exc)}") from exc
         state = plan.ROLLED_BACK if manifest["action"] == "apply" else plan.APPLIED
+        await self.checkpoints.clear(manifest["migration"])  # they describe documents as they no longer are
         await self.changelog.record(manifest["migration"], "restore", state, duration_s=round(time.monotonic() - started, 3),
                                     modified=written, verified=not problem, **details)
         if problem:
