@@ -52,7 +52,7 @@ FERRETDB_MAX_BULK = 50
 
 @dataclass
 class BatchSettings:
-    size: int | None = None  # documents per batch (and checkpoint); None: the path's default
+    size: int | None = None  # documents per batch (and checkpoint); None: DEFAULT_SIZE
     max_rate: float | None = None  # documents per second, at most
     write_concern: str | None = None  # "majority" or "1"; None: the URL's (MongoDB's default is majority)
     path: str | None = None  # RANGE or STREAM; None: by server

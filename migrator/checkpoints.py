@@ -1,7 +1,7 @@
 """Where a batched migration stopped: one small document per step, so a re-run resumes there.
 
-`{_id: "<migration>/<step>", migration, step, collection, checksum, last_id, scanned, modified,
-done, at}`, written after every batch, deleted when the migration completes. The changelog stays
+`{_id: "<migration>/<step>", migration, step, collection, checksum, work (a digest of collection,
+filter and update), path, last_id, scanned, matched, modified, batches, done, at}`, written after every batch, deleted when the migration completes. The changelog stays
 insert-only history; this is the one place that is overwritten as work goes on.
 """
 
@@ -28,9 +28,6 @@ class Checkpoints:
     async def save(self, migration: str, step: int, **fields) -> None:
         document = {"migration": migration, "step": step, **fields, "at": await server_now(self.database)}
         await self.collection.replace_one({"_id": self.key(migration, step)}, document, upsert=True)
-
-    async def of(self, migration: str) -> list[dict]:
-        return await self.collection.find({"migration": migration}).sort("step", 1).to_list(None)
 
     async def all(self) -> dict[str, list[dict]]:
         found: dict[str, list[dict]] = {}
