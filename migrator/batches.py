@@ -145,7 +145,7 @@ class Batches:
             path = STREAM
         walk = self._range if path == RANGE else self._stream
         with self.stop.handled():
-            progress = Progress(self.migration, None, done=state["scanned"], modified=state["modified"],
+            progress = Progress(self.migration, done=state["scanned"], modified=state["modified"],
                                 interval_s=self.settings.progress_interval_s)
             try:
                 await walk(target, filter, update, state, step, progress)

@@ -52,6 +52,9 @@ def add_backup_options(parser: argparse.ArgumentParser) -> None:
                         "(MongoDB Database Tools) to DIR/<database>-<time>.archive.gz")
 
 
+BATCH_FLAGS = ("batch_size", "max_rate", "write_concern", "batch_path")  # those without a default
+
+
 def add_batch_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("large collections (migrations that walk a collection in batches)")
     group.add_argument("--batch-size", type=_positive(int), metavar="N", help=f"documents per batch; a checkpoint is "
@@ -78,11 +81,13 @@ def _positive(kind):
     return parse
 
 
-def batch_settings_from(args: argparse.Namespace) -> batches.BatchSettings:
-    return batches.BatchSettings(size=getattr(args, "batch_size", None), max_rate=getattr(args, "max_rate", None),
-                                 write_concern=getattr(args, "write_concern", None),
-                                 path=getattr(args, "batch_path", None),
-                                 progress_interval_s=getattr(args, "progress_interval", batches.DEFAULT_INTERVAL_S))
+def batch_settings_from(args: argparse.Namespace, is_ferretdb: bool) -> batches.BatchSettings:
+    """From the flags of add_batch_options; a command without them (reset) gets the defaults."""
+    option = lambda name, default=None: getattr(args, name, default)  # noqa: E731
+    return batches.BatchSettings(size=option("batch_size"), max_rate=option("max_rate"),
+                                 write_concern=option("write_concern"),
+                                 path=option("batch_path") or batches.default_path(is_ferretdb),
+                                 progress_interval_s=option("progress_interval", batches.DEFAULT_INTERVAL_S))
 
 
 def options_from(args: argparse.Namespace) -> Options:
@@ -124,7 +129,8 @@ async def _connected(args, settings: Settings, migrations: list[Migration], work
     try:
         server = await server_info(database)
         log.info("database %s at %s (%s)", settings.database_name, redact(settings.mongodb_url), server.label)
-        engine = Engine(database, migrations, lease_s=args.lease, batch_settings=batch_settings_from(args))
+        engine = Engine(database, migrations, lease_s=args.lease,
+                        batch_settings=batch_settings_from(args, server.is_ferretdb))
         return await work(Context(engine, settings, options_from(args)))
     finally:
         await client.close()
@@ -194,8 +200,7 @@ def runner_main(argv: list[str] | None = None) -> int:
                           ("force", ("mark_applied", "mark_applied_all", "restore")),
                           *((flag, ("all", "migration", "rollback", "rollback_last", "rollback_to"))
                             for flag in ("backup", "backup_dir", "backup_full")),
-                          *((flag, ("all", "migration")) for flag in ("batch_size", "max_rate", "write_concern",
-                                                                      "batch_path"))):
+                          *((flag, ("all", "migration")) for flag in BATCH_FLAGS)):
         if getattr(args, flag) and not any(getattr(args, name) for name in allowed):
             parser.error(f"--{flag.replace('_', '-')} goes with " + " or ".join(f"--{a.replace('_', '-')}" for a in allowed))
     folder = args.migrations_dir
@@ -269,7 +274,7 @@ def standalone_main(path: str, argv: list[str] | None = None) -> int:
         parser.error("--purge goes with --rollback")
     if (args.backup is not None or args.backup_dir or args.backup_full) and (args.verify or args.dry_run):
         parser.error("--backup, --no-backup, --backup-dir and --backup-full go with a run or --rollback")
-    if any(getattr(args, flag) for flag in ("batch_size", "max_rate", "write_concern", "batch_path")) and \
+    if any(getattr(args, flag) for flag in BATCH_FLAGS) and \
             (args.verify or args.dry_run or args.rollback):
         parser.error("--batch-size, --max-rate and --write-concern go with a run (no --verify, --dry-run, --rollback)")
 

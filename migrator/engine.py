@@ -179,7 +179,9 @@ class Engine:
 
     async def _batches(self, migration: Migration) -> Batches:
         settings = self.batch_settings
+        # The CLI sets the path from the server it already asked; from Python, ask it here.
         path = settings.path or default_path((await server_info(self.database)).is_ferretdb)
+
         def check_lock() -> None:
             if self.lock.epoch is not None:  # held: stop before writing more if it may be lost
                 self.lock.check()

@@ -18,20 +18,20 @@ DEFAULT_INTERVAL_S = 5.0
 
 
 class Progress:
-    def __init__(self, label: str, total: int | None, estimated: bool = False, done: int = 0, modified: int = 0,
-                 interval_s: float = DEFAULT_INTERVAL_S, terminal: bool | None = None):
-        self.label, self.total, self.estimated = label, total, estimated
+    """Counts from `done` and `modified` (a resumed run's); the total comes later, with set_total."""
+
+    def __init__(self, label: str, done: int = 0, modified: int = 0, interval_s: float = DEFAULT_INTERVAL_S):
+        self.label, self.total, self.estimated = label, None, False
         self.done, self.modified = done, modified
         self.interval_s = interval_s
         self._started = self._last_line = time.monotonic()
         self._first_done = done
         self._bar = None
-        if sys.stderr.isatty() if terminal is None else terminal:
+        if sys.stderr.isatty():
             self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TaskProgressColumn(), TextColumn("{task.fields[rate]} docs/s"),
                                      TimeRemainingColumn(), console=_log_console(), transient=True)
-            total_text = f" (~{total:,} estimated)" if estimated and total is not None else ""
-            self._task = self._bar.add_task(f"{label}{total_text}", total=total, completed=done, rate="-")
+            self._task = self._bar.add_task(label, total=None, completed=done, rate="-")
             self._bar.start()
 
     @property
@@ -42,7 +42,8 @@ class Progress:
     def set_total(self, total: int, estimated: bool = False) -> None:
         self.total, self.estimated = total, estimated
         if self._bar:
-            self._bar.update(self._task, total=total)
+            label = f"{self.label} (~{total:,} estimated)" if estimated else self.label
+            self._bar.update(self._task, total=total, description=label)
 
     def advance(self, documents: int, modified: int = 0) -> None:
         self.done += documents
