@@ -9,12 +9,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # find app/ and migrator/ when run as a script
 
+from migrator import changelog, checkpoints, lock  # noqa: E402
 from migrator.cli import add_common_options, exit_with, run  # noqa: E402
 from migrator.commands import Context  # noqa: E402
 from migrator.errors import ExitCode, MigrationError  # noqa: E402
 from migrator.output import confirm, log  # noqa: E402
 
-COLLECTIONS = ("chat_messages", "migrations_changelog", "migrations_lock")
+COLLECTIONS = ("chat_messages", changelog.COLLECTION, lock.COLLECTION, checkpoints.COLLECTION)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,9 +15,11 @@ The path is chosen per server:
   server-side update_many of the filter within that `_id` range.
 - "stream" (FerretDB): its SQLite backend pushes no filter but `{_id: value}` down to SQL, so an
   `_id` range would scan the whole collection once per batch. Read the ids of the matching documents
-  once, in `_id` order, into a temporary file, then write bulks of UpdateOne({_id}). The filter is
-  checked when the ids are read, not again when they are written: write an update that is harmless
-  on a document that stopped matching meanwhile ($max rather than $set, for example).
+  once, in `_id` order, into a temporary file, then write bulks of UpdateOne({_id}). On FerretDB the
+  filter is checked when the ids are read, not again when they are written (`{_id: value}` must stand
+  alone to be looked up by index): write an update that is harmless on a document that stopped
+  matching meanwhile ($max rather than $set, for example). MongoDB, when it takes this path (`_id`s of
+  several types), checks the filter again at each write.
 """
 
 import asyncio
@@ -56,6 +58,7 @@ class BatchSettings:
     max_rate: float | None = None  # documents per second, at most
     write_concern: str | None = None  # "majority" or "1"; None: the URL's (MongoDB's default is majority)
     path: str | None = None  # RANGE or STREAM; None: by server
+    server_is_ferretdb: bool | None = None  # None: asked of the server when batches are first needed
     progress_interval_s: float = DEFAULT_INTERVAL_S
 
 
@@ -112,11 +115,12 @@ class StopRequest:
 
 class Batches:
     def __init__(self, database: AsyncDatabase, migration: str, checksum: str, settings: BatchSettings,
-                 path: str, between_batches=lambda: None):
+                 is_ferretdb: bool, between_batches=lambda: None):
         self.database = database
         self.migration, self.checksum = migration, checksum
         self.settings = settings
-        self.path = path
+        self.is_ferretdb = is_ferretdb
+        self.path = settings.path or default_path(is_ferretdb)
         self.size = settings.size or DEFAULT_SIZE
         self.between_batches = between_batches  # the lock's check: stop if the lease may be gone
         self.checkpoints = Checkpoints(database)
@@ -175,7 +179,13 @@ class Batches:
 
     async def _stream(self, target: AsyncCollection, filter: dict, update: dict, state: dict, step: int,
                       progress: Progress) -> None:
-        query = filter if state["last_id"] is None else {"$and": [filter, {"_id": {"$gt": state["last_id"]}}]}
+        # Past the checkpoint: `$nor` of `$lte` rather than `$gt`, so that `_id`s of another type than the
+        # last one done (which no comparison with it matches) are done again, not skipped.
+        query = filter if state["last_id"] is None else {"$and": [filter, {"$nor": [{"_id": {"$lte": state["last_id"]}}]}]}
+        # FerretDB looks a document up by index only for `{_id: value}` alone; MongoDB can check the filter again.
+        target_of = (lambda _id: {"_id": _id}) if self.is_ferretdb else (lambda _id: {"$and": [{"_id": _id}, filter]})
+        bulk_size = FERRETDB_MAX_BULK if self.is_ferretdb else self.size
+        log.info("%s: reading the _ids of the documents to change in %s ...", self.migration, target.name)
         with tempfile.TemporaryFile(prefix="migrator-ids-") as spool:
             count = 0
             # Read all ids before the first write: FerretDB must not hold a cursor open while bulks run.
@@ -191,8 +201,8 @@ class Batches:
             while batch := list(islice(ids, self.size)):
                 await self._between(state, step)
                 matched = modified = 0
-                for start in range(0, len(batch), FERRETDB_MAX_BULK):
-                    bulk = [UpdateOne({"_id": _id}, update) for _id in batch[start:start + FERRETDB_MAX_BULK]]
+                for start in range(0, len(batch), bulk_size):
+                    bulk = [UpdateOne(target_of(_id), update) for _id in batch[start:start + bulk_size]]
                     result = await target.bulk_write(bulk, ordered=True)
                     matched, modified = matched + result.matched_count, modified + result.modified_count
                 self._batch_done(state, len(batch), batch[-1], matched, modified, progress)
@@ -213,7 +223,9 @@ class Batches:
         self._pace_started, self._paced = time.monotonic(), 0
 
     async def _between(self, state: dict, step: int) -> None:
-        """Before each batch: save where the last one ended, keep to --max-rate, stop if asked."""
+        """Before each batch: save where the last one ended (if the lock is still ours), keep to --max-rate,
+        stop if asked."""
+        self.between_batches()
         if state["batches"]:
             await self.checkpoints.save(self.migration, step, **state)
         if self.settings.max_rate:
@@ -223,7 +235,7 @@ class Batches:
             elif ahead < -self.size / self.settings.max_rate:  # slower than the rate: no credit for a burst
                 self._start_pacing()
         self._stop_if_asked(state)
-        self.between_batches()
+        self.between_batches()  # again: the pause may have been long
 
     def _stop_if_asked(self, state: dict) -> None:
         if self.stop.signal is None:
@@ -265,7 +277,7 @@ def _digest(collection: str, filter: dict, update) -> str:
     return hashlib.sha256(bson.encode({"c": collection, "f": filter, "u": update})).hexdigest()[:16]
 
 
-_NUMBERS = (int, float, bson.Int64, bson.Decimal128)
+_NUMBERS = (int, float, bson.Int64, bson.Decimal128)  # one BSON comparison class; bool is not in it
 
 
 async def _mixed_id_types(target: AsyncCollection) -> bool:
@@ -273,5 +285,6 @@ async def _mixed_id_types(target: AsyncCollection) -> bool:
     ends = [await target.find_one({}, {"_id": 1}, sort=[("_id", order)]) for order in (1, -1)]
     if None in ends:
         return False
-    kinds = {"number" if isinstance(end["_id"], _NUMBERS) else type(end["_id"]).__name__ for end in ends}
+    kinds = {"number" if isinstance(end["_id"], _NUMBERS) and not isinstance(end["_id"], bool)
+             else type(end["_id"]).__name__ for end in ends}
     return len(kinds) > 1

@@ -7,7 +7,9 @@ Parses flags, calls migrator.commands, and turns MigrationError into one line an
 import argparse
 import asyncio
 import os
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -28,6 +30,28 @@ EXIT_CODES_HELP = """exit codes:
   130 interrupted (Ctrl-C)   143 stopped by SIGTERM (docker stop); both resume from the checkpoint when run again"""
 
 Work = Callable[[Context], Awaitable[int]]
+
+
+class Terminated(BaseException):
+    """SIGTERM outside batches (which stop at a batch boundary themselves): unwind like Ctrl-C, so that
+    the lock is released on the way out. Not an Exception, so no `except Exception` swallows it."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_unwinds():
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave signals to the caller
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -86,7 +110,7 @@ def batch_settings_from(args: argparse.Namespace, is_ferretdb: bool) -> batches.
     option = lambda name, default=None: getattr(args, name, default)  # noqa: E731
     return batches.BatchSettings(size=option("batch_size"), max_rate=option("max_rate"),
                                  write_concern=option("write_concern"),
-                                 path=option("batch_path") or batches.default_path(is_ferretdb),
+                                 path=option("batch_path"), server_is_ferretdb=is_ferretdb,
                                  progress_interval_s=option("progress_interval", batches.DEFAULT_INTERVAL_S))
 
 
@@ -108,7 +132,8 @@ def run(args: argparse.Namespace, migrations: Callable[[], list[Migration]], wor
         found = migrations()
         if check:
             check(settings)
-        return asyncio.run(_connected(args, settings, found, work))
+        with _sigterm_unwinds():
+            return asyncio.run(_connected(args, settings, found, work))
     except SettingsError as exc:
         log.error("%s", exc)
         return ExitCode.USAGE
@@ -118,6 +143,9 @@ def run(args: argparse.Namespace, migrations: Callable[[], list[Migration]], wor
     except KeyboardInterrupt:
         log.error("interrupted: run the same command again to finish")
         return ExitCode.INTERRUPTED
+    except Terminated:
+        log.error("stopped by SIGTERM: run the same command again to finish")
+        return ExitCode.TERMINATED
     except Exception as exc:  # a bug or an unforeseen server answer: still one line
         log.error("unexpected error: %s: %s (run again with --debug for the traceback)",
                   type(exc).__name__, redact(exc), exc_info=args.debug)

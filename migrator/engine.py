@@ -14,7 +14,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from migrator import backup, plan
-from migrator.batches import BatchSettings, Batches, default_path
+from migrator.batches import BatchSettings, Batches
 from migrator.changelog import Changelog
 from migrator.checkpoints import Checkpoints
 from migrator.connection import server_info
@@ -179,13 +179,14 @@ class Engine:
 
     async def _batches(self, migration: Migration) -> Batches:
         settings = self.batch_settings
-        # The CLI sets the path from the server it already asked; from Python, ask it here.
-        path = settings.path or default_path((await server_info(self.database)).is_ferretdb)
+        is_ferretdb = settings.server_is_ferretdb  # the CLI passes what it already asked the server
+        if is_ferretdb is None:
+            is_ferretdb = (await server_info(self.database)).is_ferretdb
 
         def check_lock() -> None:
             if self.lock.epoch is not None:  # held: stop before writing more if it may be lost
                 self.lock.check()
-        return Batches(self.database, migration.name, migration.checksum, settings, path, check_lock)
+        return Batches(self.database, migration.name, migration.checksum, settings, is_ferretdb, check_lock)
 
     async def _recording_failure(self, migration: Migration, action: str, backups, work):
         """Run `work`; a MigrationError is recorded in the changelog as a failure, then raised. (result, seconds)."""

@@ -11,7 +11,7 @@ class ExitCode(IntEnum):
     VERIFY_FAILED = 4  # --verify found a migration whose change is not (or no longer) in place
     UNREACHABLE = 5  # cannot reach or authenticate to the database
     INTERRUPTED = 130  # Ctrl-C
-    TERMINATED = 143  # SIGTERM (docker stop) during batches: stopped at a batch boundary, resumable
+    TERMINATED = 143  # SIGTERM (docker stop): batches stop at a batch boundary (resumable), other work unwinds
 
 
 class MigrationError(Exception):

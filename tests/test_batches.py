@@ -181,6 +181,35 @@ def test_ids_of_several_types_are_all_reached_on_the_range_path(db, cli):
     assert db.chat_messages.count_documents({"metadata": None}) == 4
 
 
+def test_a_boolean_id_is_a_type_of_its_own_not_a_number(db, cli):
+    db.chat_messages.insert_many([{"_id": 1}, {"_id": 2}, {"_id": True}])
+    result = cli(SCRIPT, "--batch-path", "range", "--batch-size", "1")
+    assert result.code == 0, result
+    assert db.chat_messages.count_documents({"metadata": None}) == 3
+
+
+def test_a_resume_on_the_stream_path_reaches_the_ids_of_every_type(db, cli, env):
+    db.chat_messages.insert_many([{"_id": n} for n in range(60)] + [{"_id": f"s{n:02}"} for n in range(60)])
+    process = start(env, "--batch-path", "stream", "--batch-size", "10", "--max-rate", "40")
+    wait_for(lambda: db.migrations_checkpoints.find_one() or process.poll() is not None, "the first checkpoint")
+    process.send_signal(signal.SIGINT)
+    assert finish(process).code == 130
+    assert isinstance(db.migrations_checkpoints.find_one()["last_id"], int)  # numbers sort before strings
+
+    resumed = cli(SCRIPT, "--batch-path", "stream")
+
+    assert resumed.code == 0, resumed
+    assert db.chat_messages.count_documents({"metadata": None}) == 120
+
+
+def test_the_server_chooses_the_path(db, cli):
+    load(db, 30)
+    result = cli(SCRIPT, "--batch-size", "10")
+    assert result.code == 0, result
+    on_ferretdb = "ferretdbVersion" in db.client.admin.command("buildInfo")
+    assert ("reading the _ids of the documents to change" in result.output) == on_ferretdb, result
+
+
 FAILS_VERIFY = '''"""Sets a; its verify fails while FAIL_VERIFY is set.
 
 Date: 2025-01-01

@@ -184,3 +184,45 @@ def test_a_migration_that_raises_half_way_keeps_its_checkpoint_and_shows_as_fail
     assert db.migrations_checkpoints.count_documents({}) == 0
     status = finish(start(env, "--status", "--migrations-dir", str(tmp_path), script="run_migrations.py"))
     assert re.search(r"two_steps .* applied ", status.output) and "resumable" not in status.output, status
+
+
+SLOW_UP = '''"""Sets a on every item, then takes its time.
+
+Date: 2025-01-01
+"""
+import asyncio
+import os
+
+
+async def up(db):
+    result = await db.items.update_many({"a": {"$exists": False}}, {"$set": {"a": 1}})
+    print("written", flush=True)
+    await asyncio.sleep(float(os.environ.get("SLOW_UP_SECONDS", "60")))
+    return result
+
+
+async def verify(db):
+    return await db.items.count_documents({"a": {"$exists": False}}) == 0
+'''
+
+
+def test_sigterm_outside_batches_releases_the_lock_and_exits_143(db, env, tmp_path):
+    (tmp_path / "slow_up.py").write_text(SLOW_UP)
+    db.items.insert_many([{"n": i} for i in range(5)])
+    runner = ("--all", "--migrations-dir", str(tmp_path))
+    process = start(env, *runner, script="run_migrations.py")
+    wait_for(lambda: process.stdout.readline().startswith("written"), "the migration to write", process)
+
+    process.send_signal(signal.SIGTERM)
+    stopped = finish(process, timeout=30)
+
+    assert stopped.code == 143, stopped
+    assert "stopped by SIGTERM: run the same command again to finish" in stopped.output
+    assert "Traceback" not in stopped.output
+    assert db.migrations_lock.find_one(sort=[("_id", -1)])["released_at"] is not None
+    assert db.migrations_changelog.count_documents({"state": "applied"}) == 0
+    # The lock was released, not left to its 60 s lease: a run that waits 1 s for it gets it.
+    again = finish(start({**env, "SLOW_UP_SECONDS": "0"}, *runner, "--lock-timeout", "1", script="run_migrations.py"))
+    assert again.code == 0, again
+    assert db.migrations_changelog.count_documents({"name": "slow_up", "state": "applied"}) == 1
+    assert db.items.count_documents({"a": 1}) == 5
