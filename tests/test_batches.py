@@ -1,6 +1,8 @@
 """Backfills in batches: both server paths, checkpoints, resuming after a signal or kill -9, throttle,
 progress lines. Each test forces the path with --batch-path, so both run on any server."""
 
+import os
+import pty
 import re
 import signal
 import subprocess
@@ -141,6 +143,31 @@ def test_progress_without_a_terminal_is_one_plain_line_at_a_time(db, cli, path):
     assert "\x1b[" not in result.output and "\r" not in result.output  # no terminal codes in logs
     estimated = "of ~" in result.output
     assert estimated == (path == "range")  # the range path knows the total only from the cheap estimate
+
+
+def test_progress_in_a_terminal_is_a_bar_with_counts_rate_and_time_left(db, env):
+    before = load(db, 300, every=0)
+    master, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, str(MIGRATIONS / SCRIPT), "--batch-size", "20", "--max-rate", "200"],
+                               stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, env={**env, "COLUMNS": "150"})
+    os.close(terminal)
+    shown = b""
+    while True:  # until the terminal closes with the process
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert process.wait(timeout=60) == 0, shown.decode(errors="replace")
+
+    screen = shown.decode(errors="replace")
+    assert "\x1b[" in screen  # drawn, not logged
+    assert re.search(r"\b\d+/300\b", screen), screen  # documents done of the total
+    assert re.search(r"[\d,]+ docs/s", screen) and re.search(r"\d+:\d\d:\d\d", screen), screen  # rate, time left
+    assert len(before) == db.chat_messages.count_documents({"metadata": None})
 
 
 @pytest.mark.parametrize("flags, message", [
