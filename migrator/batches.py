@@ -71,6 +71,7 @@ class StopRequest:
     def __init__(self):
         self.signal: int | None = None
         self.received: asyncio.Event | None = None
+        self.before_exit = lambda: None  # the progress bar's close: give the terminal its cursor back
 
     async def sleep(self, seconds: float) -> None:
         """Sleep, but wake up at once on a stop request."""
@@ -100,6 +101,7 @@ class StopRequest:
 
     def _received(self, number: int) -> None:
         if self.signal is not None:
+            self.before_exit()
             log.error("%s again: stopping at once; the next run does the current batch again",
                       signal.Signals(number).name)
             logging.shutdown()
@@ -151,6 +153,7 @@ class Batches:
         with self.stop.handled():
             progress = Progress(self.migration, done=state["scanned"], modified=state["modified"],
                                 interval_s=self.settings.progress_interval_s)
+            self.stop.before_exit = progress.close
             try:
                 await walk(target, filter, update, state, step, progress)
             finally:
