@@ -184,7 +184,8 @@ class Batches:
                       progress: Progress) -> None:
         # Past the checkpoint: `$nor` of `$lte` rather than `$gt`, so that `_id`s of another type than the
         # last one done (which no comparison with it matches) are done again, not skipped.
-        query = filter if state["last_id"] is None else {"$and": [filter, {"$nor": [{"_id": {"$lte": state["last_id"]}}]}]}
+        past = None if state["last_id"] is None else {"$nor": [{"_id": {"$lte": state["last_id"]}}]}
+        query = filter if past is None else {"$and": [filter, past]}
         # FerretDB looks a document up by index only for `{_id: value}` alone; MongoDB can check the filter again.
         target_of = (lambda _id: {"_id": _id}) if self.is_ferretdb else (lambda _id: {"$and": [{"_id": _id}, filter]})
         bulk_size = FERRETDB_MAX_BULK if self.is_ferretdb else self.size

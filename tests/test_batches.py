@@ -149,7 +149,8 @@ def test_progress_in_a_terminal_is_a_bar_with_counts_rate_and_time_left(db, env)
     before = load(db, 300, every=0)
     master, terminal = pty.openpty()
     process = subprocess.Popen([sys.executable, str(MIGRATIONS / SCRIPT), "--batch-size", "20", "--max-rate", "200"],
-                               stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, env={**env, "COLUMNS": "150"})
+                               stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal,
+                               env={**env, "COLUMNS": "150"})
     os.close(terminal)
     shown = b""
     while True:  # until the terminal closes with the process
