@@ -161,8 +161,7 @@ class Batches:
         state["done"] = True
         await self.checkpoints.save(self.migration, step, **state)
         log.info("%s", progress.line())
-        return Outcome(matched=state["matched"], modified=state["modified"],
-                       counts={"batches": state["batches"], "documents": state["scanned"]})
+        return Outcome(matched=state["matched"], modified=state["modified"])  # the progress line said the rest
 
     # ----- the two paths -----
 

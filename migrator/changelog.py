@@ -7,7 +7,6 @@ its latest entry; a migration without entries is pending. Entries are only ever 
 
 import os
 import socket
-from datetime import datetime
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -43,10 +42,13 @@ class Changelog:
     async def entries(self) -> list[dict]:
         return await self.collection.find({}).sort([("at", 1), ("_id", 1)]).to_list(None)
 
+    async def history(self) -> dict[str, list[dict]]:
+        """Every entry of each migration that has one, oldest first."""
+        by_name: dict[str, list[dict]] = {}
+        for entry in await self.entries():
+            by_name.setdefault(entry["name"], []).append(entry)
+        return by_name
+
     async def latest(self) -> dict[str, dict]:
         """The latest entry of each migration that has one."""
         return {entry["name"]: entry for entry in await self.entries()}
-
-
-def applied_at(entry: dict) -> datetime:
-    return entry["at"]

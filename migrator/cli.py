@@ -6,6 +6,7 @@ Parses flags, calls migrator.commands, and turns MigrationError into one line an
 
 import argparse
 import asyncio
+import math
 import os
 import signal
 import sys
@@ -26,7 +27,8 @@ from migrator.redact import redact
 
 EXIT_CODES_HELP = """exit codes:
   0  success           1  a migration, its verification or a rollback failed   2  usage or settings error
-  3  lock held         4  verification failed (--verify, --mark-applied)         5  cannot reach or log in to MongoDB
+  3  lock held         4  verification failed (--verify, --mark-applied, --restore)
+  5  cannot reach or log in to MongoDB
   130 interrupted (Ctrl-C)   143 stopped by SIGTERM (docker stop); both resume from the checkpoint when run again"""
 
 Work = Callable[[Context], Awaitable[int]]
@@ -54,14 +56,21 @@ def _sigterm_unwinds():
         signal.signal(signal.SIGTERM, previous)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage block is what --help is for) and exit 2."""
+
+    def error(self, message: str):
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def add_common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env-file", metavar="FILE", help="read MONGODB_URL and MONGODB_DATABASE_NAME from FILE "
+    parser.add_argument("--env-file", type=_text("a file name"), metavar="FILE", help="read MONGODB_URL and MONGODB_DATABASE_NAME from FILE "
                         "instead of .env (or set ENV_FILE); real environment variables win")
     parser.add_argument("-y", "--yes", action="store_true", help="answer yes to every confirmation (for scripts)")
-    parser.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
+    parser.add_argument("--lock-timeout", type=_number(float, minimum=0), default=60.0, metavar="SECONDS",
                         help="wait this long for another runner's lock before exit 3 (default: 60)")
-    parser.add_argument("--lease", type=float, default=60.0, metavar="SECONDS", help=argparse.SUPPRESS)
-    parser.add_argument("--server-timeout", type=float, default=5.0, metavar="SECONDS",
+    parser.add_argument("--lease", type=_positive(float), default=60.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    parser.add_argument("--server-timeout", type=_positive(float), default=5.0, metavar="SECONDS",
                         help="give up reaching the server after SECONDS (default: 5)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
@@ -70,7 +79,7 @@ def add_backup_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backup", action=argparse.BooleanOptionalAction, default=None,
                         help="save whole every document the migration (or rollback) will change, before it runs, to "
                         "a .jsonl.gz file that --restore puts back; on by default for rollbacks (--no-backup skips)")
-    parser.add_argument("--backup-dir", type=Path, metavar="DIR", help="where backups go (default: "
+    parser.add_argument("--backup-dir", type=_path("a folder"), metavar="DIR", help="where backups go (default: "
                         "$MIGRATIONS_BACKUP_DIR, else backups/ of the repository)")
     parser.add_argument("--backup-full", action="store_true", help="first dump the whole database with mongodump "
                         "(MongoDB Database Tools) to DIR/<database>-<time>.archive.gz")
@@ -92,16 +101,40 @@ def add_batch_options(parser: argparse.ArgumentParser) -> None:
                        metavar="SECONDS", help="without a terminal: a progress line every SECONDS (default: 5)")
 
 
-def _positive(kind):
+def _number(kind, minimum: float = 0, above_minimum: bool = False):
+    """An argparse type: a finite number of `kind`, at least (or, with above_minimum, more than) `minimum`."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number: {text!r}")
+        if value < minimum or (above_minimum and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'more than' if above_minimum else 'at least'} {minimum}: {text!r}")
         return value
     parse.__name__ = kind.__name__
+    return parse
+
+
+def _positive(kind):
+    return _number(kind, minimum=0, above_minimum=True)
+
+
+def _text(what: str):
+    """An argparse type that refuses an empty value, so that `--migration ""` is an error, not "no flag"."""
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"needs {what}, got an empty value")
+        return text
+    parse.__name__ = what
+    return parse
+
+
+def _path(what: str):
+    def parse(text: str) -> Path:
+        return Path(_text(what)(text))
+    parse.__name__ = what
     return parse
 
 
@@ -181,89 +214,92 @@ def _offline(args: argparse.Namespace, action: Callable[[], int]) -> int:
 # ----- the runner: migrations/run_migrations.py -----------------------------------------------
 
 def runner_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="run_migrations.py",
         description="Apply, check and roll back the migrations in migrations/, in order. Every run is recorded "
                     "in the collection migrations_changelog; one runner at a time holds migrations_lock.",
         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     command = parser.add_mutually_exclusive_group(required=True)
     add = command.add_argument
+    name = _text("a migration name")
     add("--all", action="store_true", help="apply every pending migration, in order, verifying each")
-    add("--migration", metavar="NAME", help="apply one migration (again, if it is applied: forward is idempotent)")
+    add("--migration", type=name, metavar="NAME", help="apply one migration (again, if it is applied: forward is "
+        "idempotent)")
     add("--status", action="store_true", help="show every migration: applied (when, how long, how many "
         "documents) or pending, and problems")
     add("--list", action="store_true", help="list the migrations in the order they run (no database needed)")
     add("--verify", action="store_true", help="check every applied migration is still in place (exit 4 if not)")
-    add("--rollback", metavar="NAME", help="roll back one applied migration (asks first)")
-    add("--rollback-last", action="store_true", help="roll back the migration applied last")
-    add("--rollback-to", metavar="NAME", help="roll back everything applied after NAME, newest first")
-    add("--mark-applied", metavar="NAME", help="record NAME as applied without running it, if it verifies "
+    add("--rollback", type=name, metavar="NAME", help="roll back one applied (or failed, half-applied) migration "
+        "(asks first)")
+    add("--rollback-last", action="store_true", help="roll back the applied migration that comes last in the order")
+    add("--rollback-to", type=name, metavar="NAME", help="roll back every applied migration after NAME in the order, "
+        "last first")
+    add("--mark-applied", type=name, metavar="NAME", help="record NAME as applied without running it, if it verifies "
         "(for databases migrated before the changelog)")
-    add("--mark-applied-all", metavar="NAME", help="the same for every pending migration up to NAME")
+    add("--mark-applied-all", type=name, metavar="NAME", help="the same for every pending migration up to NAME")
     add("--force-unlock", action="store_true", help="remove the lock of a runner that died (asks first)")
-    add("--restore", metavar="FILE", type=Path, help="put back exactly the documents a --backup saved in FILE "
-        "(checks all of it first; asks first; --force for a backup of another database)")
-    add("--new", metavar="NAME", help="write migrations/NAME.py from the template")
+    add("--restore", metavar="FILE", type=_path("a backup file"), help="put back exactly the documents a --backup "
+        "saved in FILE (checks all of it first; asks first; --force for a backup of another database)")
+    add("--new", type=name, metavar="NAME", help="write migrations/NAME.py from the template")
     parser.add_argument("--dry-run", action="store_true", help="with --all or --migration: count what would change; "
                         "write nothing, not even the changelog or the lock")
     parser.add_argument("--purge", action="store_true", help="with a rollback: also remove data written since")
     parser.add_argument("--json", action="store_true", help="with --status: print JSON")
     parser.add_argument("--allow-changed", action="store_true", help="with --all: run although an applied "
                         "migration's file has changed")
-    parser.add_argument("--force", action="store_true", help="with --mark-applied: record even if it does not verify; "
-                        "with --restore: restore a backup of another database")
+    parser.add_argument("--force", action="store_true", help="with --mark-applied: record even if it does not verify "
+                        "(asks first); with --restore: restore a backup of another database")
     add_backup_options(parser)
     add_batch_options(parser)
-    parser.add_argument("--migrations-dir", type=Path, default=MIGRATIONS_DIR, metavar="DIR",
+    parser.add_argument("--migrations-dir", type=_path("a folder"), default=MIGRATIONS_DIR, metavar="DIR",
                         help="where the migrations are (default: this folder)")
     add_common_options(parser)
     return parser
 
 
+ROLLBACKS = ("rollback", "rollback_last", "rollback_to")
+# The modifier flags each command accepts (a flag given without one of its commands is a usage error).
+GOES_WITH = {"dry_run": ("all", "migration"), "json": ("status",), "allow_changed": ("all",), "purge": ROLLBACKS,
+             "force": ("mark_applied", "mark_applied_all", "restore"),
+             **{flag: ("all", "migration", *ROLLBACKS) for flag in ("backup", "backup_dir", "backup_full")},
+             **{flag: ("all", "migration") for flag in BATCH_FLAGS}}
+OFFLINE = {"list": lambda args: list_migrations(discover(args.migrations_dir)),
+           "new": lambda args: _scaffold(args.migrations_dir, args.new)}
+
+
+def _runner_commands(args: argparse.Namespace) -> dict[str, Callable[[Context], Awaitable[int]]]:
+    """What each command flag does once connected: one entry each, and no default."""
+    named = lambda ctx, name: find(ctx.engine.migrations, name)  # noqa: E731
+    return {
+        "all": commands.apply_pending,
+        "migration": lambda ctx: commands.apply_one(ctx, named(ctx, args.migration)),
+        "status": commands.status,
+        "verify": commands.verify_applied,
+        "rollback": lambda ctx: commands.rollback(ctx, commands.select_named(ctx.engine, args.rollback)),
+        "rollback_last": lambda ctx: commands.rollback(ctx, commands.select_last),
+        "rollback_to": lambda ctx: commands.rollback(ctx, commands.select_after(ctx.engine, args.rollback_to)),
+        "mark_applied": lambda ctx: commands.mark_applied(ctx, [named(ctx, args.mark_applied)]),
+        "mark_applied_all": lambda ctx: commands.mark_applied(ctx, commands.up_to(ctx.engine, args.mark_applied_all)),
+        "restore": lambda ctx: commands.restore(ctx, args.restore),
+        "force_unlock": commands.force_unlock,
+    }
+
+
+def _given(args: argparse.Namespace, dest: str) -> bool:
+    return getattr(args, dest) not in (None, False)
+
+
 def runner_main(argv: list[str] | None = None) -> int:
     parser = runner_parser()
     args = parser.parse_args(argv)
-    for flag, allowed in (("dry_run", ("all", "migration")), ("json", ("status",)), ("allow_changed", ("all",)),
-                          ("purge", ("rollback", "rollback_last", "rollback_to")),
-                          ("force", ("mark_applied", "mark_applied_all", "restore")),
-                          *((flag, ("all", "migration", "rollback", "rollback_last", "rollback_to"))
-                            for flag in ("backup", "backup_dir", "backup_full")),
-                          *((flag, ("all", "migration")) for flag in BATCH_FLAGS)):
-        if getattr(args, flag) and not any(getattr(args, name) for name in allowed):
+    for flag, allowed in GOES_WITH.items():
+        if _given(args, flag) and not any(_given(args, name) for name in allowed):
             parser.error(f"--{flag.replace('_', '-')} goes with " + " or ".join(f"--{a.replace('_', '-')}" for a in allowed))
-    folder = args.migrations_dir
-
-    if args.list:
-        return _offline(args, lambda: list_migrations(discover(folder)))
-    if args.new:
-        return _offline(args, lambda: _scaffold(folder, args.new))
-
-    async def work(ctx: Context) -> int:
-        engine = ctx.engine
-        if args.all:
-            return await commands.apply_pending(ctx)
-        if args.migration:
-            return await commands.apply_one(ctx, find(engine.migrations, args.migration))
-        if args.status:
-            return await commands.status(ctx)
-        if args.verify:
-            return await commands.verify_applied(ctx)
-        if args.rollback:
-            return await commands.rollback(ctx, commands.select_named(engine, args.rollback))
-        if args.rollback_last:
-            return await commands.rollback(ctx, commands.select_last)
-        if args.rollback_to:
-            return await commands.rollback(ctx, commands.select_after(engine, args.rollback_to))
-        if args.mark_applied:
-            return await commands.mark_applied(ctx, [find(engine.migrations, args.mark_applied)])
-        if args.mark_applied_all:
-            last = engine.migrations.index(find(engine.migrations, args.mark_applied_all))
-            return await commands.mark_applied(ctx, engine.migrations[:last + 1])
-        if args.restore:
-            return await commands.restore(ctx, args.restore)
-        return await commands.force_unlock(ctx)
-
-    return run(args, lambda: discover(folder), work)
+    online = _runner_commands(args)
+    [chosen] = [dest for dest in (*OFFLINE, *online) if _given(args, dest)]  # argparse let exactly one through
+    if chosen in OFFLINE:
+        return _offline(args, lambda: OFFLINE[chosen](args))
+    return run(args, lambda: discover(args.migrations_dir), online[chosen])
 
 
 def list_migrations(migrations: list[Migration]) -> int:
@@ -284,7 +320,7 @@ def _scaffold(folder: Path, name: str) -> int:
 
 def standalone_main(path: str, argv: list[str] | None = None) -> int:
     path = Path(path).resolve()
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=path.name,
         description=f"Run the migration {path.stem} on its own: the same as run_migrations.py --migration "
                     f"{path.stem} (recorded in the changelog, under the lock).",

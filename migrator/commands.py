@@ -8,13 +8,14 @@ import json
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Callable
 
 from app.settings import Settings
 from migrator import backup, plan
 from migrator.backup import DEFAULT_DIR as DEFAULT_BACKUP_DIR
 from migrator.clock import server_now
 from migrator.connection import server_info
-from migrator.engine import ApplyResult, Engine, format_counts
+from migrator.engine import ApplyResult, Engine, RollbackResult, format_counts, in_parens
 from migrator.errors import ExitCode, MigrationError
 from migrator.lock import describe
 from migrator.migration import Migration
@@ -51,16 +52,18 @@ def report_apply(result: ApplyResult) -> None:
         if note:
             log.info("%s: %s", name, note)
     if outcome.modified:
-        log.info("%s: modified %d documents (%d matched) in %.2f s", name, outcome.modified, outcome.matched, result.seconds)
+        log.info("%s: modified %s documents (%s matched%s) in %.2f s", name, f"{outcome.modified:,}",
+                 f"{outcome.matched:,}", f", {format_counts(outcome.counts)}" if outcome.counts else "", result.seconds)
     else:
         log.info("%s: modified 0 documents: nothing to change", name)
-    log.info("%s: after: %s: verified", name, format_counts(result.after.counts))
+    counts = result.after.counts
+    log.info("%s: after: %sverified", name, f"{format_counts(counts)}: " if counts else "")
 
 
 async def dry_run(ctx: Context, migrations: list[Migration]) -> int:
     for migration in migrations:
         count = await ctx.engine.count_pending(migration)
-        would = "an unknown number of" if count is None else str(count)
+        would = "an unknown number of" if count is None else f"{count:,}"
         log.info("%s: dry run: would change %s documents; nothing written", migration.name, would)
     if not migrations:
         log.info("dry run: no pending migrations")
@@ -84,7 +87,7 @@ async def apply_pending(ctx: Context) -> int:
         return await dry_run(ctx, await engine.pending())
     refuse_changed(engine.migrations, await engine.changelog.latest(), ctx.options.allow_changed)
     if not await engine.pending():
-        log.info("nothing to do: all %d migrations are applied", len(engine.migrations))
+        log.info("nothing to do: %s", _all_applied(len(engine.migrations)))
         return ExitCode.OK
     check_backups(ctx, await engine.pending(), "apply")
     async with engine.lock.held(ctx.options.lock_timeout_s):
@@ -101,6 +104,10 @@ async def apply_pending(ctx: Context) -> int:
     else:
         log.info("nothing to do: another runner applied them meanwhile")
     return ExitCode.OK
+
+
+def _all_applied(count: int) -> str:
+    return "the one migration is applied" if count == 1 else f"all {count:,} migrations are applied"
 
 
 async def apply_one(ctx: Context, migration: Migration) -> int:
@@ -129,7 +136,7 @@ async def verify(ctx: Context, migrations: list[Migration]) -> int:
     for migration in migrations:
         verification = await ctx.engine.verify(migration)
         state = "ok" if verification.ok else "NOT in place"
-        log.info("%s: %s (%s)%s", migration.name, state, format_counts(verification.counts),
+        log.info("%s: %s%s%s", migration.name, state, in_parens(verification.counts),
                  f": {verification.note}" if verification.note else "")
         if not verification.ok:
             failed.append(migration.name)
@@ -154,10 +161,10 @@ async def status(ctx: Context) -> int:
         say(json.dumps([{**row.__dict__, "at": row.at.isoformat() if row.at else None, "flags": row.flags}
                         for row in rows], indent=2))
         return ExitCode.OK
-    table(["migration", "date", "state", "applied at (UTC)", "took", "docs", "flags"], [
+    table(["migration", "date", "state", "since (UTC)", "took", "docs", "flags"], [
         [row.name, row.date, row.state.replace("_", " "), f"{row.at:%Y-%m-%d %H:%M:%S}" if row.at else "",
          f"{row.duration_s:.2f} s" if row.duration_s is not None else "",
-         "" if row.modified is None else str(row.modified), ", ".join(row.flags)]
+         "" if row.modified is None else f"{row.modified:,}", ", ".join(row.flags)]
         for row in rows])
     pending = sum(row.state != plan.APPLIED for row in rows if not row.missing_file)
     problems = [row for row in rows if row.changed or row.missing_file or row.state == plan.FAILED]
@@ -170,14 +177,20 @@ async def status(ctx: Context) -> int:
 
 # ----- rolling back -----
 
-async def rollback(ctx: Context, select) -> int:
-    """Roll back the migrations `select(applied_newest_first)` returns, newest first, asking first."""
+Select = Callable[[list[Migration], dict[str, dict]], list[Migration]]
+
+
+async def rollback(ctx: Context, select: Select) -> int:
+    """Roll back what `select(migrations, latest changelog entries)` returns, last in the order first.
+    Every target is checked (it has a rollback, nothing applied still depends on it) before asking."""
     engine = ctx.engine
-    applied = await engine.applied()
-    targets = select(applied)
+    targets = select(engine.migrations, await engine.changelog.latest())
     if not targets:
         log.info("nothing to roll back")
         return ExitCode.OK
+    for migration in targets:
+        engine.check_rollback(migration, ctx.options.purge)
+    _refuse_dependents(engine.migrations, targets, await engine.changelog.latest())
     names = ", ".join(m.name for m in targets)
     if ctx.options.purge:
         log.warning("--purge also removes data the app wrote since the migration ran")
@@ -186,55 +199,81 @@ async def rollback(ctx: Context, select) -> int:
         log.warning("--no-backup: the documents the rollback changes are not saved first")
     confirm(f"roll back {names} on database {ctx.settings.database_name}"
             f"{' and purge app-written data' if ctx.options.purge else ''}", ctx.options.yes)
+    done: list[str] = []
     async with engine.lock.held(ctx.options.lock_timeout_s):
-        still_applied = {m.name for m in await engine.applied()}
-        if still_applied.intersection(m.name for m in targets):
+        latest = await engine.changelog.latest()  # again, under the lock: another runner may have been quicker
+        undoable = {m.name for m in plan.rollbackable(engine.migrations, latest)}
+        _refuse_dependents(engine.migrations, targets, latest)
+        if undoable.intersection(m.name for m in targets):
             await dump_database(ctx)
-        for migration in targets:
-            if migration.name not in still_applied:
-                log.info("%s: already rolled back by another runner", migration.name)
-                continue
-            dependents = [m.name for m in engine.migrations
-                          if migration.name in m.depends_on and m.name in still_applied]
-            if dependents:
-                raise MigrationError(f"{', '.join(dependents)} depends on {migration.name}: roll it back first "
-                                     f"(or use --rollback-to)", ExitCode.USAGE)
-            engine.lock.check()
-            backups = await take_backup(ctx, migration, "rollback")
-            result = await engine.rollback(migration, purge=ctx.options.purge, backups=backups)
-            still_applied.discard(migration.name)
-            extra = f" ({format_counts(result.outcome.counts)})" if result.outcome.counts else ""
-            log.info("%s: rolled back: %d documents changed in %.2f s%s", migration.name, result.outcome.modified,
-                     result.seconds, extra)
-            if result.outcome.note:
-                log.info("%s: %s", migration.name, result.outcome.note)
-            if result.after is not None:
-                log.info("%s: rollback verified (%s)", migration.name, format_counts(result.after.counts))
+        try:
+            for migration in targets:
+                if migration.name not in undoable:
+                    log.info("%s: already rolled back by another runner", migration.name)
+                    continue
+                engine.lock.check()
+                backups = await take_backup(ctx, migration, "rollback")
+                report_rollback(await engine.rollback(migration, purge=ctx.options.purge, backups=backups))
+                done.append(migration.name)
+        except MigrationError as exc:
+            if len(targets) == 1:
+                raise
+            left = [m.name for m in targets if m.name not in done]
+            raise MigrationError(f"{exc}; rolled back: {', '.join(done) or 'none'}; not rolled back: "
+                                 f"{', '.join(left)}", ExitCode.FAILED) from exc
     return ExitCode.OK
 
 
-def select_named(engine: Engine, name: str):
+def report_rollback(result: RollbackResult) -> None:
+    name, outcome = result.migration.name, result.outcome
+    log.info("%s: rolled back: %s documents changed in %.2f s%s", name, f"{outcome.modified:,}", result.seconds,
+             in_parens(outcome.counts))
+    if outcome.note:
+        log.info("%s: %s", name, outcome.note)
+    if result.after is not None:
+        log.info("%s: rollback verified%s", name, in_parens(result.after.counts))
+
+
+def _refuse_dependents(migrations: list[Migration], targets: list[Migration], latest: dict[str, dict]) -> None:
+    """A migration cannot be rolled back while one that depends on it stays applied."""
+    leaving = {m.name for m in targets}
+    for target in targets:
+        dependents = [m.name for m in migrations if target.name in m.depends_on and m.name not in leaving
+                      and plan.state_of(latest.get(m.name)) == plan.APPLIED]
+        if dependents:
+            raise MigrationError(f"{', '.join(dependents)} depends on {target.name}: roll it back first "
+                                 "(or use --rollback-to); nothing was rolled back", ExitCode.USAGE)
+
+
+def select_named(engine: Engine, name: str) -> Select:
     migration = find(engine.migrations, name)
 
-    def select(applied: list[Migration]) -> list[Migration]:
-        if migration not in applied:
+    def select(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
+        if migration not in plan.rollbackable(migrations, latest):
             raise MigrationError(f"{migration.name} is not applied: nothing to roll back", ExitCode.USAGE)
         return [migration]
     return select
 
 
-def select_after(engine: Engine, name: str):
+def select_after(engine: Engine, name: str) -> Select:
     target = find(engine.migrations, name)
 
-    def select(applied: list[Migration]) -> list[Migration]:
+    def select(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
+        applied = plan.applied(migrations, latest)
         if target not in applied:
             raise MigrationError(f"{target.name} is not applied: --rollback-to needs an applied migration", ExitCode.USAGE)
         return applied[:applied.index(target)]
     return select
 
 
-def select_last(applied: list[Migration]) -> list[Migration]:
-    return applied[:1]
+def select_last(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
+    return plan.applied(migrations, latest)[:1]
+
+
+def up_to(engine: Engine, name: str) -> list[Migration]:
+    """--mark-applied-all NAME: every migration up to NAME in the order."""
+    last = engine.migrations.index(find(engine.migrations, name))
+    return engine.migrations[:last + 1]
 
 
 # ----- backups and restoring them -----
@@ -311,10 +350,15 @@ async def mark_applied(ctx: Context, migrations: list[Migration]) -> int:
             if plan.state_of(latest.get(migration.name)) == plan.APPLIED:
                 log.info("%s: already applied", migration.name)
                 continue
-            verification = await engine.mark_applied(migration, force=ctx.options.force)
+            verification = await engine.verify(migration)
+            if not verification.ok and ctx.options.force:
+                log.warning("%s: NOT in place%s", migration.name, in_parens(verification.counts))
+                confirm(f"record {migration.name} as applied on database {ctx.settings.database_name} although its "
+                        "change is not in place", ctx.options.yes)
+            verification = await engine.mark_applied(migration, force=ctx.options.force, verification=verification)
             how = "verified" if verification.ok else "NOT verified, --force"
-            log.info("%s: marked as applied without running it (%s: %s)", migration.name, how,
-                     format_counts(verification.counts))
+            log.info("%s: marked as applied without running it (%s%s)", migration.name, how,
+                     f": {format_counts(verification.counts)}" if verification.counts else "")
     return ExitCode.OK
 
 

@@ -58,7 +58,7 @@ class Engine:
     # ----- reading the state -----
 
     async def status(self) -> list[plan.StatusRow]:
-        rows = plan.status_rows(self.migrations, await self.changelog.latest())
+        rows = plan.status_rows(self.migrations, await self.changelog.history())
         checkpoints = await self.checkpoints.all()
         for row in rows:
             if row.state != plan.APPLIED and row.name in checkpoints:
@@ -95,11 +95,11 @@ class Engine:
 
         async def forward() -> tuple[Outcome, Verification]:
             options = {"batches": await self._batches(migration)} if migration.accepts("up", "batches") else {}
-            outcome = Outcome.of(await self._call(migration, "up", **options))
+            outcome = _outcome_of(migration, "up", await self._call(migration, "up", **options))
             after = await self.verify(migration)
             if not after.ok:
                 await self.checkpoints.clear(migration.name)  # `up` went all the way: a re-run starts over
-                raise MigrationError(f"{migration.name}: verification failed after it ran ({format_counts(after.counts)})")
+                raise MigrationError(f"{migration.name}: verification failed after it ran{in_parens(after.counts)}")
             return outcome, after
 
         (outcome, after), seconds = await self._recording_failure(migration, "apply", backups, forward)
@@ -109,11 +109,13 @@ class Engine:
         await self.checkpoints.clear(migration.name)
         return ApplyResult(migration, outcome, after, seconds)
 
-    async def mark_applied(self, migration: Migration, force: bool = False) -> Verification:
-        """Record as applied without running, when its verification passes (or with force)."""
-        verification = await self.verify(migration)
+    async def mark_applied(self, migration: Migration, force: bool = False,
+                           verification: Verification | None = None) -> Verification:
+        """Record as applied without running, when its verification passes (or with force).
+        `verification`: one the caller has just made (to ask before forcing), instead of verifying again."""
+        verification = verification or await self.verify(migration)
         if not verification.ok and not force:
-            raise MigrationError(f"{migration.name} is not in place ({format_counts(verification.counts)}): "
+            raise MigrationError(f"{migration.name} is not in place{in_parens(verification.counts)}: "
                                  "not recorded (--force records it anyway)", ExitCode.VERIFY_FAILED)
         await self.changelog.record(migration.name, "mark_applied", plan.APPLIED, checksum=migration.checksum,
                                     verified=verification.ok, run_id=self.run_id)
@@ -133,13 +135,13 @@ class Engine:
         options = {"purge": purge} if purge else {}
 
         async def backward() -> tuple[Outcome, Verification | None]:
-            outcome = Outcome.of(await self._call(migration, "rollback", **options))
+            outcome = _outcome_of(migration, "rollback", await self._call(migration, "rollback", **options))
             if migration.verify_rollback is None:
                 return outcome, None
             check_options = options if migration.accepts("verify_rollback", "purge") else {}
             after = _as_verification(await self._call(migration, "verify_rollback", **check_options))
             if not after.ok:
-                raise MigrationError(f"{migration.name}: rollback verification failed ({format_counts(after.counts)})")
+                raise MigrationError(f"{migration.name}: rollback verification failed{in_parens(after.counts)}")
             return outcome, after
 
         (outcome, after), seconds = await self._recording_failure(migration, "rollback", backups, backward)
@@ -222,9 +224,24 @@ def _backup_field(backups: list[backup.Saved]) -> dict:
     return {"backup": [saved.record() for saved in backups]} if backups else {}
 
 
+def _outcome_of(migration: Migration, hook: str, value) -> Outcome:
+    try:
+        return Outcome.of(value)
+    except TypeError as exc:
+        raise MigrationError(f"{migration.name}: {hook} made its change but returned something the toolkit cannot "
+                             f"read: {exc}") from None
+
+
 def _as_verification(result) -> Verification:
     return result if isinstance(result, Verification) else Verification(ok=bool(result))
 
 
 def format_counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{key}={value}" for key, value in counts.items())
+    """`total=1,000, left=0`: numbers with thousands separators, like every number the toolkit prints."""
+    return ", ".join(f"{key}={value:,}" if isinstance(value, int) and not isinstance(value, bool) else f"{key}={value}"
+                     for key, value in counts.items())
+
+
+def in_parens(counts: dict[str, int]) -> str:
+    """` (total=1,000)`, or nothing when a verification gave no counts (a bare bool)."""
+    return f" ({format_counts(counts)})" if counts else ""

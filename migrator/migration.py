@@ -50,16 +50,33 @@ class Outcome:
 
     @classmethod
     def of(cls, value: Any) -> "Outcome":
-        """Accept what a migration returns: an Outcome, a driver result (Motor style), or nothing."""
+        """Accept what a migration returns: an Outcome, nothing, a driver's write result (Motor style:
+        update, delete, insert, bulk write; read by their count attributes), or the index name that
+        `create_index` returns."""
         if isinstance(value, Outcome):
             return value
         if value is None:
             return cls()
-        matched = getattr(value, "matched_count", None)
-        modified = getattr(value, "modified_count", None)
-        if matched is None and modified is None:
-            raise TypeError(f"expected an Outcome or an update result, got {type(value).__name__}")
-        return cls(matched=matched or 0, modified=modified or 0)
+        if isinstance(value, str):
+            return cls(note=f"index {value} in place")
+        if not any(hasattr(value, attribute) for attribute in _RESULT_ATTRIBUTES):
+            raise TypeError(f"expected an Outcome, a write result or None, got {type(value).__name__}")
+        counts = {name: getattr(value, attribute) for name, attribute in _OTHER_COUNTS
+                  if getattr(value, attribute, None)}
+        if getattr(value, "inserted_ids", None):  # insert_many
+            counts["inserted"] = len(value.inserted_ids)
+        if getattr(value, "inserted_id", None) is not None:  # insert_one
+            counts["inserted"] = 1
+        if getattr(value, "upserted_id", None) is not None:  # an update_one/update_many that inserted
+            counts["upserted"] = 1
+        modified = getattr(value, "modified_count", None) or 0
+        return cls(matched=getattr(value, "matched_count", None) or 0, modified=modified + sum(counts.values()),
+                   counts=counts)
+
+
+_OTHER_COUNTS = (("inserted", "inserted_count"), ("upserted", "upserted_count"), ("deleted", "deleted_count"))
+_RESULT_ATTRIBUTES = ("matched_count", "modified_count", "inserted_id", "inserted_ids",
+                      *(attribute for _, attribute in _OTHER_COUNTS))
 
 
 Hook = Callable[..., Awaitable[Any]]

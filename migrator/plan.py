@@ -13,9 +13,9 @@ class StatusRow:
     name: str
     date: str
     state: str  # applied, pending, failed, rolled_back
-    at: datetime | None = None
-    duration_s: float | None = None
-    modified: int | None = None
+    at: datetime | None = None  # since when it is in this state
+    duration_s: float | None = None  # applied: how long the apply took
+    modified: int | None = None  # applied: documents changed by its applies (a re-run adds to the first count)
     marked: bool = False  # recorded with --mark-applied, not run
     changed: bool = False  # applied, and its file has changed since
     missing_file: bool = False  # in the changelog, but no file any more
@@ -35,23 +35,48 @@ def state_of(entry: dict | None) -> str:
     return entry["state"] if entry else PENDING
 
 
-def status_rows(migrations: list[Migration], latest: dict[str, dict]) -> list[StatusRow]:
+def latest_of(history: dict[str, list[dict]]) -> dict[str, dict]:
+    return {name: entries[-1] for name, entries in history.items() if entries}
+
+
+def _current_streak(entries: list[dict]) -> list[dict]:
+    """The entries, oldest first, since the migration last entered its present state."""
+    state, start = entries[-1]["state"], len(entries) - 1
+    while start > 0 and entries[start - 1]["state"] == state:
+        start -= 1
+    return entries[start:]
+
+
+def _row(name: str, date: str, entries: list[dict]) -> StatusRow:
+    if not entries:
+        return StatusRow(name, date, PENDING)
+    streak = _current_streak(entries)
+    first, latest = streak[0], streak[-1]
+    row = StatusRow(name, date, latest["state"], at=first["at"], error=latest.get("error", "") if
+                    latest["state"] == FAILED else "")
+    if row.state == APPLIED:
+        applies = [entry for entry in streak if entry["action"] == "apply"]
+        row.duration_s = first.get("duration_s") if first["action"] == "apply" else None
+        row.modified = sum(entry.get("modified") or 0 for entry in applies) if applies else None
+        row.marked = first["action"] == "mark_applied"
+    return row
+
+
+def status_rows(migrations: list[Migration], history: dict[str, list[dict]]) -> list[StatusRow]:
+    """One row per migration, in order, then one per applied migration whose file is gone.
+    `history`: every changelog entry of each migration, oldest first."""
     rows = []
     for migration in migrations:
-        entry = latest.get(migration.name)
-        state = state_of(entry)
-        row = StatusRow(migration.name, migration.date, state)
-        if entry:
-            row.at, row.duration_s, row.modified = entry["at"], entry.get("duration_s"), entry.get("modified")
-            row.marked = entry["action"] == "mark_applied" and state == APPLIED
-            row.changed = state == APPLIED and entry.get("checksum") not in (None, migration.checksum)
-            row.error = entry.get("error", "")
+        entries = history.get(migration.name, [])
+        row = _row(migration.name, migration.date, entries)
+        row.changed = row.state == APPLIED and entries[-1].get("checksum") not in (None, migration.checksum)
         rows.append(row)
     known = {migration.name for migration in migrations}
-    for name, entry in latest.items():
-        if name not in known and state_of(entry) == APPLIED:
-            rows.append(StatusRow(name, "?", APPLIED, entry["at"], entry.get("duration_s"), entry.get("modified"),
-                                  missing_file=True))
+    for name, entries in history.items():
+        if name not in known and entries and state_of(entries[-1]) == APPLIED:
+            row = _row(name, "?", entries)
+            row.missing_file = True
+            rows.append(row)
     return rows
 
 
@@ -60,11 +85,16 @@ def pending(migrations: list[Migration], latest: dict[str, dict]) -> list[Migrat
 
 
 def applied(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
-    """The applied migrations, newest first by when they were applied."""
-    done = [m for m in migrations if state_of(latest.get(m.name)) == APPLIED]
-    return sorted(done, key=lambda m: (latest[m.name]["at"], str(latest[m.name]["_id"])), reverse=True)
+    """The applied migrations, last in the order first: the order rollbacks go in (not the changelog's
+    times, which a re-run of an early migration would make the newest)."""
+    return [m for m in reversed(migrations) if state_of(latest.get(m.name)) == APPLIED]
+
+
+def rollbackable(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
+    """What `--rollback NAME` may undo, last in the order first: applied, or failed half-way."""
+    return [m for m in reversed(migrations) if state_of(latest.get(m.name)) in (APPLIED, FAILED)]
 
 
 def changed(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
-    rows = {row.name: row for row in status_rows(migrations, latest)}
-    return [m for m in migrations if rows[m.name].changed]
+    return [m for m in migrations if state_of(latest.get(m.name)) == APPLIED
+            and latest[m.name].get("checksum") not in (None, m.checksum)]

@@ -31,7 +31,7 @@ def test_status_on_a_fresh_and_on_a_migrated_database(db, cli):
     db.chat_messages.insert_many(chat_messages(20))
     fresh = cli(RUNNER, "--status")
     assert fresh.code == 0, fresh
-    assert fresh.stdout.splitlines()[0].split() == ["MIGRATION", "DATE", "STATE", "APPLIED", "AT", "(UTC)", "TOOK",
+    assert fresh.stdout.splitlines()[0].split() == ["MIGRATION", "DATE", "STATE", "SINCE", "(UTC)", "TOOK",
                                                     "DOCS", "FLAGS"]
     assert "add_metadata_to_chat_messages  2025-07-15  pending" in fresh.stdout
     assert "0 applied, 1 pending" in fresh.stdout
@@ -50,7 +50,7 @@ def test_second_all_is_a_no_op(db, cli):
     assert cli(RUNNER, "--all").code == 0
     again = cli(RUNNER, "--all")
     assert again.code == 0, again
-    assert "nothing to do: all 1 migrations are applied" in again.output
+    assert "nothing to do: the one migration is applied" in again.output
     assert applies(db, "add_metadata_to_chat_messages") == 1
 
 
@@ -231,7 +231,7 @@ def test_mark_applied_adopts_a_database_migrated_by_hand_and_refuses_one_that_is
 
 def test_mark_applied_force_records_anyway(db, cli):
     db.chat_messages.insert_many(chat_messages(2, with_metadata_every=0))
-    result = cli(RUNNER, "--mark-applied", "add_metadata_to_chat_messages", "--force")
+    result = cli(RUNNER, "--mark-applied", "add_metadata_to_chat_messages", "--force", "--yes")
     assert result.code == 0 and "NOT verified, --force" in result.output
     assert db.migrations_changelog.find_one({})["verified"] is False
 
