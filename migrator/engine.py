@@ -21,7 +21,7 @@ from migrator.connection import server_info
 from migrator.discovery import discover
 from migrator.errors import ExitCode, MigrationError
 from migrator.lock import MigrationLock
-from migrator.migration import Migration, Outcome, Verification
+from migrator.migration import Migration, Outcome, Verification, refuse_if_draft
 from migrator.motor_compat import MotorStyleDatabase
 from migrator.redact import redact
 
@@ -92,6 +92,7 @@ class Engine:
     async def apply(self, migration: Migration, backups: list[backup.Saved] = ()) -> ApplyResult:
         """Run `up`, verify, record. A failure is recorded too, and raised; a checkpoint of a batched
         `up` is kept until a run completes it."""
+        refuse_if_draft(migration)
 
         async def forward() -> tuple[Outcome, Verification]:
             options = {"batches": await self._batches(migration)} if migration.accepts("up", "batches") else {}
@@ -111,6 +112,7 @@ class Engine:
 
     async def mark_applied(self, migration: Migration, force: bool = False) -> Verification:
         """Record as applied without running, when its verification passes (or with force)."""
+        refuse_if_draft(migration)
         verification = await self.verify(migration)
         if not verification.ok and not force:
             raise MigrationError(f"{migration.name} is not in place ({format_counts(verification.counts)}): "
