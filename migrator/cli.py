@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 from app.settings import Settings, SettingsError, load_settings
-from migrator import backup, batches, commands
+from migrator import backup, batches, commands, plan
 from migrator.commands import Context, Options
 from migrator.connection import connect, server_info
 from migrator.discovery import MIGRATIONS_DIR, discover, find
@@ -303,8 +303,10 @@ def runner_main(argv: list[str] | None = None) -> int:
 
 
 def list_migrations(migrations: list[Migration]) -> int:
+    width = max((len(migration.date) for migration in migrations), default=0)
     for migration in migrations:
-        say(f"{migration.date}  {migration.name}  {migration.description}")
+        draft = f"  ({plan.DRAFT_FLAG})" if migration.draft else ""
+        say(f"{migration.date:<{width}}  {migration.name}  {migration.description}{draft}")
     if not migrations:
         log.info("no migrations found")
     return ExitCode.OK
@@ -312,7 +314,8 @@ def list_migrations(migrations: list[Migration]) -> int:
 
 def _scaffold(folder: Path, name: str) -> int:
     path = commands.new_migration(folder, name, discover(folder))
-    log.info("wrote %s: fill in its Description and functions, then run it with --dry-run first", path)
+    log.info("wrote %s: a draft, which refuses to run until you edit it: write its Description and functions, "
+             "delete its DRAFT line, then run it with --dry-run first", path)
     return ExitCode.OK
 
 

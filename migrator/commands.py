@@ -6,7 +6,7 @@ that another runner finished meanwhile is not done twice.
 
 import json
 from dataclasses import dataclass
-from datetime import date
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +18,7 @@ from migrator.connection import server_info
 from migrator.engine import ApplyResult, Engine, RollbackResult, format_counts, in_parens
 from migrator.errors import ExitCode, MigrationError
 from migrator.lock import describe
-from migrator.migration import Migration
+from migrator.migration import Migration, refuse_if_draft
 from migrator.discovery import find
 from migrator.output import confirm, log, say, table
 
@@ -86,6 +86,8 @@ async def apply_pending(ctx: Context) -> int:
     if ctx.options.dry_run:
         return await dry_run(ctx, await engine.pending())
     refuse_changed(engine.migrations, await engine.changelog.latest(), ctx.options.allow_changed)
+    for migration in await engine.pending():  # before any of them runs (Engine.apply refuses a draft too)
+        refuse_if_draft(migration)
     if not await engine.pending():
         log.info("nothing to do: %s", _all_applied(len(engine.migrations)))
         return ExitCode.OK
@@ -115,6 +117,7 @@ async def apply_one(ctx: Context, migration: Migration) -> int:
     engine = ctx.engine
     if ctx.options.dry_run:
         return await dry_run(ctx, [migration])
+    refuse_if_draft(migration)  # before the lock (Engine.apply refuses a draft too)
     latest = await engine.changelog.latest()
     missing = [name for name in migration.depends_on if plan.state_of(latest.get(name)) != plan.APPLIED]
     if missing:
@@ -344,6 +347,8 @@ async def restore(ctx: Context, path: Path) -> int:
 
 async def mark_applied(ctx: Context, migrations: list[Migration]) -> int:
     engine = ctx.engine
+    for migration in migrations:  # before the lock (Engine.mark_applied refuses a draft too)
+        refuse_if_draft(migration)
     async with engine.lock.held(ctx.options.lock_timeout_s):
         latest = await engine.changelog.latest()
         for migration in migrations:
@@ -385,5 +390,7 @@ def new_migration(folder: Path, name: str, migrations: list[Migration]) -> Path:
     path = folder / f"{name}.py"
     if path.exists() or any(m.name == name for m in migrations):
         raise MigrationError(f"a migration named {name} already exists ({path})", ExitCode.USAGE)
-    path.write_text(TEMPLATE.read_text().replace("{name}", name).replace("{date}", date.today().isoformat()))
+    # UTC: migrations written the same day in different time zones keep the order they were written in
+    written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    path.write_text(TEMPLATE.read_text().replace("{name}", name).replace("{date}", written))
     return path

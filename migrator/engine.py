@@ -21,7 +21,7 @@ from migrator.connection import server_info
 from migrator.discovery import discover
 from migrator.errors import ExitCode, MigrationError
 from migrator.lock import MigrationLock
-from migrator.migration import Migration, Outcome, Verification
+from migrator.migration import Migration, Outcome, Verification, refuse_if_draft
 from migrator.motor_compat import MotorStyleDatabase
 from migrator.redact import redact
 
@@ -92,6 +92,7 @@ class Engine:
     async def apply(self, migration: Migration, backups: list[backup.Saved] = ()) -> ApplyResult:
         """Run `up`, verify, record. A failure is recorded too, and raised; a checkpoint of a batched
         `up` is kept until a run completes it."""
+        refuse_if_draft(migration)
 
         async def forward() -> tuple[Outcome, Verification]:
             options = {"batches": await self._batches(migration)} if migration.accepts("up", "batches") else {}
@@ -113,6 +114,7 @@ class Engine:
                            verification: Verification | None = None) -> Verification:
         """Record as applied without running, when its verification passes (or with force).
         `verification`: one the caller has just made (to ask before forcing), instead of verifying again."""
+        refuse_if_draft(migration)
         verification = verification or await self.verify(migration)
         if not verification.ok and not force:
             raise MigrationError(f"{migration.name} is not in place{in_parens(verification.counts)}: "

@@ -1,19 +1,25 @@
 """What a migration is, and how one is read from its file.
 
-A migration file is a module with a docstring holding `Date: YYYY-MM-DD` (its place in the order)
-and `Description: ...`, and these async functions of the database:
+A migration file is a module with a docstring holding `Date: YYYY-MM-DD HH:MM` (its place in the order;
+a plain `YYYY-MM-DD` counts as the start of that day) and `Description: ...`, and these async functions
+of the database:
     up(db)             forward; safe to run again. `up(db, batches)` is handed a migrator.batches.Batches
                        that walks a large collection resumably: `await batches.update_many(coll, filter, update)`
     verify(db)         read-only: is the change in place? returns Verification (or a bool)
     rollback(db)       optional; may accept `purge` to remove data written since
     verify_rollback(db)  optional, read-only: is the change gone after a rollback? (may accept `purge`)
     count_pending(db)  optional; how many documents `up` would change (for --dry-run)
-and optionally `depends_on = ["other_migration", ...]`, and one plain (not async) function:
+and optionally `depends_on = ["other_migration", ...]` (names of migrations that must run first), and
+one plain (not async) function:
     touches(action, purge=False) -> {collection: filter}
                        the documents `up` (action "apply") or `rollback` (action "rollback", with
                        `purge` as given to it) will change, by collection: what --backup saves whole
                        before it runs (see migrator/backup.py). Without it, --backup refuses the
                        migration (--backup-full dumps the whole database instead).
+
+A file fresh from `--new` is a draft (see `draft_reasons`): it is listed, but refuses to run until edited.
+Importing a file must only define things: one that exits, raises or runs the command line while being
+imported is refused, named.
 """
 
 import ast
@@ -21,7 +27,9 @@ import importlib.util
 import inspect
 import re
 import sys
+import traceback
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -30,8 +38,16 @@ from migrator.errors import ExitCode, MigrationError
 from migrator.redact import redact
 
 HOOKS = ("up", "verify", "rollback", "count_pending", "verify_rollback")
-_DATE = re.compile(r"^\s*Date:\s*(\d{4}-\d{2}-\d{2})\s*$", re.MULTILINE)
+_DATE = re.compile(r"^\s*Date:[ \t]*(.*?)\s*$", re.MULTILINE)
+_DATE_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2})?")
+DATE_FORMS = "YYYY-MM-DD HH:MM, or YYYY-MM-DD for the start of that day"
 _DESCRIPTION = re.compile(r"^\s*Description:\s*(.+)$", re.MULTILINE)
+
+# What the --new template carries until its author edits it (migration_template.py.txt says so too).
+DRAFT_MARKER = re.compile(r"^\s*DRAFT:", re.MULTILINE)
+PLACEHOLDER_DESCRIPTION = "TODO:"
+PLACEHOLDER_FIELD = "TODO_field"
+CLI_ENTRY_POINTS = {"standalone_main", "runner_main"}
 
 
 @dataclass
@@ -96,10 +112,45 @@ class Migration:
     depends_on: tuple[str, ...] = ()
     path: Path | None = None
     checksum: str = ""
+    draft_reasons: tuple[str, ...] = ()  # what is left to edit of the --new template: a draft never runs
+
+    @property
+    def draft(self) -> bool:
+        return bool(self.draft_reasons)
+
+    @property
+    def file_name(self) -> str:
+        return self.path.name if self.path else self.name
 
     def accepts(self, hook: str, option: str) -> bool:
         function = getattr(self, hook)
         return function is not None and option in inspect.signature(function).parameters
+
+
+def parse_date(text: str) -> datetime | None:
+    """A `Date:` as a datetime: `YYYY-MM-DD HH:MM` (or with a T), or `YYYY-MM-DD` at 00:00; None if invalid."""
+    if not _DATE_SHAPE.fullmatch(text):
+        return None
+    try:
+        return datetime.strptime(text.replace("T", " "), "%Y-%m-%d %H:%M" if len(text) > 10 else "%Y-%m-%d")
+    except ValueError:
+        return None
+
+
+def date_of(migration: Migration) -> datetime:
+    """Its place in the order; a MigrationError (exit 2) naming the file when its Date is not a date."""
+    when = parse_date(migration.date) if isinstance(migration.date, str) else None
+    if when is None:
+        raise MigrationError(f"{migration.file_name}: Date {redact(repr(migration.date))} is not a valid date: "
+                             f"write {DATE_FORMS}", ExitCode.USAGE)
+    return when
+
+
+def refuse_if_draft(migration: Migration) -> None:
+    """Every path that runs or records a migration passes here: a draft is refused, exit 2, before any write."""
+    if migration.draft:
+        raise MigrationError(f"{migration.file_name} is a draft (template not edited), so it does not run: "
+                             f"{'; '.join(migration.draft_reasons)}; nothing was changed", ExitCode.USAGE)
 
 
 def _declared_names(tree: ast.Module) -> set[str]:
@@ -123,6 +174,10 @@ def load_migration(path: Path) -> Migration | None:
     declared = _declared_names(tree)
     if "migration" not in declared and not declared.intersection(HOOKS):
         return None
+    entry_point = _cli_called_at_import(tree)
+    if entry_point:
+        raise MigrationError(f"{path.name}: calls {entry_point}() when imported: put the lines that run the file on its "
+                             f"own under `if __name__ == \"__main__\":`, as the template does", ExitCode.USAGE)
 
     module = _import(path)
     declared_object = getattr(module, "migration", None)
@@ -131,20 +186,107 @@ def load_migration(path: Path) -> Migration | None:
     else:
         migration = _from_functions(module, path, ast.get_docstring(tree) or "")
     migration.path, migration.checksum = path, code_checksum(source)
+    date_of(migration)
+    migration.depends_on = _migration_names(migration.depends_on, path)
+    migration.draft_reasons = _draft_reasons(tree, ast.get_docstring(tree) or "", migration.description)
     return migration
 
 
+def _draft_reasons(tree: ast.Module, docstring: str, description: str) -> tuple[str, ...]:
+    """What is left to edit of the --new template: its DRAFT line and its placeholders."""
+    reasons = []
+    if DRAFT_MARKER.search(docstring):
+        reasons.append("delete the `DRAFT:` line of its docstring")
+    if description.startswith(PLACEHOLDER_DESCRIPTION):
+        reasons.append("write its Description")
+    if any(isinstance(node, ast.Constant) and node.value == PLACEHOLDER_FIELD for node in ast.walk(tree)):
+        reasons.append(f'replace "{PLACEHOLDER_FIELD}" with the field it changes')
+    return tuple(reasons)
+
+
+def _migration_names(depends_on, path: Path) -> tuple[str, ...]:
+    names = [depends_on] if isinstance(depends_on, str) else depends_on
+    if not isinstance(names, (list, tuple)) or not all(isinstance(name, str) and name for name in names):
+        raise MigrationError(f"{path.name}: depends_on must be a list of migration names, e.g. depends_on = "
+                             f"[\"add_metadata_to_chat_messages\"], not {redact(repr(depends_on))}", ExitCode.USAGE)
+    return tuple(name.removesuffix(".py") for name in names)
+
+
+def _cli_called_at_import(tree: ast.Module) -> str | None:
+    """The CLI entry point the module calls at import (outside `if __name__ == "__main__":`), if any."""
+    names = set(CLI_ENTRY_POINTS)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "migrator.cli":
+            names.update(alias.asname for alias in node.names if alias.name in CLI_ENTRY_POINTS and alias.asname)
+    for statement in _run_at_import(tree.body):
+        for node in ast.walk(statement):
+            if isinstance(node, ast.Call):
+                called = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                if called in names:
+                    return called
+    return None
+
+
+def _run_at_import(statements: list[ast.stmt]):
+    for statement in statements:
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        if isinstance(statement, ast.If) and _is_main_guard(statement.test):
+            yield from _run_at_import(statement.orelse)
+            continue
+        yield statement
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, *test.comparators]
+    return any(isinstance(side, ast.Name) and side.id == "__name__" for side in sides) and \
+        any(isinstance(side, ast.Constant) and side.value == "__main__" for side in sides)
+
+
+class _ImportedAgain(BaseException):
+    """A migration file loaded again while it is being imported: it runs the CLI at import. A BaseException,
+    so that the inner run of the CLI does not report it, and the outer import names the file once."""
+
+
+_importing: set[Path] = set()
+
+
 def _import(path: Path):
+    if path in _importing:
+        raise _ImportedAgain
     module_name = f"migrations.{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
+    _importing.add(path)
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except KeyboardInterrupt:
         del sys.modules[module_name]
-        raise MigrationError(f"{path.name}: failed to load: {type(exc).__name__}: {redact(exc)}", ExitCode.USAGE) from exc
+        raise
+    except BaseException as exc:  # SystemExit included: a file being imported must not end the runner
+        del sys.modules[module_name]
+        raise MigrationError(f"{path.name}: {_import_failure(exc)}", ExitCode.USAGE) from exc
+    finally:
+        _importing.discard(path)
     return module
+
+
+def _import_failure(exc: BaseException) -> str:
+    if isinstance(exc, _ImportedAgain) or _ran_the_cli(exc):
+        return ("runs the command line when imported: put the lines that run the file on its own under "
+                "`if __name__ == \"__main__\":`, as the template does")
+    if isinstance(exc, SystemExit):
+        return (f"exited (SystemExit: {redact(exc.code)}) while being imported: a migration file must only define "
+                f"things at import, and run code in its functions")
+    return f"failed to load: {type(exc).__name__}: {redact(exc)}"
+
+
+def _ran_the_cli(exc: BaseException) -> bool:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return any(frame.name in CLI_ENTRY_POINTS and Path(frame.filename).name == "cli.py" for frame in frames)
 
 
 def _from_functions(module, path: Path, docstring: str) -> Migration:
@@ -159,20 +301,18 @@ def _from_functions(module, path: Path, docstring: str) -> Migration:
             raise MigrationError(f"{path.name}: missing `async def {required}(db)`", ExitCode.USAGE)
     date = _DATE.search(docstring)
     if not date:
-        raise MigrationError(f"{path.name}: its docstring needs a line `Date: YYYY-MM-DD` (its place in the order)", ExitCode.USAGE)
+        raise MigrationError(f"{path.name}: its docstring needs a line `Date: ...` (its place in the order): "
+                             f"{DATE_FORMS}", ExitCode.USAGE)
     description = _DESCRIPTION.search(docstring)
     summary = description.group(1).strip() if description else (docstring.strip().splitlines() or [""])[0]
     touches = getattr(module, "touches", None)
     if touches is not None and (not callable(touches) or inspect.iscoroutinefunction(touches)):
         raise MigrationError(f"{path.name}: touches() must be a plain `def` function", ExitCode.USAGE)
-    depends_on = getattr(module, "depends_on", ())
-    if isinstance(depends_on, str):
-        depends_on = (depends_on,)
     return Migration(
         name=path.stem,
         date=date.group(1),
         description=summary,
-        depends_on=tuple(depends_on),
+        depends_on=getattr(module, "depends_on", ()),
         touches=touches,
         path=path,
         **hooks,

@@ -1,9 +1,12 @@
-"""The order migrations run in: by date, then name, with `depends_on` respected. No I/O."""
+"""The order migrations run in: by date and time, then name, with `depends_on` respected. No I/O.
+
+A plain `Date: YYYY-MM-DD` counts as the start of that day, so it runs before a same-day `YYYY-MM-DD HH:MM`.
+"""
 
 import heapq
 
 from migrator.errors import ExitCode, MigrationError
-from migrator.migration import Migration
+from migrator.migration import Migration, date_of
 
 
 def order_migrations(migrations: list[Migration]) -> list[Migration]:
@@ -12,6 +15,7 @@ def order_migrations(migrations: list[Migration]) -> list[Migration]:
         if migration.name in by_name:
             raise MigrationError(f"two migrations are named {migration.name!r}", ExitCode.USAGE)
         by_name[migration.name] = migration
+    when = {name: date_of(migration) for name, migration in by_name.items()}
 
     waiting_on = {name: set(m.depends_on) for name, m in by_name.items()}
     for name, needs in waiting_on.items():
@@ -19,7 +23,7 @@ def order_migrations(migrations: list[Migration]) -> list[Migration]:
         if missing:
             raise MigrationError(f"{name} depends on {', '.join(missing)}, which does not exist", ExitCode.USAGE)
 
-    ready = [(m.date, m.name) for m in by_name.values() if not m.depends_on]
+    ready = [(when[m.name], m.name) for m in by_name.values() if not m.depends_on]
     heapq.heapify(ready)
     ordered = []
     while ready:
@@ -29,7 +33,7 @@ def order_migrations(migrations: list[Migration]) -> list[Migration]:
             if name in needs:
                 needs.discard(name)
                 if not needs:
-                    heapq.heappush(ready, (by_name[other].date, other))
+                    heapq.heappush(ready, (when[other], other))
 
     if len(ordered) < len(by_name):
         cycle = sorted(set(by_name) - {m.name for m in ordered})

@@ -6,6 +6,7 @@ from datetime import datetime
 from migrator.migration import Migration
 
 APPLIED, PENDING, FAILED, ROLLED_BACK = "applied", "pending", "failed", "rolled_back"
+DRAFT_FLAG = "draft: template not edited"
 
 
 @dataclass
@@ -21,6 +22,7 @@ class StatusRow:
     missing_file: bool = False  # in the changelog, but no file any more
     error: str = ""
     checkpoint_done: int | None = None  # a batched run stopped half-way: documents done so far
+    draft: bool = False  # its file is the --new template, not edited yet: it does not run
 
     @property
     def flags(self) -> list[str]:
@@ -28,6 +30,8 @@ class StatusRow:
                                        ("missing file", self.missing_file)) if on]
         if self.checkpoint_done is not None:
             flags.append(f"resumable: {self.checkpoint_done:,} documents done")
+        if self.draft:
+            flags.append(DRAFT_FLAG)
         return flags
 
 
@@ -69,6 +73,7 @@ def status_rows(migrations: list[Migration], history: dict[str, list[dict]]) -> 
     for migration in migrations:
         entries = history.get(migration.name, [])
         row = _row(migration.name, migration.date, entries)
+        row.draft = migration.draft
         row.changed = row.state == APPLIED and entries[-1].get("checksum") not in (None, migration.checksum)
         rows.append(row)
     known = {migration.name for migration in migrations}

@@ -3,8 +3,6 @@
 Each test fails on the code before its fix; all run against the real server.
 """
 
-import json
-from datetime import datetime, timedelta, timezone
 
 import pytest
 

@@ -12,6 +12,7 @@ from conftest import MIGRATIONS
 from migrator.engine import Engine
 from migrator.lock import MigrationLock
 from sample_messages import chat_messages
+from test_authoring import finish_draft
 from test_runner import write_migration
 
 RUNNER = "run_migrations.py"
@@ -263,7 +264,8 @@ def test_new_scaffolds_a_migration_that_runs_forward_verify_rollback(db, cli, en
     created = cli(RUNNER, "--new", "add_language_to_chat_messages", *folder)
     assert created.code == 0, created
     path = tmp_path / "add_language_to_chat_messages.py"
-    assert "Date: " + datetime.now().date().isoformat() in path.read_text()
+    assert "Date: " + datetime.now(timezone.utc).date().isoformat() in path.read_text()
+    finish_draft(path)  # a fresh template is a draft: tests/test_authoring.py
     db.chat_messages.insert_many(chat_messages(3))
 
     assert cli(str(path), "--dry-run").output.count("would change 3 documents") == 1
@@ -271,7 +273,7 @@ def test_new_scaffolds_a_migration_that_runs_forward_verify_rollback(db, cli, en
     assert cli(str(path)).code == 0
     assert cli(str(path), "--verify").code == 0
     assert cli(str(path), "--rollback", "--yes").code == 0
-    assert db.chat_messages.count_documents({"TODO_field": {"$exists": True}}) == 0
+    assert db.chat_messages.count_documents({"language": {"$exists": True}}) == 0
 
     assert cli(RUNNER, "--new", "add_language_to_chat_messages", *folder).code == 2
     assert "not a valid migration name" in cli(RUNNER, "--new", "Bad-Name", *folder).output
