@@ -8,7 +8,8 @@ A migration whose `up` accepts `batches` is handed one by the engine:
 
 After each batch the last `_id` done and the counts are saved (migrator.checkpoints); a run that is
 killed or interrupted resumes there. Each batch is idempotent, so one cut off half-way is done again.
-Memory stays flat. Ctrl-C or SIGTERM stops at the end of the current batch (exit 130 or 143).
+Memory stays flat. Ctrl-C or SIGTERM stops at the end of the current batch (exit 130 or 143). A batch
+that meets a failover or a lost connection is done again whole (migrator.retry).
 
 The path is chosen per server:
 - "range" (MongoDB): take the next `size` ids from the `_id` index (a covered query), then one
@@ -44,6 +45,7 @@ from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Outcome
 from migrator.output import log
 from migrator.progress import DEFAULT_INTERVAL_S, Progress
+from migrator.retry import Retry
 
 RANGE, STREAM = "range", "stream"
 DEFAULT_SIZE = 1000
@@ -117,18 +119,21 @@ class StopRequest:
 
 class Batches:
     def __init__(self, database: AsyncDatabase, migration: str, checksum: str, settings: BatchSettings,
-                 is_ferretdb: bool, between_batches=lambda: None):
+                 is_ferretdb: bool, between_batches=lambda room_s=0.0: None, retry: Retry | None = None):
         self.database = database
         self.migration, self.checksum = migration, checksum
         self.settings = settings
         self.is_ferretdb = is_ferretdb
         self.path = settings.path or default_path(is_ferretdb)
         self.size = settings.size or DEFAULT_SIZE
-        self.between_batches = between_batches  # the lock's check: stop if the lease may be gone
-        self.checkpoints = Checkpoints(database)
+        self.between_batches = between_batches  # the lock's check(room_s): stop if the lease may not last
+        self._last_batch_s = 0.0  # how long the last batch took: the room the lease must have for the next
+        self.retry = retry or Retry()
+        self.checkpoints = Checkpoints(database, self.retry)
         self.stop = StopRequest()
         self._steps = 0
         self._pace_started = 0.0
+        self._batch_started = 0.0
         self._paced = 0  # documents done since _pace_started
 
     async def update_many(self, collection: str, filter: dict, update: dict) -> Outcome:
@@ -145,7 +150,7 @@ class Batches:
             log.info("%s: resuming from the checkpoint: %s documents of %s were done (up to _id %s)", self.migration,
                      f"{state['scanned']:,}", collection, state["last_id"])
         path = self.path
-        if path == RANGE and await _mixed_id_types(target):
+        if path == RANGE and await self.retry(f"{self.migration}: reading the _id range", lambda: _mixed_id_types(target)):
             log.info("%s: %s has _ids of more than one type, which one _id range cannot span: reading its ids "
                      "instead", self.migration, collection)
             path = STREAM
@@ -172,11 +177,17 @@ class Batches:
         while True:
             await self._between(state, step)
             after = {} if state["last_id"] is None else {"_id": {"$gt": state["last_id"]}}
-            ids = await target.find(after, {"_id": 1}).sort("_id", ASCENDING).limit(self.size).to_list(None)
-            if not ids:
+
+            async def batch():  # whole, again after a failover: the filter is checked again at the write
+                ids = await target.find(after, {"_id": 1}).sort("_id", ASCENDING).limit(self.size).to_list(None)
+                if not ids:
+                    return None
+                within = {"$lte": ids[-1]["_id"], **after.get("_id", {})}
+                return ids, await target.update_many({"$and": [filter, {"_id": within}]}, update)
+            done = await self.retry(f"{self.migration}: batch {state['batches'] + 1:,}", batch)
+            if done is None:
                 return
-            within = {"$lte": ids[-1]["_id"], **after.get("_id", {})}
-            result = await target.update_many({"$and": [filter, {"_id": within}]}, update)
+            ids, result = done
             self._batch_done(state, len(ids), ids[-1]["_id"], result.matched_count, result.modified_count, progress)
 
     async def _stream(self, target: AsyncCollection, filter: dict, update: dict, state: dict, step: int,
@@ -190,24 +201,32 @@ class Batches:
         bulk_size = FERRETDB_MAX_BULK if self.is_ferretdb else self.size
         log.info("%s: reading the _ids of the documents to change in %s ...", self.migration, target.name)
         with tempfile.TemporaryFile(prefix="migrator-ids-") as spool:
-            count = 0
-            # Read all ids before the first write: FerretDB must not hold a cursor open while bulks run.
-            async for document in target.find(query, {"_id": 1}).sort("_id", ASCENDING).batch_size(10_000):
-                spool.write(bson.encode({"_id": document["_id"]}))
-                count += 1
-                if count % 10_000 == 0:
-                    self._stop_if_asked(state)
+            async def read_ids() -> int:  # all of them before the first write: FerretDB must not hold a cursor open
+                spool.seek(0)
+                spool.truncate()
+                count = 0
+                async for document in target.find(query, {"_id": 1}).sort("_id", ASCENDING).batch_size(10_000):
+                    spool.write(bson.encode({"_id": document["_id"]}))
+                    count += 1
+                    if count % 10_000 == 0:
+                        self._stop_if_asked(state)
+                return count
+            count = await self.retry(f"{self.migration}: reading the _ids", read_ids)
             progress.set_total(state["scanned"] + count)
             self._start_pacing()
             spool.seek(0)
             ids = (document["_id"] for document in bson.decode_file_iter(spool))
             while batch := list(islice(ids, self.size)):
                 await self._between(state, step)
-                matched = modified = 0
-                for start in range(0, len(batch), bulk_size):
-                    bulk = [UpdateOne(target_of(_id), update) for _id in batch[start:start + bulk_size]]
-                    result = await target.bulk_write(bulk, ordered=True)
-                    matched, modified = matched + result.matched_count, modified + result.modified_count
+
+                async def write(batch=batch) -> tuple[int, int]:  # whole, again after a failover
+                    matched = modified = 0
+                    for start in range(0, len(batch), bulk_size):
+                        bulk = [UpdateOne(target_of(_id), update) for _id in batch[start:start + bulk_size]]
+                        result = await target.bulk_write(bulk, ordered=True)
+                        matched, modified = matched + result.matched_count, modified + result.modified_count
+                    return matched, modified
+                matched, modified = await self.retry(f"{self.migration}: batch {state['batches'] + 1:,}", write)
                 self._batch_done(state, len(batch), batch[-1], matched, modified, progress)
 
     # ----- between batches -----
@@ -219,6 +238,7 @@ class Batches:
         state["matched"] += matched
         state["modified"] += modified
         state["batches"] += 1
+        self._last_batch_s = time.monotonic() - self._batch_started
         self._paced += documents
         progress.advance(documents, modified)
 
@@ -228,7 +248,7 @@ class Batches:
     async def _between(self, state: dict, step: int) -> None:
         """Before each batch: save where the last one ended (if the lock is still ours), keep to --max-rate,
         stop if asked."""
-        self.between_batches()
+        self.between_batches(self._last_batch_s)
         if state["batches"]:
             await self.checkpoints.save(self.migration, step, **state)
         if self.settings.max_rate:
@@ -238,7 +258,8 @@ class Batches:
             elif ahead < -self.size / self.settings.max_rate:  # slower than the rate: no credit for a burst
                 self._start_pacing()
         self._stop_if_asked(state)
-        self.between_batches()  # again: the pause may have been long
+        self.between_batches(self._last_batch_s)  # again: the pause may have been long
+        self._batch_started = time.monotonic()
 
     def _stop_if_asked(self, state: dict) -> None:
         if self.stop.signal is None:

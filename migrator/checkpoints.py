@@ -7,15 +7,17 @@ insert-only history; this is the one place that is overwritten as work goes on.
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from migrator.clock import server_now
+from migrator.clock import bookkeeping, server_now
+from migrator.retry import Retry
 
 COLLECTION = "migrations_checkpoints"
 
 
 class Checkpoints:
-    def __init__(self, database: AsyncDatabase):
-        self.collection = database[COLLECTION]
+    def __init__(self, database: AsyncDatabase, retry: Retry | None = None):
+        self.collection = bookkeeping(database, COLLECTION)
         self.database = database
+        self.retry = retry or Retry()
 
     @staticmethod
     def key(migration: str, step: int) -> str:
@@ -23,11 +25,14 @@ class Checkpoints:
 
     async def load(self, migration: str, step: int) -> dict | None:
         # A string `_id` alone: the one filter FerretDB answers from an index.
-        return await self.collection.find_one({"_id": self.key(migration, step)})
+        return await self.retry("reading the checkpoint",
+                                lambda: self.collection.find_one({"_id": self.key(migration, step)}))
 
     async def save(self, migration: str, step: int, **fields) -> None:
-        document = {"migration": migration, "step": step, **fields, "at": await server_now(self.database)}
-        await self.collection.replace_one({"_id": self.key(migration, step)}, document, upsert=True)
+        async def save() -> None:  # replaced whole: saving it twice is the same as once
+            document = {"migration": migration, "step": step, **fields, "at": await server_now(self.database)}
+            await self.collection.replace_one({"_id": self.key(migration, step)}, document, upsert=True)
+        await self.retry(f"{migration}: saving the checkpoint", save)
 
     async def all(self) -> dict[str, list[dict]]:
         found: dict[str, list[dict]] = {}
@@ -36,4 +41,5 @@ class Checkpoints:
         return found
 
     async def clear(self, migration: str) -> None:
-        await self.collection.delete_many({"migration": migration})
+        await self.retry(f"{migration}: clearing the checkpoint",
+                         lambda: self.collection.delete_many({"migration": migration}))

@@ -24,6 +24,7 @@ from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration, load_migration
 from migrator.output import log, say, setup_logging
 from migrator.redact import redact
+from migrator.retry import DEFAULT_RETRY_FOR_S
 
 EXIT_CODES_HELP = """exit codes:
   0  success           1  a migration, its verification or a rollback failed   2  usage or settings error
@@ -72,6 +73,9 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lease", type=_positive(float), default=60.0, metavar="SECONDS", help=argparse.SUPPRESS)
     parser.add_argument("--server-timeout", type=_positive(float), default=5.0, metavar="SECONDS",
                         help="give up reaching the server after SECONDS (default: 5)")
+    parser.add_argument("--retry-for", type=_number(float), default=DEFAULT_RETRY_FOR_S, metavar="SECONDS",
+                        help="when the server fails over or a connection drops, retry each batch and each write of "
+                        f"the lock, changelog and checkpoints for up to SECONDS (default: {DEFAULT_RETRY_FOR_S:g})")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
 
@@ -190,7 +194,7 @@ async def _connected(args, settings: Settings, migrations: list[Migration], work
     try:
         server = await server_info(database)
         log.info("database %s at %s (%s)", settings.database_name, redact(settings.mongodb_url), server.label)
-        engine = Engine(database, migrations, lease_s=args.lease,
+        engine = Engine(database, migrations, lease_s=args.lease, retry_for_s=args.retry_for,
                         batch_settings=batch_settings_from(args, server.is_ferretdb))
         return await work(Context(engine, settings, options_from(args)))
     finally:

@@ -20,10 +20,11 @@ from migrator.checkpoints import Checkpoints
 from migrator.connection import server_info
 from migrator.discovery import discover
 from migrator.errors import ExitCode, MigrationError
-from migrator.lock import MigrationLock
+from migrator.lock import LockLost, MigrationLock
 from migrator.migration import Migration, Outcome, Verification, refuse_if_draft
 from migrator.motor_compat import MotorStyleDatabase
 from migrator.redact import redact
+from migrator.retry import DEFAULT_RETRY_FOR_S, Retry
 
 
 @dataclass
@@ -44,14 +45,15 @@ class RollbackResult:
 
 class Engine:
     def __init__(self, database: AsyncDatabase, migrations: list[Migration] | None = None, lease_s: float = 60.0,
-                 batch_settings: BatchSettings | None = None):
+                 batch_settings: BatchSettings | None = None, retry_for_s: float = DEFAULT_RETRY_FOR_S):
         self.database = database
         self.migrations = discover() if migrations is None else migrations
         # What migrations are handed: PyMongo's async database, also usable in Motor's style.
         self.db = MotorStyleDatabase(database)
-        self.changelog = Changelog(database)
-        self.lock = MigrationLock(database, lease_s)
-        self.checkpoints = Checkpoints(database)
+        self.retry = Retry(retry_for_s)
+        self.changelog = Changelog(database, self.retry)
+        self.lock = MigrationLock(database, lease_s, retry=self.retry)
+        self.checkpoints = Checkpoints(database, self.retry)
         self.batch_settings = batch_settings or BatchSettings()
         self.run_id = uuid.uuid4().hex[:12]
 
@@ -101,6 +103,7 @@ class Engine:
             if not after.ok:
                 await self.checkpoints.clear(migration.name)  # `up` went all the way: a re-run starts over
                 raise MigrationError(f"{migration.name}: verification failed after it ran{in_parens(after.counts)}")
+            await self.lock.confirm()  # a runner whose lease ran out while `up` ran must not record it applied
             return outcome, after
 
         (outcome, after), seconds = await self._recording_failure(migration, "apply", backups, forward)
@@ -139,11 +142,13 @@ class Engine:
         async def backward() -> tuple[Outcome, Verification | None]:
             outcome = _outcome_of(migration, "rollback", await self._call(migration, "rollback", **options))
             if migration.verify_rollback is None:
+                await self.lock.confirm()
                 return outcome, None
             check_options = options if migration.accepts("verify_rollback", "purge") else {}
             after = _as_verification(await self._call(migration, "verify_rollback", **check_options))
             if not after.ok:
                 raise MigrationError(f"{migration.name}: rollback verification failed{in_parens(after.counts)}")
+            await self.lock.confirm()
             return outcome, after
 
         (outcome, after), seconds = await self._recording_failure(migration, "rollback", backups, backward)
@@ -187,10 +192,11 @@ class Engine:
         if is_ferretdb is None:
             is_ferretdb = (await server_info(self.database)).is_ferretdb
 
-        def check_lock() -> None:
+        def check_lock(room_s: float = 0.0) -> None:
             if self.lock.epoch is not None:  # held: stop before writing more if it may be lost
-                self.lock.check()
-        return Batches(self.database, migration.name, migration.checksum, settings, is_ferretdb, check_lock)
+                self.lock.check(room_s)
+        return Batches(self.database, migration.name, migration.checksum, settings, is_ferretdb, check_lock,
+                       self.retry)
 
     async def _recording_failure(self, migration: Migration, action: str, backups, work):
         """Run `work`; a MigrationError is recorded in the changelog as a failure, then raised. (result, seconds)."""
@@ -204,11 +210,14 @@ class Engine:
 
     async def _record_failure(self, migration: Migration, action: str, error: Exception, seconds: float,
                               backups: list[backup.Saved] = ()) -> None:
+        # A runner that lost the lock records what happened without changing the migration's state,
+        # which the lock's new holder owns (it may have applied it meanwhile).
+        lost = {"lock_lost": True} if isinstance(error, LockLost) else {}
         try:
             await self.changelog.record(migration.name, action, plan.FAILED, checksum=migration.checksum,
                                         duration_s=round(seconds, 3), error=str(error), run_id=self.run_id,
-                                        **_backup_field(backups))
-        except PyMongoError:
+                                        **_backup_field(backups), **lost)
+        except (PyMongoError, MigrationError):
             pass  # the server is gone; the error being raised says why
 
     async def _call(self, migration: Migration, hook: str, **options):

@@ -3,8 +3,16 @@
 The lock is a series of epochs, documents `{_id: n, owner, acquired_at, expires_at, released_at}`.
 The latest epoch holds the lock unless it is released or its lease has expired by the server's
 clock. To take the lock a runner inserts epoch n+1: the unique `_id` lets exactly one runner win,
-even on servers whose conditional updates are not atomic (FerretDB). A holder renews its lease
-with a heartbeat; when it sees a newer epoch (taken over, or --force-unlock), it has lost the lock.
+even on servers whose conditional updates are not atomic (FerretDB). What makes it hold on a
+replica set:
+- every write is majority-acknowledged and retried on a failover (migrator.retry); an insert whose
+  reply was lost is recognised by reading the epoch back: its owner is this runner's random id;
+- an epoch inserted from a stale read (its number pruned, a newer one present) does not count;
+- a renewal is one conditional update (this epoch, this owner, not released, not expired by the
+  server's clock); one that matches nothing, or any newer epoch, means the lock is lost;
+- the lease is counted from before a renewal is sent, and a holder stops before a write (`check`)
+  unless the lease has room for it; after a migration's `up`, `confirm` renews once more before
+  the changelog says applied.
 """
 
 import asyncio
@@ -19,11 +27,17 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from migrator.clock import server_now
+from migrator.clock import bookkeeping, server_now
 from migrator.errors import ExitCode, MigrationError
+from migrator.retry import Retry
 
 COLLECTION = "migrations_lock"
 KEEP_EPOCHS = 20
+SAFETY = 0.8  # of the lease: a holder writes only while less than this has passed since its last renewal
+
+
+class LockLost(MigrationError):
+    """This runner no longer holds the lock: it must not write, nor record, anything more."""
 
 
 def new_owner() -> str:
@@ -35,17 +49,19 @@ def describe(epoch: dict) -> str:
 
 
 class MigrationLock:
-    def __init__(self, database: AsyncDatabase, lease_s: float = 60.0, owner: str | None = None):
+    def __init__(self, database: AsyncDatabase, lease_s: float = 60.0, owner: str | None = None,
+                 retry: Retry | None = None):
         self.database = database
-        self.collection = database[COLLECTION]
+        self.collection = bookkeeping(database, COLLECTION)
         self.lease_s = lease_s
         self.owner = owner or new_owner()
+        self.retry = retry or Retry()
         self.epoch: int | None = None
         self.lost_reason = ""
-        self._renewed_at = 0.0  # monotonic time of the last renewal that reached the server
+        self._renewed_at = 0.0  # monotonic time at which the last successful renewal was SENT
 
     async def latest(self) -> dict | None:
-        return await self.collection.find_one({}, sort=[("_id", DESCENDING)])
+        return await self.retry("reading the lock", lambda: self.collection.find_one({}, sort=[("_id", DESCENDING)]))
 
     @staticmethod
     def is_free(epoch: dict | None, now: datetime) -> bool:
@@ -53,22 +69,37 @@ class MigrationLock:
 
     async def try_acquire(self) -> dict | None:
         """Take the lock if it is free; return the epoch that holds it otherwise."""
+        sent_at = time.monotonic()
         latest = await self.latest()
-        now = await server_now(self.database)
+        now = await self.retry("reading the server's clock", lambda: server_now(self.database))
         if not self.is_free(latest, now):
             return latest
         number = (latest["_id"] + 1) if latest else 1
-        try:
-            await self.collection.insert_one({
-                "_id": number, "owner": self.owner, "acquired_at": now,
-                "expires_at": now + timedelta(seconds=self.lease_s), "released_at": None,
-                "took_over": latest["owner"] if latest and latest.get("released_at") is None else None,
-            })
-        except DuplicateKeyError:  # another runner took this epoch first
+        epoch = {"_id": number, "owner": self.owner, "acquired_at": now,
+                 "expires_at": now + timedelta(seconds=self.lease_s), "released_at": None,
+                 "took_over": latest["owner"] if latest and latest.get("released_at") is None else None}
+        if not await self.retry("taking the lock", lambda: self._insert_epoch(epoch)):
             return await self.latest() or {"owner": "another runner", "acquired_at": now}
-        self.epoch, self._renewed_at = number, time.monotonic()
-        await self.collection.delete_many({"_id": {"$lte": number - KEEP_EPOCHS}})
+        newer = await self.retry("checking the lock", lambda: self.collection.find_one({"_id": {"$gt": number}}))
+        if newer is not None:  # our number was read before newer epochs were taken (and ours pruned)
+            await self.retry("giving up a stale lock epoch", lambda: self._release_epoch(number, now))
+            return newer
+        self.epoch, self._renewed_at, self.lost_reason = number, sent_at, ""
+        await self.retry("pruning old lock epochs",
+                         lambda: self.collection.delete_many({"_id": {"$lte": number - KEEP_EPOCHS}}))
         return None
+
+    async def _insert_epoch(self, epoch: dict) -> bool:
+        """Insert it; True if it is ours, also when a retry finds the first try applied (its reply lost)."""
+        try:
+            await self.collection.insert_one(epoch)
+            return True
+        except DuplicateKeyError:
+            there = await self.collection.find_one({"_id": epoch["_id"]})
+            return there is not None and there.get("owner") == self.owner
+
+    async def _release_epoch(self, number: int, now: datetime) -> None:
+        await self.collection.update_one({"_id": number, "owner": self.owner}, {"$set": {"released_at": now}})
 
     async def acquire(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -83,33 +114,55 @@ class MigrationLock:
             await asyncio.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
     async def renew(self) -> None:
-        """Extend the lease; notice a newer epoch, i.e. a lost lock."""
-        if await self.collection.find_one({"_id": self.epoch + 1}) is not None:
-            self.lost_reason = "another runner took the lock over (its lease had expired, or --force-unlock)"
-            return
-        now = await server_now(self.database)
-        await self.collection.update_one({"_id": self.epoch}, {"$set": {"expires_at": now + timedelta(seconds=self.lease_s)}})
-        self._renewed_at = time.monotonic()
+        """Extend the lease, if this runner still holds it; otherwise note why it lost it."""
+        sent_at = time.monotonic()
 
-    def check(self) -> None:
-        """Call between batches: stop before writing more if the lease may be gone."""
-        if not self.lost_reason and time.monotonic() - self._renewed_at > self.lease_s * 0.8:
-            self.lost_reason = f"the lease could not be renewed for {self.lease_s * 0.8:.0f} s"
+        async def renew() -> tuple[int, dict | None]:
+            now = await server_now(self.database)
+            result = await self.collection.update_one(
+                {"_id": self.epoch, "owner": self.owner, "released_at": None, "expires_at": {"$gt": now}},
+                {"$set": {"expires_at": now + timedelta(seconds=self.lease_s)}})
+            newer = await self.collection.find_one({"_id": {"$gt": self.epoch}})
+            return result.matched_count, newer
+
+        matched, newer = await self.retry("renewing the lock", renew)
+        if newer is not None:
+            self.lost_reason = (f"another runner took the lock over ({newer['owner']}; the lease had expired, "
+                                "or --force-unlock)")
+        elif not matched:
+            self.lost_reason = "its lease had expired or its lock record was removed"
+        else:
+            self._renewed_at = sent_at
+
+    def check(self, room_s: float = 0.0) -> None:
+        """Call before a write: stop if the lock is lost, or if its lease may not last `room_s` more."""
+        if not self.lost_reason and time.monotonic() - self._renewed_at + room_s > self.lease_s * SAFETY:
+            self.lost_reason = f"the lease could not be renewed in time ({self.lease_s:g} s lease)"
         if self.lost_reason:
-            raise MigrationError(f"lost the migration lock: {self.lost_reason}; stopped between batches")
+            raise LockLost(f"lost the migration lock: {self.lost_reason}; stopped before writing more")
+
+    async def confirm(self) -> None:
+        """Renew now and make sure the lock is still ours: before recording that a migration is applied."""
+        if self.epoch is None:
+            return
+        if not self.lost_reason:
+            await self.renew()
+        self.check()
 
     async def release(self) -> None:
         if self.epoch is not None:
-            await self.collection.update_one({"_id": self.epoch, "owner": self.owner},
-                                             {"$set": {"released_at": await server_now(self.database)}})
-            self.epoch = None
+            number, self.epoch = self.epoch, None
+            await self.retry("releasing the lock", lambda: self._release_epoch_now(number))
+
+    async def _release_epoch_now(self, number: int) -> None:
+        await self._release_epoch(number, await server_now(self.database))
 
     async def _heartbeat(self) -> None:
         while not self.lost_reason:
             await asyncio.sleep(self.lease_s / 4)
             try:
                 await self.renew()
-            except PyMongoError:
+            except (PyMongoError, MigrationError):
                 pass  # check() stops the work once the lease may have run out
 
     @asynccontextmanager
@@ -122,15 +175,15 @@ class MigrationLock:
             heartbeat.cancel()
             try:
                 await self.release()
-            except PyMongoError:
+            except (PyMongoError, MigrationError):
                 pass  # the lease expires by itself
 
     async def force_unlock(self) -> dict | None:
         """Free the lock whoever holds it: a released epoch on top tells a live holder it lost it."""
         latest = await self.latest()
-        if self.is_free(latest, await server_now(self.database)):
-            return None
         now = await server_now(self.database)
+        if self.is_free(latest, now):
+            return None
         await self.collection.insert_one({"_id": latest["_id"] + 1, "owner": f"force-unlock by {self.owner}",
                                           "acquired_at": now, "expires_at": now, "released_at": now})
         return latest

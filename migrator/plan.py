@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 
+from migrator.changelog import sets_state
 from migrator.migration import Migration
 
 APPLIED, PENDING, FAILED, ROLLED_BACK = "applied", "pending", "failed", "rolled_back"
@@ -71,13 +72,14 @@ def status_rows(migrations: list[Migration], history: dict[str, list[dict]]) -> 
     `history`: every changelog entry of each migration, oldest first."""
     rows = []
     for migration in migrations:
-        entries = history.get(migration.name, [])
+        entries = [entry for entry in history.get(migration.name, []) if sets_state(entry)]
         row = _row(migration.name, migration.date, entries)
         row.draft = migration.draft
         row.changed = row.state == APPLIED and entries[-1].get("checksum") not in (None, migration.checksum)
         rows.append(row)
     known = {migration.name for migration in migrations}
     for name, entries in history.items():
+        entries = [entry for entry in entries if sets_state(entry)]
         if name not in known and entries and state_of(entries[-1]) == APPLIED:
             row = _row(name, "?", entries)
             row.missing_file = True

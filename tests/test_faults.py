@@ -67,8 +67,8 @@ def kill_9(process: subprocess.Popen) -> None:
 def test_kill_9_before_during_between_batches_and_during_verification_loses_nothing(db, env):
     before = load(db, 20_000)
     lacking = sum("metadata" not in doc for doc in before.values())
-    # A dead runner's lock is free once its lease runs out: 2 s here, so the next run goes on quickly.
-    run = ("--batch-path", "stream", "--lease", "2", "--lock-timeout", "60", "--progress-interval", "600")
+    # A dead runner's lock is free once its lease runs out: 4 s here, so the next run goes on quickly.
+    run = ("--batch-path", "stream", "--lease", "4", "--lock-timeout", "60", "--progress-interval", "600")
 
     # 1. before the first batch: while the ids are read
     first = start(env, *run, "--batch-size", "2000")

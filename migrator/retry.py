@@ -1,0 +1,81 @@
+"""Riding out what a replica set does to a run: elections, step-downs, connections lost on the way.
+
+The driver retries a single-document write once, and never a multi-document one (update_many), so
+the toolkit retries its own operations: `await retry("batch 4", operation)` runs `operation()` again
+on a transient error, with backoff, for up to `retry_for_s` seconds from the first failure, one log
+line per retry. Every operation handed to it must be safe to run twice (a batch's update re-checks
+its filter; a changelog entry has its own `_id`; a checkpoint is replaced whole), because the first
+try may have been applied although its reply was lost.
+"""
+
+import asyncio
+import random
+import time
+from typing import Awaitable, Callable, TypeVar
+
+from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure, PyMongoError, WriteConcernError
+
+from migrator.errors import MigrationError
+from migrator.output import log
+from migrator.redact import redact
+
+DEFAULT_RETRY_FOR_S = 120.0
+WRITE_CONCERN_TIMEOUT = 64
+# Codes MongoDB documents as transient: host and network errors, step-downs, shutdowns, elections.
+TRANSIENT_CODES = frozenset({6, 7, 89, 91, 134, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+                             WRITE_CONCERN_TIMEOUT})
+FIRST_DELAY_S, MAX_DELAY_S = 0.2, 5.0
+
+T = TypeVar("T")
+
+
+def _codes(error: PyMongoError) -> set[int]:
+    if isinstance(error, BulkWriteError):
+        details = error.details or {}
+        return {e.get("code") for e in details.get("writeErrors", []) + details.get("writeConcernErrors", [])}
+    code = getattr(error, "code", None)
+    return {code} if code is not None else set()
+
+
+def is_transient(error: BaseException) -> bool:
+    """Would the same operation, sent again, likely succeed: a lost connection, an election, a timeout
+    waiting for the write concern?"""
+    if not isinstance(error, PyMongoError):
+        return False
+    if isinstance(error, ConnectionFailure) or error.has_error_label("RetryableWriteError"):
+        return True  # AutoReconnect, NotPrimaryError, NetworkTimeout, ServerSelectionTimeoutError
+    if isinstance(error, (OperationFailure, WriteConcernError)):
+        codes = _codes(error)
+        return bool(codes) and codes <= TRANSIENT_CODES
+    return False
+
+
+def describe(error: PyMongoError) -> str:
+    text = redact(error).split(", full error:")[0]
+    return f"{type(error).__name__}: {text}"
+
+
+class Retry:
+    """Run idempotent operations again on transient errors, for up to `retry_for_s` from the first failure."""
+
+    def __init__(self, retry_for_s: float = DEFAULT_RETRY_FOR_S):
+        self.retry_for_s = retry_for_s
+
+    async def __call__(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        deadline, delay = None, FIRST_DELAY_S
+        while True:
+            try:
+                return await operation()
+            except PyMongoError as error:
+                if not is_transient(error):
+                    raise
+                now = time.monotonic()
+                deadline = deadline or now + self.retry_for_s
+                if now >= deadline:
+                    raise MigrationError(f"{what}: the server still fails after {self.retry_for_s:g} s of retries "
+                                         f"(--retry-for): {describe(error)}") from error
+                wait = min(delay * random.uniform(0.8, 1.2), deadline - now)
+                log.warning("%s: %s; retrying in %.1f s", what, describe(error), wait)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, MAX_DELAY_S)
+

@@ -1,0 +1,180 @@
+"""A fault-injecting proxy between the toolkit and the test server: what a replica set does to a run,
+shown on machines that have only a standalone server.
+
+It reads MongoDB's wire framing (a 16-byte header: length, requestID, responseTo, opCode; OP_MSG's
+body section names the command and its collection) and passes every byte through, except for the
+commands a Fault matches:
+    error       answer with an error document instead of forwarding (NotWritablePrimary, ...)
+    drop        close the client's connection without forwarding (a connection lost on the way)
+    lose_reply  forward, let the server apply it, then close the client's connection instead of replying
+    delay       forward, and hold the reply back for `seconds`
+
+    with WireProxy("127.0.0.1", 27017) as proxy:
+        proxy.add(Fault("update", "chat_messages", nth=3, times=2, action="error", code=10107))
+        ... run the toolkit against proxy.url ...
+        proxy.fired  # how many commands each fault hit
+
+The proxy runs its own event loop in a thread, so that synchronous tests drive subprocesses through it.
+"""
+
+import asyncio
+import struct
+import threading
+from dataclasses import dataclass, field
+
+import bson
+
+OP_MSG = 2013
+HEADER = struct.Struct("<iiii")
+MORE_TO_COME = 1 << 1
+CODE_NAMES = {6: "HostUnreachable", 7: "HostNotFound", 89: "NetworkTimeout", 91: "ShutdownInProgress",
+              189: "PrimarySteppedDown", 10107: "NotWritablePrimary", 11600: "InterruptedAtShutdown",
+              11602: "InterruptedDueToReplStateChange", 13435: "NotPrimaryNoSecondaryOk", 64: "WriteConcernFailed"}
+
+
+@dataclass
+class Fault:
+    command: str  # the command's name, e.g. "update", "insert", "find", "hello"
+    collection: str | None = None  # the collection it names; None: any
+    nth: int = 1  # the first matching command it hits (1 = the next one)
+    times: int = 1  # how many matching commands in a row it hits
+    action: str = "error"  # error, drop, lose_reply, delay
+    code: int = 10107
+    seconds: float = 0.0  # for delay
+    matches: int = field(default=0, init=False)
+    fired: int = field(default=0, init=False)
+
+    def hits(self, command: str, collection) -> bool:
+        if command != self.command or (self.collection is not None and collection != self.collection):
+            return False
+        self.matches += 1
+        if self.nth <= self.matches < self.nth + self.times:
+            self.fired += 1
+            return True
+        return False
+
+
+def _command_of(op_code: int, payload: bytes) -> tuple[str, object]:
+    """(command name, collection) of an OP_MSG; ("", None) for anything else."""
+    if op_code != OP_MSG or len(payload) < 5 or payload[4] != 0:  # flagBits, then a kind-0 body section
+        return "", None
+    length = struct.unpack_from("<i", payload, 5)[0]
+    body = bson.decode(payload[5:5 + length])
+    name = next(iter(body), "")
+    return name, body.get(name)
+
+
+def _error_reply(request_id: int, code: int) -> bytes:
+    document = {"ok": 0.0, "errmsg": f"injected by the test proxy: {CODE_NAMES.get(code, 'error')}", "code": code,
+                "codeName": CODE_NAMES.get(code, "Error"), "errorLabels": ["RetryableWriteError"]}
+    payload = struct.pack("<I", 0) + b"\x00" + bson.encode(document)
+    return HEADER.pack(HEADER.size + len(payload), 0, request_id, OP_MSG) + payload
+
+
+async def _read_message(reader: asyncio.StreamReader) -> tuple[bytes, int, int, int]:
+    header = await reader.readexactly(HEADER.size)
+    length, request_id, response_to, op_code = HEADER.unpack(header)
+    return header + await reader.readexactly(length - HEADER.size), request_id, response_to, op_code
+
+
+class WireProxy:
+    def __init__(self, upstream_host: str, upstream_port: int):
+        self.upstream = (upstream_host, upstream_port)
+        self.faults: list[Fault] = []
+        self.commands: list[tuple[str, object]] = []  # every command seen, in order
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._server = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self.faults.clear()
+
+    def count(self, command: str, collection=None) -> int:
+        with self._lock:
+            return sum(1 for name, target in self.commands
+                       if name == command and (collection is None or target == collection))
+
+    def __enter__(self) -> "WireProxy":
+        started = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._server = self._loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", 0))
+            self.port = self._server.sockets[0].getsockname()[1]
+            started.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, name="wire-proxy", daemon=True)
+        self._thread.start()
+        if not started.wait(10):
+            raise RuntimeError("the wire proxy did not start")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        async def shut() -> None:
+            self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(shut(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _fault_for(self, command: str, collection) -> Fault | None:
+        with self._lock:
+            self.commands.append((command, collection))
+            hit = [fault for fault in self.faults if fault.hits(command, collection)]  # each counts every command
+            return hit[0] if hit else None
+
+    async def _client(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            server_reader, server_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            client_writer.close()
+            return
+        pending: dict[int, Fault] = {}  # requestID -> the fault that acts on its reply
+
+        async def to_server() -> None:
+            while True:
+                message, request_id, _, op_code = await _read_message(client_reader)
+                fault = self._fault_for(*_command_of(op_code, message[HEADER.size:]))
+                if fault is None:
+                    server_writer.write(message)
+                elif fault.action == "error":
+                    client_writer.write(_error_reply(request_id, fault.code))
+                elif fault.action == "drop":
+                    raise ConnectionResetError("dropped by the test proxy")
+                else:  # lose_reply, delay: act when the reply comes
+                    pending[request_id] = fault
+                    server_writer.write(message)
+
+        async def to_client() -> None:
+            while True:
+                message, _, response_to, _ = await _read_message(server_reader)
+                fault = pending.pop(response_to, None)
+                if fault is not None and fault.action == "lose_reply":
+                    raise ConnectionResetError("reply lost by the test proxy")
+                if fault is not None and fault.action == "delay":
+                    await asyncio.sleep(fault.seconds)
+                client_writer.write(message)
+
+        pumps = [asyncio.ensure_future(to_server()), asyncio.ensure_future(to_client())]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            for writer in (client_writer, server_writer):
+                writer.close()
