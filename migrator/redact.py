@@ -27,8 +27,10 @@ from urllib.parse import unquote, unquote_plus
 
 MASK = "****"
 
-# scheme://user:password@ -- the password runs to the last `@` before a `/`, `?`, `#`, quote or space
-_URL_PASSWORD = re.compile(r"""(mongodb(?:\+srv)?://[^\s:/?#@"'<>\[\]]*:)([^\s/?#"'<>]+)(?=@)""", re.IGNORECASE)
+# scheme://user:password@ -- the password runs to the last `@` before a `/`, `?`, `#`, quote or space.
+# A mistyped scheme (`mongodb//`, `mongodb:/`) still carries a password.
+_SCHEME = r"mongodb(?:\+srv)?(?::/{1,2}|//)"
+_URL_PASSWORD = re.compile(rf"""({_SCHEME}[^\s:/?#@"'<>\[\]]*:)([^\s/?#"'<>]+)(?=@)""", re.IGNORECASE)
 # authMechanismProperties=KEY:value,KEY:value (`:` and `,` may be percent-encoded)
 _MECHANISM_PROPERTIES = re.compile(r"""(authMechanismProperties=)([^\s&;"'<>]+)""", re.IGNORECASE)
 _PROPERTY = re.compile(r"(^|,|%2C)(\w+)(:|%3A)((?:(?!,|%2C).)*)", re.IGNORECASE)
@@ -42,7 +44,6 @@ _VALUE = r"""(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s&,;)\]}"'<>]+)"""
 _KEY_VALUE = re.compile(
     rf"""((?<![\w./-])(?:(?P<quote>["']){_SECRET_KEY}(?P=quote)\s*[:=]\s*|{_SECRET_KEY}(?:\s*=\s*|:)(?=[^\s])))"""
     + _VALUE, re.IGNORECASE)
-_SCHEME = re.compile(r"mongodb(?:\+srv)?://", re.IGNORECASE)
 _OPTION = re.compile(r"[?&;]([^=&;]+)=([^&;]*)")
 
 _remembered: list[re.Pattern] = []
@@ -51,13 +52,14 @@ _remembered: list[re.Pattern] = []
 def remember_secret_of(url: str) -> None:
     """Mask this URL's password and secret options with their exact extent, also where a pattern would stop short."""
     url = (url or "").strip()
-    if not _SCHEME.match(url):
+    scheme = re.match(_SCHEME, url, re.IGNORECASE)
+    if not scheme:
         return
-    authority = url[_SCHEME.match(url).end():].partition("?")[0]
+    authority = url[scheme.end():].partition("?")[0]
     candidates = {authority.partition("/")[0], authority}  # as PyMongo splits it, and past a raw `/` in it
     for userinfo in (text.rpartition("@")[0] for text in candidates):
         if ":" in userinfo:
-            _remember(r"(mongodb(?:\+srv)?://[^\s:/?#@]*:)", userinfo.partition(":")[2], r"(?=@)")
+            _remember(rf"({_SCHEME}[^\s:/?#@]*:)", userinfo.partition(":")[2], r"(?=@)")
     for name, value in _OPTION.findall(url):
         if re.fullmatch(_SECRET_KEY, name, re.IGNORECASE):
             _remember(rf"([?&;]{re.escape(name)}=)", value, r"(?=[&;\s\"']|$)")

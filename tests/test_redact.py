@@ -6,6 +6,7 @@ when the password is `test`.
 """
 
 import json
+import logging
 
 import pytest
 from pymongo.uri_parser import parse_uri
@@ -81,13 +82,19 @@ def test_a_raw_at_sign_in_the_password_is_masked_as_pymongo_splits_it():
     assert redact("mongodb://u:Kq7:p@ss@[::1]/") == "mongodb://u:****@[::1]/"
 
 
+def test_a_mistyped_scheme_still_hides_the_password():
+    for typo in ("mongodb//", "mongodb:/", "mongodb+srv//"):
+        assert redact(f"not a URL: {typo}u:Kq7pw@h/app") == f"not a URL: {typo}u:****@h/app"
+
+
 def test_the_configured_password_is_masked_to_its_exact_end_even_where_a_pattern_stops():
     """PyMongo accepts a space or a quote in a password; a raw `/` it refuses, but the URL is still shown."""
     for url, shown in [
         ("mongodb://u:Wq8 spaced pass@h:1/app", "mongodb://u:****@h:1/app"),
         ('mongodb://u:Wq8"quoted\'pass@h/', "mongodb://u:****@h/"),
         ("mongodb://u:Wq8/slashed@h/app", "mongodb://u:****@h/app"),
-        ("mongodb://u:pw@h/?tls=true&tlsCertificateKeyFilePassword=Kf7 spaced key", "mongodb://u:****@h/?tls=true&tlsCertificateKeyFilePassword=****"),
+        ("mongodb://u:pw@h/?tls=true&tlsCertificateKeyFilePassword=Kf7 spaced key",
+         "mongodb://u:****@h/?tls=true&tlsCertificateKeyFilePassword=****"),
     ]:
         remember_secret_of(f"  {url} ")
         assert redact(f"failed: {url} (retrying)") == f"failed: {shown} (retrying)"
@@ -148,7 +155,6 @@ def test_masking_twice_changes_nothing_more():
 
 
 def test_the_log_filter_masks_the_message_and_its_arguments():
-    import logging
     record = logging.LogRecord("migrator", logging.INFO, __file__, 1, "database %s at %s", ("adv_secret_test",
                                "mongodb://migrator:test@h/adv_secret_test"), None)
     assert _RedactFilter().filter(record)

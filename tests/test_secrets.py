@@ -34,7 +34,7 @@ from conftest import MIGRATIONS, run
 from migrator import connection
 from migrator.errors import MigrationError
 from migrator.output import _RedactFilter
-from migrator.redact import redact, remember_secret_of
+from migrator.redact import remember_secret_of
 from sample_messages import chat_messages
 
 PASSWORD = "Zx9!S3cr3t@Pa55"
@@ -84,7 +84,8 @@ from urllib.parse import unquote_plus
 
 async def up(db):
     url = os.environ["MONGODB_URL"]
-    raise ValueError(f"cannot use {url} ({unquote_plus(url)}): {dict(password=unquote_plus(url.split(':')[2].split('@')[0]))}")
+    password = unquote_plus(url.split(":")[2].split("@")[0])
+    raise ValueError(f"cannot use {url} ({unquote_plus(url)}): {dict(password=password)}")
 
 async def verify(db):
     return False
@@ -122,7 +123,8 @@ async def verify(db):
 import json, os
 from urllib.parse import unquote_plus
 
-raise RuntimeError("no, with " + json.dumps({"password": unquote_plus(os.environ["MONGODB_URL"].split(":")[2].split("@")[0])}))
+password = unquote_plus(os.environ["MONGODB_URL"].split(":")[2].split("@")[0])
+raise RuntimeError("no, with " + json.dumps({"password": password}))
 
 async def up(db):
     pass
