@@ -13,12 +13,12 @@ What is remembered (`remember_secret_of`, called where MONGODB_URL is read) is o
 password and secret option values, to mask them at those same places with their exact extent, where a
 pattern alone cannot tell where they end (PyMongo accepts a space or a quote in a password; a raw `/`
 in one is rejected, but the URL is still shown in the error). A remembered secret is not masked on its
-own elsewhere: nothing repeats it bare. PyMongo's URL errors name no part of a password, its client
-repr leaves out the sensitive options and authMechanismProperties, the authMechanismProperties check
-avoids echoing the token (pymongo/common.py, uri_parser_shared.py), mongodump gets the URL in a config
-file and reports a conflicting password without its value, and no server sends a password back. Only
-a migration's own code could, and a bare text match there is what turned `adv_secret_test` into
-`adv_secret_****`. The log filter (migrator.output) applies `redact` to every log line and traceback;
+own elsewhere: nothing repeats it bare. PyMongo's (4.20) URL errors name no part of a password, its
+client repr leaves out the sensitive options and authMechanismProperties, the authMechanismProperties
+check avoids echoing the token (pymongo/common.py, uri_parser_shared.py); mongodump gets the URL in a
+config file and reports a conflicting password without its value; no server sends a password back.
+Only a migration's own code could print a password bare, with no URL or key around it; that is not
+masked, as a bare text match is what turned `adv_secret_test` into `adv_secret_****`. The log filter (migrator.output) applies `redact` to every log line and traceback;
 what is stored (changelog) and printed (say, table) goes through it too.
 """
 
