@@ -5,10 +5,12 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
+from datetime import datetime
 
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+from rich.text import Text
 
 from migrator.errors import ExitCode, MigrationError
 from migrator.redact import redact
@@ -33,9 +35,24 @@ class _RedactFilter(logging.Filter):
         return True
 
 
+class _LogLines(RichHandler):
+    """Rich's colours, but each record on one line as long as it is, never folded at the window's width:
+    the terminal wraps it, so a path in it stays whole (to copy, to grep). A RichHandler still, so that the
+    progress bar (migrator.progress) draws through the same console and log lines print above it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        when = datetime.fromtimestamp(record.created).strftime("[%x %X]")
+        line = Text.assemble((when, "log.time"), " ", self.get_level_text(record), " ",
+                             self.render_message(record, self.format(record)))
+        try:
+            self.console.print(line, soft_wrap=True)  # no folding, no cropping; the bar's lines are cropped by rich
+        except Exception:
+            self.handleError(record)
+
+
 def setup_logging(debug: bool = False) -> None:
     if sys.stderr.isatty():
-        handler: logging.Handler = RichHandler(show_path=False, markup=False, rich_tracebacks=debug)
+        handler: logging.Handler = _LogLines(console=Console(stderr=True), markup=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)

