@@ -1,7 +1,11 @@
 """Settings a user can get wrong: database names, env files, URLs. One ERROR line, exit 2, no traceback."""
 
+import subprocess
+import sys
+
 import pytest
 
+from conftest import REPO
 from sample_messages import chat_messages
 
 RULE = 'a MongoDB database name has at most 63 bytes and none of / \\ . " $, a space or NUL'
@@ -119,3 +123,15 @@ def test_a_url_with_surrounding_spaces_is_used_without_them(cli, env, db, withou
 
     assert result.code == 0, result
     assert db.chat_messages.count_documents({"metadata": {"$exists": False}}) == 0
+
+
+def test_sample_messages_says_which_database_name_the_server_refuses(env, is_ferretdb):
+    if not is_ferretdb:
+        pytest.skip("MongoDB on Linux takes this name")
+    completed = subprocess.run([sys.executable, str(REPO / "scripts" / "sample_messages.py"), "--count", "3"],
+                               env={**env, "MONGODB_DATABASE_NAME": "café_test"}, cwd=REPO,
+                               capture_output=True, text=True, timeout=60)
+
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr == ("error: the server refuses the database name 'café_test' (MONGODB_DATABASE_NAME): "
+                                "FerretDB takes only Latin letters, digits, _ and - (at most 63)\n")
