@@ -133,13 +133,14 @@ class Sandbox:
             self.bin.write_text(STAND_IN.format(python=sys.executable, behaviour=behaviour))
             self.bin.chmod(0o755)
         self.root = root
-        self.ports: set[int] = set()
+        self.pids: set[int] = set()  # every server started, killed at the end should one be left
 
     def run(self, action: str, port: int, **env: str) -> Result:
-        self.ports.add(port)
         completed = subprocess.run(["bash", str(self.root / "scripts" / "local-db.sh"), action],
                                    env={**self.environment(), "LOCALDB_PORT": str(port), **env},
                                    capture_output=True, text=True, timeout=60)
+        if self.has_pid_file(port):
+            self.pids.add(self.pid(port))
         return Result(completed)
 
     @staticmethod
@@ -153,9 +154,9 @@ class Sandbox:
         return (self.state / f"localdb-{port}.pid").exists()
 
     def clean_up(self) -> None:
-        for port in self.ports:
-            if self.has_pid_file(port) and alive(self.pid(port)):
-                os.kill(self.pid(port), signal.SIGKILL)
+        for pid in self.pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def alive(pid: int) -> bool:
@@ -166,7 +167,7 @@ def alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def sandbox(tmp_path, request):
+def sandbox(tmp_path):
     made = []
 
     def make(**kw) -> Sandbox:
