@@ -5,101 +5,171 @@
 Settings come from the environment, else from the env file (`.env`, or the file ENV_FILE names,
 e.g. ENV_FILE=.env.test; see app/settings.py):
 - MONGODB_URL, MONGODB_DATABASE_NAME: the database.
-- REQUIRE_MIGRATIONS: `1` (or true/yes) refuses to start while a migration is pending or the
-  database cannot be reached: for production, where the migrations run before the app. Unset (the
-  default), start-up only logs a warning, and GET /health answers 503 until
-  `python migrations/run_migrations.py --all` has run.
+- REQUIRE_MIGRATIONS: `1` (or true/yes) refuses to start while a migration is pending or broken, the
+  database cannot be reached or the document models cannot be initialised: for production, where the
+  migrations run before the app. Unset (the default), start-up only logs a warning, and GET /health
+  answers 503 until the problem is gone (e.g. `python migrations/run_migrations.py --all` has run).
 - MONGODB_TIMEOUT_MS: how long to wait for the database, at start-up and in /health (default 5000).
+- MIGRATIONS_DIR: the folder of the migrations (default: migrations/ of this project).
+Settings that cannot be used (a missing URL, an invalid database name, an env file that is not UTF-8)
+stop the start-up with one line; uvicorn then exits with its code for a failed start-up, 3.
 
-GET /health: 200 when the database answers and no migration is pending, else 503. The JSON says why:
-    {"status": "ok" | "migrations pending" | "database unreachable", "database": "<name>",
-     "reachable": true | false, "pending_migrations": ["<name>", ...], "error": "..." (when unreachable)}
+GET /health: 200 when the database answers, no migration is pending and the document models (Beanie)
+are initialised, else 503. Models not initialised at start-up (the database was down) are initialised
+by the next /health that finds the database answering. The JSON says why:
+    {"status": "ok" | "migrations pending" | "migration files broken" | "database unreachable" |
+               "models not initialised",
+     "database": "<name>", "reachable": true | false, "pending_migrations": ["<name>", ...],
+     "error": "..." (unless ok or pending)}
 """
 
+import asyncio
 import logging
-import os
+import sys
 from contextlib import asynccontextmanager
-from functools import partial
+from pathlib import Path
 
 from beanie import init_beanie
-from dotenv import dotenv_values
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from app.database import DOCUMENT_MODELS, create_client
-from app.settings import Settings, load_settings
+from app.settings import SettingsError, load_settings
+from migrator.discovery import MIGRATIONS_DIR, discover
 from migrator.engine import Engine
+from migrator.errors import MigrationError
 from migrator.redact import redact, remember_secret_of
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's own logger: shown, formatted, under any log config
 
-OK, PENDING, UNREACHABLE = "ok", "migrations pending", "database unreachable"
+OK, PENDING, BROKEN = "ok", "migrations pending", "migration files broken"
+UNREACHABLE, NO_MODELS = "database unreachable", "models not initialised"
 
 
-class MigrationsRequired(RuntimeError):
-    """REQUIRE_MIGRATIONS is set and the database is not migrated (or not reachable)."""
+class StartupRefused(RuntimeError):
+    """The app must not start; the reason is logged as one line, without a traceback."""
 
 
-def _setting(settings: Settings, name: str, default: str) -> str:
-    """Another setting, in load_settings' order: the environment, then the env file, then the default."""
-    value = os.environ.get(name) or (dotenv_values(settings.env_file).get(name) if settings.env_file else None)
-    return value or default
+class MigrationsRequired(StartupRefused):
+    """REQUIRE_MIGRATIONS is set and the database is not ready for the app."""
 
 
-async def migration_state(engine: Engine, database_name: str, timeout_ms: int) -> dict:
-    """What GET /health reports; never raises for a database problem."""
-    state = {"status": OK, "database": database_name, "reachable": True, "pending_migrations": []}
-    try:
-        state["pending_migrations"] = [migration.name for migration in await engine.pending()]
-    except ConnectionFailure:
-        return {**state, "status": UNREACHABLE, "reachable": False,
-                "error": f"no answer from the database server within {timeout_ms} ms"}
-    except PyMongoError as exc:  # e.g. authentication failed
-        return {**state, "status": UNREACHABLE, "reachable": False, "error": redact(exc)}
-    if state["pending_migrations"]:
-        state["status"] = PENDING
-    return state
+class Readiness:
+    """What GET /health reports, and the document models, initialised once the database answers."""
+
+    def __init__(self, database: AsyncDatabase, migrations_dir: Path, timeout_ms: int):
+        self.database, self.timeout_ms = database, timeout_ms
+        try:
+            self.engine, self.broken = Engine(database, discover(migrations_dir)), None
+        except MigrationError as exc:  # a broken migration file: still serve, and say so
+            self.engine, self.broken = Engine(database, []), str(exc)
+        self.models_ready = False
+        self._initialising = asyncio.Lock()
+
+    async def state(self) -> dict:
+        """Never raises for a database problem."""
+        state = {"status": OK, "database": self.database.name, "reachable": True, "pending_migrations": []}
+        try:
+            state["pending_migrations"] = [migration.name for migration in await self.engine.pending()]
+        except ConnectionFailure:
+            return {**state, "status": UNREACHABLE, "reachable": False,
+                    "error": f"no answer from the database server within {self.timeout_ms} ms"}
+        except PyMongoError as exc:  # e.g. authentication failed
+            return {**state, "status": UNREACHABLE, "reachable": False, "error": redact(exc)}
+        models_error = await self._initialise_models()
+        if models_error:
+            return {**state, "status": NO_MODELS, "error": models_error}
+        if self.broken:
+            return {**state, "status": BROKEN, "error": f"{self.broken}: fix it and restart the app"}
+        if state["pending_migrations"]:
+            state["status"] = PENDING
+        return state
+
+    async def _initialise_models(self) -> str | None:
+        """Beanie reads the server's version and creates the indexes: once, when the database answers."""
+        async with self._initialising:
+            if not self.models_ready:
+                try:
+                    await init_beanie(database=self.database, document_models=DOCUMENT_MODELS)
+                except PyMongoError as exc:
+                    return f"cannot initialise the document models: {redact(exc)}"
+                self.models_ready = True
+        return None
 
 
 def _problem(state: dict) -> str:
-    if not state["reachable"]:
-        return f"cannot reach database {state['database']}: {state['error']}"
+    database = state["database"]
+    if state["status"] == UNREACHABLE:
+        return f"cannot reach database {database}: {state['error']}"
+    if state["status"] in (BROKEN, NO_MODELS):
+        return f"database {database}: {state['error']}"
     names = ", ".join(state["pending_migrations"])
-    return (f"{len(state['pending_migrations'])} migration(s) pending on database {state['database']} ({names}): "
+    return (f"{len(state['pending_migrations'])} migration(s) pending on database {database} ({names}): "
             "run `python migrations/run_migrations.py --all`")
+
+
+def _refuse(message: str, error: type[StartupRefused] = StartupRefused):
+    log.error("%s", message)
+    raise error(message)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        _refuse(f"cannot start: {exc}")
     remember_secret_of(settings.mongodb_url)
-    timeout_ms = int(_setting(settings, "MONGODB_TIMEOUT_MS", "5000"))
-    require = _setting(settings, "REQUIRE_MIGRATIONS", "").strip().lower() in {"1", "true", "yes"}
+    timeout_ms = _timeout_ms(settings.get("MONGODB_TIMEOUT_MS", "5000"))
+    require = settings.get("REQUIRE_MIGRATIONS").strip().lower() in {"1", "true", "yes"}
     client = create_client(settings, timeout_ms=timeout_ms)
     try:
-        engine = Engine(client[settings.database_name])
-        app.state.check = partial(migration_state, engine, settings.database_name, timeout_ms)
-        state = await app.state.check()
+        migrations_dir = Path(settings.get("MIGRATIONS_DIR", str(MIGRATIONS_DIR)))
+        app.state.readiness = Readiness(client[settings.database_name], migrations_dir, timeout_ms)
+        state = await app.state.readiness.state()
         if state["status"] != OK:
             if require:
-                message = f"refusing to start (REQUIRE_MIGRATIONS is set): {_problem(state)}"
-                log.error(message)
-                raise MigrationsRequired(message)
+                _refuse(f"refusing to start (REQUIRE_MIGRATIONS is set): {_problem(state)}", MigrationsRequired)
             log.warning("%s; GET /health answers 503 until then", _problem(state))
-        if state["reachable"]:  # Beanie reads the server's version and creates the indexes
-            await init_beanie(database=engine.database, document_models=DOCUMENT_MODELS)
-        else:
-            log.warning("the document models are not initialised: restart the app once the database is reachable")
         yield
     finally:
         await client.close()
 
 
-app = FastAPI(title="Flowise proxy", lifespan=lifespan)
+def _timeout_ms(value: str) -> int:
+    try:
+        timeout_ms = int(value)
+    except ValueError:
+        timeout_ms = 0
+    if timeout_ms <= 0:
+        _refuse(f"cannot start: MONGODB_TIMEOUT_MS must be a positive number of milliseconds, not {value!r}")
+    return timeout_ms
+
+
+class Service(FastAPI):
+    """FastAPI whose refused start-up is the one line already logged, not a traceback."""
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            send = _without_traceback_of_a_refusal(send)
+        await super().__call__(scope, receive, send)
+
+
+def _without_traceback_of_a_refusal(send):
+    async def sending(message):
+        # Starlette reports a failed start-up with the traceback, from inside its `except` block.
+        if message["type"] == "lifespan.startup.failed" and isinstance(sys.exc_info()[1], StartupRefused):
+            message = {**message, "message": ""}
+        await send(message)
+    return sending
+
+
+app = Service(title="Flowise proxy", lifespan=lifespan)
 
 
 @app.get("/health")
 async def health(request: Request) -> JSONResponse:
-    state = await request.app.state.check()
+    state = await request.app.state.readiness.state()
     return JSONResponse(state, status_code=200 if state["status"] == OK else 503)

@@ -37,7 +37,17 @@ func main() {
 		fmt.Fprintln(os.Stderr, "localdb: data directory:", err)
 		os.Exit(2)
 	}
-	sqliteURL := "file:" + strings.TrimSuffix(filepath.ToSlash(abs), "/") + "/"
+	lock, err := lockDataDir(abs)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "localdb:", err)
+		os.Exit(1)
+	}
+	defer lock.Close() // held until the process ends
+	// synchronous(normal): a commit no longer waits for the disk. In WAL mode a killed process
+	// loses nothing; an OS crash or a power cut can lose the last commits: right for a local and
+	// test server, where every document update is a commit of its own. FerretDB adds its own
+	// pragmas (busy_timeout, journal_mode(wal), auto_vacuum) only when the URL has none of them.
+	sqliteURL := "file:" + strings.TrimSuffix(filepath.ToSlash(abs), "/") + "/?_pragma=synchronous(normal)"
 
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: *addr},

@@ -4,13 +4,16 @@ from dataclasses import dataclass
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConfigurationError, ConnectionFailure, InvalidURI, OperationFailure
+from pymongo.errors import (ConfigurationError, ConnectionFailure, InvalidName, InvalidURI, OperationFailure,
+                            PyMongoError)
 from pymongo.uri_parser import parse_uri
 
 from migrator.errors import ExitCode, MigrationError
 from migrator.redact import redact, remember_secret_of
 
 AUTHENTICATION_FAILED = 18
+INVALID_NAMESPACE = 73  # MongoDB's and FerretDB's answer to a database name the server will not take
+FERRETDB_DATABASE_NAMES = "FerretDB takes only Latin letters, digits, _ and - (at most 63)"
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,20 @@ async def connect(url: str, database_name: str, timeout_s: float = 5.0) -> tuple
         )
     except (ConfigurationError, ValueError, TypeError, OSError) as exc:
         raise MigrationError(f"MONGODB_URL has an invalid option ({shown}): {redact(exc)}", ExitCode.USAGE) from exc
-    database = client[database_name]
+    try:
+        database = client[database_name]
+    except InvalidName as exc:  # load_settings checks the name first; this is for other callers
+        await client.close()
+        raise MigrationError(f"MONGODB_DATABASE_NAME {database_name!r} is not valid: {exc}", ExitCode.USAGE) from exc
     try:
         await database.command("ping")
     except OperationFailure as exc:
+        if exc.code == INVALID_NAMESPACE:
+            server_says = redact((exc.details or {}).get("errmsg") or exc)
+            rule = FERRETDB_DATABASE_NAMES if await _is_ferretdb(client) else server_says
+            await client.close()
+            raise MigrationError(f"the server at {hosts} refuses the database name {database_name!r} "
+                                 f"(MONGODB_DATABASE_NAME): {rule}; choose another name", ExitCode.USAGE) from exc
         await client.close()
         if exc.code == AUTHENTICATION_FAILED:
             raise MigrationError(
@@ -61,6 +74,13 @@ async def connect(url: str, database_name: str, timeout_s: float = 5.0) -> tuple
             ExitCode.UNREACHABLE,
         ) from exc
     return client, database
+
+
+async def _is_ferretdb(client: AsyncMongoClient) -> bool:
+    try:
+        return "ferretdbVersion" in await client.admin.command("buildInfo")
+    except PyMongoError:
+        return False
 
 
 async def server_info(database: AsyncDatabase) -> ServerInfo:

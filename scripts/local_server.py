@@ -41,9 +41,9 @@ def _wait_listening(port: int, process: subprocess.Popen, log: Path) -> None:
 class LocalServer:
     """Our FerretDB, started and stopped by its user (a test session, a benchmark)."""
 
-    def __init__(self, binary: str, data: Path):
+    def __init__(self, binary: str, data: Path, port: int | None = None):
         self.binary, self.data = binary, data
-        self.port = _free_port()
+        self.port = port or _free_port()
         self.log = data.parent / f"ferretdb-{self.port}.log"
         self.process = None
 

@@ -46,8 +46,10 @@ def generate_messages(count: int, with_metadata_every: int = 10, seed: int = 7):
 def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from pymongo import MongoClient
+    from pymongo.errors import OperationFailure
 
     from app.settings import SettingsError, load_settings
+    from migrator.connection import FERRETDB_DATABASE_NAMES, INVALID_NAMESPACE
     from migrator.redact import redact
 
     parser = argparse.ArgumentParser(description="Load sample chat messages into an empty chat_messages collection.")
@@ -71,6 +73,11 @@ def main() -> int:
               f"({redact(settings.mongodb_url)}), 1 in 10 with metadata")
         return 0
     except Exception as exc:
+        if isinstance(exc, OperationFailure) and exc.code == INVALID_NAMESPACE:
+            ferretdb = "ferretdbVersion" in client.admin.command("buildInfo")
+            print(f"error: the server refuses the database name {settings.database_name!r} (MONGODB_DATABASE_NAME): "
+                  f"{FERRETDB_DATABASE_NAMES if ferretdb else redact(exc)}", file=sys.stderr)
+            return 2
         print(f"error: {type(exc).__name__}: {redact(exc)}", file=sys.stderr)
         return 5
     finally:

@@ -3,15 +3,21 @@
 import socket
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+from pymongo import MongoClient
 
 from app.main import app
 from conftest import REPO
+from local_server import LocalServer
 from sample_messages import chat_messages
 
 MIGRATION = "add_metadata_to_chat_messages"
+BROKEN_MIGRATION = '"""broken\n\nDate: 2025-01-01\n"""\nasync def up(db)\n    pass\n'  # line 5: no colon
 
 
 @pytest.fixture
@@ -92,12 +98,140 @@ def test_require_migrations_refuses_an_unreachable_database(settings):
             pass
 
 
-def test_uvicorn_exits_with_the_reason_when_migrations_are_required(env, db):
-    """The image's command, for real: uvicorn app.main:app, in the project folder."""
-    completed = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "0"],
-        env={**env, "REQUIRE_MIGRATIONS": "1"}, cwd=REPO, capture_output=True, text=True, timeout=60)
+def uvicorn(env: dict, **settings: str) -> subprocess.CompletedProcess:
+    """The image's command, for real: uvicorn app.main:app, in the project folder, for a start-up that fails."""
+    return subprocess.run([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "0"],
+                          env={**env, **settings}, cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("ERROR:")]
+
+
+def test_uvicorn_exits_with_the_reason_in_one_line_when_migrations_are_required(env, db):
+    completed = uvicorn(env, REQUIRE_MIGRATIONS="1")
 
     assert completed.returncode == 3, completed.stderr  # uvicorn's exit code for a failed start-up
-    assert f"refusing to start (REQUIRE_MIGRATIONS is set): 1 migration(s) pending" in completed.stderr
-    assert "Application startup failed" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert error_lines(completed.stderr) == [
+        f"ERROR:    refusing to start (REQUIRE_MIGRATIONS is set): 1 migration(s) pending on database {db.name} "
+        f"({MIGRATION}): run `python migrations/run_migrations.py --all`",
+        "ERROR:    Application startup failed. Exiting."]
+
+
+def test_uvicorn_exits_with_one_line_on_a_settings_error(env):
+    completed = uvicorn(env, MONGODB_DATABASE_NAME="flowise proxy_test")
+
+    assert completed.returncode == 3, completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert error_lines(completed.stderr)[0] == (
+        "ERROR:    cannot start: MONGODB_DATABASE_NAME 'flowise proxy_test' (from the environment) contains a space: "
+        'a MongoDB database name has at most 63 bytes and none of / \\ . " $, a space or NUL')
+    assert len(error_lines(completed.stderr)) == 2
+
+
+# ----- a broken migration file, the document models (Beanie) -----
+
+@contextmanager
+def serving(env: dict):
+    """uvicorn app.main:app on a free port, once it says its start-up is complete; stopped afterwards."""
+    port = closed_port()
+    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+                                "--port", str(port)], env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    shown, started = [], threading.Event()
+
+    def read_stderr():
+        for line in process.stderr:
+            shown.append(line)
+            if "Application startup complete" in line:
+                started.set()
+        started.set()  # ended: the assertion below shows why
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(timeout=60) and process.poll() is None, "".join(shown)
+        yield port, shown
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        reader.join(timeout=5)
+
+
+def test_a_migration_file_with_a_syntax_error_is_a_warning_and_a_503_naming_it(env, db, db_name, tmp_path):
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "broken.py").write_text(BROKEN_MIGRATION)
+
+    with serving({**env, "MIGRATIONS_DIR": str(folder)}) as (port, shown):
+        response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=30)
+
+    assert response.status_code == 503
+    error = "broken.py: syntax error at line 5: expected ':': fix it and restart the app"
+    assert response.json() == {"status": "migration files broken", "database": db_name, "reachable": True,
+                               "pending_migrations": [], "error": error}
+    warnings = [line for line in shown if line.startswith("WARNING:")]
+    assert warnings == [f"WARNING:  database {db_name}: {error}; GET /health answers 503 until then\n"], shown
+
+
+def test_require_migrations_refuses_a_broken_migration_file_in_one_line(env, db, tmp_path):
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "broken.py").write_text(BROKEN_MIGRATION)
+
+    completed = uvicorn(env, MIGRATIONS_DIR=str(folder), REQUIRE_MIGRATIONS="yes")
+
+    assert completed.returncode == 3, completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert error_lines(completed.stderr)[0].startswith(
+        "ERROR:    refusing to start (REQUIRE_MIGRATIONS is set): database ")
+    assert "broken.py: syntax error at line 5" in error_lines(completed.stderr)[0]
+
+
+def test_health_is_503_until_the_document_models_are_initialised(settings, db, db_name, cli, caplog):
+    db.chat_messages.insert_many(chat_messages(3))
+    assert cli("run_migrations.py", "--all").code == 0
+    db.chat_messages.create_index([("user_id", 1)], name="session_id_1")  # the name Beanie gives session_id's
+
+    with TestClient(app) as client:  # starts anyway: REQUIRE_MIGRATIONS is not set
+        refused = client.get("/health")
+        db.chat_messages.drop_index("session_id_1")
+        ready = client.get("/health")
+
+    assert refused.status_code == 503
+    body = refused.json()
+    assert (body["status"], body["reachable"], body["pending_migrations"]) == ("models not initialised", True, [])
+    assert body["error"].startswith("cannot initialise the document models: An existing index has the same name")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("cannot initialise the document models" in w for w in warnings), warnings
+    assert ready.status_code == 200, ready.json()
+    assert db.chat_messages.index_information()["session_id_1"]["key"] == [("session_id", 1)]
+
+
+def test_models_are_initialised_by_the_first_health_check_that_reaches_the_database(settings, local_server, env,
+                                                                                    db_name, cli, tmp_path):
+    """The app started while the database was down: /health initialises Beanie once the database answers."""
+    if local_server is None:
+        pytest.skip("MONGODB_URL names a server this test cannot start later")
+    later = LocalServer(local_server.binary, tmp_path, port=closed_port())
+    settings.setenv("MONGODB_URL", later.url)
+    settings.setenv("MONGODB_TIMEOUT_MS", "2000")
+
+    with TestClient(app) as client:
+        down = client.get("/health")
+        later.start()
+        try:
+            assert cli("run_migrations.py", "--all", env={**env, "MONGODB_URL": later.url}).code == 0
+            up = client.get("/health")
+            with MongoClient(later.url) as mongo:
+                indexes = mongo[db_name].chat_messages.index_information()
+        finally:
+            later.stop()
+
+    assert (down.status_code, down.json()["status"]) == (503, "database unreachable")
+    assert up.status_code == 200, up.json()
+    assert indexes["session_id_1"]["key"] == [("session_id", 1)]  # Beanie's index: the models are initialised

@@ -11,6 +11,7 @@ import fcntl
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from dotenv import dotenv_values
+from pymongo import MongoClient
 from pymongo.uri_parser import parse_uri
 
 from conftest import REPO, Result
@@ -490,3 +492,49 @@ def test_rebuild_docker_dbonly_bat_without_docker_says_so(cmd):
 
     assert result.code == 2, result
     assert "docker not found: install Docker Desktop" in result.output
+
+
+# ----- scripts/run-local.sh: the local server, sample messages, the runner -----
+
+@pytest.fixture
+def run_local(tmp_path, db_name):
+    """scripts/run-local.sh on a server of its own (a free port, data in tmp_path), stopped afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LOCALDB_", "MONGODB_")) and k != "ENV_FILE"}
+    env.update(LOCALDB_PORT=str(port), LOCALDB_DATA=str(tmp_path / "data"), MONGODB_DATABASE_NAME=db_name,
+               SAMPLE_MESSAGES="30", PYTHONUNBUFFERED="1")
+
+    def run(*args: str) -> Result:
+        return Result(subprocess.run(["bash", str(SCRIPTS / "run-local.sh"), *args], env=env, cwd=tmp_path,
+                                     capture_output=True, text=True, timeout=300))
+    run.url = f"mongodb://127.0.0.1:{port}/"
+    yield run
+    subprocess.run(["bash", str(SCRIPTS / "local-db.sh"), "stop"], env=env, capture_output=True, timeout=60)
+    (REPO / ".localdb" / f"localdb-{port}.log").unlink(missing_ok=True)
+
+
+def runner_runs(result: Result, db_name: str) -> int:
+    """How many times the runner ran: each run names its database once, first."""
+    return sum(f"INFO    database {db_name} at " in line for line in result.stderr.splitlines())
+
+
+def test_run_local_with_arguments_runs_only_those(run_local, db_name):
+    result = run_local("--status")
+
+    assert result.code == 0, result
+    assert "loaded 30 sample chat messages" in result.stdout
+    assert MIGRATION in result.stdout and "pending" in result.stdout
+    assert runner_runs(result, db_name) == 1, result  # no --verify after it
+
+
+def test_run_local_without_arguments_migrates_then_verifies(run_local, db_name):
+    result = run_local()
+
+    assert result.code == 0, result
+    assert runner_runs(result, db_name) == 2, result  # --all, then --verify
+    assert f"{MIGRATION}: ok (total=30, with_metadata=30, without_metadata=0)" in result.stderr
+    with MongoClient(run_local.url) as client:
+        assert migrated(client[db_name])
