@@ -10,6 +10,7 @@
 - a backup folder under a file and a manifest missing keys are one ERROR line and exit 2.
 """
 
+import asyncio
 import gzip
 import hashlib
 import json
@@ -25,9 +26,12 @@ from pathlib import Path
 
 import bson
 import pytest
+from bson import Int64, ObjectId
+from pymongo import AsyncMongoClient
 
 from conftest import MIGRATIONS, Result
 from migrator import backup
+from migrator.migration import Migration
 from sample_messages import chat_messages
 
 MIGRATION = "add_metadata_to_chat_messages"
@@ -242,6 +246,36 @@ def test_sigterm_and_ctrl_c_stop_a_restore_between_batches_recorded_and_the_next
     assert by_id(db) == before
 
 
+@pytest.mark.parametrize("is_ferretdb", [True, False], ids=["FerretDB's path", "MongoDB's path"])
+def test_both_read_back_paths_find_documents_of_every_id_type(db, server_url, tmp_path, monkeypatch, is_ferretdb):
+    """Each server's path on whichever server runs the tests (small batches: FerretDB takes bulks of 50 at most)."""
+    monkeypatch.setattr(backup, "BATCH", 20)
+    documents = [{"_id": "string-id", "role": "user"}, {"_id": 7, "role": "user"}, {"_id": Int64(2**40), "n": 1.5},
+                 {"_id": {"chat": "flow-1", "n": 2}, "role": "assistant"},
+                 *({"_id": ObjectId(), **message} for message in chat_messages(116, with_metadata_every=4))]
+    db.chat_messages.insert_many(documents)
+    original = {str(doc["_id"]): doc for doc in db.chat_messages.find()}
+
+    async def save_change_restore():
+        client = AsyncMongoClient(server_url, tz_aware=True)
+        try:
+            database = client[db.name]
+            migration = Migration(name="m", date="2025-01-01", description="m", up=None, verify=None,
+                                  touches=lambda action: {"chat_messages": {}})
+            [saved] = await backup.save(database, migration, "apply", tmp_path)
+            await database.chat_messages.update_many({}, {"$set": {"role": "changed"}})
+            await database.chat_messages.delete_many({"_id": {"$in": ["string-id", 7]}})
+            file = backup.read(saved.path)
+            return file, await backup.restore(database, file, is_ferretdb, backup.Restored())
+        finally:
+            await client.close()
+
+    file, done = asyncio.run(save_change_restore())
+
+    assert (done.written, done.found, done.differing, done.problem(file)) == (120, 120, [], "")
+    assert {str(doc["_id"]): doc for doc in db.chat_messages.find()} == original
+
+
 # ----- an older backup and the migrations applied since -----
 
 def test_restoring_a_backup_older_than_later_migrations_is_refused_without_force(db, cli, env, tmp_path):
@@ -383,8 +417,6 @@ def test_a_backup_folder_under_a_file_is_one_error_line_and_exit_2(db, cli, env,
 def test_applied_since_names_what_a_restore_would_undo_and_nothing_else():
     from datetime import datetime, timedelta, timezone
 
-    from migrator.migration import Migration
-
     taken = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
     def migration(name, touches):
@@ -421,8 +453,6 @@ def test_applied_since_names_what_a_restore_would_undo_and_nothing_else():
 
 
 def test_the_manifest_checksum_covers_every_field_and_survives_extended_json():
-    from bson import ObjectId
-
     sealed = backup.seal({"format": backup.FORMAT, "action": "apply", "filter": {"_id": {"$gt": ObjectId()}}})
     assert backup.manifest_problem(sealed) == "its manifest lacks migration, database, collection, count, sha256, " \
                                               "created_at"
