@@ -287,6 +287,8 @@ def check_backups(ctx: Context, migrations: list[Migration], action: str) -> Non
         backup.require_declared(migrations, action, ctx.options.purge)
     if ctx.options.backup_full:
         backup.require_mongodump()
+    if ctx.options.backup or ctx.options.backup_full or (ctx.options.backup is None and action == "rollback"):
+        backup.require_folder(ctx.options.backup_dir)
 
 
 async def dump_database(ctx: Context) -> None:
@@ -310,9 +312,14 @@ async def take_backup(ctx: Context, migration: Migration, action: str) -> list[b
                     "" if ctx.options.backup_full else " (--backup-full dumps the whole database)")
         return []
     saved = await ctx.engine.save_backup(migration, action, ctx.options.backup_dir, ctx.options.purge)
+    if not saved:
+        log.info("%s: backup: its touches() declares no documents: nothing to save", migration.name)
     for one in saved:
-        log.info("%s: backup: %d documents of %s saved to %s", migration.name, one.count, one.collection,
-                 backup.shown(one.path))
+        if one.path is None:
+            log.info("%s: backup: no document of %s to save: no file written", migration.name, one.collection)
+        else:
+            log.info("%s: backup: %d documents of %s saved to %s", migration.name, one.count, one.collection,
+                     backup.shown(one.path))
     return saved
 
 
@@ -321,9 +328,12 @@ async def restore(ctx: Context, path: Path) -> int:
     engine, database = ctx.engine, ctx.settings.database_name
     ferretdb = (await server_info(engine.database)).is_ferretdb
     file = backup.read(path, backup.ferretdb_refuses if ferretdb else None)
-    manifest, shown = file.manifest, backup.shown(file.path)
+    shown = backup.shown(file.path)
     log.info("%s: %d documents of %s.%s, saved before the %s of %s at %s (checksum verified)", shown, file.count,
-             file.database, file.collection, manifest["action"], manifest["migration"], manifest["created_at"])
+             file.database, file.collection, file.action, file.migration, file.manifest["created_at"])
+    if not file.manifest_covered:
+        log.warning("%s: a backup of the previous format: its manifest (migration, action, database, collection) is "
+                    "not covered by its checksum, only its documents are", shown)
     if file.database != database:
         if not ctx.options.force:
             raise MigrationError(f"refusing to restore {shown}: it is a backup of database {file.database}, not "
@@ -332,15 +342,39 @@ async def restore(ctx: Context, path: Path) -> int:
     if not file.count:
         log.info("nothing to restore: the backup holds no documents")
         return ExitCode.OK
+    await refuse_undoing(ctx, file, warn=True)
     confirm(f"replace {file.count} documents of {database}.{file.collection} with their versions from {shown}",
             ctx.options.yes)
     async with engine.lock.held(ctx.options.lock_timeout_s):
-        written = await engine.restore(file)
-    state = "rolled back" if manifest["action"] == "apply" else "applied"
-    log.info("restored %d documents of %s and read them back: count and checksum match the backup", written,
-             file.collection)
-    log.info("%s is recorded as %s again, as when the backup was taken", manifest["migration"], state)
+        await refuse_undoing(ctx, file, warn=False)  # again: another runner may have applied one meanwhile
+        restored = await engine.restore(file)
+    for name, said in restored.not_in_place:
+        log.warning("%s: no longer in place after the restore (%s): recorded as failed; --all applies it again",
+                    name, said)
+    if problem := restored.problem(file):
+        raise MigrationError(f"restored documents are not as in the backup: {problem}", ExitCode.VERIFY_FAILED)
+    log.info("restored %d documents of %s and read them back: count and checksum match the backup",
+             restored.written, file.collection)
+    state = "rolled back" if file.action == "apply" else "applied"
+    log.info("%s is recorded as %s again, as when the backup was taken", file.migration, state)
     return ExitCode.OK
+
+
+async def refuse_undoing(ctx: Context, file: backup.BackupFile, warn: bool) -> None:
+    """A backup older than migrations applied since to its collection would undo them: refused without --force."""
+    later = await ctx.engine.applied_since(file)
+    if not later:
+        return
+    names, shown = ", ".join(later), backup.shown(file.path)
+    if not ctx.options.force:
+        raise MigrationError(f"refusing to restore {shown}: it was taken at {file.manifest['created_at']}, and "
+                             f"{names} {'was' if len(later) == 1 else 'were'} applied to {file.collection} since: "
+                             "the restore would undo their change there while the changelog still says applied; "
+                             "nothing was changed (roll them back first, or --force restores anyway and records "
+                             "those no longer in place as failed, for --all to apply again)", ExitCode.USAGE)
+    if warn:
+        log.warning("--force: restoring %s although %s %s applied to %s since it was taken", shown, names,
+                    "was" if len(later) == 1 else "were", file.collection)
 
 
 # ----- adopting a database, the lock -----

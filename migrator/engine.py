@@ -158,33 +158,66 @@ class Engine:
         await self.checkpoints.clear(migration.name)  # a later apply starts from the beginning
         return RollbackResult(migration, outcome, after, seconds)
 
-    async def restore(self, file: backup.BackupFile) -> int:
-        """Put a backup's documents back exactly, read them back to check, record it; the count restored.
+    async def restore(self, file: backup.BackupFile) -> backup.Restored:
+        """Put a backup's documents back exactly, a batch at a time, each read back to check; record it.
 
         The migration's state becomes the one the backup was taken in: a backup taken before `apply`
         brings back the documents as they were before it (rolled_back), one before `rollback` as they
-        were while it was applied. A restore that stops is recorded as failed; one whose documents do not
-        read back as saved raises exit 4.
+        were while it was applied. A restore that stops (an error, the lock lost, Ctrl-C or SIGTERM
+        between batches) is recorded as failed with how far it got, then raised. After a whole restore
+        every applied migration is verified again: each no longer in place is recorded as failed (so
+        `--all` applies it again) and listed in `not_in_place`; `problem(file)` says what did not read
+        back as saved.
         """
-        manifest, started = file.manifest, time.monotonic()
-        details = dict(checksum=manifest.get("migration_checksum"), file=str(Path(file.path).resolve()),
-                       database=self.database.name, collection=file.collection, backup_of=manifest["action"],
+        started, done = time.monotonic(), backup.Restored()
+        details = dict(checksum=file.manifest.get("migration_checksum"), file=str(Path(file.path).resolve()),
+                       database=self.database.name, collection=file.collection, backup_of=file.action,
                        run_id=self.run_id)
         try:
-            written = await backup.restore(self.database, file, self.lock.check)
-            problem = await backup.check_restored(self.database, file)
+            is_ferretdb = self.batch_settings.server_is_ferretdb
+            if is_ferretdb is None:
+                is_ferretdb = (await server_info(self.database)).is_ferretdb
+            await backup.restore(self.database, file, is_ferretdb, done, self.lock.check,
+                                 self.batch_settings.progress_interval_s)
         except (MigrationError, PyMongoError) as exc:
-            await self.changelog.record(manifest["migration"], "restore", plan.FAILED, error=redact(exc), **details)
+            try:
+                await self.changelog.record(file.migration, "restore", plan.FAILED, error=redact(exc),
+                                            modified=done.written, **details)
+            except PyMongoError:
+                pass  # the server is gone; the error being raised says why
             if isinstance(exc, MigrationError):
                 raise
-            raise MigrationError(f"restore failed: {redact(exc)}") from exc
-        state = plan.ROLLED_BACK if manifest["action"] == "apply" else plan.APPLIED
-        await self.checkpoints.clear(manifest["migration"])  # they describe documents as they no longer are
-        await self.changelog.record(manifest["migration"], "restore", state, duration_s=round(time.monotonic() - started, 3),
-                                    modified=written, verified=not problem, **details)
-        if problem:
-            raise MigrationError(f"restored documents are not as in the backup: {problem}", ExitCode.VERIFY_FAILED)
-        return written
+            raise MigrationError(f"restore failed after {done.written} of {file.count} documents: {redact(exc)}; "
+                                 "run the same restore again") from exc
+        state = plan.ROLLED_BACK if file.action == "apply" else plan.APPLIED
+        await self.checkpoints.clear(file.migration)  # they describe documents as they no longer are
+        await self.changelog.record(file.migration, "restore", state, duration_s=round(time.monotonic() - started, 3),
+                                    modified=done.written, verified=not done.problem(file), **details)
+        done.not_in_place = await self._verify_after_restore(file)
+        return done
+
+    async def applied_since(self, file: backup.BackupFile) -> list[str]:
+        """The applied migrations a restore of `file` would undo (see backup.applied_since)."""
+        return backup.applied_since(file, self.migrations, await self.changelog.entries())
+
+    async def _verify_after_restore(self, file: backup.BackupFile) -> list[tuple[str, str]]:
+        """Verify every applied migration; record each no longer in place as failed. [(name, what verify said)]."""
+        not_in_place = []
+        for migration in reversed(await self.applied()):
+            try:
+                verification = await self.verify(migration)
+                said = format_counts(verification.counts) or verification.note or "verify() said no"
+            except MigrationError as exc:
+                verification, said = Verification(ok=False), str(exc)
+            if verification.ok:
+                continue
+            await self.changelog.record(
+                migration.name, "restore", plan.FAILED, checksum=migration.checksum, run_id=self.run_id,
+                file=str(Path(file.path).resolve()),
+                error=f"no longer in place after the restore of {Path(file.path).resolve()} ({said}); "
+                      "`--all` applies it again")
+            not_in_place.append((migration.name, said))
+        return not_in_place
 
     async def _batches(self, migration: Migration) -> Batches:
         settings = self.batch_settings

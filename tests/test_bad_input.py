@@ -28,6 +28,7 @@ import bson
 import pytest
 
 from conftest import MIGRATIONS, Result, run
+from migrator import backup
 from sample_messages import chat_messages
 
 BAD_INPUTS_TRIED = 25
@@ -78,7 +79,8 @@ def backup_with(name: str, change: Callable[[list[bytes]], list[bytes]]) -> Call
 
 def manifest_of_database(database: str) -> Callable[[list[bytes]], list[bytes]]:
     def change(lines: list[bytes]) -> list[bytes]:
-        return [json.dumps({**json.loads(lines[0]), "database": database}).encode() + b"\n", *lines[1:]]
+        manifest = backup.seal({**json.loads(lines[0]), "database": database})  # a genuine one: its checksum holds
+        return [json.dumps(manifest).encode() + b"\n", *lines[1:]]
     return change
 
 
