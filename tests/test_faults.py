@@ -1,7 +1,6 @@
 """Nothing lost under faults, against the real server: kill -9 at every stage of a batched migration
 of tens of thousands of messages, concurrent runners, a server restart, a migration that raises."""
 
-import os
 import re
 import signal
 import subprocess
