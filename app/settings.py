@@ -12,8 +12,8 @@ from pathlib import Path
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 from pymongo.errors import ConfigurationError, InvalidURI
-from pymongo.uri_parser import parse_uri
 
+from migrator.connection import parse_url
 from migrator.redact import redact, remember_secret_of
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -71,8 +71,16 @@ def _source(name: str, path: Path | None) -> str:
     return "the environment" if os.environ.get(name) else str(path)
 
 
+SERVER_DATABASES = ("admin", "local", "config")  # the server's own: never a migration's target
+
+
 def check_database_name(name: str, source: str) -> None:
-    """SettingsError unless `name` keeps MongoDB's documented rules."""
+    """SettingsError unless `name` keeps MongoDB's documented rules and is not one of the server's own."""
+    if name.lower() in SERVER_DATABASES:
+        raise SettingsError(f"MONGODB_DATABASE_NAME {name!r} (from {source}) is one of the server's own databases "
+                            f"({', '.join(SERVER_DATABASES)}): name the app's database (MONGODB_DATABASE_NAME, or "
+                            "the path of MONGODB_URL; `/admin` there is often only where the user is defined: "
+                            "write `?authSource=admin` instead)")
     forbidden = [shown for character, shown in _FORBIDDEN_IN_DATABASE_NAME.items() if character in name]
     if forbidden:
         raise SettingsError(f"MONGODB_DATABASE_NAME {name!r} (from {source}) contains {', '.join(forbidden)}: "
@@ -97,7 +105,7 @@ def load_settings(env_file: str | None = None) -> Settings:
         raise SettingsError(f"MONGODB_URL is not set: set it in the environment or in {where}")
     remember_secret_of(url)  # from here on, every masked output hides its password, even repeated on its own
     try:
-        url_database = parse_uri(url, validate=False)["database"]
+        url_database = parse_url(url, validate=False)["database"]  # no DNS lookup: that is the connection's job
     except (InvalidURI, ConfigurationError, ValueError) as exc:
         raise SettingsError(f"MONGODB_URL is not a valid MongoDB URL (from {_source('MONGODB_URL', path)}): "
                             f"{redact(exc)}") from None

@@ -17,7 +17,7 @@ from typing import Awaitable, Callable
 from app.settings import Settings, SettingsError, load_settings
 from migrator import backup, batches, commands, plan
 from migrator.commands import Context, Options
-from migrator.connection import connect, server_info
+from migrator.connection import connect, ignored_options, server_info
 from migrator.discovery import MIGRATIONS_DIR, discover, find
 from migrator.engine import Engine
 from migrator.errors import ExitCode, MigrationError
@@ -194,11 +194,23 @@ async def _connected(args, settings: Settings, migrations: list[Migration], work
     try:
         server = await server_info(database)
         log.info("database %s at %s (%s)", settings.database_name, redact(settings.mongodb_url), server.label)
+        _say_ignored_options(settings.mongodb_url)
         engine = Engine(database, migrations, lease_s=args.lease, retry_for_s=args.retry_for,
                         batch_settings=batch_settings_from(args, server.is_ferretdb))
         return await work(Context(engine, settings, options_from(args)))
     finally:
         await client.close()
+
+
+def _say_ignored_options(url: str) -> None:
+    ignored = ignored_options(url)
+    if ignored.get("w") == "0":
+        log.warning("MONGODB_URL asks for w=0 (unacknowledged writes): the runner never uses it, its writes are "
+                    "acknowledged by a majority (--write-concern 1 for batches asks less)")
+    others = ", ".join(f"{name}={value}" for name, value in ignored.items() if name != "w")
+    if others:
+        log.info("the runner uses its own client options instead of MONGODB_URL's %s (primary reads, majority "
+                 "writes, retries, no socket timeout)", others)
 
 
 def _offline(args: argparse.Namespace, action: Callable[[], int]) -> int:

@@ -1,0 +1,97 @@
+"""The runner owns its client options whatever the app's URL says, and reads the URL without DNS."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from app.settings import SettingsError, load_settings
+from conftest import MIGRATIONS
+from migrator.connection import ignored_options, parse_url
+from sample_messages import chat_messages
+from test_engine import SLOW, applies
+from test_faults import assert_nothing_lost, finish, load, start
+from test_runner import write_migration
+
+RUNNER = "run_migrations.py"
+
+
+def with_options(url: str, options: str) -> str:
+    return url + ("&" if "?" in url else ("?" if url.endswith("/") else "/?")) + options
+
+
+def test_four_runners_with_w0_in_the_url_apply_each_migration_exactly_once(db, env, tmp_path):
+    for name, day in (("one", "01"), ("two", "02")):
+        write_migration(tmp_path, name, date=f"2025-01-{day}", body=SLOW.replace("{name}", name))
+    db.chat_messages.insert_many(chat_messages(10))
+    unacknowledged = {**env, "MONGODB_URL": with_options(env["MONGODB_URL"], "w=0")}
+    command = [sys.executable, str(MIGRATIONS / RUNNER), "--all", "--migrations-dir", str(tmp_path),
+               "--lock-timeout", "30"]
+    runners = [subprocess.Popen(command, env=unacknowledged, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True) for _ in range(4)]
+    outputs = [(runner.wait(timeout=120), runner.stdout.read()) for runner in runners]
+
+    assert all(code in (0, 3) for code, _ in outputs), outputs
+    assert applies(db, "one") == applies(db, "two") == 1
+    assert db.chat_messages.count_documents({"one": 1, "two": 1}) == 10
+    assert all(sum("w=0" in line and "WARNING" in line for line in out.splitlines()) == 1 for _, out in outputs)
+
+
+def test_app_sized_options_in_the_url_do_not_reach_the_runner(db, env):
+    before = load(db, 5_000)
+    app_url = with_options(env["MONGODB_URL"], "readPreference=secondaryPreferred&retryWrites=false"
+                                               "&socketTimeoutMS=200&timeoutMS=300")
+    result = finish(start({**env, "MONGODB_URL": app_url}, "--batch-size", "5000", "--progress-interval", "600"))
+
+    assert result.code == 0, result
+    [line] = [line for line in result.output.splitlines() if "its own client options" in line]
+    for option in ("readPreference=secondaryPreferred", "retryWrites=false", "socketTimeoutMS=200", "timeoutMS=300"):
+        assert option in line
+    assert_nothing_lost(db, before)
+
+
+def test_an_srv_name_that_does_not_resolve_is_exit_5_within_the_timeout_masked(cli, env):
+    env["MONGODB_URL"] = "mongodb+srv://deploy:Srv-Secr3t@cluster0.nothing-here.invalid/?retryWrites=true"
+    started = time.monotonic()
+    result = cli(RUNNER, "--status", "--server-timeout", "3", env=env)
+    assert result.code == 5, result
+    assert time.monotonic() - started < 30
+    [line] = [line for line in result.output.splitlines() if "ERROR" in line]
+    assert "cluster0.nothing-here.invalid" in line and "DNS" in line
+    assert "Srv-Secr3t" not in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("path", ["/admin", "/local", "/config"])
+def test_a_server_database_as_the_target_is_exit_2(cli, env, server_url, path):
+    del env["MONGODB_DATABASE_NAME"]
+    env["MONGODB_URL"] = server_url.rstrip("/") + path
+    result = cli(RUNNER, "--status", env=env)
+    assert result.code == 2, result
+    [line] = [line for line in result.output.splitlines() if "ERROR" in line]
+    assert f"'{path[1:]}'" in line and "authSource=admin" in line
+
+
+# ----- no server needed -----
+
+def test_settings_read_an_srv_url_without_a_dns_lookup(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ENV_FILE", raising=False)
+    monkeypatch.setenv("MONGODB_URL", "mongodb+srv://u:p@cluster0.nothing-here.invalid/appdb?retryWrites=true")
+    monkeypatch.delenv("MONGODB_DATABASE_NAME", raising=False)
+    assert load_settings().database_name == "appdb"  # parse_uri would fail here: the name does not resolve
+    assert parse_url("mongodb+srv://cluster0.nothing-here.invalid/")["fqdn"] == "cluster0.nothing-here.invalid"
+
+
+def test_settings_refuse_admin_even_with_an_explicit_name(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MONGODB_URL", "mongodb://localhost:27017/")
+    monkeypatch.setenv("MONGODB_DATABASE_NAME", "Admin")
+    with pytest.raises(SettingsError, match="one of the server's own databases"):
+        load_settings()
+
+
+def test_ignored_options_names_only_what_the_runner_replaces():
+    assert ignored_options("mongodb://h/?w=0&readPreference=secondary&appname=app&maxPoolSize=5") == \
+        {"w": "0", "readPreference": "secondary"}
+    assert ignored_options("mongodb://h/?w=majority&readPreference=primary&retryWrites=true") == {}
