@@ -61,10 +61,11 @@ class Readiness:
 
     def __init__(self, database: AsyncDatabase, migrations_dir: Path, timeout_ms: int):
         self.database, self.timeout_ms = database, timeout_ms
+        # retry_for_s=0: a health check answers at once; the orchestrator asks again
         try:
-            self.engine, self.broken = Engine(database, discover(migrations_dir)), None
+            self.engine, self.broken = Engine(database, discover(migrations_dir), retry_for_s=0), None
         except MigrationError as exc:  # a broken migration file: still serve, and say so
-            self.engine, self.broken = Engine(database, []), str(exc)
+            self.engine, self.broken = Engine(database, [], retry_for_s=0), str(exc)
         self.models_ready = False
         self._initialising = asyncio.Lock()
 

@@ -56,7 +56,8 @@ def describe(error: PyMongoError) -> str:
 
 
 class Retry:
-    """Run idempotent operations again on transient errors, for up to `retry_for_s` from the first failure."""
+    """Run idempotent operations again on transient errors, for up to `retry_for_s` from the first failure
+    (0: never, the error is raised as it is: for callers that must answer at once, like a health check)."""
 
     def __init__(self, retry_for_s: float = DEFAULT_RETRY_FOR_S):
         self.retry_for_s = retry_for_s
@@ -67,7 +68,7 @@ class Retry:
             try:
                 return await operation()
             except PyMongoError as error:
-                if not is_transient(error):
+                if not is_transient(error) or self.retry_for_s <= 0:
                     raise
                 now = time.monotonic()
                 deadline = deadline or now + self.retry_for_s
