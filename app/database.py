@@ -4,7 +4,7 @@ from beanie import init_beanie
 from pymongo import AsyncMongoClient
 
 from app.models import ChatMessage
-from app.settings import Settings
+from migrator.settings import Settings
 
 DOCUMENT_MODELS = [ChatMessage]
 

@@ -3,7 +3,7 @@
     uvicorn app.main:app [--host 0.0.0.0 --port 8000]
 
 Settings come from the environment, else from the env file (`.env`, or the file ENV_FILE names,
-e.g. ENV_FILE=.env.test; see app/settings.py):
+e.g. ENV_FILE=.env.test; see migrator/settings.py):
 - MONGODB_URL, MONGODB_DATABASE_NAME: the database.
 - REQUIRE_MIGRATIONS: `1` (or true/yes) refuses to start while a migration is pending or broken, the
   database cannot be reached or the document models cannot be initialised: for production, where the
@@ -36,11 +36,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from app.database import DOCUMENT_MODELS, create_client
-from app.settings import SettingsError, load_settings
+from migrator.settings import SettingsError, load_settings
 from migrator.discovery import MIGRATIONS_DIR, discover
 from migrator.engine import Engine
 from migrator.errors import MigrationError
-from migrator.redact import redact, remember_secret_of
+from migrator.redact import redact
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's own logger: shown, formatted, under any log config
 
@@ -122,7 +122,6 @@ async def lifespan(app: FastAPI):
         settings = load_settings()
     except SettingsError as exc:
         _refuse(f"cannot start: {exc}")
-    remember_secret_of(settings.mongodb_url)
     timeout_ms = _timeout_ms(settings.get("MONGODB_TIMEOUT_MS", "5000"))
     require = settings.get("REQUIRE_MIGRATIONS").strip().lower() in {"1", "true", "yes"}
     client = create_client(settings, timeout_ms=timeout_ms)

@@ -10,7 +10,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # find app/ and migrator/ when run as a script
 
 from migrator import changelog, checkpoints, lock  # noqa: E402
-from migrator.cli import add_common_options, exit_with, run  # noqa: E402
+from migrator.cli import exit_with, run  # noqa: E402
+from migrator.flags import add_common_options  # noqa: E402
 from migrator.commands import Context  # noqa: E402
 from migrator.errors import ExitCode, MigrationError  # noqa: E402
 from migrator.output import confirm, log  # noqa: E402

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from app.settings import Settings
+from migrator.settings import Settings
 from migrator import backup, plan
 from migrator.backup import DEFAULT_DIR as DEFAULT_BACKUP_DIR
 from migrator.clock import server_now

@@ -18,7 +18,7 @@ from pymongo.errors import (ConfigurationError, ConnectionFailure, InvalidName, 
 from pymongo.uri_parser_shared import _validate_uri
 
 from migrator.errors import ExitCode, MigrationError
-from migrator.redact import redact, remember_secret_of
+from migrator.redact import redact
 
 AUTHENTICATION_FAILED = (18, 8000)  # MongoDB's AuthenticationFailed; Atlas answers bad credentials with 8000
 RUNNER_OPTIONS = {"readPreference": "primary", "w": "majority", "retryWrites": True, "retryReads": True,
@@ -55,7 +55,6 @@ def ignored_options(url: str) -> dict[str, str]:
 async def connect(url: str, database_name: str, timeout_s: float = 5.0) -> tuple[AsyncMongoClient, AsyncDatabase]:
     """A client whose server answered `ping` within `timeout_s`; MigrationError (exit 5) when it cannot be
     reached. Later operations wait as long as the URL's serverSelectionTimeoutMS (30 s by default)."""
-    remember_secret_of(url)
     shown = redact(url)
     try:
         parts = parse_url(url)

@@ -48,7 +48,7 @@ def main() -> int:
     from pymongo import MongoClient
     from pymongo.errors import OperationFailure
 
-    from app.settings import SettingsError, load_settings
+    from migrator.settings import SettingsError, load_settings
     from migrator.connection import FERRETDB_DATABASE_NAMES, INVALID_NAMESPACE
     from migrator.redact import redact
 

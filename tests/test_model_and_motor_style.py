@@ -5,7 +5,7 @@ import textwrap
 
 from app.database import init_db
 from app.models import ChatMessage
-from app.settings import Settings
+from migrator.settings import Settings
 from sample_messages import chat_messages
 
 

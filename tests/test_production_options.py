@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from app.settings import SettingsError, load_settings
+from migrator.settings import SettingsError, load_settings
 from conftest import MIGRATIONS
 from migrator.connection import ignored_options, parse_url
 from sample_messages import chat_messages

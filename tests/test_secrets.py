@@ -29,7 +29,7 @@ import pytest
 from bson import json_util
 from pymongo.errors import ConfigurationError
 
-from app.settings import load_settings
+from migrator.settings import load_settings
 from conftest import MIGRATIONS, run
 from migrator import connection
 from migrator.errors import MigrationError

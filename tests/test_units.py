@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.settings import SettingsError, load_settings
+from migrator.settings import SettingsError, load_settings
 from migrator.errors import MigrationError
 from migrator.migration import Migration, Outcome
 from migrator.order import order_migrations

@@ -1,4 +1,4 @@
-"""Settings of the service: the environment first, then the env file, then defaults.
+"""The toolkit's settings (the service reads the same): the environment first, then the env file, then defaults.
 
 The env file is `.env`, or the file named by `ENV_FILE` (e.g. `ENV_FILE=.env.test`). It must be UTF-8
 (with or without the byte-order mark Windows Notepad writes); every error about it names it.
@@ -103,7 +103,7 @@ def load_settings(env_file: str | None = None) -> Settings:
     if not url:
         where = path or "a .env file (ENV_FILE names another file)"
         raise SettingsError(f"MONGODB_URL is not set: set it in the environment or in {where}")
-    remember_secret_of(url)  # from here on, every masked output hides its password, even repeated on its own
+    remember_secret_of(url)  # the one place: from here on, every masked output knows where its password ends
     try:
         url_database = parse_url(url, validate=False)["database"]  # no DNS lookup: that is the connection's job
     except (InvalidURI, ConfigurationError, ValueError) as exc:

@@ -1,0 +1,227 @@
+"""The flags: one table of commands builds each parser, its "goes with" checks, its dispatch and the options.
+
+A command is one row (`Command`: its flag, what it does, the modifier flags it accepts); a modifier is
+one row of MODIFIERS. Adding a command is one row in migrator/cli.py plus the function it calls.
+"""
+
+import argparse
+import math
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from migrator import backup, batches
+from migrator.commands import Context, Options
+from migrator.errors import ExitCode
+from migrator.retry import DEFAULT_RETRY_FOR_S
+
+EXIT_CODES_HELP = """exit codes:
+  0  success           1  a migration, its verification or a rollback failed   2  usage or settings error
+  3  lock held         4  verification failed (--verify, --mark-applied, --restore)
+  5  cannot reach or log in to MongoDB
+  130 interrupted (Ctrl-C)   143 stopped by SIGTERM (docker stop); both resume from the checkpoint when run again"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage block is what --help is for) and exit 2."""
+
+    def error(self, message: str):
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# ----- value types: bad values are usage errors naming the flag -----
+
+def number(kind, minimum: float = 0, above_minimum: bool = False):
+    """A finite number of `kind`, at least (or, with above_minimum, more than) `minimum`."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number: {text!r}")
+        if value < minimum or (above_minimum and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'more than' if above_minimum else 'at least'} {minimum}: {text!r}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def positive(kind):
+    return number(kind, minimum=0, above_minimum=True)
+
+
+def text(what: str):
+    """Refuses an empty value, so that `--migration ""` is an error, not "no flag"."""
+    def parse(value: str) -> str:
+        if not value.strip():
+            raise argparse.ArgumentTypeError(f"needs {what}, got an empty value")
+        return value
+    parse.__name__ = what
+    return parse
+
+
+def nonempty_path(what: str):
+    def parse(value: str) -> Path:
+        return Path(text(what)(value))
+    parse.__name__ = what
+    return parse
+
+
+NAME = text("a migration name")
+
+
+# ----- the tables -----
+
+@dataclass(frozen=True)
+class Command:
+    flag: str | None  # "--all"; None: what a migration's own script does when given no command flag
+    help: str
+    run: Callable[[Context, argparse.Namespace], Awaitable[int]] | None = None  # with a database
+    offline: Callable[[argparse.Namespace], int] | None = None  # without one
+    metavar: str | None = None  # the value it takes, if any
+    type: Callable[[str], Any] = NAME
+    accepts: tuple[str, ...] = ()  # the modifiers it takes (their dests)
+
+    @property
+    def dest(self) -> str:
+        return dest_of(self.flag) if self.flag else "run"
+
+
+@dataclass(frozen=True)
+class Modifier:
+    flag: str
+    options: dict
+    group: str = ""  # a heading of --help
+
+
+BACKUPS = "backups (see README, Backups and restore)"
+LARGE = "large collections (migrations that walk a collection in batches)"
+MODIFIERS = (
+    Modifier("--dry-run", dict(action="store_true", help="count what would change; write nothing, not even the "
+                               "changelog or the lock")),
+    Modifier("--purge", dict(action="store_true", help="with a rollback: also remove data written since")),
+    Modifier("--json", dict(action="store_true", help="with --status: print JSON")),
+    Modifier("--allow-changed", dict(action="store_true", help="with --all: run although an applied migration's "
+                                     "file has changed")),
+    Modifier("--force", dict(action="store_true", help="with --mark-applied: record even if it does not verify (asks "
+                             "first); with --restore: restore a backup of another database, or one older than "
+                             "migrations applied since")),
+    Modifier("--backup", dict(action=argparse.BooleanOptionalAction, default=None, help="save whole every document "
+                              "the migration (or rollback) will change, before it runs, to a file that --restore puts "
+                              "back; on by default for rollbacks (--no-backup skips)"), BACKUPS),
+    Modifier("--backup-dir", dict(type=nonempty_path("a folder"), metavar="DIR", help="where backups go (default: "
+                                  "$MIGRATIONS_BACKUP_DIR, else backups/ of the repository)"), BACKUPS),
+    Modifier("--backup-full", dict(action="store_true", help="first dump the whole database with mongodump "
+                                   "(MongoDB Database Tools) to DIR/<database>-<time>.archive.gz"), BACKUPS),
+    Modifier("--batch-size", dict(type=positive(int), metavar="N", help="documents per batch; a checkpoint is saved "
+                                  f"after each, so a re-run resumes there (default: {batches.DEFAULT_SIZE})"), LARGE),
+    Modifier("--max-rate", dict(type=positive(float), metavar="DOCS_PER_S", help="process at most this many documents "
+                                "per second, to spare live traffic (default: as fast as the server goes)"), LARGE),
+    Modifier("--write-concern", dict(choices=["majority", "1"], help="acknowledgement of each batch's writes "
+                                     "(default: majority)"), LARGE),
+    Modifier("--batch-path", dict(choices=[batches.RANGE, batches.STREAM], help=argparse.SUPPRESS), LARGE),
+)
+BACKUP_MODIFIERS = ("backup", "backup_dir", "backup_full")
+BATCH_MODIFIERS = ("batch_size", "max_rate", "write_concern", "batch_path")
+
+
+def dest_of(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _flag_of(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """What every command takes (also the reset script's)."""
+    parser.add_argument("--env-file", type=text("a file name"), metavar="FILE", help="read MONGODB_URL and "
+                        "MONGODB_DATABASE_NAME from FILE instead of .env (or set ENV_FILE); real environment "
+                        "variables win")
+    parser.add_argument("-y", "--yes", action="store_true", help="answer yes to every confirmation (for scripts)")
+    parser.add_argument("--lock-timeout", type=number(float, minimum=0), default=60.0, metavar="SECONDS",
+                        help="wait this long for another runner's lock before exit 3 (default: 60)")
+    parser.add_argument("--lease", type=positive(float), default=60.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    parser.add_argument("--server-timeout", type=positive(float), default=5.0, metavar="SECONDS",
+                        help="give up reaching the server at the first contact after SECONDS (default: 5)")
+    parser.add_argument("--retry-for", type=number(float), default=DEFAULT_RETRY_FOR_S, metavar="SECONDS",
+                        help="when the server fails over or a connection drops, retry each batch and each write of "
+                        f"the lock, changelog and checkpoints for up to SECONDS (default: {DEFAULT_RETRY_FOR_S:g})")
+    parser.add_argument("--progress-interval", type=positive(float), default=batches.DEFAULT_INTERVAL_S,
+                        metavar="SECONDS", help="without a terminal: a progress line every SECONDS (default: 5)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+
+def build_parser(prog: str, description: str, table: tuple[Command, ...]) -> Parser:
+    """The commands as mutually exclusive flags, then the modifiers some of them accept, then the common options."""
+    parser = Parser(prog=prog, description=description, epilog=EXIT_CODES_HELP,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_mutually_exclusive_group(required=all(command.flag for command in table))
+    for command in table:
+        if not command.flag:
+            continue
+        if command.metavar:
+            group.add_argument(command.flag, metavar=command.metavar, type=command.type, help=command.help)
+        else:
+            group.add_argument(command.flag, action="store_true", help=command.help)
+    accepted = {dest for command in table for dest in command.accepts}
+    groups = {"": parser}
+    for modifier in MODIFIERS:
+        if dest_of(modifier.flag) in accepted:
+            if modifier.group not in groups:
+                groups[modifier.group] = parser.add_argument_group(modifier.group)
+            groups[modifier.group].add_argument(modifier.flag, **modifier.options)
+    add_common_options(parser)
+    return parser
+
+
+def given(args: argparse.Namespace, dest: str) -> bool:
+    return getattr(args, dest, None) not in (None, False)
+
+
+def chosen(parser: Parser, args: argparse.Namespace, table: tuple[Command, ...]) -> Command:
+    """The one command given (or the table's default), once every modifier is checked against it."""
+    flagged = [command for command in table if command.flag and given(args, command.dest)]
+    command = flagged[0] if flagged else next(command for command in table if not command.flag)
+    commands = {c.dest for c in table}  # --dry-run is a command of a migration's own script
+    for modifier in MODIFIERS:
+        dest = dest_of(modifier.flag)
+        if given(args, dest) and dest not in command.accepts and dest not in commands:
+            takers = [c.flag or "a run" for c in table if dest in c.accepts]
+            parser.error(f"{modifier.flag} goes with {' or '.join(takers)}")
+    return command
+
+
+# ----- what the commands are handed -----
+
+_OPTION_SOURCES = {"as_json": "json", "lock_timeout_s": "lock_timeout"}  # Options field -> flag dest
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    """Every field of Options from the flag of the same name (or the one _OPTION_SOURCES names); a flag the
+    parser does not have keeps the field's default."""
+    values = vars(args)
+    chosen_values = {field.name: values[_OPTION_SOURCES.get(field.name, field.name)] for field in fields(Options)
+                     if _OPTION_SOURCES.get(field.name, field.name) in values}
+    backup_dir = values.get("backup_dir") or os.environ.get("MIGRATIONS_BACKUP_DIR") or backup.DEFAULT_DIR
+    return Options(**{**chosen_values, "backup_dir": Path(backup_dir)})
+
+
+def batch_settings_from(args: argparse.Namespace, is_ferretdb: bool) -> batches.BatchSettings:
+    values = vars(args)
+    return batches.BatchSettings(size=values.get("batch_size"), max_rate=values.get("max_rate"),
+                                 write_concern=values.get("write_concern"), path=values.get("batch_path"),
+                                 server_is_ferretdb=is_ferretdb, progress_interval_s=args.progress_interval)
+
+
+def _every_option_has_a_flag() -> None:
+    """A misspelt name here would silently keep a default: refuse it when the module loads."""
+    known = {dest_of(m.flag) for m in MODIFIERS} | {"yes", "lock_timeout"}
+    missing = [f.name for f in fields(Options) if _OPTION_SOURCES.get(f.name, f.name) not in known]
+    if missing:
+        raise AssertionError(f"Options fields without a flag: {missing}")
+
+
+_every_option_has_a_flag()
