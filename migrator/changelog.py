@@ -3,7 +3,8 @@
 Each entry says what was done (`action`: apply, mark_applied, rollback, restore) and the state the
 migration is in after it (`state`: applied, failed, rolled_back). A migration's state is that of
 its latest entry (but for entries of a runner that had lost the lock, `lock_lost`); a migration
-without entries is pending. Entries are only ever inserted.
+without entries is pending. Entries are only ever inserted; each says who made it (host, pid, user,
+the git commit of the migrations, the CI run).
 """
 
 import os
@@ -23,10 +24,11 @@ HOST = socket.gethostname()
 
 
 class Changelog:
-    def __init__(self, database: AsyncDatabase, retry: Retry | None = None):
+    def __init__(self, database: AsyncDatabase, retry: Retry | None = None, provenance: dict | None = None):
         self.database = database
         self.collection = bookkeeping(database, COLLECTION)
         self.retry = retry or Retry()
+        self.provenance = provenance or {}  # user, commit, ci: see migrator.provenance
 
     async def record(self, name: str, action: str, state: str, **details) -> dict:
         if details.get("error"):  # a message, which can quote a URL; the other fields stay exact (checksums)
@@ -39,6 +41,7 @@ class Changelog:
             **details,
             "host": HOST,
             "pid": os.getpid(),
+            **self.provenance,
             "toolkit_version": __version__,
         }
 

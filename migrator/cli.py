@@ -132,6 +132,9 @@ RUNNER = (
             lambda ctx, a: commands.apply_one(ctx, _named(ctx, a.migration)), metavar="NAME", accepts=APPLY),
     Command("--status", "show every migration: its state and since when, for an applied one how long it took and "
             "how many documents it changed, and problems", lambda ctx, a: commands.status(ctx), accepts=("json",)),
+    Command("--history", "every changelog event (of NAME, or of all), oldest first: what, state, when, how long, "
+            "documents, host, pid, user, commit, error", lambda ctx, a: commands.history(ctx, a.history),
+            metavar="NAME", optional=True, accepts=("json",)),
     Command("--list", "list the migrations in the order they run (no database needed)",
             offline=lambda a: list_migrations(discover(a.migrations_dir))),
     Command("--verify", "check every applied migration is still in place (exit 4 if not)",

@@ -178,6 +178,29 @@ async def status(ctx: Context) -> int:
     return ExitCode.OK
 
 
+async def history(ctx: Context, name: str | bool) -> int:
+    """--history [NAME]: the changelog, oldest first."""
+    entries = await ctx.engine.changelog.entries()
+    if name is not True:
+        known = {m.name for m in ctx.engine.migrations} | {e["name"] for e in entries}
+        name = find(ctx.engine.migrations, name).name if name not in known else name
+        entries = [entry for entry in entries if entry["name"] == name]
+    if ctx.options.as_json:
+        say(json.dumps([{**entry, "_id": str(entry["_id"]), "at": entry["at"].isoformat()} for entry in entries],
+                       indent=2, default=str))
+        return ExitCode.OK
+    table(["at (UTC)", "migration", "action", "state", "took", "docs", "host:pid", "user", "commit", "error"], [
+        [f"{e['at']:%Y-%m-%d %H:%M:%S}", e["name"], e["action"], e["state"].replace("_", " ")
+         + (" (lock lost)" if e.get("lock_lost") else ""),
+         f"{e['duration_s']:.2f} s" if e.get("duration_s") is not None else "",
+         f"{e['modified']:,}" if e.get("modified") is not None else "", f"{e.get('host', '')}:{e.get('pid', '')}",
+         e.get("user", ""), e.get("commit", "")[:10], e.get("error", "")]
+        for e in entries])
+    if not entries:
+        say("no changelog entries" + ("" if name is True else f" for {name}"))
+    return ExitCode.OK
+
+
 # ----- rolling back -----
 
 Select = Callable[[list[Migration], dict[str, dict]], list[Migration]]

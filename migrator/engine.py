@@ -23,6 +23,7 @@ from migrator.errors import ExitCode, MigrationError
 from migrator.lock import LockLost, MigrationLock
 from migrator.migration import Migration, Outcome, Verification, refuse_if_draft
 from migrator.motor_compat import MotorStyleDatabase
+from migrator.provenance import provenance
 from migrator.redact import redact
 from migrator.retry import DEFAULT_RETRY_FOR_S, Retry
 
@@ -51,7 +52,8 @@ class Engine:
         # What migrations are handed: PyMongo's async database, also usable in Motor's style.
         self.db = MotorStyleDatabase(database)
         self.retry = Retry(retry_for_s)
-        self.changelog = Changelog(database, self.retry)
+        folder = self.migrations[0].path.parent if self.migrations and self.migrations[0].path else None
+        self.changelog = Changelog(database, self.retry, provenance(folder))
         self.lock = MigrationLock(database, lease_s, retry=self.retry)
         self.checkpoints = Checkpoints(database, self.retry)
         self.batch_settings = batch_settings or BatchSettings()

@@ -83,6 +83,7 @@ class Command:
     metavar: str | None = None  # the value it takes, if any
     type: Callable[[str], Any] = NAME
     accepts: tuple[str, ...] = ()  # the modifiers it takes (their dests)
+    optional: bool = False  # its value may be left out (the flag alone is then True)
 
     @property
     def dest(self) -> str:
@@ -102,7 +103,7 @@ MODIFIERS = (
     Modifier("--dry-run", dict(action="store_true", help="count what would change; write nothing, not even the "
                                "changelog or the lock")),
     Modifier("--purge", dict(action="store_true", help="with a rollback: also remove data written since")),
-    Modifier("--json", dict(action="store_true", help="with --status: print JSON")),
+    Modifier("--json", dict(action="store_true", help="with --status or --history: print JSON")),
     Modifier("--allow-changed", dict(action="store_true", help="with --all: run although an applied migration's "
                                      "file has changed")),
     Modifier("--force", dict(action="store_true", help="with --mark-applied: record even if it does not verify (asks "
@@ -163,7 +164,8 @@ def build_parser(prog: str, description: str, table: tuple[Command, ...]) -> Par
         if not command.flag:
             continue
         if command.metavar:
-            group.add_argument(command.flag, metavar=command.metavar, type=command.type, help=command.help)
+            group.add_argument(command.flag, metavar=command.metavar, type=command.type, help=command.help,
+                               **({"nargs": "?", "const": True} if command.optional else {}))
         else:
             group.add_argument(command.flag, action="store_true", help=command.help)
     accepted = {dest for command in table for dest in command.accepts}
