@@ -123,11 +123,12 @@ def _named(ctx: Context, name: str) -> Migration:
     return find(ctx.engine.migrations, name)
 
 
-APPLY = ("dry_run", *BACKUP_MODIFIERS, *BATCH_MODIFIERS)
-ROLLBACK = ("purge", *BACKUP_MODIFIERS)
+RUN = ("allow_changed", "allow_out_of_order", *BACKUP_MODIFIERS, *BATCH_MODIFIERS)
+APPLY = ("dry_run", *RUN)
+ROLLBACK = ("purge", "allow_changed", *BACKUP_MODIFIERS)
 RUNNER = (
     Command("--all", "apply every pending migration, in order, verifying each",
-            lambda ctx, a: commands.apply_pending(ctx), accepts=(*APPLY, "allow_changed")),
+            lambda ctx, a: commands.apply_pending(ctx), accepts=APPLY),
     Command("--migration", "apply one migration (again, if it is applied: forward is idempotent)",
             lambda ctx, a: commands.apply_one(ctx, _named(ctx, a.migration)), metavar="NAME", accepts=APPLY),
     Command("--status", "show every migration: its state and since when, for an applied one how long it took and "
@@ -137,6 +138,9 @@ RUNNER = (
             metavar="NAME", optional=True, accepts=("json",)),
     Command("--list", "list the migrations in the order they run (no database needed)",
             offline=lambda a: list_migrations(discover(a.migrations_dir))),
+    Command("--check", "for deploy pipelines: exit 6, one line per reason, while a migration is pending, "
+            "failed, interrupted, out of order or changed since it was applied; exit 0 when all are applied",
+            lambda ctx, a: commands.check(ctx)),
     Command("--verify", "check every applied migration is still in place (exit 4 if not)",
             lambda ctx, a: commands.verify_applied(ctx)),
     Command("--rollback", "roll back one applied (or failed, half-applied) migration (asks first)",
@@ -201,8 +205,7 @@ def _scaffold(folder: Path, name: str) -> int:
 # ----- one migration on its own: python migrations/<name>.py -----------------------------------
 
 STANDALONE = (
-    Command(None, "apply it", lambda ctx, a: commands.apply_one(ctx, ctx.engine.migrations[0]),
-            accepts=(*BACKUP_MODIFIERS, *BATCH_MODIFIERS)),
+    Command(None, "apply it", lambda ctx, a: commands.apply_one(ctx, ctx.engine.migrations[0]), accepts=RUN),
     Command("--verify", "check the change is in place; exit 4 if not",
             lambda ctx, a: commands.verify(ctx, ctx.engine.migrations[:1])),
     Command("--rollback", "undo the change (asks first)",

@@ -30,6 +30,7 @@ class Options:
     yes: bool = False
     force: bool = False
     allow_changed: bool = False
+    allow_out_of_order: bool = False
     lock_timeout_s: float = 60.0
     as_json: bool = False
     backup: bool | None = None  # save the documents first: None = only for rollbacks
@@ -71,6 +72,7 @@ async def dry_run(ctx: Context, migrations: list[Migration]) -> int:
 
 
 def refuse_changed(migrations: list[Migration], latest: dict, allow_changed: bool) -> None:
+    """Every way of running a migration's code stops at an applied migration whose file changed since."""
     edited = plan.changed(migrations, latest)
     if edited and not allow_changed:
         files = ", ".join(str(m.path.name) for m in edited)
@@ -80,12 +82,26 @@ def refuse_changed(migrations: list[Migration], latest: dict, allow_changed: boo
         log.warning("%s: changed since it was applied (--allow-changed)", migration.name)
 
 
+def refuse_out_of_order(to_run: list[Migration], latest: dict, all_migrations: list[Migration], allow: bool) -> None:
+    """A migration never run, ordered before one already applied, would run after it: refuse unless allowed."""
+    early = plan.out_of_order(all_migrations, latest)
+    named = [m.name for m in to_run if m.name in early]
+    if named and not allow:
+        raise MigrationError(f"{', '.join(named)} comes before {early[named[0]]} in the order, but "
+                             f"{early[named[0]]} is already applied: check its Date (or rename it), or run it "
+                             "anyway with --allow-out-of-order")
+    for name in named:
+        log.warning("%s: runs after %s, which comes later in the order (--allow-out-of-order)", name, early[name])
+
+
 async def apply_pending(ctx: Context) -> int:
     """--all: every pending migration, in order."""
     engine = ctx.engine
     if ctx.options.dry_run:
         return await dry_run(ctx, await engine.pending())
-    refuse_changed(engine.migrations, await engine.changelog.latest(), ctx.options.allow_changed)
+    latest = await engine.changelog.latest()
+    refuse_changed(engine.migrations, latest, ctx.options.allow_changed)
+    refuse_out_of_order(await engine.pending(), latest, engine.migrations, ctx.options.allow_out_of_order)
     for migration in await engine.pending():  # before any of them runs (Engine.apply refuses a draft too)
         refuse_if_draft(migration)
     if not await engine.pending():
@@ -119,6 +135,8 @@ async def apply_one(ctx: Context, migration: Migration) -> int:
         return await dry_run(ctx, [migration])
     refuse_if_draft(migration)  # before the lock (Engine.apply refuses a draft too)
     latest = await engine.changelog.latest()
+    refuse_changed([migration], latest, ctx.options.allow_changed)
+    refuse_out_of_order([migration], latest, engine.migrations, ctx.options.allow_out_of_order)
     missing = [name for name in migration.depends_on if plan.state_of(latest.get(name)) != plan.APPLIED]
     if missing:
         raise MigrationError(f"{migration.name} depends on {', '.join(missing)}, not applied yet: run --all",
@@ -150,12 +168,49 @@ async def verify(ctx: Context, migrations: list[Migration]) -> int:
 
 
 async def verify_applied(ctx: Context) -> int:
-    """--verify on the runner: every applied migration is still in place."""
-    applied = list(reversed(await ctx.engine.applied()))
-    if not applied:
+    """--verify on the runner: every applied migration is still in place; say which files changed or are gone."""
+    engine = ctx.engine
+    latest = await engine.changelog.latest()
+    for migration in plan.changed(engine.migrations, latest):
+        log.warning("%s: its file changed since it was applied: verified with the code as it is now", migration.name)
+    gone = [row.name for row in plan.status_rows(engine.migrations, await engine.changelog.history())
+            if row.missing_file]
+    for name in gone:
+        log.warning("%s: applied, but its file is gone: it cannot be verified", name)
+    applied = list(reversed(plan.applied(engine.migrations, latest)))
+    if not applied and not gone:
         log.info("no applied migrations to verify")
         return ExitCode.OK
-    return await verify(ctx, applied)
+    code = await verify(ctx, applied) if applied else ExitCode.OK
+    if gone:
+        log.error("cannot verify %s: the file is gone (restore it from version control)", ", ".join(gone))
+        return ExitCode.VERIFY_FAILED
+    return code
+
+
+async def check(ctx: Context) -> int:
+    """--check: exit 6, one line per reason, unless every migration is applied as its file says."""
+    rows = await ctx.engine.status()
+    reasons = []
+    for row in rows:
+        if row.missing_file:
+            continue
+        if row.state != plan.APPLIED:
+            why = {plan.FAILED: f"failed: {row.error}" if row.error else "failed",
+                   plan.ROLLED_BACK: "rolled back"}.get(row.state, "pending")
+            if row.checkpoint_done is not None:
+                why += f" (interrupted: {row.checkpoint_done:,} documents done)"
+            reasons.append(f"{row.name}: {why}")
+        if row.changed:
+            reasons.append(f"{row.name}: its file changed since it was applied")
+        if row.out_of_order:
+            reasons.append(f"{row.name}: out of order: it comes before the applied {row.out_of_order}")
+    for reason in reasons:
+        say(reason)
+    if reasons:
+        return ExitCode.NOT_CURRENT
+    say(f"up to date: {_all_applied(len(rows))}")
+    return ExitCode.OK
 
 
 async def status(ctx: Context) -> int:
@@ -210,10 +265,12 @@ async def rollback(ctx: Context, select: Select) -> int:
     """Roll back what `select(migrations, latest changelog entries)` returns, last in the order first.
     Every target is checked (it has a rollback, nothing applied still depends on it) before asking."""
     engine = ctx.engine
-    targets = select(engine.migrations, await engine.changelog.latest())
+    latest = await engine.changelog.latest()
+    targets = select(engine.migrations, latest)
     if not targets:
         log.info("nothing to roll back")
         return ExitCode.OK
+    refuse_changed(targets, latest, ctx.options.allow_changed)
     for migration in targets:
         engine.check_rollback(migration, ctx.options.purge)
     _refuse_dependents(engine.migrations, targets, await engine.changelog.latest())

@@ -10,6 +10,7 @@ class ExitCode(IntEnum):
     LOCKED = 3  # another runner held the lock past --lock-timeout
     VERIFY_FAILED = 4  # --verify found a migration whose change is not (or no longer) in place
     UNREACHABLE = 5  # cannot reach or authenticate to the database
+    NOT_CURRENT = 6  # --check: something is pending, changed, failed, interrupted or out of order
     INTERRUPTED = 130  # Ctrl-C
     TERMINATED = 143  # SIGTERM (docker stop): batches stop at a batch boundary (resumable), other work unwinds
 

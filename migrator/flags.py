@@ -19,7 +19,7 @@ from migrator.retry import DEFAULT_RETRY_FOR_S
 EXIT_CODES_HELP = """exit codes:
   0  success           1  a migration, its verification or a rollback failed   2  usage or settings error
   3  lock held         4  verification failed (--verify, --mark-applied, --restore)
-  5  cannot reach or log in to MongoDB
+  5  cannot reach or log in to MongoDB                   6  --check: not up to date
   130 interrupted (Ctrl-C)   143 stopped by SIGTERM (docker stop); both resume from the checkpoint when run again"""
 
 
@@ -104,8 +104,10 @@ MODIFIERS = (
                                "changelog or the lock")),
     Modifier("--purge", dict(action="store_true", help="with a rollback: also remove data written since")),
     Modifier("--json", dict(action="store_true", help="with --status or --history: print JSON")),
-    Modifier("--allow-changed", dict(action="store_true", help="with --all: run although an applied migration's "
-                                     "file has changed")),
+    Modifier("--allow-changed", dict(action="store_true", help="run or roll back although an applied migration's "
+                                     "file has changed since it ran")),
+    Modifier("--allow-out-of-order", dict(action="store_true", help="run a migration that comes before one already "
+                                          "applied")),
     Modifier("--force", dict(action="store_true", help="with --mark-applied: record even if it does not verify (asks "
                              "first); with --restore: restore a backup of another database, or one older than "
                              "migrations applied since")),

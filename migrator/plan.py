@@ -24,6 +24,7 @@ class StatusRow:
     error: str = ""
     checkpoint_done: int | None = None  # a batched run stopped half-way: documents done so far
     draft: bool = False  # its file is the --new template, not edited yet: it does not run
+    out_of_order: str = ""  # pending, but ordered before this applied migration
 
     @property
     def flags(self) -> list[str]:
@@ -33,6 +34,8 @@ class StatusRow:
             flags.append(f"resumable: {self.checkpoint_done:,} documents done")
         if self.draft:
             flags.append(DRAFT_FLAG)
+        if self.out_of_order:
+            flags.append(f"out-of-order: before the applied {self.out_of_order}")
         return flags
 
 
@@ -71,10 +74,12 @@ def status_rows(migrations: list[Migration], history: dict[str, list[dict]]) -> 
     """One row per migration, in order, then one per applied migration whose file is gone.
     `history`: every changelog entry of each migration, oldest first."""
     rows = []
+    early = out_of_order(migrations, latest_of({n: [e for e in es if sets_state(e)] for n, es in history.items()}))
     for migration in migrations:
         entries = [entry for entry in history.get(migration.name, []) if sets_state(entry)]
         row = _row(migration.name, migration.date, entries)
         row.draft = migration.draft
+        row.out_of_order = early.get(migration.name, "")
         row.changed = row.state == APPLIED and entries[-1].get("checksum") not in (None, migration.checksum)
         rows.append(row)
     known = {migration.name for migration in migrations}
@@ -100,6 +105,21 @@ def applied(migrations: list[Migration], latest: dict[str, dict]) -> list[Migrat
 def rollbackable(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
     """What `--rollback NAME` may undo, last in the order first: applied, or failed half-way."""
     return [m for m in reversed(migrations) if state_of(latest.get(m.name)) in (APPLIED, FAILED)]
+
+
+def out_of_order(migrations: list[Migration], latest: dict[str, dict]) -> dict[str, str]:
+    """{pending migration: the last applied one it is ordered before}: a migration added (or dated) into the
+    past, which would run after migrations that come after it in the order."""
+    last_applied = next((m.name for m in reversed(migrations) if state_of(latest.get(m.name)) == APPLIED), None)
+    if last_applied is None:
+        return {}
+    found = {}
+    for migration in migrations:
+        if migration.name == last_applied:
+            break
+        if state_of(latest.get(migration.name)) == PENDING:
+            found[migration.name] = last_applied
+    return found
 
 
 def changed(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:

@@ -1,0 +1,133 @@
+"""What a deploy pipeline leans on: edited migrations refused by every entry point, out-of-order migrations
+flagged and refused, and --check's exit 6."""
+
+import os
+import subprocess
+import sys
+
+from conftest import REPO, Result
+from sample_messages import chat_messages
+from test_engine import status_json
+from test_runner import write_migration
+
+RUNNER = "run_migrations.py"
+UNDOABLE = '''
+    async def up(db):
+        return await db.chat_messages.update_many({{}}, {{"$set": {{"{name}": 1}}}})
+
+    async def verify(db):
+        return await db.chat_messages.count_documents({{"{name}": {{"$exists": False}}}}) == 0
+
+    async def rollback(db):
+        return await db.chat_messages.update_many({{}}, {{"$unset": {{"{name}": ""}}}})
+
+    if __name__ == "__main__":
+        from migrator.cli import exit_with, standalone_main
+
+        exit_with(standalone_main(__file__))
+    '''
+
+
+def standalone(path, *args, env) -> Result:
+    environment = {**env, "PYTHONPATH": str(REPO)}  # outside migrations/ the file cannot find the toolkit itself
+    return Result(subprocess.run([sys.executable, str(path), *args], env=environment, capture_output=True, text=True,
+                                 timeout=120))
+
+
+def edit(path) -> None:
+    path.write_text(path.read_text().replace('{"$set": {"m1": 1}}', '{"$set": {"m1": 2}}'))
+
+
+def error_line(result) -> str:
+    [line] = [line for line in result.output.splitlines() if "ERROR" in line]
+    return line
+
+
+def test_an_edited_migration_is_refused_by_every_entry_point_unless_allowed(db, cli, env, tmp_path):
+    write_migration(tmp_path, "m1", body=UNDOABLE.format(name="m1"))
+    folder = ("--migrations-dir", str(tmp_path))
+    db.chat_messages.insert_many(chat_messages(3))
+    assert cli(RUNNER, "--all", *folder).code == 0
+    edit(tmp_path / "m1.py")
+
+    for result in (cli(RUNNER, "--migration", "m1", *folder), standalone(tmp_path / "m1.py", env=env),
+                   cli(RUNNER, "--rollback", "m1", "--yes", *folder), cli(RUNNER, "--rollback-last", "--yes", *folder),
+                   standalone(tmp_path / "m1.py", "--rollback", "--yes", env=env)):
+        assert result.code == 1, result
+        assert "applied migration file changed since it ran: m1.py" in error_line(result)
+    assert db.chat_messages.count_documents({"m1": 1}) == 3  # nothing ran
+    assert status_json(cli, *folder)["m1"]["flags"] == ["changed"]  # the flag did not disappear
+
+    verified = cli(RUNNER, "--verify", *folder)
+    assert verified.code == 0 and "m1: its file changed since it was applied" in verified.output
+
+    forced = cli(RUNNER, "--migration", "m1", "--allow-changed", *folder)
+    assert forced.code == 0, forced
+    assert db.chat_messages.count_documents({"m1": 2}) == 3
+
+
+def test_verify_names_an_applied_migration_whose_file_is_gone(db, cli, tmp_path):
+    write_migration(tmp_path, "m1", body=UNDOABLE.format(name="m1"))
+    folder = ("--migrations-dir", str(tmp_path))
+    assert cli(RUNNER, "--all", *folder).code == 0
+    os.remove(tmp_path / "m1.py")
+    result = cli(RUNNER, "--verify", *folder)
+    assert result.code == 4, result
+    assert "m1: applied, but its file is gone" in result.output and "cannot verify m1" in error_line(result)
+
+
+def test_an_out_of_order_migration_is_flagged_refused_then_applied_with_the_flag(db, cli, tmp_path):
+    write_migration(tmp_path, "later", date="2025-02-01")
+    folder = ("--migrations-dir", str(tmp_path))
+    db.chat_messages.insert_many(chat_messages(3))
+    assert cli(RUNNER, "--all", *folder).code == 0
+    write_migration(tmp_path, "earlier", date="2025-01-01")
+
+    assert status_json(cli, *folder)["earlier"]["flags"] == ["out-of-order: before the applied later"]
+    for args in (("--all",), ("--migration", "earlier")):
+        refused = cli(RUNNER, *args, *folder)
+        assert refused.code == 1, refused
+        line = error_line(refused)
+        assert "earlier comes before later in the order" in line and "--allow-out-of-order" in line
+    assert db.chat_messages.count_documents({"earlier": 1}) == 0
+
+    allowed = cli(RUNNER, "--all", "--allow-out-of-order", *folder)
+    assert allowed.code == 0, allowed
+    assert db.chat_messages.count_documents({"earlier": 1}) == 3
+    assert status_json(cli, *folder)["earlier"]["flags"] == []
+
+
+def test_check_exits_6_on_pending_changed_failed_and_out_of_order_and_0_when_clean(db, cli, tmp_path):
+    folder = ("--migrations-dir", str(tmp_path))
+    write_migration(tmp_path, "m1", date="2025-01-02", body=UNDOABLE.format(name="m1"))
+    db.chat_messages.insert_many(chat_messages(3))
+
+    pending = cli(RUNNER, "--check", *folder)
+    assert pending.code == 6 and pending.stdout.splitlines() == ["m1: pending"]
+
+    assert cli(RUNNER, "--all", *folder).code == 0
+    clean = cli(RUNNER, "--check", *folder)
+    assert clean.code == 0 and "up to date" in clean.stdout
+
+    edit(tmp_path / "m1.py")
+    changed = cli(RUNNER, "--check", *folder)
+    assert changed.code == 6 and changed.stdout.splitlines() == ["m1: its file changed since it was applied"]
+    write_migration(tmp_path, "m1", date="2025-01-02", body=UNDOABLE.format(name="m1"))  # restored
+
+    write_migration(tmp_path, "m0", date="2025-01-01")
+    early = cli(RUNNER, "--check", *folder)
+    assert early.code == 6 and early.stdout.splitlines() == ["m0: pending", "m0: out of order: it comes before the "
+                                                                             "applied m1"]
+    (tmp_path / "m0.py").unlink()
+
+    write_migration(tmp_path, "broken", date="2025-03-01", body='''
+        async def up(db):
+            raise RuntimeError("disk on fire")
+
+        async def verify(db):
+            return False
+        ''')
+    assert cli(RUNNER, "--all", *folder).code == 1
+    failed = cli(RUNNER, "--check", *folder)
+    assert failed.code == 6 and failed.stdout.splitlines() == ["broken: failed: broken: up failed: RuntimeError: "
+                                                               "disk on fire"]
