@@ -27,7 +27,7 @@ from bson.dbref import DBRef
 from bson.raw_bson import RawBSONDocument
 
 import wire_proxy
-from conftest import MIGRATIONS, Result
+from conftest import Result
 from migrator import backup
 from sample_messages import chat_messages
 from wire_proxy import Fault, WireProxy
