@@ -16,6 +16,7 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 
 from conftest import MIGRATIONS, REPO
+from migrator.checksum import code_checksum
 from migrator.errors import MigrationError
 from migrator.scratch import PREFIX, ScratchDatabase
 from migrator.selftest import NOT_AVAILABLE, index_answer
@@ -455,3 +456,11 @@ def test_new_refuses_when_only_the_test_exists_and_writes_nothing(cli, folder):
 def test_the_project_migration_has_its_own_test():
     test_file = REPO / "tests" / "migrations" / f"test_{EXISTING}.py"
     assert f'"--selftest", "{EXISTING}"' in test_file.read_text()
+
+
+def test_declaring_keeps_on_rollback_does_not_change_an_applied_migration_s_checksum():
+    source = (MIGRATIONS / f"{EXISTING}.py").read_text()
+    declaration = 'keeps_on_rollback = {COLLECTION: ["metadata"]}\n'
+    assert declaration in source
+    assert code_checksum(source) == code_checksum(source.replace(declaration, ""))  # --check stays at "up to date"
+    assert code_checksum(source) != code_checksum(source.replace(declaration, "other = 1\n"))
