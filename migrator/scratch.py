@@ -22,8 +22,10 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 
 from migrator.errors import ExitCode, MigrationError
+from migrator.redact import redact
 
 PREFIX = "_selftest_"
 RAW = CodecOptions(document_class=RawBSONDocument)  # documents as their exact bytes
@@ -212,7 +214,12 @@ class Scratch:
         return self
 
     async def __aexit__(self, *exc_info) -> None:
-        await self.remove()
+        try:
+            await self.remove()
+        except PyMongoError as exc:  # the server went away: say what is left, and where
+            raise MigrationError(f"could not remove the scratch collections {self.prefix}* of database "
+                                 f"{self.real.name}: {redact(exc)}; drop them once the server answers (they are "
+                                 "copies)") from exc
 
     async def remove(self) -> None:
         """Drop every collection of this run: the copies, and whatever the migration created there."""
