@@ -24,6 +24,8 @@ ANY_METADATA = {"metadata": {"$exists": True}}
 # $max, not $set: null is below every other value, so a message that got metadata from the app after
 # its batch was read keeps it (on FerretDB the filter is not checked again at the write).
 ADD_NULL = {"$max": {"metadata": None}}
+# The rollback removes only the null metadata it added: metadata the app wrote since stays (--purge removes it).
+keeps_on_rollback = {COLLECTION: ["metadata"]}
 
 
 def touches(action: str, purge: bool = False) -> dict[str, dict]:

@@ -2,7 +2,9 @@
 
 The code is parsed and its syntax tree hashed, so whitespace, comments and line breaks do not
 count; docstrings and code do. Empty fields are dropped so that Python versions that add new,
-empty node fields (3.12's `type_params`) hash the same code alike.
+empty node fields (3.12's `type_params`) hash the same code alike. A top-level
+`keeps_on_rollback = ...` does not count either: it tells --selftest what the rollback keeps and
+changes nothing the migration does, so declaring it in an applied migration is not an edit of it.
 """
 
 import ast
@@ -23,6 +25,16 @@ def _canonical(node):
     return repr(node)
 
 
+_DECLARATIONS = {"keeps_on_rollback"}  # read by the toolkit's checks only, never by the migration's code
+
+
+def _is_declaration(statement: ast.stmt) -> bool:
+    targets = statement.targets if isinstance(statement, ast.Assign) else \
+        [statement.target] if isinstance(statement, ast.AnnAssign) else []
+    return bool(targets) and all(isinstance(t, ast.Name) and t.id in _DECLARATIONS for t in targets)
+
+
 def code_checksum(source: str) -> str:
     tree = ast.parse(source)
+    tree.body = [statement for statement in tree.body if not _is_declaration(statement)]
     return hashlib.sha256(json.dumps(_canonical(tree), sort_keys=True).encode()).hexdigest()

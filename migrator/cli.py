@@ -164,6 +164,13 @@ RUNNER = (
             metavar="FILE", type=nonempty_path("a backup file"), accepts=("force",)),
     Command("--new", "write migrations/NAME.py from the template", offline=lambda a: _scaffold(a.migrations_dir, a.new),
             metavar="NAME"),
+    Command("--selftest", "prove NAME on scratch copies of a sample of its documents (--sample N, default 500): up "
+            "then verify, up again changes nothing, other documents untouched, rollback gives every document back; "
+            "exit 4 if one fails. The real collections are only read",
+            lambda ctx, a: commands.selftest(ctx, _named(ctx, a.selftest)), metavar="NAME", accepts=("sample",)),
+    Command("--preview", "show what NAME would do to a few of its documents (--sample N, default 3), field by field, "
+            "from a run on scratch copies, and what --dry-run would count; writes nothing to the real collections",
+            lambda ctx, a: commands.preview(ctx, _named(ctx, a.preview)), metavar="NAME", accepts=("sample", "json")),
 )
 
 
@@ -196,9 +203,11 @@ def list_migrations(migrations: list[Migration]) -> int:
 
 
 def _scaffold(folder: Path, name: str) -> int:
-    path = commands.new_migration(folder, name, discover(folder))
+    path, test = commands.new_migration_with_test(folder, name, discover(folder))
     log.info("wrote %s: a draft, which refuses to run until you edit it: write its Description and functions, "
              "delete its DRAFT line, then run it with --dry-run first", path)
+    log.info("wrote %s: its test, which runs --selftest on a small fixture (skipped while the migration is a draft): "
+             "make the fixture look like your documents", test)
     return ExitCode.OK
 
 

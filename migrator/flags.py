@@ -18,7 +18,7 @@ from migrator.retry import DEFAULT_RETRY_FOR_S
 
 EXIT_CODES_HELP = """exit codes:
   0  success           1  a migration, its verification or a rollback failed   2  usage or settings error
-  3  lock held         4  verification failed (--verify, --mark-applied, --restore)
+  3  lock held         4  verification failed (--verify, --mark-applied, --restore, --selftest)
   5  cannot reach or log in to MongoDB                   6  --check: not up to date
   130 interrupted (Ctrl-C)   143 stopped by SIGTERM (docker stop); both resume from the checkpoint when run again"""
 
@@ -103,7 +103,7 @@ MODIFIERS = (
     Modifier("--dry-run", dict(action="store_true", help="count what would change; write nothing, not even the "
                                "changelog or the lock")),
     Modifier("--purge", dict(action="store_true", help="with a rollback: also remove data written since")),
-    Modifier("--json", dict(action="store_true", help="with --status or --history: print JSON")),
+    Modifier("--json", dict(action="store_true", help="with --status, --history or --preview: print JSON")),
     Modifier("--allow-changed", dict(action="store_true", help="run or roll back although an applied migration's "
                                      "file has changed since it ran")),
     Modifier("--allow-out-of-order", dict(action="store_true", help="run a migration that comes before one already "
@@ -125,6 +125,8 @@ MODIFIERS = (
     Modifier("--write-concern", dict(choices=["majority", "1"], help="acknowledgement of each batch's writes "
                                      "(default: majority)"), LARGE),
     Modifier("--batch-path", dict(choices=[batches.RANGE, batches.STREAM], help=argparse.SUPPRESS), LARGE),
+    Modifier("--sample", dict(type=positive(int), metavar="N", help="with --selftest (default: 500) or --preview "
+                              "(default: 3): how many of the documents the migration changes to copy and run it on")),
 )
 BACKUP_MODIFIERS = ("backup", "backup_dir", "backup_full")
 BATCH_MODIFIERS = ("batch_size", "max_rate", "write_concern", "batch_path")

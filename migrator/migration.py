@@ -9,8 +9,10 @@ of the database:
     rollback(db)       optional; may accept `purge` to remove data written since
     verify_rollback(db)  optional, read-only: is the change gone after a rollback? (may accept `purge`)
     count_pending(db)  optional; how many documents `up` would change (for --dry-run)
-and optionally `depends_on = ["other_migration", ...]` (names of migrations that must run first), and
-one plain (not async) function:
+and optionally `depends_on = ["other_migration", ...]` (names of migrations that must run first),
+`keeps_on_rollback = {collection: [field, ...]}` (fields its rollback leaves in place by design, such
+as data the app wrote since: --selftest lets them differ after a rollback), and one plain (not async)
+function:
     touches(action, purge=False) -> {collection: filter}
                        the documents `up` (action "apply") or `rollback` (action "rollback", with
                        `purge` as given to it) will change, by collection: what --backup saves whole
@@ -110,6 +112,7 @@ class Migration:
     verify_rollback: Hook | None = None
     touches: Callable[..., dict[str, dict]] | None = None
     depends_on: tuple[str, ...] = ()
+    keeps_on_rollback: dict[str, tuple[str, ...]] = field(default_factory=dict)
     path: Path | None = None
     checksum: str = ""
     draft_reasons: tuple[str, ...] = ()  # what is left to edit of the --new template: a draft never runs
@@ -188,6 +191,7 @@ def load_migration(path: Path) -> Migration | None:
     migration.path, migration.checksum = path, code_checksum(source)
     date_of(migration)
     migration.depends_on = _migration_names(migration.depends_on, path)
+    migration.keeps_on_rollback = _kept_fields(migration.keeps_on_rollback, path)
     migration.draft_reasons = _draft_reasons(tree, ast.get_docstring(tree) or "", migration.description)
     return migration
 
@@ -210,6 +214,21 @@ def _migration_names(depends_on, path: Path) -> tuple[str, ...]:
         raise MigrationError(f"{path.name}: depends_on must be a list of migration names, e.g. depends_on = "
                              f"[\"add_metadata_to_chat_messages\"], not {redact(repr(depends_on))}", ExitCode.USAGE)
     return tuple(name.removesuffix(".py") for name in names)
+
+
+def _kept_fields(kept, path: Path) -> dict[str, tuple[str, ...]]:
+    """`keeps_on_rollback`: {collection: [field, ...]} (a single field may be given as a string)."""
+    def fields_of(value) -> tuple[str, ...] | None:
+        names = [value] if isinstance(value, str) else value
+        if isinstance(names, (list, tuple)) and all(isinstance(name, str) and name for name in names):
+            return tuple(names)
+        return None
+    if isinstance(kept, dict) and all(isinstance(name, str) and name for name in kept):
+        fields = {collection: fields_of(value) for collection, value in kept.items()}
+        if None not in fields.values():
+            return fields
+    raise MigrationError(f"{path.name}: keeps_on_rollback must map collections to the fields its rollback keeps, "
+                         f"e.g. {{\"chat_messages\": [\"metadata\"]}}, not {redact(repr(kept))}", ExitCode.USAGE)
 
 
 def _cli_called_at_import(tree: ast.Module) -> str | None:
@@ -313,6 +332,7 @@ def _from_functions(module, path: Path, docstring: str) -> Migration:
         date=date.group(1),
         description=summary,
         depends_on=getattr(module, "depends_on", ()),
+        keeps_on_rollback=getattr(module, "keeps_on_rollback", {}),
         touches=touches,
         path=path,
         **hooks,

@@ -48,7 +48,7 @@ def test_an_empty_flag_value_is_exit_2_naming_the_flag_and_leaves_the_lock(db, c
 def test_help_lists_restore_under_exit_code_4(cli):
     text = cli(RUNNER, "--help").stdout
     line = next(line for line in text.splitlines() if line.strip().startswith("3  lock held"))
-    assert "4  verification failed (--verify, --mark-applied, --restore)" in line
+    assert "4  verification failed (--verify, --mark-applied, --restore, --selftest)" in line
 
 
 # ----- 9: numbers that cannot be a timeout -----
