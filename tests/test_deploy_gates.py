@@ -5,10 +5,8 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO, Result
+from conftest import REPO, Result, status_json, write_migration
 from sample_messages import chat_messages
-from test_engine import status_json
-from test_runner import write_migration
 
 RUNNER = "run_migrations.py"
 UNDOABLE = '''
