@@ -1,24 +1,15 @@
-"""Pure parts, no server: order, masking, settings precedence, results."""
+"""The order migrations run in (migrator/order.py), and the `Date:` it is read from; no server."""
+
+from datetime import datetime
 
 import pytest
 
-from migrator.settings import SettingsError, load_settings
+from conftest import a_migration, names
 from migrator.errors import MigrationError
-from migrator.migration import Migration, Outcome
+from migrator.migration import parse_date
 from migrator.order import order_migrations
-from migrator.redact import redact, remember_secret_of
 
-
-async def _noop(db):
-    return True
-
-
-def m(name, date="2025-01-01", depends_on=()):
-    return Migration(name=name, date=date, description="", up=_noop, verify=_noop, depends_on=tuple(depends_on))
-
-
-def names(migrations):
-    return [x.name for x in migrations]
+m = a_migration
 
 
 def test_order_is_by_date_then_name():
@@ -41,42 +32,55 @@ def test_order_errors_are_usage_errors(migrations, message):
     assert caught.value.exit_code == 2
 
 
-def test_redact_masks_userinfo_and_a_password_where_it_stands():
-    assert redact("mongodb://admin:p%40ss@h:1/db?x=1") == "mongodb://admin:****@h:1/db?x=1"
-    assert redact("mongodb+srv://u:v@cluster.example/") == "mongodb+srv://u:****@cluster.example/"
-    assert redact("mongodb://h:1/db") == "mongodb://h:1/db"
-    remember_secret_of("mongodb://admin:Zq9-distinct@h/")
-    assert redact("server said: bad password=Zq9-distinct") == "server said: bad password=****"
+def test_parse_date_takes_a_date_or_a_date_and_time():
+    assert parse_date("2026-11-27") == datetime(2026, 11, 27)
+    assert parse_date("2026-11-27 14:05") == parse_date("2026-11-27T14:05") == datetime(2026, 11, 27, 14, 5)
+    for bad in ("2026-13-45", "2026-11-27 14:05:00", "2026-11-27 14", " 2026-11-27", "20261127", "2026-W48-5"):
+        assert parse_date(bad) is None, bad
 
 
-def test_settings_environment_wins_over_the_file(tmp_path, monkeypatch):
-    (tmp_path / "x.env").write_text("MONGODB_URL=mongodb://file-host/filedb\nMONGODB_DATABASE_NAME=from_file\n")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MONGODB_DATABASE_NAME", raising=False)
-    monkeypatch.setenv("MONGODB_URL", "mongodb://env-host/envdb")
-    settings = load_settings("x.env")
-    assert (settings.mongodb_url, settings.database_name) == ("mongodb://env-host/envdb", "from_file")
+def test_a_plain_date_is_the_start_of_its_day_and_times_order_within_it():
+    ordered = order_migrations([m("a_afternoon", "2026-11-27 14:05"), m("z_plain", "2026-11-27"),
+                                m("c_iso_noon", "2026-11-27T12:00"), m("b_morning", "2026-11-27 09:30"),
+                                m("y_next_day", "2026-11-28"), m("x_late_eve", "2026-11-26 23:59")])
+    assert names(ordered) == ["x_late_eve", "z_plain", "b_morning", "c_iso_noon", "a_afternoon", "y_next_day"]
 
 
-def test_settings_take_the_database_from_the_url_and_env_file_from_env(tmp_path, monkeypatch):
-    (tmp_path / ".env.test").write_text("MONGODB_URL=mongodb://h:27020/flowise_proxy_test?authSource=admin\n")
-    monkeypatch.chdir(tmp_path)
-    for name in ("MONGODB_URL", "MONGODB_DATABASE_NAME"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("ENV_FILE", ".env.test")
-    assert load_settings().database_name == "flowise_proxy_test"
+def test_the_same_time_written_two_ways_falls_back_to_the_name():
+    assert names(order_migrations([m("b", "2026-01-01T08:00"), m("a", "2026-01-01 08:00")])) == ["a", "b"]
 
 
-def test_settings_refuse_an_invalid_url(monkeypatch):
-    monkeypatch.setenv("MONGODB_URL", "http://nope")
-    with pytest.raises(SettingsError, match="not a valid MongoDB URL"):
-        load_settings()
+def test_dependencies_chain_across_dates_and_the_rest_keep_date_order():
+    ordered = order_migrations([m("c", "2025-01-01", ["b"]), m("b", "2025-01-02", ["a"]), m("a", "2025-12-31"),
+                                m("d", "2025-06-01"), m("e", "2026-01-01")])
+    assert names(ordered) == ["d", "a", "b", "c", "e"]
 
 
-def test_outcome_accepts_driver_results_and_refuses_others():
-    class Result:
-        matched_count, modified_count = 3, 2
-    assert Outcome.of(Result()) == Outcome(matched=3, modified=2)
-    assert Outcome.of(None) == Outcome()
-    with pytest.raises(TypeError):
-        Outcome.of(42)
+def test_a_migration_with_two_dependencies_waits_for_both():
+    ordered = order_migrations([m("both", "2025-01-01", ["x", "y"]), m("x", "2025-03-01"), m("y", "2025-02-01")])
+    assert names(ordered) == ["y", "x", "both"]
+
+
+@pytest.mark.parametrize("migrations, cycle", [
+    ([m("a", depends_on=["a"])], "a"),
+    ([m("a", depends_on=["c"]), m("b", depends_on=["a"]), m("c", depends_on=["b"]), m("free")], "a, b, c"),
+    ([m("a", depends_on=["b"]), m("b", depends_on=["a"]), m("after", depends_on=["a"])], "a, after, b"),
+])
+def test_a_cycle_names_every_migration_it_holds_back(migrations, cycle):
+    with pytest.raises(MigrationError) as caught:
+        order_migrations(migrations)
+    assert str(caught.value) == f"migrations depend on each other in a cycle: {cycle}"
+    assert caught.value.exit_code == 2
+
+
+def test_every_missing_dependency_is_named():
+    with pytest.raises(MigrationError, match="a depends on ghost, phantom, which does not exist"):
+        order_migrations([m("a", depends_on=["phantom", "ghost"]), m("b")])
+
+
+@pytest.mark.parametrize("date", ["2025-13-01", "yesterday", "2025-01-01 25:00", ""])
+def test_a_date_that_is_not_a_date_is_a_usage_error_naming_the_migration(date):
+    with pytest.raises(MigrationError) as caught:
+        order_migrations([m("fine"), m("bad_date", date)])
+    assert str(caught.value).startswith(f"bad_date: Date {date!r} is not a valid date: write YYYY-MM-DD HH:MM")
+    assert caught.value.exit_code == 2
