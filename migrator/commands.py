@@ -100,19 +100,22 @@ async def apply_pending(ctx: Context) -> int:
     if ctx.options.dry_run:
         return await dry_run(ctx, await engine.pending())
     latest = await engine.changelog.latest()
+    pending = plan.pending(engine.migrations, latest)
     refuse_changed(engine.migrations, latest, ctx.options.allow_changed)
-    refuse_out_of_order(await engine.pending(), latest, engine.migrations, ctx.options.allow_out_of_order)
-    for migration in await engine.pending():  # before any of them runs (Engine.apply refuses a draft too)
+    refuse_out_of_order(pending, latest, engine.migrations, ctx.options.allow_out_of_order)
+    for migration in pending:  # before any of them runs (Engine.apply refuses a draft too)
         refuse_if_draft(migration)
-    if not await engine.pending():
+    if not pending:
         log.info("nothing to do: %s", _all_applied(len(engine.migrations)))
         return ExitCode.OK
-    check_backups(ctx, await engine.pending(), "apply")
+    check_backups(ctx, pending, "apply")
     async with engine.lock.held(ctx.options.lock_timeout_s):
-        pending = await engine.pending()  # again: another runner may have applied some meanwhile
+        latest = await engine.changelog.latest()  # again: another runner may have applied some meanwhile
+        pending = plan.pending(engine.migrations, latest)
         if pending:
             await dump_database(ctx)
         for migration in pending:
+            _warn_if_interrupted(migration, latest)
             engine.lock.check()
             log.info("%s: applying (%s)", migration.name, migration.description)
             backups = await take_backup(ctx, migration, "apply")
@@ -122,6 +125,14 @@ async def apply_pending(ctx: Context) -> int:
     else:
         log.info("nothing to do: another runner applied them meanwhile")
     return ExitCode.OK
+
+
+def _warn_if_interrupted(migration: Migration, latest: dict[str, dict]) -> None:
+    """A start recorded, and no end, while we hold the lock: the runner that started it died."""
+    entry = latest.get(migration.name)
+    if plan.state_of(entry) == plan.RUNNING:
+        log.warning("%s: interrupted: its runner %s:%s died while running it (started %s UTC); running it again",
+                    migration.name, entry.get("host", "?"), entry.get("pid", "?"), f"{entry['at']:%Y-%m-%d %H:%M:%S}")
 
 
 def _all_applied(count: int) -> str:
@@ -196,8 +207,9 @@ async def check(ctx: Context) -> int:
         if row.missing_file:
             continue
         if row.state != plan.APPLIED:
-            why = {plan.FAILED: f"failed: {row.error}" if row.error else "failed",
-                   plan.ROLLED_BACK: "rolled back"}.get(row.state, "pending")
+            why = {plan.FAILED: f"failed: {row.error}" if row.error else "failed", plan.ROLLED_BACK: "rolled back",
+                   plan.RUNNING: f"running now on {row.runner}",
+                   plan.INTERRUPTED: f"interrupted: its runner {row.runner} died"}.get(row.state, "pending")
             if row.checkpoint_done is not None:
                 why += f" (interrupted: {row.checkpoint_done:,} documents done)"
             reasons.append(f"{row.name}: {why}")

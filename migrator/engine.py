@@ -64,9 +64,12 @@ class Engine:
     async def status(self) -> list[plan.StatusRow]:
         rows = plan.status_rows(self.migrations, await self.changelog.history())
         checkpoints = await self.checkpoints.all()
+        holder = await self.lock.holder()
         for row in rows:
             if row.state != plan.APPLIED and row.name in checkpoints:
                 row.checkpoint_done = sum(step.get("scanned", 0) for step in checkpoints[row.name])
+            if row.state == plan.RUNNING and not (holder and holder["owner"].startswith(row.runner + ":")):
+                row.state = plan.INTERRUPTED  # its runner no longer holds the lock: it died
         return rows
 
     async def pending(self) -> list[Migration]:
@@ -108,6 +111,8 @@ class Engine:
             await self.lock.confirm()  # a runner whose lease ran out while `up` ran must not record it applied
             return outcome, after
 
+        await self.changelog.record(migration.name, "apply", plan.RUNNING, checksum=migration.checksum,
+                                    run_id=self.run_id)
         (outcome, after), seconds = await self._recording_failure(migration, "apply", backups, forward)
         await self.changelog.record(migration.name, "apply", plan.APPLIED, checksum=migration.checksum,
                                     duration_s=round(seconds, 3), matched=outcome.matched, modified=outcome.modified,

@@ -63,6 +63,13 @@ class MigrationLock:
     async def latest(self) -> dict | None:
         return await self.retry("reading the lock", lambda: self.collection.find_one({}, sort=[("_id", DESCENDING)]))
 
+    async def holder(self) -> dict | None:
+        """The epoch that holds the lock now, None when it is free."""
+        latest = await self.latest()
+        if latest is None or self.is_free(latest, await server_now(self.database)):
+            return None
+        return latest
+
     @staticmethod
     def is_free(epoch: dict | None, now: datetime) -> bool:
         return epoch is None or epoch.get("released_at") is not None or epoch["expires_at"] <= now

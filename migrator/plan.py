@@ -7,6 +7,9 @@ from migrator.changelog import sets_state
 from migrator.migration import Migration
 
 APPLIED, PENDING, FAILED, ROLLED_BACK = "applied", "pending", "failed", "rolled_back"
+# Recorded before `up` runs. Read with the lock, it is RUNNING while its runner holds the lock, else
+# INTERRUPTED: the runner died (the next --all runs it again).
+RUNNING, INTERRUPTED = "running", "interrupted"
 DRAFT_FLAG = "draft: template not edited"
 
 
@@ -14,7 +17,8 @@ DRAFT_FLAG = "draft: template not edited"
 class StatusRow:
     name: str
     date: str
-    state: str  # applied, pending, failed, rolled_back
+    state: str  # applied, pending, failed, rolled_back, running, interrupted
+    runner: str = ""  # running or interrupted: host:pid of the runner
     at: datetime | None = None  # since when it is in this state
     duration_s: float | None = None  # applied: how long the apply took
     modified: int | None = None  # applied: documents changed by its applies (a re-run adds to the first count)
@@ -56,12 +60,16 @@ def _current_streak(entries: list[dict]) -> list[dict]:
 
 
 def _row(name: str, date: str, entries: list[dict]) -> StatusRow:
+    if entries and entries[-1]["state"] != RUNNING:  # a start, then its end: the end says it all
+        entries = [entry for entry in entries if entry["state"] != RUNNING]
     if not entries:
         return StatusRow(name, date, PENDING)
     streak = _current_streak(entries)
     first, latest = streak[0], streak[-1]
     row = StatusRow(name, date, latest["state"], at=first["at"], error=latest.get("error", "") if
                     latest["state"] == FAILED else "")
+    if row.state == RUNNING:
+        row.runner = f"{latest.get('host', '?')}:{latest.get('pid', '?')}"
     if row.state == APPLIED:
         applies = [entry for entry in streak if entry["action"] == "apply"]
         row.duration_s = first.get("duration_s") if first["action"] == "apply" else None
@@ -103,8 +111,8 @@ def applied(migrations: list[Migration], latest: dict[str, dict]) -> list[Migrat
 
 
 def rollbackable(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
-    """What `--rollback NAME` may undo, last in the order first: applied, or failed half-way."""
-    return [m for m in reversed(migrations) if state_of(latest.get(m.name)) in (APPLIED, FAILED)]
+    """What `--rollback NAME` may undo, last in the order first: applied, or failed or interrupted half-way."""
+    return [m for m in reversed(migrations) if state_of(latest.get(m.name)) in (APPLIED, FAILED, RUNNING)]
 
 
 def out_of_order(migrations: list[Migration], latest: dict[str, dict]) -> dict[str, str]:

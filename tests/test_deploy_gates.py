@@ -4,8 +4,9 @@ flagged and refused, and --check's exit 6."""
 import os
 import subprocess
 import sys
+import time
 
-from conftest import REPO, Result, status_json, write_migration
+from conftest import REPO, Result, start, status_json, wait_for, write_migration
 from sample_messages import chat_messages
 
 RUNNER = "run_migrations.py"
@@ -129,3 +130,40 @@ def test_check_exits_6_on_pending_changed_failed_and_out_of_order_and_0_when_cle
     failed = cli(RUNNER, "--check", *folder)
     assert failed.code == 6 and failed.stdout.splitlines() == ["broken: failed: broken: up failed: RuntimeError: "
                                                                "disk on fire"]
+
+
+def test_a_runner_killed_in_a_non_batched_up_leaves_it_interrupted_and_the_next_all_runs_it_again(db, cli, env,
+                                                                                                   tmp_path):
+    write_migration(tmp_path, "slow", body='''
+        import asyncio
+
+        async def up(db):
+            await db.chat_messages.update_many({}, {"$set": {"slow": 1}})
+            if await db.flags.count_documents({}) == 0:
+                await asyncio.sleep(60)
+
+        async def verify(db):
+            return await db.chat_messages.count_documents({"slow": {"$exists": False}}) == 0
+        ''')
+    folder = ("--migrations-dir", str(tmp_path))
+    db.chat_messages.insert_many(chat_messages(3))
+    runner = start(env, "--all", *folder, "--lease", "3", script=RUNNER)
+    wait_for(lambda: db.chat_messages.count_documents({"slow": 1}) == 3, "the migration to start", runner)
+
+    running = status_json(cli, *folder)["slow"]
+    assert running["state"] == "running" and running["runner"].endswith(f":{runner.pid}")
+    runner.kill()
+    runner.wait()
+    time.sleep(3.5)  # its lease runs out
+
+    row = status_json(cli, *folder)["slow"]
+    assert row["state"] == "interrupted" and row["runner"].endswith(f":{runner.pid}")
+    checked = cli(RUNNER, "--check", *folder)
+    assert checked.code == 6 and checked.stdout.splitlines() == [f"slow: interrupted: its runner {row['runner']} died"]
+
+    db.flags.insert_one({"fast": True})
+    again = cli(RUNNER, "--all", *folder)
+    assert again.code == 0, again
+    warnings = [line for line in again.output.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and f"slow: interrupted: its runner {row['runner']} died" in warnings[0]
+    assert status_json(cli, *folder)["slow"]["state"] == "applied"
