@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 from conftest import a_migration, names
 from migrator.changelog import sets_state
-from migrator.plan import (APPLIED, DRAFT_FLAG, FAILED, PENDING, ROLLED_BACK, StatusRow, applied, changed,
+from migrator.plan import (APPLIED, DRAFT_FLAG, FAILED, PENDING, ROLLED_BACK, RUNNING, StatusRow, applied, changed,
                            latest_of, out_of_order, pending, rollbackable, status_rows)
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
@@ -97,6 +97,17 @@ def test_entries_of_a_runner_that_lost_the_lock_are_ignored():
     assert latest(*history["a"], *history["b"]) == {"a": history["a"][0]}
 
 
+def test_a_started_run_shows_as_running_on_its_runner_until_its_end_is_recorded():
+    history = history_of(entry("a", "apply", APPLIED, 1, modified=5),
+                         entry("a", "apply", RUNNING, 2, host="deploy-7", pid=4242))
+    [row] = status_rows(migrations("a"), history)
+    assert (row.state, row.runner, row.at) == (RUNNING, "deploy-7:4242", at(2))
+
+    history["a"].append(entry("a", "apply", APPLIED, 3, modified=2))
+    [row] = status_rows(migrations("a"), history)
+    assert (row.state, row.runner, row.at, row.modified) == (APPLIED, "", at(1), 7)  # the start is no state change
+
+
 def test_a_marked_migration_has_no_duration_and_says_marked():
     [row] = status_rows(migrations("a"), history_of(entry("a", "mark_applied", APPLIED, 1)))
     assert (row.state, row.marked, row.duration_s, row.modified, row.flags) == (APPLIED, True, None, None, ["marked"])
@@ -145,10 +156,11 @@ def test_a_draft_is_flagged():
 def test_pending_applied_and_rollbackable_each_keep_their_order():
     ordered = migrations("a", "b", "c", "d", "e")
     state = latest(entry("a", "apply", APPLIED, 1), entry("b", "apply", FAILED, 2),
-                   entry("c", "apply", APPLIED, 3), entry("d", "rollback", ROLLED_BACK, 4))
+                   entry("c", "apply", APPLIED, 3), entry("d", "rollback", ROLLED_BACK, 4),
+                   entry("e", "apply", RUNNING, 5))
     assert names(pending(ordered, state)) == ["b", "d", "e"]  # in the order they run
     assert names(applied(ordered, state)) == ["c", "a"]  # last in the order first: the order rollbacks go in
-    assert names(rollbackable(ordered, state)) == ["c", "b", "a"]  # failed half-way is undoable too
+    assert names(rollbackable(ordered, state)) == ["e", "c", "b", "a"]  # failed or cut off half-way: undoable too
 
 
 def test_rollback_order_follows_the_migrations_not_the_changelog_times():
