@@ -119,14 +119,14 @@ class StopRequest:
 
 class Batches:
     def __init__(self, database: AsyncDatabase, migration: str, checksum: str, settings: BatchSettings,
-                 is_ferretdb: bool, between_batches=lambda room_s=0.0: None, retry: Retry | None = None):
+                 is_ferretdb: bool, between_batches=None, retry: Retry | None = None):
         self.database = database
         self.migration, self.checksum = migration, checksum
         self.settings = settings
         self.is_ferretdb = is_ferretdb
         self.path = settings.path or default_path(is_ferretdb)
         self.size = settings.size or DEFAULT_SIZE
-        self.between_batches = between_batches  # the lock's check(room_s): stop if the lease may not last
+        self.between_batches = between_batches or _no_lock  # async (room_s): stop if the lease may not last a batch
         self._last_batch_s = 0.0  # how long the last batch took: the room the lease must have for the next
         self.retry = retry or Retry()
         self.checkpoints = Checkpoints(database, self.retry)
@@ -248,7 +248,7 @@ class Batches:
     async def _between(self, state: dict, step: int) -> None:
         """Before each batch: save where the last one ended (if the lock is still ours), keep to --max-rate,
         stop if asked."""
-        self.between_batches(self._last_batch_s)
+        await self.between_batches(self._last_batch_s)
         if state["batches"]:
             await self.checkpoints.save(self.migration, step, **state)
         if self.settings.max_rate:
@@ -258,7 +258,7 @@ class Batches:
             elif ahead < -self.size / self.settings.max_rate:  # slower than the rate: no credit for a burst
                 self._start_pacing()
         self._stop_if_asked(state)
-        self.between_batches(self._last_batch_s)  # again: the pause may have been long
+        await self.between_batches(self._last_batch_s)  # again: the pause may have been long
         self._batch_started = time.monotonic()
 
     def _stop_if_asked(self, state: dict) -> None:
@@ -291,6 +291,10 @@ class Batches:
                         self.migration)
             return None
         return checkpoint
+
+
+async def _no_lock(room_s: float) -> None:
+    """Batches run without the lock (from Python): nothing to check."""
 
 
 def default_path(is_ferretdb: bool) -> str:

@@ -232,9 +232,9 @@ class Engine:
         if is_ferretdb is None:
             is_ferretdb = (await server_info(self.database)).is_ferretdb
 
-        def check_lock(room_s: float = 0.0) -> None:
+        async def check_lock(room_s: float = 0.0) -> None:
             if self.lock.epoch is not None:  # held: stop before writing more if it may be lost
-                self.lock.check(room_s)
+                await self.lock.ensure_room(room_s)
         return Batches(self.database, migration.name, migration.checksum, settings, is_ferretdb, check_lock,
                        self.retry)
 

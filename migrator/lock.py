@@ -148,6 +148,16 @@ class MigrationLock:
         if self.lost_reason:
             raise LockLost(f"lost the migration lock: {self.lost_reason}; stopped before writing more")
 
+    async def ensure_room(self, room_s: float) -> None:
+        """Before a batch that takes about `room_s`: renew now if the lease may not outlast it, then check."""
+        self.check()
+        if time.monotonic() - self._renewed_at + room_s > self.lease_s * SAFETY:
+            await self.renew()
+            if room_s > self.lease_s * SAFETY:
+                raise LockLost(f"a batch takes {room_s:.1f} s, too long for the {self.lease_s:g} s lease of the "
+                               "migration lock: lower --batch-size (or raise --lease)")
+        self.check(room_s)
+
     async def confirm(self) -> None:
         """Renew now and make sure the lock is still ours: before recording that a migration is applied."""
         if self.epoch is None:

@@ -24,8 +24,9 @@ def kill_9(process: subprocess.Popen) -> None:
 def test_kill_9_before_during_between_batches_and_during_verification_loses_nothing(db, env):
     before = load(db, 20_000)
     lacking = sum("metadata" not in doc for doc in before.values())
-    # A dead runner's lock is free once its lease runs out: 4 s here, so the next run goes on quickly.
-    run = ("--batch-path", "stream", "--lease", "4", "--lock-timeout", "60", "--progress-interval", "600")
+    # A dead runner's lock is free once its lease runs out: 10 s here (long enough for a loaded machine to renew
+    # it in time), so the next run goes on soon.
+    run = ("--batch-path", "stream", "--lease", "10", "--lock-timeout", "60", "--progress-interval", "600")
 
     # 1. before the first batch: while the ids are read
     first = start(env, *run, "--batch-size", "2000")
@@ -57,7 +58,7 @@ def test_kill_9_before_during_between_batches_and_during_verification_loses_noth
     assert migrated() == before_third | {_id for _id in lacking_ids if _id <= at_kill["last_id"]}
 
     # 4. during verification: every batch done, the run not recorded yet
-    fourth = start(env, *run, "--batch-size", "5000")
+    fourth = start(env, *run, "--batch-size", "3000")
     wait_for(lambda: checkpoint(db)["done"], "the last batch", fourth)
     kill_9(fourth)
     assert db.chat_messages.count_documents(HAS) == len(before)

@@ -177,7 +177,7 @@ def test_every_command_with_a_password_in_the_url_leaks_it_nowhere(mongo, db, db
     command(0, "--debug", script=f"{MIGRATION}.py")
     command(0, "--verify", script=f"{MIGRATION}.py")
     command(0, "--rollback", "--yes", "--debug", script=f"{MIGRATION}.py")
-    command(0, "--mark-applied", MIGRATION, "--force")
+    command(0, "--mark-applied", MIGRATION, "--force", "--yes")
     command(0, "--rollback", MIGRATION, "--yes", "--no-backup")
     command(0, "--migration", MIGRATION, "--backup", "--debug")
     command(0, "--rollback-to", MIGRATION, "--yes")
