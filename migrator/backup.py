@@ -1,24 +1,47 @@
 """Backups of the documents a migration will change, and putting them back exactly.
 
-A backup file, `<db>-<collection>-<migration>-<action>-<UTC time>.jsonl.gz`, is gzip'd JSON lines:
-    line 1     the manifest: format, migration, migration_checksum, action (apply/rollback), purge,
+A backup file, `<db>-<collection>-<migration>-<action>-<UTC time>.bson.gz` (format 3), is gzip'd:
+    line 1     the manifest, JSON: format, migration, migration_checksum, action (apply/rollback), purge,
                database, collection, filter, count, sha256, created_at (the server's clock),
                toolkit_version, manifest_sha256
-    lines 2..  every document the migration will change, whole, as it was, in canonical Extended JSON
-               (bson.json_util), so ObjectId, datetime, Int64, Decimal128, binary... come back as such
-`sha256` is over the document lines, each with its newline, in order (`zcat F | tail -n +2 | sha256sum`);
+    then       every document the migration will change, whole, as it was: its raw BSON as the server
+               sent it, one after the other (each starts with its length). The collection is read with
+               codec options of its own (RawBSONDocument, UUIDs unspecified, DATETIME_AUTO), whatever the
+               URL says, so every BSON type comes back byte for byte: UUIDs of subtype 3 and 4,
+               Decimal128, dates outside years 1-9999, int64, documents up to 16 MB.
+`sha256` is over the documents' bytes, in order (`zcat F | tail -c +N | sha256sum`, N past the first line);
 `manifest_sha256` over the manifest without that field, as `json.dumps(sort_keys=True, separators=(",", ":"))`
-writes it, so an edited manifest (its action, database, count, sha256...) is refused too. Files of format 1
-lack `manifest_sha256`: they still restore, with a warning that their manifest is not covered.
+writes it, so an edited manifest (its action, database, count, sha256...) is refused too. Files of formats
+1 and 2 (`.jsonl.gz`: canonical Extended JSON lines) still restore, read as they were written; format 1
+lacks `manifest_sha256` and restores with a warning that its manifest is not covered.
 The documents stream from a cursor into a gzip member of their own; the manifest, known at the end,
 is then written in front of it (a gzip file may hold several members): memory stays flat. Nothing to
 save (no document matches, or no collection): no file.
 
+Post-images. Once the `up` (or rollback) a backup was taken for has completed and verified, the digest
+of each saved document as the migration left it is written next to the backup, `<same name>.after.gz`:
+line 1 a manifest (format, backup (its file name), backup_sha256 and backup_manifest_sha256 (the
+backup's `sha256` and `manifest_sha256`: it belongs to that backup only), count, sha256 of the lines
+that follow, created_at, manifest_sha256 as above), then one line per document of the backup, in its
+order: the hex sha256 of the document's raw BSON as it is after the migration, or `absent` if the
+migration deleted it. A migration that failed half-way leaves no post-images (nor do formats 1 and 2).
+
 A migration says what it will change with `touches(action, purge=False) -> {collection: filter}`
-(`{}`: nothing). A restore checks the whole file first, then, a batch at a time, writes ReplaceOne(_id,
-upsert) in order and reads the batch back by _id; at the end count and checksum must match. Batches are
-of 50 on FerretDB (bigger bulks, or many statements at once, can deadlock it) and 1,000 on MongoDB.
-`mongodump`, when installed, takes a whole-database archive instead (--backup-full).
+(`{}`: nothing). A restore checks the whole file (and its post-images) first; then, a batch at a time,
+it reads the documents of the batch as they are now (by _id), decides for each, writes, and reads back
+what it wrote:
+    as in the backup already                        nothing to write
+    as the migration left it (its post-image)       ReplaceOne by _id, without upsert
+    absent, and the migration deleted it            InsertOne
+    changed by the app since (another digest)       left as it is, listed
+    deleted by the app since                        not put back, listed
+`force`, or a backup without post-images, replaces every document still there and inserts the others.
+No upsert: a sharded collection whose shard key is not `_id` refuses an upsert without the full shard
+key, and a replace by `_id` alone is always allowed. A change the app makes between the read and the
+write of the same batch is not seen. A batch is retried whole on a transient error (it reads the
+documents again). Batches are of 50 on FerretDB (bigger bulks, or many statements at once, can
+deadlock it) and 1,000 on MongoDB, and of 32 MB at most. `mongodump`, when installed, takes a
+whole-database archive instead (--backup-full).
 """
 
 import asyncio
@@ -34,13 +57,18 @@ import tempfile
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Awaitable, Callable, Iterator
 
+import bson
 from bson import DBRef, Decimal128, MaxKey, MinKey, json_util
+from bson.binary import UuidRepresentation
 from bson.code import Code
+from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.errors import BSONError
-from pymongo import ReplaceOne
+from bson.raw_bson import RawBSONDocument
+from pymongo import InsertOne, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
@@ -48,22 +76,45 @@ from pymongo.errors import PyMongoError
 from migrator import __version__, plan
 from migrator.batches import FERRETDB_MAX_BULK, StopRequest
 from migrator.clock import server_now
+from migrator.connection import server_info
 from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration
 from migrator.progress import DEFAULT_INTERVAL_S, Progress
 from migrator.redact import redact
+from migrator.retry import is_transient
 
-FORMAT = "flowise-proxy-migrations backup 2"
-FORMAT_1 = "flowise-proxy-migrations backup 1"  # its manifest is not covered by a checksum
+FORMAT = "flowise-proxy-migrations backup 3"  # raw BSON
+FORMAT_2 = "flowise-proxy-migrations backup 2"  # canonical Extended JSON lines
+FORMAT_1 = "flowise-proxy-migrations backup 1"  # JSON lines; its manifest is not covered by a checksum
+POST_IMAGES_FORMAT = "flowise-proxy-migrations post-images 1"
+SUFFIX, POST_IMAGES_SUFFIX = ".bson.gz", ".after.gz"
+ABSENT = "absent"  # a post-image line: the migration deleted the document
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "backups"
 BATCH = 1000  # documents per restore batch on MongoDB (FerretDB: FERRETDB_MAX_BULK)
+BATCH_BYTES = 32 * 1024 * 1024  # and at most this much BSON in one batch
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024 + 16 * 1024  # the server's 16 MiB, and its internal slack
+MAX_MANIFEST_BYTES = 1024 * 1024  # a first line longer than this is no manifest
 READ_BACK_AT_ONCE = 4  # find_one by _id in flight at once, on FerretDB
-CANONICAL = json_util.CANONICAL_JSON_OPTIONS
+SHOWN = 5  # _ids listed of the documents a restore left alone
+# How every document is read and written here, whatever the client's options: bytes as the server has them.
+RAW = CodecOptions(document_class=RawBSONDocument, uuid_representation=UuidRepresentation.UNSPECIFIED,
+                   datetime_conversion=DatetimeConversion.DATETIME_AUTO)
+DECODED = CodecOptions(uuid_representation=UuidRepresentation.UNSPECIFIED,
+                       datetime_conversion=DatetimeConversion.DATETIME_AUTO, tz_aware=True)
+CANONICAL = json_util.CANONICAL_JSON_OPTIONS.with_options(datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 MANIFEST_FIELDS = {"migration": str, "action": str, "database": str, "collection": str, "count": int,
                    "sha256": str, "created_at": str}
+POST_IMAGES_FIELDS = {"backup_sha256": str, "backup_manifest_sha256": str, "count": int, "sha256": str}
 ACTIONS = ("apply", "rollback")
 TOOLS = ("MongoDB Database Tools: apt package mongodb-database-tools, "
          "or https://www.mongodb.com/try/download/database-tools")
+
+Retrying = Callable[[str, Callable[[], Awaitable]], Awaitable]
+
+
+async def once(what: str, operation: Callable[[], Awaitable]):
+    """No retries (migrator.retry.Retry retries transient errors)."""
+    return await operation()
 
 
 def shown(path: Path) -> str:
@@ -74,12 +125,26 @@ def shown(path: Path) -> str:
         return str(path)
 
 
+def shown_id(value) -> str:
+    """An _id as a log line shows it: short, masked like every line (migrator.redact)."""
+    text = json_util.dumps(value, json_options=json_util.RELAXED_JSON_OPTIONS) if not isinstance(value, str) \
+        else json.dumps(value)
+    return redact(text if len(text) <= 40 else text[:39] + "…")
+
+
 def line_of(document: dict) -> bytes:
+    """A document as formats 1 and 2 wrote it."""
     return json_util.dumps(document, json_options=CANONICAL).encode() + b"\n"
 
 
 def _stamp(when: datetime | None = None) -> str:
     return f"{when or datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
+
+
+def post_images_path(path: Path) -> Path | None:
+    """Where the post-images of a backup go; None for a file of format 1 or 2 (never has them)."""
+    path = Path(path)
+    return path.with_name(path.name[:-len(SUFFIX)] + POST_IMAGES_SUFFIX) if path.name.endswith(SUFFIX) else None
 
 
 # ----- what a migration will touch -----
@@ -129,11 +194,13 @@ class Saved:
     collection: str
     count: int
     sha256: str
+    post_images: Path | None = None  # written once the migration completed (record_post_images)
+    post_images_error: str = ""  # why they could not be written
 
     def record(self) -> dict:
         """What the changelog entry keeps of it."""
         return {"path": str(self.path) if self.path else None, "collection": self.collection, "count": self.count,
-                "sha256": self.sha256}
+                "sha256": self.sha256, "post_images": str(self.post_images) if self.post_images else None}
 
 
 async def save(database: AsyncDatabase, migration: Migration, action: str, folder: Path,
@@ -157,42 +224,161 @@ def manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _encoded_filter(database: AsyncDatabase, migration: Migration, collection: str, query: dict) -> RawBSONDocument:
+    """The filter as the app's options encode it (a native UUID in it needs the URL's uuidRepresentation)."""
+    try:
+        return RawBSONDocument(bson.encode(query, codec_options=database.codec_options), RAW)
+    except (BSONError, ValueError, TypeError) as exc:
+        raise MigrationError(f"{migration.name}: touches() gives {collection} a filter that cannot be sent to the "
+                             f"server ({type(exc).__name__}: {exc}); nothing was changed", ExitCode.USAGE) from None
+
+
 async def _save_one(database: AsyncDatabase, migration: Migration, action: str, purge: bool,
                     collection: str, query: dict, folder: Path) -> Saved:
     digest, count = hashlib.sha256(), 0
+    encoded = _encoded_filter(database, migration, collection, query)
     try:
         created_at = await server_now(database)  # the changelog's clock: a restore compares the two
-        path = folder / f"{database.name}-{collection}-{migration.name}-{action}-{_stamp(created_at)}.jsonl.gz"
-        documents, whole = path.with_name(path.name + ".part"), path.with_name(path.name + ".tmp")
+        path = folder / f"{database.name}-{collection}-{migration.name}-{action}-{_stamp(created_at)}{SUFFIX}"
+        body = path.with_name(path.name + ".part")
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            with gzip.open(documents, "wb", compresslevel=6) as out:
-                async for document in database[collection].find(query):
-                    line = line_of(document)
-                    out.write(line)
-                    digest.update(line)
+            with gzip.open(body, "wb", compresslevel=6) as out:
+                async for document in database.get_collection(collection, codec_options=RAW).find(encoded):
+                    out.write(document.raw)
+                    digest.update(document.raw)
                     count += 1
             if not count:
                 return Saved(None, collection, 0, digest.hexdigest())
             manifest = seal({"format": FORMAT, "migration": migration.name, "migration_checksum": migration.checksum,
                              "action": action, "purge": purge, "database": database.name, "collection": collection,
-                             "filter": query, "count": count, "sha256": digest.hexdigest(),
-                             "created_at": created_at.isoformat(), "toolkit_version": __version__})
-            with open(whole, "wb") as out, open(documents, "rb") as body:
-                out.write(gzip.compress(json.dumps(manifest).encode() + b"\n"))
-                shutil.copyfileobj(body, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(whole, path)
+                             "filter": bson.decode(encoded.raw, DECODED), "count": count,
+                             "sha256": digest.hexdigest(), "created_at": created_at.isoformat(),
+                             "toolkit_version": __version__})
+            _assemble(path, manifest, body)
         finally:
-            for leftover in (documents, whole):
-                with contextlib.suppress(OSError):
-                    leftover.unlink(missing_ok=True)
+            body.unlink(missing_ok=True)
     except OSError as exc:
         raise MigrationError(f"backup of {collection} failed, nothing was changed: {exc}") from None
     except PyMongoError as exc:
         raise MigrationError(f"backup of {collection} failed, nothing was changed: {redact(exc)}") from None
     return Saved(path, collection, count, digest.hexdigest())
+
+
+def _assemble(path: Path, manifest: dict, body: Path) -> None:
+    """`path`: the manifest's gzip member, then the gzip'd `body`; whole or not at all."""
+    whole = path.with_name(path.name + ".tmp")
+    try:
+        with open(whole, "wb") as out, open(body, "rb") as documents:
+            out.write(gzip.compress(json.dumps(manifest).encode() + b"\n"))
+            shutil.copyfileobj(documents, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(whole, path)
+    finally:
+        with contextlib.suppress(OSError):
+            whole.unlink(missing_ok=True)
+
+
+# ----- post-images: the saved documents as the migration left them -----
+
+async def record_post_images(database: AsyncDatabase, saved: Saved, is_ferretdb: bool | None,
+                             retry: Retrying = once) -> None:
+    """Once the migration completed: write the digest of each saved document as it is now next to the backup.
+    Sets `saved.post_images`, or `saved.post_images_error` (the backup then restores without them)."""
+    if saved.path is None:
+        return
+    try:
+        if is_ferretdb is None:
+            is_ferretdb = (await server_info(database)).is_ferretdb
+        saved.post_images = await _write_post_images(database, Path(saved.path), is_ferretdb, retry)
+    except (OSError, PyMongoError, MigrationError, BSONError, ValueError) as exc:
+        saved.post_images_error = f"{type(exc).__name__}: {redact(exc)}"
+
+
+async def _write_post_images(database: AsyncDatabase, path: Path, is_ferretdb: bool, retry: Retrying) -> Path:
+    with gzip.open(path, "rb") as stream:
+        file = BackupFile(path, json.loads(stream.readline()))
+    collection = database.get_collection(file.collection, codec_options=RAW)
+    target, digest, count = post_images_path(path), hashlib.sha256(), 0
+    body = target.with_name(target.name + ".part")
+    try:
+        with gzip.open(body, "wb", compresslevel=6) as out:
+            for batch in file.batches(batch_size(is_ferretdb)):
+                ids = [entry.id for entry in batch]
+                for now in await retry(f"post-images of {file.collection}", lambda: _current(collection, ids,
+                                                                                            is_ferretdb)):
+                    line = f"{hashlib.sha256(now).hexdigest() if now is not None else ABSENT}\n".encode()
+                    out.write(line)
+                    digest.update(line)
+                    count += 1
+        manifest = seal({"format": POST_IMAGES_FORMAT, "backup": path.name, "backup_sha256": file.manifest["sha256"],
+                         "backup_manifest_sha256": file.manifest["manifest_sha256"], "count": count,
+                         "sha256": digest.hexdigest(), "created_at": (await server_now(database)).isoformat()})
+        _assemble(target, manifest, body)
+    finally:
+        body.unlink(missing_ok=True)
+    return target
+
+
+@dataclass
+class PostImages:
+    path: Path
+    manifest: dict
+
+    def digests(self) -> Iterator[str | None]:
+        """Each document's digest as the migration left it (None: it deleted it), in the backup's order."""
+        with gzip.open(self.path, "rb") as lines:
+            next(lines)
+            for line in lines:
+                text = line.decode().strip()
+                yield None if text == ABSENT else text
+
+
+def read_post_images(file: "BackupFile") -> PostImages | None:
+    """The post-images of a backup, every line checked; None when it has none. MigrationError (exit 2) when
+    they are there but cannot be trusted."""
+    path = post_images_path(file.path)
+    if file.manifest["format"] != FORMAT or path is None or not path.is_file():
+        return None
+
+    def refuse(why: str) -> MigrationError:
+        return MigrationError(f"refusing to restore {shown(file.path)}: its post-images {shown(path)} {why}; nothing "
+                              "was changed (move that file away to restore without them: changes the app made since "
+                              "then cannot be told apart)", ExitCode.USAGE)
+
+    digest, count = hashlib.sha256(), 0
+    try:
+        with gzip.open(path, "rb") as lines:
+            manifest = json.loads(next(lines, b"{}"))
+            if problem := _post_images_problem(manifest, file):
+                raise refuse(problem)
+            for line in lines:
+                text = line.decode("ascii").strip()
+                if text != ABSENT and (len(text) != 64 or text.strip("0123456789abcdef")):
+                    raise refuse(f"has an invalid line {count + 2}")
+                digest.update(line)
+                count += 1
+    except (OSError, EOFError, zlib.error) as exc:
+        raise refuse(f"is not a readable gzip file, truncated or corrupt ({exc})") from None
+    except (ValueError, UnicodeDecodeError):
+        raise refuse(f"has an invalid line {count + 2}") from None
+    if count != file.count or digest.hexdigest() != manifest["sha256"]:
+        raise refuse(f"holds {count} lines for {file.count} documents, or was changed after it was written")
+    return PostImages(path, manifest)
+
+
+def _post_images_problem(manifest, file: "BackupFile") -> str:
+    if not isinstance(manifest, dict) or manifest.get("format") != POST_IMAGES_FORMAT:
+        return "does not start with the manifest of post-images of this toolkit"
+    if manifest.get("manifest_sha256") != manifest_digest(manifest):
+        return "has a manifest that was changed after it was written"
+    if any(not isinstance(manifest.get(key), kind) for key, kind in POST_IMAGES_FIELDS.items()):
+        return f"lacks one of {', '.join(POST_IMAGES_FIELDS)}"
+    if (manifest["backup_sha256"], manifest["backup_manifest_sha256"]) != (file.manifest["sha256"],
+                                                                           file.manifest["manifest_sha256"]):
+        return "belongs to another backup"
+    return ""
 
 
 # ----- reading and checking a backup file -----
@@ -219,6 +405,37 @@ def ferretdb_refuses(value, where: str = "") -> str:
     elif isinstance(value, FERRETDB_REFUSES):
         return f"a {type(value).__name__} at {where.rstrip('.')}"
     return ""
+
+
+@dataclass
+class Entry:
+    """One document of a backup file."""
+    raw: bytes  # its BSON, as it is written back
+    counted: bytes  # what the file's checksum covers of it: the BSON (format 3), the JSON line (1, 2)
+
+    @cached_property
+    def document(self) -> RawBSONDocument:
+        return RawBSONDocument(self.raw, RAW)
+
+    @property
+    def id(self):
+        return self.document["_id"]
+
+
+class BadBackup(ValueError):
+    pass
+
+
+def _raw_documents(stream) -> Iterator[bytes]:
+    """The BSON documents that follow the manifest, one at a time."""
+    while head := stream.read(4):
+        size = int.from_bytes(head, "little")
+        if len(head) < 4 or not 5 <= size <= MAX_DOCUMENT_BYTES:
+            raise BadBackup("it does not hold a BSON document's length")
+        document = head + stream.read(size - 4)
+        if len(document) < size or document[-1] != 0:
+            raise BadBackup("it is cut short or is not BSON")
+        yield document
 
 
 @dataclass
@@ -253,20 +470,37 @@ class BackupFile:
     @property
     def manifest_covered(self) -> bool:
         """False for a file of format 1: only its documents are covered by a checksum."""
+        return self.manifest["format"] != FORMAT_1
+
+    @property
+    def is_raw(self) -> bool:
         return self.manifest["format"] == FORMAT
 
-    def batches(self, size: int = BATCH) -> Iterator[list[tuple[bytes, dict]]]:
-        """(line, document) pairs in file order, `size` at a time; call only on a file `read` accepted."""
-        with gzip.open(self.path, "rb") as lines:
-            next(lines)
-            batch = []
-            for line in lines:
-                batch.append((line, json_util.loads(line, json_options=CANONICAL)))
-                if len(batch) == size:
-                    yield batch
-                    batch = []
-            if batch:
+    def counted(self, raw: bytes) -> bytes:
+        """A document's BSON as this file's checksum covers it."""
+        return raw if self.is_raw else line_of(bson.decode(raw, DECODED))
+
+    def entries(self) -> Iterator[Entry]:
+        """Every document, in file order; call only on a file `read` accepted."""
+        with gzip.open(self.path, "rb") as stream:
+            stream.readline()
+            if self.is_raw:
+                yield from (Entry(raw, raw) for raw in _raw_documents(stream))
+                return
+            for line in stream:
+                yield Entry(bson.encode(json_util.loads(line, json_options=CANONICAL), codec_options=DECODED), line)
+
+    def batches(self, size: int = BATCH) -> Iterator[list[Entry]]:
+        """The entries `size` (and BATCH_BYTES) at most at a time."""
+        batch, weight = [], 0
+        for entry in self.entries():
+            batch.append(entry)
+            weight += len(entry.raw)
+            if len(batch) == size or weight >= BATCH_BYTES:
                 yield batch
+                batch, weight = [], 0
+        if batch:
+            yield batch
 
 
 def _aware(when: datetime) -> datetime:
@@ -275,9 +509,9 @@ def _aware(when: datetime) -> datetime:
 
 def manifest_problem(manifest) -> str:
     """What is wrong with a backup's manifest, "" if nothing."""
-    if not isinstance(manifest, dict) or manifest.get("format") not in (FORMAT, FORMAT_1):
+    if not isinstance(manifest, dict) or manifest.get("format") not in (FORMAT, FORMAT_2, FORMAT_1):
         return "its first line is not the manifest of a backup of this toolkit"
-    if manifest["format"] == FORMAT and manifest.get("manifest_sha256") != manifest_digest(manifest):
+    if manifest["format"] != FORMAT_1 and manifest.get("manifest_sha256") != manifest_digest(manifest):
         return "manifest checksum mismatch: its manifest was changed after the backup was written"
     missing = [key for key in MANIFEST_FIELDS if key not in manifest]
     if missing:
@@ -296,7 +530,7 @@ def manifest_problem(manifest) -> str:
 
 
 def read(path: Path, refuses: Callable[[dict], str] | None = None) -> BackupFile:
-    """A backup file whose every line was read and checked; MigrationError (exit 2) otherwise."""
+    """A backup file whose every document was read and checked; MigrationError (exit 2) otherwise."""
     path = Path(path)
 
     def refuse(why: str) -> MigrationError:
@@ -304,30 +538,33 @@ def read(path: Path, refuses: Callable[[dict], str] | None = None) -> BackupFile
 
     if not path.is_file():
         raise refuse("no such file")
-    digest, count = hashlib.sha256(), -1  # -1: the manifest line
+    digest, count, what = hashlib.sha256(), 0, "its first line"
     try:
-        with gzip.open(path, "rb") as lines:
-            manifest = json.loads(next(lines, b"{}"))
-            count = 0
+        with gzip.open(path, "rb") as stream:
+            first = stream.readline(MAX_MANIFEST_BYTES)
+            manifest = json.loads(first) if first.endswith(b"\n") else None
             if problem := manifest_problem(manifest):
                 raise refuse(problem)
-            for line in lines:
-                document = json_util.loads(line, json_options=CANONICAL)
-                if not isinstance(document, dict) or "_id" not in document:
-                    raise refuse(f"line {count + 2} is not a document with an _id")
+            file = BackupFile(path, manifest)
+            what = "document 1"
+            for entry in file.entries():
+                document = bson.decode(entry.raw, DECODED)
+                if "_id" not in document:
+                    raise refuse(f"{what} has no _id")
                 if refuses and (why := refuses(document)):
-                    raise refuse(f"the server would refuse document {document['_id']!r} ({why})")
-                digest.update(line)
+                    raise refuse(f"the server would refuse document {shown_id(document['_id'])} ({why})")
+                digest.update(entry.counted)
                 count += 1
+                what = f"document {count + 1}"
     except (OSError, EOFError, zlib.error) as exc:
         raise refuse(f"not a readable gzip file, truncated or corrupt ({exc})") from None
-    except (ValueError, TypeError, KeyError, BSONError) as exc:
-        raise refuse(f"line {count + 2} is not valid (Extended) JSON ({type(exc).__name__})") from None
+    except (ValueError, TypeError, KeyError, IndexError, BSONError) as exc:
+        raise refuse(f"{what} is not valid ({type(exc).__name__}: {exc})") from None
     if count != manifest["count"]:
         raise refuse(f"it holds {count} documents, its manifest says {manifest['count']}")
     if digest.hexdigest() != manifest["sha256"]:
         raise refuse("checksum mismatch: the documents were changed after the backup was written")
-    return BackupFile(path, manifest)
+    return file
 
 
 def applied_since(file: BackupFile, migrations: list[Migration], entries: list[dict]) -> list[str]:
@@ -358,22 +595,92 @@ def applied_since(file: BackupFile, migrations: list[Migration], entries: list[d
 
 # ----- restoring -----
 
+ALREADY, REPLACE, INSERT, CHANGED, DELETED = "already", "replace", "insert", "changed", "deleted"
+WRITES = (REPLACE, INSERT)
+UNKNOWN = object()  # no post-image to compare with: every document is put back
+
+
+def verdict(saved: bytes, now: bytes | None, after) -> str:
+    """What a restore does with one document: `saved` in the backup, `now` on the server (None: absent),
+    `after` its post-image (a digest, None: the migration deleted it, UNKNOWN: none recorded)."""
+    if now == saved:
+        return ALREADY
+    if after is not UNKNOWN and (hashlib.sha256(now).hexdigest() if now is not None else None) != after:
+        return CHANGED if now is not None else DELETED
+    return REPLACE if now is not None else INSERT
+
+
+@dataclass
+class Listed:
+    """How many documents, and the first few _ids (as shown)."""
+    count: int = 0
+    first: list[str] = field(default_factory=list)
+
+    def add(self, _id) -> None:
+        self.count += 1
+        if len(self.first) < SHOWN:
+            self.first.append(shown_id(_id))
+
+
 @dataclass
 class Restored:
-    """How far a restore got: documents written, and of those read back, found and as in the backup."""
+    """How far a restore got: documents written (replaced or inserted), already as in the backup, left alone
+    because the app changed or deleted them since, and of those written, read back and as in the backup."""
     written: int = 0
+    inserted: int = 0
+    already: int = 0
     found: int = 0
-    differing: list = field(default_factory=list)  # _id of each document not as in the backup
+    differing: list = field(default_factory=list)  # _id of each document written that is not as in the backup
+    changed: Listed = field(default_factory=Listed)
+    deleted: Listed = field(default_factory=Listed)
     digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
     not_in_place: list[tuple[str, str]] = field(default_factory=list)  # after it: (migration, what verify said)
 
+    @property
+    def restored(self) -> int:
+        """Documents now as in the backup."""
+        return self.written + self.already
+
+    @property
+    def skipped(self) -> int:
+        return self.changed.count + self.deleted.count
+
+    def record(self, file: BackupFile) -> dict:
+        """What the changelog keeps of it, also of a restore that stopped half-way."""
+        return {"modified": self.written, "restored": self.restored, "left": file.count - self.restored - self.skipped,
+                "skipped": {"changed": vars(self.changed), "deleted": vars(self.deleted)}}
+
     def problem(self, file: BackupFile) -> str:
-        """"" if every document read back as in the backup (count and checksum), else what differs."""
-        if self.found == file.count and not self.differing and self.digest.hexdigest() == file.manifest["sha256"]:
+        """"" if every document written read back as in the backup (and, when none was left alone, count and
+        checksum of the whole match), else what differs."""
+        whole = self.skipped or (self.restored == file.count and self.digest.hexdigest() == file.manifest["sha256"])
+        if self.found == self.written and not self.differing and whole:
             return ""
-        first = f" (first: _id {self.differing[0]!r})" if self.differing else ""
-        return (f"{self.found} of {file.count} documents found, {len(self.differing)} not as in the backup{first}"
-                f"{'' if self.differing else ', checksum differs'}")
+        first = f" (first: _id {shown_id(self.differing[0])})" if self.differing else ""
+        return (f"{self.found} of {self.written} documents written found, {len(self.differing)} not as in the "
+                f"backup{first}{'' if self.differing else ', checksum differs'}")
+
+    def add(self, file: BackupFile, batch: list[Entry], verdicts: list[str], back: list[bytes | None]) -> None:
+        written = iter(back)
+        for entry, what in zip(batch, verdicts):
+            if what == ALREADY:
+                self.already += 1
+                self.digest.update(entry.counted)
+            elif what in WRITES:
+                self.written += 1
+                self.inserted += what == INSERT
+                self._compare(file, entry, next(written))
+            else:
+                (self.changed if what == CHANGED else self.deleted).add(entry.id)
+
+    def _compare(self, file: BackupFile, entry: Entry, now: bytes | None) -> None:
+        if now is None:
+            self.differing.append(entry.id)
+            return
+        self.found += 1
+        self.digest.update(file.counted(now))
+        if now != entry.raw:
+            self.differing.append(entry.id)
 
 
 def batch_size(is_ferretdb: bool) -> int:
@@ -382,48 +689,71 @@ def batch_size(is_ferretdb: bool) -> int:
 
 async def restore(database: AsyncDatabase, file: BackupFile, is_ferretdb: bool, done: Restored,
                   before_batch: Callable[[], None] = lambda: None,
-                  progress_interval_s: float = DEFAULT_INTERVAL_S) -> Restored:
-    """Put every document back as it was (replaced whole by _id, or inserted again), reading each batch back
+                  progress_interval_s: float = DEFAULT_INTERVAL_S, post_images: PostImages | None = None,
+                  force: bool = False, retry: Retrying = once) -> Restored:
+    """Put the documents back as they were (see the module's docstring for which), reading each batch back
     right after writing it; `done` counts as it goes. Between batches `before_batch` may raise, and Ctrl-C or
     SIGTERM stops the restore (MigrationError with exit 130 or 143)."""
-    collection, stop = database[file.collection], StopRequest()
+    collection, stop = database.get_collection(file.collection, codec_options=RAW), StopRequest()
     progress = Progress(f"restore of {file.collection}", interval_s=progress_interval_s)
     progress.set_total(file.count)
     stop.before_exit = progress.close
+    afters = post_images.digests() if post_images is not None and not force else None
     try:
         with stop.handled():
-            for batch in file.batches(batch_size(is_ferretdb)):
+            for number, batch in enumerate(file.batches(batch_size(is_ferretdb)), 1):
                 before_batch()
                 _stop_if_asked(stop, file, done)
-                await _write(collection, batch, file, done)
-                _compare(batch, await _read_back(collection, [d["_id"] for _, d in batch], is_ferretdb), done)
-                progress.advance(len(batch), len(batch))
+                after = [next(afters) for _ in batch] if afters else [UNKNOWN] * len(batch)
+                verdicts, back = await retry(f"restore of {file.collection}, batch {number}",
+                                             lambda: _restore_batch(collection, batch, after, is_ferretdb, file, done))
+                done.add(file, batch, verdicts, back)
+                progress.advance(len(batch), sum(what in WRITES for what in verdicts))
     finally:
         progress.close()
+        if afters:
+            afters.close()
     return done
+
+
+async def _restore_batch(collection: AsyncCollection, batch: list[Entry], after: list, is_ferretdb: bool,
+                         file: BackupFile, done: Restored) -> tuple[list[str], list[bytes | None]]:
+    """Read the batch's documents as they are, write those to write, read those back: (verdicts, read back).
+    Safe to run again: a document already written reads as in the backup."""
+    current = await _current(collection, [entry.id for entry in batch], is_ferretdb)
+    verdicts = [verdict(entry.raw, now, post) for entry, now, post in zip(batch, current, after)]
+    writing = [entry for entry, what in zip(batch, verdicts) if what in WRITES]
+    if writing:
+        await _write(collection, [ReplaceOne({"_id": entry.id}, entry.document) if what == REPLACE
+                                  else InsertOne(entry.document)
+                                  for entry, what in zip(batch, verdicts) if what in WRITES], file, done)
+    return verdicts, await _current(collection, [entry.id for entry in writing], is_ferretdb)
 
 
 def _stop_if_asked(stop: StopRequest, file: BackupFile, done: Restored) -> None:
     if stop.signal is not None:
         raise MigrationError(f"restore of {shown(file.path)} stopped by {signal.Signals(stop.signal).name} after "
-                             f"{done.written:,} of {file.count:,} documents (restored and read back; the others "
+                             f"{done.restored:,} of {file.count:,} documents (restored and read back; the others "
                              "not): run the same restore again to finish", stop.exit_code)
 
 
-async def _write(collection: AsyncCollection, batch: list[tuple[bytes, dict]], file: BackupFile,
-                 done: Restored) -> None:
+async def _write(collection: AsyncCollection, writes: list, file: BackupFile, done: Restored) -> None:
     try:
-        await collection.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for _, d in batch], ordered=True)
+        await collection.bulk_write(writes, ordered=True)
     except Exception as exc:  # FerretDB's error answers can even break the driver's result parsing (KeyError)
-        raise MigrationError(f"restore stopped in documents {done.written + 1}-{done.written + len(batch)} of "
-                             f"{file.count} ({type(exc).__name__}: {redact(exc)}): the {done.written} before "
+        if is_transient(exc):
+            raise  # the batch is tried again whole
+        reached = done.restored + done.skipped
+        raise MigrationError(f"restore stopped in documents {reached + 1}-{reached + len(writes)} of "
+                             f"{file.count} ({type(exc).__name__}: {redact(exc)}): the {done.restored} before "
                              "them are restored, maybe some of those too; fix the cause and run the same "
                              "restore again") from exc
-    done.written += len(batch)
 
 
-async def _read_back(collection: AsyncCollection, ids: list, is_ferretdb: bool) -> list[dict | None]:
-    """The documents of `ids` as they are now, in that order (None: not found)."""
+async def _current(collection: AsyncCollection, ids: list, is_ferretdb: bool) -> list[bytes | None]:
+    """The raw BSON of the documents of `ids` as they are now, in that order (None: not found)."""
+    if not ids:
+        return []
     if is_ferretdb:
         # Only `{_id: value}` reaches FerretDB's index (`$in` reads the whole table), and many statements
         # at once can deadlock it: a few lookups by _id at a time.
@@ -431,27 +761,16 @@ async def _read_back(collection: AsyncCollection, ids: list, is_ferretdb: bool) 
 
         async def one(_id):
             async with at_once:
-                return await collection.find_one({"_id": _id})
+                document = await collection.find_one({"_id": _id})
+                return document.raw if document is not None else None
         return list(await asyncio.gather(*(one(_id) for _id in ids)))
-    found = {_key(document["_id"]): document async for document in collection.find({"_id": {"$in": ids}})}
+    found = {_key(document["_id"]): document.raw async for document in collection.find({"_id": {"$in": ids}})}
     return [found.get(_key(_id)) for _id in ids]
 
 
-def _key(value) -> str:
+def _key(value) -> bytes:
     """A hashable stand-in for an _id of any type (an embedded document included)."""
-    return json_util.dumps({"_id": value}, json_options=CANONICAL)
-
-
-def _compare(batch: list[tuple[bytes, dict]], current: list[dict | None], done: Restored) -> None:
-    for (line, document), now in zip(batch, current):
-        if now is None:
-            done.differing.append(document["_id"])
-            continue
-        done.found += 1
-        now_line = line_of(now)
-        done.digest.update(now_line)
-        if now_line != line:
-            done.differing.append(document["_id"])
+    return bson.encode({"_id": value}, codec_options=RAW)
 
 
 # ----- a whole-database dump with mongodump -----

@@ -206,7 +206,7 @@ class Batches:
                 spool.truncate()
                 count = 0
                 async for document in target.find(query, {"_id": 1}).sort("_id", ASCENDING).batch_size(10_000):
-                    spool.write(bson.encode({"_id": document["_id"]}))
+                    spool.write(bson.encode({"_id": document["_id"]}, codec_options=target.codec_options))
                     count += 1
                     if count % 10_000 == 0:
                         self._stop_if_asked(state)
@@ -215,7 +215,7 @@ class Batches:
             progress.set_total(state["scanned"] + count)
             self._start_pacing()
             spool.seek(0)
-            ids = (document["_id"] for document in bson.decode_file_iter(spool))
+            ids = (document["_id"] for document in bson.decode_file_iter(spool, target.codec_options))
             while batch := list(islice(ids, self.size)):
                 await self._between(state, step)
 

@@ -120,6 +120,7 @@ async def apply_pending(ctx: Context) -> int:
             log.info("%s: applying (%s)", migration.name, migration.description)
             backups = await take_backup(ctx, migration, "apply")
             report_apply(await engine.apply(migration, backups))
+            report_post_images(migration, backups)
     if pending:
         log.info("done: %d migration(s) applied and verified", len(pending))
     else:
@@ -158,6 +159,7 @@ async def apply_one(ctx: Context, migration: Migration) -> int:
         log.info("%s: applying (%s)", migration.name, migration.description)
         backups = await take_backup(ctx, migration, "apply")
         report_apply(await engine.apply(migration, backups))
+        report_post_images(migration, backups)
     return ExitCode.OK
 
 
@@ -309,6 +311,7 @@ async def rollback(ctx: Context, select: Select) -> int:
                 engine.lock.check()
                 backups = await take_backup(ctx, migration, "rollback")
                 report_rollback(await engine.rollback(migration, purge=ctx.options.purge, backups=backups))
+                report_post_images(migration, backups)
                 done.append(migration.name)
         except MigrationError as exc:
             if len(targets) == 1:
@@ -415,19 +418,30 @@ async def take_backup(ctx: Context, migration: Migration, action: str) -> list[b
     return saved
 
 
+def report_post_images(migration: Migration, backups: list[backup.Saved]) -> None:
+    for saved in backups:
+        if saved.post_images:
+            log.info("%s: backup: the %d documents as the migration left them recorded in %s", migration.name,
+                     saved.count, backup.shown(saved.post_images))
+        elif saved.path:
+            log.warning("%s: backup: the documents as the migration left them could not be recorded (%s): a restore "
+                        "of %s cannot tell the app's later changes apart", migration.name, saved.post_images_error,
+                        backup.shown(saved.path))
+
+
 async def restore(ctx: Context, path: Path) -> int:
-    """--restore FILE: put a backup's documents back exactly, after checking all of the file; asks first."""
-    engine, database = ctx.engine, ctx.settings.database_name
+    """--restore FILE: put a backup's documents back exactly, after checking all of the file; asks first.
+    Those the app changed or deleted since the migration (told by its post-images) are left alone, but with --force."""
+    engine, database, force = ctx.engine, ctx.settings.database_name, ctx.options.force
     ferretdb = (await server_info(engine.database)).is_ferretdb
     file = backup.read(path, backup.ferretdb_refuses if ferretdb else None)
+    post_images = backup.read_post_images(file)
     shown = backup.shown(file.path)
     log.info("%s: %d documents of %s.%s, saved before the %s of %s at %s (checksum verified)", shown, file.count,
              file.database, file.collection, file.action, file.migration, file.manifest["created_at"])
-    if not file.manifest_covered:
-        log.warning("%s: a backup of the previous format: its manifest (migration, action, database, collection) is "
-                    "not covered by its checksum, only its documents are", shown)
+    warn_of_format(file, post_images, force)
     if file.database != database:
-        if not ctx.options.force:
+        if not force:
             raise MigrationError(f"refusing to restore {shown}: it is a backup of database {file.database}, not "
                                  f"{database}; nothing was changed (--force restores it here anyway)", ExitCode.USAGE)
         log.warning("--force: restoring a backup of database %s into %s", file.database, database)
@@ -435,21 +449,58 @@ async def restore(ctx: Context, path: Path) -> int:
         log.info("nothing to restore: the backup holds no documents")
         return ExitCode.OK
     await refuse_undoing(ctx, file, warn=True)
-    confirm(f"replace {file.count} documents of {database}.{file.collection} with their versions from {shown}",
-            ctx.options.yes)
+    spared = " (but those the app changed or deleted since)" if post_images and not force else ""
+    confirm(f"replace {file.count} documents of {database}.{file.collection}{spared} with their versions from "
+            f"{shown}", ctx.options.yes)
     async with engine.lock.held(ctx.options.lock_timeout_s):
         await refuse_undoing(ctx, file, warn=False)  # again: another runner may have applied one meanwhile
-        restored = await engine.restore(file)
+        restored = await engine.restore(file, post_images, force)
     for name, said in restored.not_in_place:
         log.warning("%s: no longer in place after the restore (%s): recorded as failed; --all applies it again",
                     name, said)
+    report_left_alone(restored, file)
     if problem := restored.problem(file):
         raise MigrationError(f"restored documents are not as in the backup: {problem}", ExitCode.VERIFY_FAILED)
-    log.info("restored %d documents of %s and read them back: count and checksum match the backup",
-             restored.written, file.collection)
+    if restored.skipped:
+        log.info("restored %d of %d documents of %s and read them back: each as in the backup; %d left as the "
+                 "app has them", restored.restored, file.count, file.collection, restored.skipped)
+    else:
+        log.info("restored %d documents of %s and read them back: count and checksum match the backup",
+                 restored.restored, file.collection)
     state = "rolled back" if file.action == "apply" else "applied"
     log.info("%s is recorded as %s again, as when the backup was taken", file.migration, state)
     return ExitCode.OK
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def warn_of_format(file: backup.BackupFile, post_images: backup.PostImages | None, force: bool) -> None:
+    """One WARNING line for what an older backup, or one without post-images, cannot do."""
+    shown, caveats = backup.shown(file.path), []
+    if not file.manifest_covered:
+        caveats.append("its manifest (migration, action, database, collection) is not covered by its checksum, "
+                       "only its documents are")
+    if post_images is None and not force:
+        caveats.append("it has no post-images (the documents as the migration left them: a backup of an older "
+                       "format, or its migration did not complete), so changes the app made since cannot be told "
+                       "apart: every document is put back")
+    if caveats:
+        older = "a backup of the previous format: " if not file.manifest_covered else ""
+        log.warning("%s: %s%s", shown, older, "; and ".join(caveats))
+
+
+def report_left_alone(restored: backup.Restored, file: backup.BackupFile) -> None:
+    """The documents the app changed or deleted since the migration: one WARNING line each kind."""
+    for listed, what, undo in ((restored.changed, "changed by the app since the migration: left as they are",
+                                "overwrites them"),
+                               (restored.deleted, "deleted by the app since the migration: not put back",
+                                "inserts them again")):
+        if listed.count:
+            more = ", ..." if listed.count > len(listed.first) else ""
+            log.warning("%s of %s %s %s (_id %s%s); --force %s", plural(listed.count, "document"), file.collection,
+                        "was" if listed.count == 1 else "were", what, ", ".join(listed.first), more, undo)
 
 
 async def refuse_undoing(ctx: Context, file: backup.BackupFile, warn: bool) -> None:

@@ -108,6 +108,7 @@ class Engine:
             if not after.ok:
                 await self.checkpoints.clear(migration.name)  # `up` went all the way: a re-run starts over
                 raise MigrationError(f"{migration.name}: verification failed after it ran{in_parens(after.counts)}")
+            await self._record_post_images(backups)
             await self.lock.confirm()  # a runner whose lease ran out while `up` ran must not record it applied
             return outcome, after
 
@@ -149,12 +150,14 @@ class Engine:
         async def backward() -> tuple[Outcome, Verification | None]:
             outcome = _outcome_of(migration, "rollback", await self._call(migration, "rollback", **options))
             if migration.verify_rollback is None:
+                await self._record_post_images(backups)
                 await self.lock.confirm()
                 return outcome, None
             check_options = options if migration.accepts("verify_rollback", "purge") else {}
             after = _as_verification(await self._call(migration, "verify_rollback", **check_options))
             if not after.ok:
                 raise MigrationError(f"{migration.name}: rollback verification failed{in_parens(after.counts)}")
+            await self._record_post_images(backups)
             await self.lock.confirm()
             return outcome, after
 
@@ -165,8 +168,10 @@ class Engine:
         await self.checkpoints.clear(migration.name)  # a later apply starts from the beginning
         return RollbackResult(migration, outcome, after, seconds)
 
-    async def restore(self, file: backup.BackupFile) -> backup.Restored:
+    async def restore(self, file: backup.BackupFile, post_images: backup.PostImages | None = None,
+                      force: bool = False) -> backup.Restored:
         """Put a backup's documents back exactly, a batch at a time, each read back to check; record it.
+        With post-images, and without `force`, those the app changed or deleted since are left as they are.
 
         The migration's state becomes the one the backup was taken in: a backup taken before `apply`
         brings back the documents as they were before it (rolled_back), one before `rollback` as they
@@ -179,27 +184,27 @@ class Engine:
         started, done = time.monotonic(), backup.Restored()
         details = dict(checksum=file.manifest.get("migration_checksum"), file=str(Path(file.path).resolve()),
                        database=self.database.name, collection=file.collection, backup_of=file.action,
-                       run_id=self.run_id)
+                       post_images=post_images is not None, force=force, run_id=self.run_id)
         try:
             is_ferretdb = self.batch_settings.server_is_ferretdb
             if is_ferretdb is None:
                 is_ferretdb = (await server_info(self.database)).is_ferretdb
             await backup.restore(self.database, file, is_ferretdb, done, self.lock.check,
-                                 self.batch_settings.progress_interval_s)
+                                 self.batch_settings.progress_interval_s, post_images, force, self.retry)
         except (MigrationError, PyMongoError) as exc:
             try:
                 await self.changelog.record(file.migration, "restore", plan.FAILED, error=redact(exc),
-                                            modified=done.written, **details)
-            except PyMongoError:
+                                            **done.record(file), **details)
+            except (PyMongoError, MigrationError):
                 pass  # the server is gone; the error being raised says why
             if isinstance(exc, MigrationError):
                 raise
-            raise MigrationError(f"restore failed after {done.written} of {file.count} documents: {redact(exc)}; "
+            raise MigrationError(f"restore failed after {done.restored} of {file.count} documents: {redact(exc)}; "
                                  "run the same restore again") from exc
         state = plan.ROLLED_BACK if file.action == "apply" else plan.APPLIED
         await self.checkpoints.clear(file.migration)  # they describe documents as they no longer are
         await self.changelog.record(file.migration, "restore", state, duration_s=round(time.monotonic() - started, 3),
-                                    modified=done.written, verified=not done.problem(file), **details)
+                                    verified=not done.problem(file), **done.record(file), **details)
         done.not_in_place = await self._verify_after_restore(file)
         return done
 
@@ -225,6 +230,11 @@ class Engine:
                       "`--all` applies it again")
             not_in_place.append((migration.name, said))
         return not_in_place
+
+    async def _record_post_images(self, backups: list[backup.Saved]) -> None:
+        """The saved documents as the change left them, for a restore to tell the app's later changes apart."""
+        for saved in backups:
+            await backup.record_post_images(self.database, saved, self.batch_settings.server_is_ferretdb, self.retry)
 
     async def _batches(self, migration: Migration) -> Batches:
         settings = self.batch_settings

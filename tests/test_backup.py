@@ -7,6 +7,7 @@ import datetime
 import gzip
 import json
 
+import bson
 from bson import Binary, Int64, ObjectId
 
 MIGRATION = "add_metadata_to_chat_messages"
@@ -34,11 +35,11 @@ def test_backup_then_restore_gives_back_exactly_the_documents(cli, db, env, tmp_
 
     applied = cli("run_migrations.py", "--all", "--backup", env=env)
     assert applied.code == 0, applied
-    [backup] = tmp_path.glob(f"*-{MIGRATION}-apply-*.jsonl.gz")
+    [backup] = tmp_path.glob(f"*-{MIGRATION}-apply-*.bson.gz")
     assert "backup: 3 documents of chat_messages saved to" in applied.output
-    with gzip.open(backup, "rt", encoding="utf-8") as lines:
-        manifest = json.loads(next(lines))
-        saved = list(lines)
+    with gzip.open(backup, "rb") as stream:
+        manifest = json.loads(stream.readline())
+        saved = list(bson.decode_file_iter(stream))
     assert (manifest["migration"], manifest["action"], manifest["database"], manifest["collection"],
             manifest["count"]) == (MIGRATION, "apply", db.name, "chat_messages", 3)
     assert len(saved) == 3 and "password" not in json.dumps(manifest)
@@ -57,7 +58,7 @@ def test_rollback_backs_up_by_default_and_no_backup_skips(cli, db, env, tmp_path
     applied = everything(db)
 
     assert cli("run_migrations.py", "--rollback-last", "--yes", env=env).code == 0
-    [backup] = tmp_path.glob(f"*-{MIGRATION}-rollback-*.jsonl.gz")
+    [backup] = tmp_path.glob(f"*-{MIGRATION}-rollback-*.bson.gz")
     assert db.chat_messages.count_documents({"metadata": {"$exists": True}}) == 1
 
     assert cli("run_migrations.py", "--restore", str(backup), "--yes", env=env).code == 0
@@ -66,14 +67,14 @@ def test_rollback_backs_up_by_default_and_no_backup_skips(cli, db, env, tmp_path
     assert cli("run_migrations.py", "--migration", MIGRATION, env=env).code == 0
     skipped = cli("run_migrations.py", "--rollback-last", "--yes", "--no-backup", env=env)
     assert skipped.code == 0, skipped
-    assert len(list(tmp_path.glob("*.jsonl.gz"))) == 1
+    assert len(list(tmp_path.glob("*.bson.gz"))) == 1
 
 
 def test_restore_without_confirmation_on_a_non_terminal_changes_nothing(cli, db, env, tmp_path):
     env["MIGRATIONS_BACKUP_DIR"] = str(tmp_path)
     db.chat_messages.insert_many(odd_messages())
     assert cli("run_migrations.py", "--all", "--backup", env=env).code == 0
-    [backup] = tmp_path.glob("*.jsonl.gz")
+    [backup] = tmp_path.glob("*.bson.gz")
     migrated = everything(db)
     refused = cli("run_migrations.py", "--restore", str(backup), env=env)
     assert refused.code == 2, refused

@@ -83,7 +83,9 @@ def manifest_of_database(database: str) -> Callable[[list[bytes]], list[bytes]]:
 
 
 def edit_last_document(lines: list[bytes]) -> list[bytes]:
-    return [*lines[:-1], lines[-1].replace(b'"role": "', b'"role": "x')]
+    body = b"".join(lines[1:])  # raw BSON: the last `role` key is the last document's
+    at = body.rindex(b"role\x00")
+    return [lines[0], body[:at] + b"rolf\x00" + body[at + 5:]]
 
 
 def truncated(scene: Scene) -> None:
@@ -171,7 +173,7 @@ def seed(database, env: dict, scene: Scene) -> None:
     applied = run("run_migrations.py", "--migration", MIGRATION, "--backup", "--migrations-dir", str(scene.folder),
                   env=env)
     assert applied.code == 0, applied
-    scene.backup = next((scene.tmp / "backups").glob(f"*-{MIGRATION}-apply-*.jsonl.gz"))
+    scene.backup = next((scene.tmp / "backups").glob(f"*-{MIGRATION}-apply-*.bson.gz"))
 
 
 def run_and_press_ctrl_c(argv: list[str], env: dict) -> Result:

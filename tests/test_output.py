@@ -57,7 +57,7 @@ def test_in_a_narrow_terminal_a_long_backup_path_prints_whole_on_one_line(db, en
     result = run_in_a_terminal([str(MIGRATIONS / "run_migrations.py"), "--all", "--backup"],
                                {**env, "MIGRATIONS_BACKUP_DIR": str(backups)}, columns=60, stdout_too=stdout_too)
     assert result.code == 0, result
-    [saved] = backups.glob(f"*-{MIGRATION}-apply-*.jsonl.gz")
+    [saved] = backups.glob(f"*-{MIGRATION}-apply-*.bson.gz")
     assert len(str(saved)) > 60
     lines = TERMINAL_CODES.sub("", result.stderr).splitlines()
     assert [line for line in lines if line.endswith(f"saved to {saved}")], result.stderr  # not folded at 60 columns

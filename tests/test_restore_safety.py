@@ -36,6 +36,7 @@ from sample_messages import chat_messages
 
 MIGRATION = "add_metadata_to_chat_messages"
 FORMAT_1 = "flowise-proxy-migrations backup 1"
+FORMAT_2 = "flowise-proxy-migrations backup 2"
 FIELD_B = '''"""Give every chat message b=1.
 
 Date: 2025-08-01
@@ -153,7 +154,7 @@ def one_error(result: Result, code: int, says: str) -> None:
 
 
 def backup_of(folder: Path, migration: str = MIGRATION, action: str = "apply") -> Path:
-    [path] = folder.glob(f"*-{migration}-{action}-*.jsonl.gz")
+    [path] = folder.glob(f"*-{migration}-{action}-*.bson.gz")
     return path
 
 
@@ -168,6 +169,17 @@ def rewrite(path: Path, target: Path, change) -> Path:
 def as_format_1(manifest: dict) -> dict:
     """The manifest as the toolkit wrote it before it was covered by a checksum."""
     return {**{k: v for k, v in manifest.items() if k != "manifest_sha256"}, "format": FORMAT_1}
+
+
+def as_json_lines(path: Path, target: Path, format: str) -> Path:
+    """A copy of a backup as formats 1 and 2 wrote it: canonical Extended JSON lines."""
+    with gzip.open(path, "rb") as stream:
+        manifest = json.loads(stream.readline())
+        lines = [backup.line_of(document) for document in bson.decode_file_iter(stream, backup.DECODED)]
+    manifest = {**manifest, "format": format, "sha256": hashlib.sha256(b"".join(lines)).hexdigest()}
+    manifest = as_format_1(manifest) if format == FORMAT_1 else backup.seal(manifest)
+    target.write_bytes(gzip.compress(json.dumps(manifest).encode() + b"\n" + b"".join(lines)))
+    return target
 
 
 # ----- a restore of thousands of messages -----
@@ -233,7 +245,8 @@ def test_sigterm_and_ctrl_c_stop_a_restore_between_batches_recorded_and_the_next
         assert 0 < done < 1350 and "run the same restore again to finish" in error, stopped
         assert "Traceback" not in stopped.output
         entry = db.migrations_changelog.find_one({"action": "restore"}, sort=[("at", -1), ("_id", -1)])
-        assert (entry["state"], entry["modified"]) == ("failed", done) and f"stopped by {name}" in entry["error"]
+        assert (entry["state"], entry["restored"], entry["left"]) == ("failed", done, 1350 - done)
+        assert f"stopped by {name}" in entry["error"]
         assert db.migrations_lock.find_one(sort=[("_id", -1)])["released_at"] is not None
         # whole batches: the first `done` documents of the file are as in the backup, every other as it was
         most = max(most, done)
@@ -337,19 +350,32 @@ def test_an_edited_manifest_is_refused_and_a_file_of_format_1_restores_with_a_wa
     saved = backup_of(tmp_path / "backups")
     migrated = digest(db)
 
-    edited = rewrite(saved, tmp_path / "edited.jsonl.gz", lambda m: {**m, "action": "rollback"})
+    edited = rewrite(saved, tmp_path / "edited.bson.gz", lambda m: {**m, "action": "rollback"})
     refused = cli("run_migrations.py", "--restore", str(edited), "--yes", env=env)
     one_error(refused, 2, "manifest checksum mismatch: its manifest was changed after the backup was written")
     assert digest(db) == migrated
     manifest = json.loads(gzip.open(saved).readline())
     assert manifest["format"] == backup.FORMAT and manifest["manifest_sha256"] == backup.manifest_digest(manifest)
 
-    old = rewrite(saved, tmp_path / "old.jsonl.gz", as_format_1)
+    old = as_json_lines(saved, tmp_path / "old.jsonl.gz", FORMAT_1)
     restored = cli("run_migrations.py", "--restore", str(old), "--yes", env=env)
     assert restored.code == 0, restored
     [warning] = warnings_of(restored)
     assert "a backup of the previous format: its manifest" in warning and "is not covered by its checksum" in warning
+    assert "changes the app made since cannot be told apart: every document is put back" in warning
     assert by_id(db) == original
+
+    assert cli("run_migrations.py", "--all", env=env).code == 0
+    saved_one = next(doc["_id"] for doc in original.values() if "metadata" not in doc)
+    db.chat_messages.update_one({"_id": saved_one}, {"$set": {"role": "changed by the app"}})  # put back all the same
+    changed = by_id(db)
+    restored = cli("run_migrations.py", "--restore", str(as_json_lines(saved, tmp_path / "two.jsonl.gz", FORMAT_2)),
+                   "--yes", env=env)
+    assert restored.code == 0, restored
+    [warning] = warnings_of(restored)
+    assert "it has no post-images" in warning and "cannot be told apart: every document is put back" in warning
+    assert "previous format" not in warning
+    assert by_id(db) == {**changed, **{key: doc for key, doc in original.items() if "metadata" not in doc}}
 
 
 @pytest.mark.parametrize("signed", [False, True], ids=["format 1", "format 2"])
@@ -358,7 +384,7 @@ def test_a_manifest_missing_keys_is_one_error_line_and_exit_2(db, cli, env, tmp_
     db.chat_messages.insert_many(chat_messages(6, with_metadata_every=3))
     assert cli("run_migrations.py", "--all", "--backup", env=env).code == 0
     seal = backup.seal if signed else as_format_1
-    lacking = rewrite(backup_of(tmp_path / "backups"), tmp_path / "lacking.jsonl.gz",
+    lacking = rewrite(backup_of(tmp_path / "backups"), tmp_path / "lacking.bson.gz",
                       lambda m: seal({k: v for k, v in m.items() if k not in ("collection", "created_at")}))
     before = digest(db)
 
@@ -444,7 +470,7 @@ def test_applied_since_names_what_a_restore_would_undo_and_nothing_else():
                {"name": "gone", "state": "applied", "at": at(6)},
                {"name": "undone", "state": "applied", "at": at(7)},
                {"name": "undone", "state": "rolled_back", "at": at(8)}]
-    file = backup.BackupFile(Path("x.jsonl.gz"), {"format": backup.FORMAT, "migration": "own", "action": "apply",
+    file = backup.BackupFile(Path("x.bson.gz"), {"format": backup.FORMAT, "migration": "own", "action": "apply",
                                                   "collection": "messages", "created_at": taken.isoformat()})
 
     assert backup.applied_since(file, migrations, entries) == [

@@ -187,7 +187,7 @@ def test_every_command_with_a_password_in_the_url_leaks_it_nowhere(mongo, db, db
                                    "expires_at": datetime(2999, 1, 1), "released_at": None})  # a live lock
     command(3, "--all", "--lock-timeout", "0", "--debug")
     command(0, "--force-unlock", "--yes", "--debug")
-    before_apply = sorted(backups.glob(f"*-{MIGRATION}-apply-*.jsonl.gz"))[-1]
+    before_apply = sorted(backups.glob(f"*-{MIGRATION}-apply-*.bson.gz"))[-1]
     command(0, "--restore", str(before_apply), "--yes", "--debug")
     command(0, "--status")
 
@@ -216,7 +216,7 @@ def test_every_command_with_a_password_in_the_url_leaks_it_nowhere(mongo, db, db
             data = path.read_bytes()
             texts[f"file {path.relative_to(tmp_path)}"] = (gzip.decompress(data) if path.suffix == ".gz" and
                                                           data[:2] == b"\x1f\x8b" else data).decode(errors="replace")
-    assert len(list(backups.glob("*.jsonl.gz"))) >= 3 and len(list(backups.glob("*.archive.gz"))) == 1
+    assert len(list(backups.glob("*.bson.gz"))) >= 3 and len(list(backups.glob("*.archive.gz"))) == 1
     dumps = [json.loads(line) for line in calls.read_text().splitlines()]
     assert len(dumps) == 2 and not any(Path(d["config"]).exists() for d in dumps)  # the URI's file is gone
     command(0, "--yes", "--debug", script="reset_chat_messages_session_test.py")
@@ -313,7 +313,7 @@ def test_a_short_password_leaves_the_database_name_and_the_backup_path_whole(mon
         assert applied.code == 0, applied
         assert f"database {SHORT_PASSWORD_DATABASE} at mongodb://migrator:****@" in applied.output, applied
         assert "_****" not in applied.output and "migrator:test@" not in applied.output, applied
-        [printed] = re.findall(r"saved to (\S+\.jsonl\.gz)", applied.output)
+        [printed] = re.findall(r"saved to (\S+\.bson\.gz)", applied.output)
         assert Path(printed).is_file() and Path(printed).name.startswith(f"{SHORT_PASSWORD_DATABASE}-"), printed
         assert database.chat_messages.count_documents({"metadata": {"$exists": False}}) == 0
 
