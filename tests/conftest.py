@@ -1,22 +1,41 @@
-"""A real server for every test: our FerretDB on a free port, or the server MONGODB_URL names.
+"""A real server for the tests that ask for one, and the helpers the test modules share.
 
-Each test gets its own throwaway database whose name ends in `_test`, dropped afterwards.
+The server is our FerretDB on a free port, or the one MONGODB_URL names; it starts only when a test
+asks for a fixture that needs it (db, cli, env, mongo, ...): tests/unit/ asks for none. Each test gets
+its own throwaway database whose name ends in `_test`, dropped afterwards.
 """
 
+import hashlib
+import json
 import os
 import re
 import subprocess
 import sys
+import textwrap
+import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
+import bson
 import pytest
 from pymongo import MongoClient
 
 from local_server import LocalServer, build_local_server
+from migrator.migration import Migration
+from sample_messages import generate_messages
 
 REPO = Path(__file__).resolve().parents[1]
 MIGRATIONS = REPO / "migrations"
+UNIT = REPO / "tests" / "unit"
+
+
+def pytest_collection_modifyitems(items):
+    """tests/unit/ runs with no server: a test there that asks for one (db, cli, env, mongo...) is refused."""
+    for item in items:
+        if UNIT in item.path.parents and "local_server" in item.fixturenames:
+            raise pytest.UsageError(f"{item.nodeid} asks for the server, but tests/unit/ runs without one: "
+                                    "move it to tests/")
 
 
 @pytest.fixture(scope="session")
@@ -98,3 +117,124 @@ def cli(env):
 
 def without_timestamps(text: str) -> str:
     return re.sub(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", "", text, flags=re.MULTILINE)
+
+
+# ----- helpers the test modules share ----------------------------------------------------------------
+
+RUNNER = "run_migrations.py"
+
+
+def write_migration(folder, name, date="2025-08-01", body=None, depends_on=None):
+    body = body or f'''
+        async def up(db):
+            return await db.chat_messages.update_many({{"{name}": {{"$exists": False}}}}, {{"$set": {{"{name}": 1}}}})
+
+        async def verify(db):
+            return await db.chat_messages.count_documents({{"{name}": {{"$exists": False}}}}) == 0
+        '''
+    header = f'"""{name}\n\nDate: {date}\nDescription: sets {name}\n"""\n'
+    if depends_on:
+        header += f"depends_on = {depends_on!r}\n"
+    (folder / f"{name}.py").write_text(header + textwrap.dedent(body))
+
+
+def finish_draft(path, field="language"):
+    """What an author does to the --new template: delete the DRAFT line, describe it, name the real field."""
+    text = re.sub(r"^DRAFT:.*\n", "", path.read_text(), flags=re.MULTILINE)
+    text = text.replace("Description: TODO: one line saying what this changes and why",
+                        f"Description: set {field}=null where it is missing")
+    path.write_text(text.replace('"TODO_field"', f'"{field}"'))
+
+
+async def _noop(db):
+    return True
+
+
+def a_migration(name, date="2025-01-01", depends_on=(), **fields) -> Migration:
+    """A Migration that is never run, for the parts that only order and plan."""
+    return Migration(name=name, date=date, description="", up=_noop, verify=_noop, depends_on=tuple(depends_on),
+                     **fields)
+
+
+def names(migrations):
+    return [x.name for x in migrations]
+
+
+SLOW = '''
+    import asyncio
+
+    async def up(db):
+        await asyncio.sleep(0.3)
+        async for doc in db.chat_messages.find({"{name}": {"$exists": False}}):
+            await db.chat_messages.update_one({"_id": doc["_id"]}, {"$inc": {"{name}": 1}})
+
+    async def verify(db):
+        return await db.chat_messages.count_documents({"{name}": {"$exists": False}}) == 0
+    '''
+
+
+def applies(db, name):
+    return db.migrations_changelog.count_documents({"name": name, "action": "apply", "state": "applied"})
+
+
+def status_json(cli, *args):
+    result = cli(RUNNER, "--status", "--json", *args)
+    assert result.code == 0, result
+    return {row["name"]: row for row in json.loads(result.stdout)}
+
+
+def plant_lock(db, expires_in_s, owner="deploy-7:4242:abcd"):
+    now = db.command("hello")["localTime"]
+    db.migrations_lock.insert_one({"_id": 1, "owner": owner, "acquired_at": now - timedelta(seconds=5),
+                                   "expires_at": now + timedelta(seconds=expires_in_s), "released_at": None})
+
+
+def digest(database) -> dict[str, str]:
+    """{collection: "count sha256"} over every document of every collection, in _id order."""
+    found = {}
+    for name in sorted(database.list_collection_names()):
+        documents = list(database[name].find().sort("_id", 1))
+        found[name] = f"{len(documents)} " + hashlib.sha256(b"".join(bson.encode(d) for d in documents)).hexdigest()
+    return found
+
+
+# The first migration, run as its own script under faults: kills, restarts, failovers.
+SCRIPT = "add_metadata_to_chat_messages.py"
+NAME = "add_metadata_to_chat_messages"
+HAS = {"metadata": {"$exists": True}}
+
+
+def load(db, count: int) -> dict:
+    messages = list(generate_messages(count, with_metadata_every=10))
+    for start in range(0, count, 5000):
+        db.chat_messages.insert_many(messages[start:start + 5000])
+    return {doc["_id"]: doc for doc in db.chat_messages.find()}
+
+
+def assert_nothing_lost(db, before: dict) -> None:
+    """Same documents; each lacking metadata now has null, every other field identical."""
+    after = {doc["_id"]: doc for doc in db.chat_messages.find()}
+    assert len(after) == len(before)
+    assert after.keys() == before.keys()
+    changed = [_id for _id, old in before.items() if after[_id] != (old if "metadata" in old else {**old, "metadata": None})]
+    assert changed == []
+    assert db.migrations_changelog.count_documents({"name": NAME, "state": "applied"}) == 1
+    assert db.migrations_checkpoints.count_documents({}) == 0
+
+
+def start(env, *args, script=SCRIPT) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(MIGRATIONS / script), *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 180) -> Result:
+    output, _ = process.communicate(timeout=timeout)
+    return Result(subprocess.CompletedProcess(process.args, process.returncode, output, ""))
+
+
+def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the runner ended before {what}:\n{finish(process)}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)

@@ -11,14 +11,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pymongo import AsyncMongoClient
 
-from conftest import MIGRATIONS
+from conftest import MIGRATIONS, digest, finish_draft, write_migration
 from migrator.discovery import discover
 from migrator.engine import Engine
 from migrator.errors import MigrationError
 from migrator.migration import parse_date
 from sample_messages import chat_messages
-from test_bad_input import digest
-from test_runner import write_migration
 
 RUNNER = "run_migrations.py"
 EXISTING = "add_metadata_to_chat_messages"
@@ -40,14 +38,6 @@ def the_error(result) -> str:
     assert len(errors) == 1, result
     assert "Traceback" not in result.output and "usage:" not in result.output, result
     return errors[0]
-
-
-def finish_draft(path, field="language"):
-    """What an author does to the --new template: delete the DRAFT line, describe it, name the real field."""
-    text = re.sub(r"^DRAFT:.*\n", "", path.read_text(), flags=re.MULTILINE)
-    text = text.replace("Description: TODO: one line saying what this changes and why",
-                        f"Description: set {field}=null where it is missing")
-    path.write_text(text.replace('"TODO_field"', f'"{field}"'))
 
 
 # ----- item 4: a fresh template is a draft ----------------------------------------------------------
@@ -282,9 +272,3 @@ def test_same_day_migrations_run_by_time_and_a_plain_date_first(db, cli, folder)
     assert applying == [EXISTING, "z_plain", "b_morning", "c_iso_noon", "a_afternoon", "y_next_day"]
     assert db.migrations_changelog.count_documents({"state": "applied"}) == 6
 
-
-def test_parse_date_takes_a_date_or_a_date_and_time():
-    assert parse_date("2026-11-27") == datetime(2026, 11, 27)
-    assert parse_date("2026-11-27 14:05") == parse_date("2026-11-27T14:05") == datetime(2026, 11, 27, 14, 5)
-    for bad in ("2026-13-45", "2026-11-27 14:05:00", "2026-11-27 14", " 2026-11-27", "20261127", "2026-W48-5"):
-        assert parse_date(bad) is None, bad

@@ -8,7 +8,6 @@ Bad inputs tried: len(CASES), i.e. BAD_INPUTS_TRIED below (test_the_matrix_is_co
 """
 
 import gzip
-import hashlib
 import json
 import os
 import pty
@@ -24,10 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import bson
 import pytest
 
-from conftest import MIGRATIONS, Result, run
+from conftest import MIGRATIONS, Result, digest, run
 from migrator import backup
 from sample_messages import chat_messages
 
@@ -157,15 +155,6 @@ def test_the_matrix_is_counted():
 
 
 # ----- how a case runs --------------------------------------------------------------------------
-
-def digest(database) -> dict[str, str]:
-    """{collection: "count sha256"} over every document of every collection, in _id order."""
-    found = {}
-    for name in sorted(database.list_collection_names()):
-        documents = list(database[name].find().sort("_id", 1))
-        found[name] = f"{len(documents)} " + hashlib.sha256(b"".join(bson.encode(d) for d in documents)).hexdigest()
-    return found
-
 
 def closed_port() -> int:
     with socket.socket() as s:

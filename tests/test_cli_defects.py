@@ -6,9 +6,8 @@ Each test fails on the code before its fix; all run against the real server.
 
 import pytest
 
+from conftest import plant_lock, status_json, write_migration
 from sample_messages import chat_messages
-from test_engine import plant_lock, status_json
-from test_runner import write_migration
 
 RUNNER = "run_migrations.py"
 COUNTER_UNDO = '''

@@ -6,11 +6,8 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO, Result
+from conftest import REPO, Result, start, status_json, wait_for, write_migration
 from sample_messages import chat_messages
-from test_engine import status_json
-from test_faults import start, wait_for
-from test_runner import write_migration
 
 RUNNER = "run_migrations.py"
 UNDOABLE = '''

@@ -1,31 +1,18 @@
 """The engine: changelog, status, order, changed files, lock, rollback, adoption, scaffolding, API."""
 
 import asyncio
-import json
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
 from pymongo import AsyncMongoClient
 
-from conftest import MIGRATIONS
+from conftest import MIGRATIONS, SLOW, applies, finish_draft, plant_lock, status_json, write_migration
 from migrator.engine import Engine
 from migrator.lock import MigrationLock
 from sample_messages import chat_messages
-from test_authoring import finish_draft
-from test_runner import write_migration
 
 RUNNER = "run_migrations.py"
-
-
-def applies(db, name):
-    return db.migrations_changelog.count_documents({"name": name, "action": "apply", "state": "applied"})
-
-
-def status_json(cli, *args):
-    result = cli(RUNNER, "--status", "--json", *args)
-    assert result.code == 0, result
-    return {row["name"]: row for row in json.loads(result.stdout)}
 
 
 def test_status_on_a_fresh_and_on_a_migrated_database(db, cli):
@@ -77,19 +64,6 @@ def test_an_edited_migration_is_flagged_and_all_refuses_to_go_on(db, cli, tmp_pa
     assert db.chat_messages.count_documents({"second": 1}) == 3
 
 
-SLOW = '''
-    import asyncio
-
-    async def up(db):
-        await asyncio.sleep(0.3)
-        async for doc in db.chat_messages.find({"{name}": {"$exists": False}}):
-            await db.chat_messages.update_one({"_id": doc["_id"]}, {"$inc": {"{name}": 1}})
-
-    async def verify(db):
-        return await db.chat_messages.count_documents({"{name}": {"$exists": False}}) == 0
-    '''
-
-
 def test_four_runners_started_at_once_apply_each_migration_exactly_once(db, env, tmp_path):
     for name, day in (("one", "01"), ("two", "02")):
         write_migration(tmp_path, name, date=f"2025-01-{day}", body=SLOW.replace("{name}", name))
@@ -104,12 +78,6 @@ def test_four_runners_started_at_once_apply_each_migration_exactly_once(db, env,
     assert applies(db, "one") == applies(db, "two") == 1
     assert db.chat_messages.count_documents({"one": 1, "two": 1}) == 10  # $inc ran once per document
     assert sum("done: 2 migration(s) applied" in out for _, out in outputs) == 1
-
-
-def plant_lock(db, expires_in_s, owner="deploy-7:4242:abcd"):
-    now = db.command("hello")["localTime"]
-    db.migrations_lock.insert_one({"_id": 1, "owner": owner, "acquired_at": now - timedelta(seconds=5),
-                                   "expires_at": now + timedelta(seconds=expires_in_s), "released_at": None})
 
 
 def test_a_live_lock_makes_a_runner_exit_3_naming_the_holder(db, cli):

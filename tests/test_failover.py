@@ -6,10 +6,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import without_timestamps
+from conftest import (HAS, NAME, assert_nothing_lost, finish, load, start, wait_for, without_timestamps,
+                      write_migration)
 from sample_messages import chat_messages
-from test_faults import HAS, NAME, assert_nothing_lost, finish, load, start, wait_for
-from test_runner import write_migration
 from wire_proxy import Fault, WireProxy
 
 NOT_WRITABLE_PRIMARY, SHUTDOWN_IN_PROGRESS = 10107, 91

@@ -4,53 +4,11 @@ of tens of thousands of messages, concurrent runners, a server restart, a migrat
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import MIGRATIONS, Result
-from sample_messages import generate_messages
-
-SCRIPT = "add_metadata_to_chat_messages.py"
-NAME = "add_metadata_to_chat_messages"
-HAS = {"metadata": {"$exists": True}}
-
-
-def load(db, count: int) -> dict:
-    messages = list(generate_messages(count, with_metadata_every=10))
-    for start in range(0, count, 5000):
-        db.chat_messages.insert_many(messages[start:start + 5000])
-    return {doc["_id"]: doc for doc in db.chat_messages.find()}
-
-
-def assert_nothing_lost(db, before: dict) -> None:
-    """Same documents; each lacking metadata now has null, every other field identical."""
-    after = {doc["_id"]: doc for doc in db.chat_messages.find()}
-    assert len(after) == len(before)
-    assert after.keys() == before.keys()
-    changed = [_id for _id, old in before.items() if after[_id] != (old if "metadata" in old else {**old, "metadata": None})]
-    assert changed == []
-    assert db.migrations_changelog.count_documents({"name": NAME, "state": "applied"}) == 1
-    assert db.migrations_checkpoints.count_documents({}) == 0
-
-
-def start(env, *args, script=SCRIPT) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(MIGRATIONS / script), *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
-def finish(process: subprocess.Popen, timeout: float = 180) -> Result:
-    output, _ = process.communicate(timeout=timeout)
-    return Result(subprocess.CompletedProcess(process.args, process.returncode, output, ""))
-
-
-def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, f"the runner ended before {what}:\n{finish(process)}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+from conftest import HAS, assert_nothing_lost, finish, load, start, wait_for
 
 
 def checkpoint(db) -> dict:

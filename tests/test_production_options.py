@@ -6,13 +6,8 @@ import time
 
 import pytest
 
-from migrator.settings import SettingsError, load_settings
-from conftest import MIGRATIONS
-from migrator.connection import ignored_options, parse_url
+from conftest import MIGRATIONS, SLOW, applies, assert_nothing_lost, finish, load, start, write_migration
 from sample_messages import chat_messages
-from test_engine import SLOW, applies
-from test_faults import assert_nothing_lost, finish, load, start
-from test_runner import write_migration
 
 RUNNER = "run_migrations.py"
 
@@ -71,27 +66,3 @@ def test_a_server_database_as_the_target_is_exit_2(cli, env, server_url, path):
     [line] = [line for line in result.output.splitlines() if "ERROR" in line]
     assert f"'{path[1:]}'" in line and "authSource=admin" in line
 
-
-# ----- no server needed -----
-
-def test_settings_read_an_srv_url_without_a_dns_lookup(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("ENV_FILE", raising=False)
-    monkeypatch.setenv("MONGODB_URL", "mongodb+srv://u:p@cluster0.nothing-here.invalid/appdb?retryWrites=true")
-    monkeypatch.delenv("MONGODB_DATABASE_NAME", raising=False)
-    assert load_settings().database_name == "appdb"  # parse_uri would fail here: the name does not resolve
-    assert parse_url("mongodb+srv://cluster0.nothing-here.invalid/")["fqdn"] == "cluster0.nothing-here.invalid"
-
-
-def test_settings_refuse_admin_even_with_an_explicit_name(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MONGODB_URL", "mongodb://localhost:27017/")
-    monkeypatch.setenv("MONGODB_DATABASE_NAME", "Admin")
-    with pytest.raises(SettingsError, match="one of the server's own databases"):
-        load_settings()
-
-
-def test_ignored_options_names_only_what_the_runner_replaces():
-    assert ignored_options("mongodb://h/?w=0&readPreference=secondary&appname=app&maxPoolSize=5") == \
-        {"w": "0", "readPreference": "secondary"}
-    assert ignored_options("mongodb://h/?w=majority&readPreference=primary&retryWrites=true") == {}

@@ -1,22 +1,7 @@
 """migrations/run_migrations.py: discovery, order, selection, errors; against the real server."""
 
-import textwrap
-
+from conftest import write_migration
 from sample_messages import chat_messages
-
-
-def write_migration(folder, name, date="2025-08-01", body=None, depends_on=None):
-    body = body or f'''
-        async def up(db):
-            return await db.chat_messages.update_many({{"{name}": {{"$exists": False}}}}, {{"$set": {{"{name}": 1}}}})
-
-        async def verify(db):
-            return await db.chat_messages.count_documents({{"{name}": {{"$exists": False}}}}) == 0
-        '''
-    header = f'"""{name}\n\nDate: {date}\nDescription: sets {name}\n"""\n'
-    if depends_on:
-        header += f"depends_on = {depends_on!r}\n"
-    (folder / f"{name}.py").write_text(header + textwrap.dedent(body))
 
 
 def test_list_shows_the_migrations_in_order_and_not_the_tools(cli):

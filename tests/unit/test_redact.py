@@ -159,3 +159,11 @@ def test_the_log_filter_masks_the_message_and_its_arguments():
                                "mongodb://migrator:test@h/adv_secret_test"), None)
     assert _RedactFilter().filter(record)
     assert record.getMessage() == "database adv_secret_test at mongodb://migrator:****@h/adv_secret_test"
+
+
+def test_redact_masks_userinfo_and_a_password_where_it_stands():
+    assert redact("mongodb://admin:p%40ss@h:1/db?x=1") == "mongodb://admin:****@h:1/db?x=1"
+    assert redact("mongodb+srv://u:v@cluster.example/") == "mongodb+srv://u:****@cluster.example/"
+    assert redact("mongodb://h:1/db") == "mongodb://h:1/db"
+    remember_secret_of("mongodb://admin:Zq9-distinct@h/")
+    assert redact("server said: bad password=Zq9-distinct") == "server said: bad password=****"

@@ -1,0 +1,111 @@
+"""Finding and reading migration files (migrator/discovery.py, migrator/migration.py), and what a migration
+returns; no server."""
+
+import pytest
+
+from conftest import names, write_migration
+from migrator.commands import new_migration
+from migrator.discovery import MIGRATIONS_DIR, discover, find
+from migrator.errors import MigrationError
+from migrator.migration import Outcome, load_migration
+
+SIDE_EFFECT = "import pathlib\npathlib.Path(__file__).with_suffix('.imported').touch()\n"
+
+
+def refused(folder) -> str:
+    """discover's error, which must be a usage error (exit 2)."""
+    with pytest.raises(MigrationError) as caught:
+        discover(folder)
+    assert caught.value.exit_code == 2
+    return str(caught.value)
+
+
+def test_the_repository_holds_one_migration_and_its_tools_are_not_migrations():
+    assert names(discover(MIGRATIONS_DIR)) == ["add_metadata_to_chat_messages"]
+
+
+def test_files_starting_with_an_underscore_are_skipped_without_being_imported(tmp_path):
+    write_migration(tmp_path, "real")
+    write_migration(tmp_path, "_shared")
+    (tmp_path / "_helpers.py").write_text(SIDE_EFFECT + "raise RuntimeError('never imported')\n")
+    assert names(discover(tmp_path)) == ["real"]
+    assert not (tmp_path / "_helpers.imported").exists()
+
+
+def test_a_file_that_declares_no_migration_is_not_imported(tmp_path):
+    write_migration(tmp_path, "real")
+    (tmp_path / "a_tool.py").write_text(SIDE_EFFECT + "def main():\n    print('not a migration')\n")
+    (tmp_path / "notes.txt").write_text("async def up(db): ...\n")
+    assert names(discover(tmp_path)) == ["real"]
+    assert not (tmp_path / "a_tool.imported").exists()
+
+
+@pytest.mark.parametrize("source, message", [
+    ('"""Date: 2025-01-01"""\nasync def up(db)\n    pass\n', "broken.py: syntax error at line 2: expected ':'"),
+    ('"""Date: 2025-01-01"""\nimport no_such_module_here\nasync def up(db): pass\nasync def verify(db): pass\n',
+     "broken.py: failed to load: ModuleNotFoundError: No module named 'no_such_module_here'"),
+    ('"""Date: 2025-01-01"""\nimport sys\nsys.exit(3)\nasync def up(db): pass\nasync def verify(db): pass\n',
+     "broken.py: exited (SystemExit: 3) while being imported"),
+    ('"""Date: 2025-01-01"""\ndef up(db): pass\nasync def verify(db): pass\n',
+     "broken.py: up() must be an `async def` function"),
+    ('"""Date: 2025-01-01"""\nasync def up(db): pass\n', "broken.py: missing `async def verify(db)`"),
+    ('"""No date."""\nasync def up(db): pass\nasync def verify(db): pass\n',
+     "broken.py: its docstring needs a line `Date: ...`"),
+    ('"""Date: 2025-02-30"""\nasync def up(db): pass\nasync def verify(db): pass\n',
+     "broken.py: Date '2025-02-30' is not a valid date"),
+    ('"""Date: 2025-01-01"""\ndepends_on = [1]\nasync def up(db): pass\nasync def verify(db): pass\n',
+     "broken.py: depends_on must be a list of migration names"),
+    ('"""Date: 2025-01-01"""\nfrom migrator.cli import standalone_main\nasync def up(db): pass\n'
+     'async def verify(db): pass\nstandalone_main(__file__)\n', "broken.py: calls standalone_main() when imported"),
+], ids=["syntax", "import error", "exit", "not async", "no verify", "no date", "bad date", "bad depends_on",
+        "runs the cli"])
+def test_a_broken_file_stops_discovery_named(tmp_path, source, message):
+    write_migration(tmp_path, "fine")
+    (tmp_path / "broken.py").write_text(source)
+    assert message in refused(tmp_path)
+
+
+def test_a_missing_folder_is_named(tmp_path):
+    assert refused(tmp_path / "nowhere") == f"migrations folder {tmp_path / 'nowhere'} not found"
+
+
+def test_a_file_read_gives_its_date_description_hooks_and_dependencies(tmp_path):
+    write_migration(tmp_path, "second", date="2025-02-01 10:30", depends_on="first.py")
+    migration = load_migration(tmp_path / "second.py")
+    assert (migration.name, migration.date, migration.description, migration.depends_on) == \
+        ("second", "2025-02-01 10:30", "sets second", ("first",))
+    assert migration.path == tmp_path / "second.py" and migration.file_name == "second.py"
+    assert migration.rollback is None and not migration.draft
+
+
+def test_find_takes_a_name_or_a_file_name_and_names_the_known_ones(tmp_path):
+    write_migration(tmp_path, "one")
+    write_migration(tmp_path, "two", date="2025-09-01")
+    found = discover(tmp_path)
+    assert find(found, "two.py").name == "two"
+    with pytest.raises(MigrationError, match=r"unknown migration 'three' \(known: one, two\)"):
+        find(found, "three")
+    with pytest.raises(MigrationError, match=r"\(known: none\)"):
+        find([], "one")
+
+
+def test_a_fresh_template_is_a_draft_until_each_placeholder_is_edited(tmp_path):
+    path = new_migration(tmp_path, "add_language", [])
+    assert load_migration(path).draft_reasons == (
+        "delete the `DRAFT:` line of its docstring", "write its Description",
+        'replace "TODO_field" with the field it changes')
+    path.write_text(path.read_text().replace('"TODO_field"', '"language"'))
+    assert len(load_migration(path).draft_reasons) == 2
+    with pytest.raises(MigrationError, match="a migration named add_language already exists"):
+        new_migration(tmp_path, "add_language", [])
+    with pytest.raises(MigrationError, match="'Add-Language' is not a valid migration name"):
+        new_migration(tmp_path, "Add-Language", [])
+
+
+def test_outcome_accepts_driver_results_and_refuses_others():
+    class Result:
+        matched_count, modified_count = 3, 2
+    assert Outcome.of(Result()) == Outcome(matched=3, modified=2)
+    assert Outcome.of(None) == Outcome()
+    with pytest.raises(TypeError):
+        Outcome.of(42)

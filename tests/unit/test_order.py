@@ -1,0 +1,86 @@
+"""The order migrations run in (migrator/order.py), and the `Date:` it is read from; no server."""
+
+from datetime import datetime
+
+import pytest
+
+from conftest import a_migration, names
+from migrator.errors import MigrationError
+from migrator.migration import parse_date
+from migrator.order import order_migrations
+
+m = a_migration
+
+
+def test_order_is_by_date_then_name():
+    assert names(order_migrations([m("b", "2025-02-01"), m("c"), m("a", "2025-03-01"), m("aa")])) == ["aa", "c", "b", "a"]
+
+
+def test_a_dependency_moves_a_migration_after_what_it_needs():
+    ordered = order_migrations([m("early", "2025-01-01", ["late"]), m("late", "2025-06-01"), m("mid", "2025-03-01")])
+    assert names(ordered) == ["mid", "late", "early"]
+
+
+@pytest.mark.parametrize("migrations, message", [
+    ([m("a"), m("a")], "two migrations are named 'a'"),
+    ([m("a", depends_on=["ghost"])], "a depends on ghost, which does not exist"),
+    ([m("a", depends_on=["b"]), m("b", depends_on=["a"]), m("c")], "cycle: a, b"),
+])
+def test_order_errors_are_usage_errors(migrations, message):
+    with pytest.raises(MigrationError, match=message) as caught:
+        order_migrations(migrations)
+    assert caught.value.exit_code == 2
+
+
+def test_parse_date_takes_a_date_or_a_date_and_time():
+    assert parse_date("2026-11-27") == datetime(2026, 11, 27)
+    assert parse_date("2026-11-27 14:05") == parse_date("2026-11-27T14:05") == datetime(2026, 11, 27, 14, 5)
+    for bad in ("2026-13-45", "2026-11-27 14:05:00", "2026-11-27 14", " 2026-11-27", "20261127", "2026-W48-5"):
+        assert parse_date(bad) is None, bad
+
+
+def test_a_plain_date_is_the_start_of_its_day_and_times_order_within_it():
+    ordered = order_migrations([m("a_afternoon", "2026-11-27 14:05"), m("z_plain", "2026-11-27"),
+                                m("c_iso_noon", "2026-11-27T12:00"), m("b_morning", "2026-11-27 09:30"),
+                                m("y_next_day", "2026-11-28"), m("x_late_eve", "2026-11-26 23:59")])
+    assert names(ordered) == ["x_late_eve", "z_plain", "b_morning", "c_iso_noon", "a_afternoon", "y_next_day"]
+
+
+def test_the_same_time_written_two_ways_falls_back_to_the_name():
+    assert names(order_migrations([m("b", "2026-01-01T08:00"), m("a", "2026-01-01 08:00")])) == ["a", "b"]
+
+
+def test_dependencies_chain_across_dates_and_the_rest_keep_date_order():
+    ordered = order_migrations([m("c", "2025-01-01", ["b"]), m("b", "2025-01-02", ["a"]), m("a", "2025-12-31"),
+                                m("d", "2025-06-01"), m("e", "2026-01-01")])
+    assert names(ordered) == ["d", "a", "b", "c", "e"]
+
+
+def test_a_migration_with_two_dependencies_waits_for_both():
+    ordered = order_migrations([m("both", "2025-01-01", ["x", "y"]), m("x", "2025-03-01"), m("y", "2025-02-01")])
+    assert names(ordered) == ["y", "x", "both"]
+
+
+@pytest.mark.parametrize("migrations, cycle", [
+    ([m("a", depends_on=["a"])], "a"),
+    ([m("a", depends_on=["c"]), m("b", depends_on=["a"]), m("c", depends_on=["b"]), m("free")], "a, b, c"),
+    ([m("a", depends_on=["b"]), m("b", depends_on=["a"]), m("after", depends_on=["a"])], "a, after, b"),
+])
+def test_a_cycle_names_every_migration_it_holds_back(migrations, cycle):
+    with pytest.raises(MigrationError) as caught:
+        order_migrations(migrations)
+    assert str(caught.value) == f"migrations depend on each other in a cycle: {cycle}"
+    assert caught.value.exit_code == 2
+
+
+def test_every_missing_dependency_is_named():
+    with pytest.raises(MigrationError, match="a depends on ghost, phantom, which does not exist"):
+        order_migrations([m("a", depends_on=["phantom", "ghost"]), m("b")])
+
+
+@pytest.mark.parametrize("date", ["2025-13-01", "yesterday", "2025-01-01 25:00", ""])
+def test_a_date_that_is_not_a_date_is_a_usage_error_naming_the_migration(date):
+    with pytest.raises(MigrationError) as caught:
+        order_migrations([m("fine"), m("bad_date", date)])
+    assert str(caught.value).startswith(f"bad_date: Date {date!r} is not a valid date: write YYYY-MM-DD HH:MM")
+    assert caught.value.exit_code == 2
