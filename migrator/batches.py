@@ -12,11 +12,13 @@ Memory stays flat. Ctrl-C or SIGTERM stops at the end of the current batch (exit
 that meets a failover or a lost connection is done again whole (migrator.retry).
 
 The path is chosen per server:
-- "range" (MongoDB): take the next `size` ids from the `_id` index (a covered query), then one
-  server-side update_many of the filter within that `_id` range.
+- "range" (MongoDB): find the batch's last `_id` in the `_id` index (a covered read that skips `size - 1`
+  keys and returns one), then one server-side update_many of the filter within that `_id` range, then
+  the checkpoint: three round trips a batch, and no document nor list of ids leaves the server.
 - "stream" (FerretDB): its SQLite backend pushes no filter but `{_id: value}` down to SQL, so an
   `_id` range would scan the whole collection once per batch. Read the ids of the matching documents
-  once, in `_id` order, into a temporary file, then write bulks of UpdateOne({_id}). On FerretDB the
+  once, in `_id` order, into a temporary file (with progress, at most --max-rate a second), then write
+  bulks of UpdateOne({_id}). On FerretDB the
   filter is checked when the ids are read, not again when they are written (`{_id: value}` must stand
   alone to be looked up by index): write an update that is harmless on a document that stopped
   matching meanwhile ($max rather than $set, for example). MongoDB, when it takes this path (`_id`s of
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 import bson
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.write_concern import WriteConcern
@@ -172,6 +174,8 @@ class Batches:
 
     async def _range(self, target: AsyncCollection, filter: dict, update: dict, state: dict, step: int,
                      progress: Progress) -> None:
+        """Three round trips a batch: its last `_id` (read from the index, nothing else leaves the server), the
+        update_many of that `_id` range, and the checkpoint (saved before the next batch)."""
         progress.set_total(await target.estimated_document_count(), estimated=True)
         self._start_pacing()
         while True:
@@ -179,16 +183,19 @@ class Batches:
             after = {} if state["last_id"] is None else {"_id": {"$gt": state["last_id"]}}
 
             async def batch():  # whole, again after a failover: the filter is checked again at the write
-                ids = await target.find(after, {"_id": 1}).sort("_id", ASCENDING).limit(self.size).to_list(None)
-                if not ids:
+                bound = await _batch_bound(target, after, self.size)
+                if bound is None:
                     return None
-                within = {"$lte": ids[-1]["_id"], **after.get("_id", {})}
-                return ids, await target.update_many({"$and": [filter, {"_id": within}]}, update)
+                last_id, documents = bound
+                within = {"$lte": last_id, **after.get("_id", {})}
+                return last_id, documents, await target.update_many({"$and": [filter, {"_id": within}]}, update)
             done = await self.retry(f"{self.migration}: batch {state['batches'] + 1:,}", batch)
             if done is None:
                 return
-            ids, result = done
-            self._batch_done(state, len(ids), ids[-1]["_id"], result.matched_count, result.modified_count, progress)
+            last_id, documents, result = done
+            self._batch_done(state, documents, last_id, result.matched_count, result.modified_count, progress)
+            if documents < self.size:  # the collection's last `_id` was this batch's bound
+                return
 
     async def _stream(self, target: AsyncCollection, filter: dict, update: dict, state: dict, step: int,
                       progress: Progress) -> None:
@@ -201,17 +208,8 @@ class Batches:
         bulk_size = FERRETDB_MAX_BULK if self.is_ferretdb else self.size
         log.info("%s: reading the _ids of the documents to change in %s ...", self.migration, target.name)
         with tempfile.TemporaryFile(prefix="migrator-ids-") as spool:
-            async def read_ids() -> int:  # all of them before the first write: FerretDB must not hold a cursor open
-                spool.seek(0)
-                spool.truncate()
-                count = 0
-                async for document in target.find(query, {"_id": 1}).sort("_id", ASCENDING).batch_size(10_000):
-                    spool.write(bson.encode({"_id": document["_id"]}, codec_options=target.codec_options))
-                    count += 1
-                    if count % 10_000 == 0:
-                        self._stop_if_asked(state)
-                return count
-            count = await self.retry(f"{self.migration}: reading the _ids", read_ids)
+            count = await self._read_ids(target, query, spool, state)
+            progress.restart(state["scanned"], state["modified"])  # the rate and time left of the writes alone
             progress.set_total(state["scanned"] + count)
             self._start_pacing()
             spool.seek(0)
@@ -229,6 +227,37 @@ class Batches:
                 matched, modified = await self.retry(f"{self.migration}: batch {state['batches'] + 1:,}", write)
                 self._batch_done(state, len(batch), batch[-1], matched, modified, progress)
 
+    async def _read_ids(self, target: AsyncCollection, query: dict, spool, state: dict) -> int:
+        """The `_id`s of the documents matching `query`, in `_id` order, into `spool`; how many. All of them before
+        the first write: FerretDB must not hold a cursor open. With progress lines, and at most --max-rate ids a
+        second (on MongoDB each getMore reads on; FerretDB reads and sorts the whole result for the first reply)."""
+        reading = Progress(f"{self.migration}, reading the _ids", interval_s=self.settings.progress_interval_s,
+                           unit="ids", counts_modified=False)
+        close_others = self.stop.before_exit
+        self.stop.before_exit = lambda: (reading.close(), close_others())
+
+        async def read() -> int:  # whole, again after a failover
+            spool.seek(0)
+            spool.truncate()
+            reading.restart()
+            self._start_pacing()
+            chunk, unreported = self._ids_per_read, 0
+            async for document in target.find(query, {"_id": 1}).sort("_id", ASCENDING).batch_size(chunk):
+                spool.write(bson.encode({"_id": document["_id"]}, codec_options=target.codec_options))
+                unreported += 1
+                if unreported == chunk:  # a getMore's worth: count it, keep to --max-rate before the next
+                    await self._ids_read(reading, unreported, state)
+                    unreported = 0
+            await self._ids_read(reading, unreported, state)
+            return reading.done
+        try:
+            count = await self.retry(f"{self.migration}: reading the _ids", read)
+        finally:
+            reading.close()
+            self.stop.before_exit = close_others
+        log.info("%s", reading.line())
+        return count
+
     # ----- between batches -----
 
     def _batch_done(self, state: dict, documents: int, last_id, matched: int, modified: int,
@@ -245,18 +274,37 @@ class Batches:
     def _start_pacing(self) -> None:
         self._pace_started, self._paced = time.monotonic(), 0
 
+    async def _keep_to_rate(self, burst: int) -> None:
+        """Sleep until the documents done since _start_pacing fit in --max-rate."""
+        if not self.settings.max_rate:
+            return
+        ahead = self._paced / self.settings.max_rate - (time.monotonic() - self._pace_started)
+        if ahead > 0:
+            await self.stop.sleep(ahead)
+        elif ahead < -burst / self.settings.max_rate:  # slower than the rate: no credit for a burst
+            self._start_pacing()
+
+    @property
+    def _ids_per_read(self) -> int:
+        """Ids per getMore of the stream path's read: under --max-rate about a second's worth, so that the
+        server reads at that pace too, not in bursts of 10,000."""
+        if not self.settings.max_rate:
+            return 10_000
+        return max(10, min(10_000, int(self.settings.max_rate)))
+
+    async def _ids_read(self, reading: Progress, ids: int, state: dict) -> None:
+        reading.advance(ids)
+        self._paced += ids
+        await self._keep_to_rate(burst=self._ids_per_read)
+        self._stop_if_asked(state)
+
     async def _between(self, state: dict, step: int) -> None:
         """Before each batch: save where the last one ended (if the lock is still ours), keep to --max-rate,
         stop if asked."""
         await self.between_batches(self._last_batch_s)
         if state["batches"]:
             await self.checkpoints.save(self.migration, step, **state)
-        if self.settings.max_rate:
-            ahead = self._paced / self.settings.max_rate - (time.monotonic() - self._pace_started)
-            if ahead > 0:
-                await self.stop.sleep(ahead)
-            elif ahead < -self.size / self.settings.max_rate:  # slower than the rate: no credit for a burst
-                self._start_pacing()
+        await self._keep_to_rate(burst=self.size)
         self._stop_if_asked(state)
         await self.between_batches(self._last_batch_s)  # again: the pause may have been long
         self._batch_started = time.monotonic()
@@ -306,6 +354,21 @@ def _digest(collection: str, filter: dict, update) -> str:
 
 
 _NUMBERS = (int, float, bson.Int64, bson.Decimal128)  # one BSON comparison class; bool is not in it
+
+
+async def _batch_bound(target: AsyncCollection, after: dict, size: int) -> tuple[object, int] | None:
+    """(last `_id`, documents) of the next batch of `size` past `after`, read from the `_id` index alone.
+    A full batch costs one round trip: the index read skips to its last `_id`. Fewer left (the last batch, once
+    a walk): the bound is the collection's last `_id` and the count is of what is left up to it, two round trips
+    more. (One aggregation with $group's $last could answer both, but FerretDB has neither $first nor $last.)"""
+    ids_only, ascending = {"_id": 1}, [("_id", ASCENDING)]
+    full = await target.find_one(after, ids_only, sort=ascending, skip=size - 1)
+    if full is not None:
+        return full["_id"], size
+    last = await target.find_one(after, ids_only, sort=[("_id", DESCENDING)])
+    if last is None:
+        return None
+    return last["_id"], await target.count_documents({"_id": {**after.get("_id", {}), "$lte": last["_id"]}})
 
 
 async def _mixed_id_types(target: AsyncCollection) -> bool:

@@ -3,11 +3,15 @@
 `{_id: "<migration>/<step>", migration, step, collection, checksum, work (a digest of collection,
 filter and update), path, last_id, scanned, matched, modified, batches, done, at}`, written after every batch, deleted when the migration completes. The changelog stays
 insert-only history; this is the one place that is overwritten as work goes on.
+
+A save is one round trip, and a small one: `at` is the server's own clock ($currentDate, no `hello`
+asked first), and once this runner has saved a checkpoint, the next save sets only the fields that
+changed (the last `_id` and the counts), unless the document is gone meanwhile: then all of them.
 """
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from migrator.clock import bookkeeping, server_now
+from migrator.clock import bookkeeping
 from migrator.retry import Retry
 
 COLLECTION = "migrations_checkpoints"
@@ -18,6 +22,7 @@ class Checkpoints:
         self.collection = bookkeeping(database, COLLECTION)
         self.database = database
         self.retry = retry or Retry()
+        self._saved: dict[str, dict] = {}  # key -> the fields this runner last saved there
 
     @staticmethod
     def key(migration: str, step: int) -> str:
@@ -29,10 +34,19 @@ class Checkpoints:
                                 lambda: self.collection.find_one({"_id": self.key(migration, step)}))
 
     async def save(self, migration: str, step: int, **fields) -> None:
-        async def save() -> None:  # replaced whole: saving it twice is the same as once
-            document = {"migration": migration, "step": step, **fields, "at": await server_now(self.database)}
-            await self.collection.replace_one({"_id": self.key(migration, step)}, document, upsert=True)
-        await self.retry(f"{migration}: saving the checkpoint", save)
+        key = self.key(migration, step)
+        document = {"migration": migration, "step": step, **fields}
+        last = self._saved.get(key)
+        if last is None or not await self._set(migration, key, _changed(last, document), upsert=False):
+            await self._set(migration, key, document, upsert=True)
+        self._saved[key] = document
+
+    async def _set(self, migration: str, key: str, fields: dict, upsert: bool) -> bool:
+        """Set `fields` and the time; saving twice is the same as once. False: no such checkpoint (not upserted)."""
+        change = {"$set": fields, "$currentDate": {"at": True}} if fields else {"$currentDate": {"at": True}}
+        result = await self.retry(f"{migration}: saving the checkpoint",
+                                  lambda: self.collection.update_one({"_id": key}, change, upsert=upsert))
+        return result.matched_count > 0 or result.upserted_id is not None
 
     async def all(self) -> dict[str, list[dict]]:
         found: dict[str, list[dict]] = {}
@@ -43,3 +57,10 @@ class Checkpoints:
     async def clear(self, migration: str) -> None:
         await self.retry(f"{migration}: clearing the checkpoint",
                          lambda: self.collection.delete_many({"migration": migration}))
+        self._saved = {key: fields for key, fields in self._saved.items() if fields["migration"] != migration}
+
+
+def _changed(before: dict, after: dict) -> dict:
+    """The fields of `after` that differ from `before`, by type too (True == 1 in Python, not as an `_id`)."""
+    return {name: value for name, value in after.items()
+            if name not in before or type(before[name]) is not type(value) or before[name] != value}

@@ -2,6 +2,8 @@
 
 Docker logs and CI get lines like
     add_metadata_to_chat_messages: 40,000 of 100,000 documents (40%), 2,150 docs/s, 28 s left; 36,000 modified
+or, for work that counts something else and changes nothing (unit="ids", counts_modified=False),
+    add_metadata_to_chat_messages, reading the _ids: 30,000 ids, 9,800 ids/s
 """
 
 import sys
@@ -18,21 +20,33 @@ DEFAULT_INTERVAL_S = 5.0
 
 
 class Progress:
-    """Counts from `done` and `modified` (a resumed run's); the total comes later, with set_total."""
+    """Counts from `done` and `modified` (a resumed run's); the total comes later, with set_total.
+    In a terminal the bar appears with the first total or count (one bar at a time: rich draws one)."""
 
-    def __init__(self, label: str, done: int = 0, modified: int = 0, interval_s: float = DEFAULT_INTERVAL_S):
+    def __init__(self, label: str, done: int = 0, modified: int = 0, interval_s: float = DEFAULT_INTERVAL_S,
+                 unit: str = "documents", counts_modified: bool = True):
         self.label, self.total, self.estimated = label, None, False
         self.done, self.modified = done, modified
         self.interval_s = interval_s
+        self.unit, self.counts_modified = unit, counts_modified
         self._started = self._last_line = time.monotonic()
         self._first_done = done
         self._bar = None
-        if sys.stderr.isatty():
+        self._closed = False
+
+    @property
+    def _rate_unit(self) -> str:
+        return "docs" if self.unit == "documents" else self.unit
+
+    def _shown(self) -> RichProgress | None:
+        """The terminal's bar, started on first use; None without a terminal or once closed."""
+        if self._bar is None and not self._closed and sys.stderr.isatty():
             self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TaskProgressColumn(), TextColumn("{task.fields[rate]} docs/s"),
+                                     TaskProgressColumn(), TextColumn(f"{{task.fields[rate]}} {self._rate_unit}/s"),
                                      TimeRemainingColumn(), console=_log_console(), transient=True)
-            self._task = self._bar.add_task(label, total=None, completed=done, rate="-")
+            self._task = self._bar.add_task(self.label, total=None, completed=self.done, rate="-")
             self._bar.start()
+        return self._bar
 
     @property
     def rate(self) -> float:
@@ -41,15 +55,22 @@ class Progress:
 
     def set_total(self, total: int, estimated: bool = False) -> None:
         self.total, self.estimated = total, estimated
-        if self._bar:
+        if bar := self._shown():
             label = f"{self.label} (~{total:,} estimated)" if estimated else self.label
-            self._bar.update(self._task, total=total, description=label)
+            bar.update(self._task, total=total, description=label)
+
+    def restart(self, done: int = 0, modified: int = 0) -> None:
+        """Count from `done` again, the rate and time left from now: the work begins (again, after a failover)."""
+        self.done, self.modified, self._first_done = done, modified, done
+        self._started = self._last_line = time.monotonic()
+        if self._bar:
+            self._bar.reset(self._task, completed=done, rate="-")
 
     def advance(self, documents: int, modified: int = 0) -> None:
         self.done += documents
         self.modified += modified
-        if self._bar:
-            self._bar.update(self._task, completed=self.done, rate=f"{self.rate:,.0f}")
+        if bar := self._shown():
+            bar.update(self._task, completed=self.done, rate=f"{self.rate:,.0f}")
         elif time.monotonic() - self._last_line >= self.interval_s:
             self._last_line = time.monotonic()
             log.info("%s", self.line())
@@ -63,10 +84,12 @@ class Progress:
         left = ""
         if self.total and self.rate > 0 and self.total > self.done:
             left = f", {_duration((self.total - self.done) / self.rate)} left"
-        return (f"{self.label}: {self.done:,}{of} documents{share}, {self.rate:,.0f} docs/s{left}; "
-                f"{self.modified:,} modified")
+        modified = f"; {self.modified:,} modified" if self.counts_modified else ""
+        return (f"{self.label}: {self.done:,}{of} {self.unit}{share}, {self.rate:,.0f} {self._rate_unit}/s{left}"
+                f"{modified}")
 
     def close(self) -> None:
+        self._closed = True
         if self._bar:
             self._bar.stop()
             self._bar = None

@@ -267,3 +267,30 @@ def test_a_run_whose_verification_fails_leaves_no_checkpoint_to_skip_work_with(d
     again = cli(*runner)
     assert again.code == 0, again
     assert db.items.count_documents({"a": 1}) == 30
+
+
+@pytest.mark.parametrize("count", [100, 7])  # a whole number of batches; fewer than one batch
+def test_the_range_path_counts_the_last_batch_right(db, cli, count):
+    before = load(db, count, every=0)
+    result = cli(SCRIPT, "--batch-path", "range", "--batch-size", "10")
+
+    assert result.code == 0, result
+    assert_migrated_once(db, before)
+    assert f"{NAME}: {count} of ~{count} documents (100%)" in result.output, result
+    assert db.migrations_changelog.find_one({"state": "applied"})["matched"] == count
+
+
+def test_a_signal_during_the_paced_id_read_stops_at_once_with_nothing_written(db, env):
+    load(db, 400, every=0)
+    process = start(env, "--batch-path", "stream", "--max-rate", "40", "--progress-interval", "0.001")
+    wait_for_line = time.monotonic() + 60
+    while "reading the _ids: 40 ids" not in (line := process.stdout.readline()):  # 10 s of reading at 40/s
+        assert line and time.monotonic() < wait_for_line, "no progress line while the ids are read"
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    stopped = finish(process)
+
+    assert stopped.code == 130, stopped
+    assert time.monotonic() - started < 5  # not after the rest of the read
+    assert "stopped by SIGINT after 0 documents; nothing written yet" in stopped.output, stopped
+    assert db.chat_messages.count_documents({"metadata": {"$exists": True}}) == 0

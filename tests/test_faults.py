@@ -44,13 +44,13 @@ def test_kill_9_before_during_between_batches_and_during_verification_loses_noth
 
     # 3. between batches: right after a checkpoint, while --max-rate holds the next batch back
     # (a batch of 1,000 takes about a second even on a loaded machine, well under the 5 s that --max-rate 200
-    # gives it: the rest is the pause, in which the kill lands)
+    # gives it: the rest is the pause, in which the kill lands; the ids are read first, at --max-rate too: 90 s)
     lacking_ids = {_id for _id, doc in before.items() if "metadata" not in doc}
     migrated = lambda: {doc["_id"] for doc in db.chat_messages.find(HAS, {"_id": 1})} & lacking_ids  # noqa: E731
     before_third = migrated()
     third = start(env, *run, "--batch-size", "1000", "--max-rate", "200")
     resumed_at = checkpoint(db)["scanned"]
-    wait_for(lambda: checkpoint(db)["scanned"] >= resumed_at + 1000, "the next checkpoint", third)
+    wait_for(lambda: checkpoint(db)["scanned"] >= resumed_at + 1000, "the next checkpoint", third, timeout=180)
     kill_9(third)
     at_kill = checkpoint(db)
     assert not at_kill["done"]
