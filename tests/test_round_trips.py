@@ -77,7 +77,7 @@ def test_the_stream_path_shows_progress_and_keeps_to_max_rate_while_it_reads_the
     counts = [int(count.replace(",", "")) for count, _ in reading]
     assert counts[:2] == [120, 240] and counts[-1] == 240, result  # while it reads, then the total
     first_batch = result.output.index(f"INFO    {NAME}: 120 of 240 documents")
-    assert result.output.index(f"reading the _ids: 240 ids") < first_batch
+    assert result.output.index("reading the _ids: 240 ids") < first_batch
     # 240 ids at 120 a second: the second getMore waits a second, the end another one
     assert int(reading[-1][1].replace(",", "")) <= 126, result
     assert commands(totals, "getMore") >= 1  # read in getMores of about a second's worth
