@@ -21,11 +21,11 @@ RUNNER_ACCEPTS = {
     "--all": APPLY, "--migration": APPLY, "--status": {"json"}, "--history": {"json"}, "--list": set(),
     "--check": set(), "--verify": set(), "--rollback": ROLLBACK, "--rollback-last": ROLLBACK,
     "--rollback-to": ROLLBACK, "--mark-applied": {"force"}, "--mark-applied-all": {"force"}, "--force-unlock": set(),
-    "--restore": {"force"}, "--new": set(),
+    "--restore": {"force"}, "--new": set(), "--selftest": {"sample"}, "--preview": {"sample", "json"},
 }
 STANDALONE_ACCEPTS = {None: APPLY - {"dry_run"}, "--verify": set(), "--rollback": ROLLBACK, "--dry-run": set()}
 VALUES = {"--backup-dir": "some/dir", "--batch-size": "10", "--max-rate": "5", "--write-concern": "majority",
-          "--batch-path": "stream"}
+          "--batch-path": "stream", "--sample": "5"}
 
 
 def standalone_parser():
@@ -85,7 +85,7 @@ def test_every_modifier_goes_only_with_the_commands_that_take_it(table, parser, 
 @pytest.mark.parametrize("argv, message", [
     (["--status", "--purge"], "--purge goes with --rollback or --rollback-last or --rollback-to"),
     (["--verify", "--force"], "--force goes with --mark-applied or --mark-applied-all or --restore"),
-    (["--list", "--json"], "--json goes with --status or --history"),
+    (["--list", "--json"], "--json goes with --status or --history or --preview"),
     (["--rollback", "x", "--batch-size", "5"], "--batch-size goes with --all or --migration"),
     (["--restore", "f", "--dry-run"], "--dry-run goes with --all or --migration"),
 ])
