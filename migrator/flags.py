@@ -110,7 +110,8 @@ MODIFIERS = (
                                           "applied")),
     Modifier("--force", dict(action="store_true", help="with --mark-applied: record even if it does not verify (asks "
                              "first); with --restore: restore a backup of another database, or one older than "
-                             "migrations applied since")),
+                             "migrations applied since, and overwrite or insert documents the app changed or deleted "
+                             "since")),
     Modifier("--backup", dict(action=argparse.BooleanOptionalAction, default=None, help="save whole every document "
                               "the migration (or rollback) will change, before it runs, to a file that --restore puts "
                               "back; on by default for rollbacks (--no-backup skips)"), BACKUPS),
