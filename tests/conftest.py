@@ -146,6 +146,14 @@ def finish_draft(path, field="language"):
     path.write_text(text.replace('"TODO_field"', f'"{field}"'))
 
 
+def the_error(result) -> str:
+    """The one ERROR line of a run that must fail cleanly: no traceback, no usage block."""
+    errors = [line for line in result.output.splitlines() if " ERROR " in f" {line} "]
+    assert len(errors) == 1, result
+    assert "Traceback" not in result.output and "usage:" not in result.output, result
+    return errors[0]
+
+
 async def _noop(db):
     return True
 

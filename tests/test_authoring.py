@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pymongo import AsyncMongoClient
 
-from conftest import MIGRATIONS, digest, finish_draft, write_migration
+from conftest import MIGRATIONS, digest, finish_draft, the_error, write_migration
 from migrator.discovery import discover
 from migrator.engine import Engine
 from migrator.errors import MigrationError
@@ -30,14 +30,6 @@ def folder(tmp_path, env):
     path.mkdir()
     shutil.copy(MIGRATIONS / f"{EXISTING}.py", path)
     return path
-
-
-def the_error(result) -> str:
-    """The one ERROR line of a run that must fail cleanly: no traceback, no usage block."""
-    errors = [line for line in result.output.splitlines() if " ERROR " in f" {line} "]
-    assert len(errors) == 1, result
-    assert "Traceback" not in result.output and "usage:" not in result.output, result
-    return errors[0]
 
 
 # ----- item 4: a fresh template is a draft ----------------------------------------------------------

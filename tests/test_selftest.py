@@ -15,13 +15,12 @@ import pytest
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 
-from conftest import MIGRATIONS, REPO
+from conftest import MIGRATIONS, REPO, finish_draft, the_error
 from migrator.checksum import code_checksum
 from migrator.errors import MigrationError
 from migrator.scratch import PREFIX, ScratchDatabase
 from migrator.selftest import NOT_AVAILABLE, index_answer
 from sample_messages import chat_messages
-from test_authoring import finish_draft, the_error
 
 RUNNER = "run_migrations.py"
 EXISTING = "add_metadata_to_chat_messages"
