@@ -28,7 +28,7 @@ def test_status_on_a_fresh_and_on_a_migrated_database(db, cli):
     row = status_json(cli)["add_metadata_to_chat_messages"]
     assert row["state"] == "applied" and row["modified"] == 18 and row["flags"] == []
     assert datetime.fromisoformat(row["at"]) > datetime.now(timezone.utc) - timedelta(minutes=5)
-    entry = db.migrations_changelog.find_one({"name": "add_metadata_to_chat_messages"})
+    entry = db.migrations_changelog.find_one({"name": "add_metadata_to_chat_messages", "state": "applied"})
     assert entry["checksum"] and entry["host"] and entry["pid"] and entry["toolkit_version"]
     assert entry["matched"] == entry["modified"] == 18 and entry["duration_s"] >= 0
 
