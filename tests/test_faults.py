@@ -58,7 +58,7 @@ def test_kill_9_before_during_between_batches_and_during_verification_loses_noth
     assert migrated() == before_third | {_id for _id in lacking_ids if _id <= at_kill["last_id"]}
 
     # 4. during verification: every batch done, the run not recorded yet
-    fourth = start(env, *run, "--batch-size", "3000")
+    fourth = start(env, *run, "--batch-size", "1500")
     wait_for(lambda: checkpoint(db)["done"], "the last batch", fourth)
     kill_9(fourth)
     assert db.chat_messages.count_documents(HAS) == len(before)
