@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -239,6 +240,7 @@ def main() -> int:
     if args.docs < 1 or not skip <= set("abcd") or not set(paths) <= set(PATHS):
         parser.error("--docs must be positive, --skip a list of a, b, c, d and --paths a list of range, stream")
 
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))  # drop the copies on the way out
     server, scratch = None, None
     url = os.environ.get("MONGODB_URL")
     if not url:
@@ -293,6 +295,7 @@ def main() -> int:
                 row["peak_rss_mb"] = round(rss / 2**20, 1)
             if totals:
                 row.update(wire_cost(totals, args.docs))
+            say(f"bench: ({key}) {json.dumps(row)}")  # as it comes: a run stopped later still leaves it
         if "a" in names:
             results["status_seconds"] = round(status_seconds(url, names["a"]), 3)
         if "a" in results and "b" in results:
