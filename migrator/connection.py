@@ -59,7 +59,8 @@ async def connect(url: str, database_name: str, timeout_s: float = 5.0) -> tuple
     try:
         parts = parse_url(url)
     except (InvalidURI, ConfigurationError, ValueError, OSError) as exc:  # OSError: an unreadable tlsCAFile
-        raise MigrationError(f"MONGODB_URL is not a valid MongoDB URL ({shown}): {redact(exc)}", ExitCode.USAGE) from exc
+        raise MigrationError(f"MONGODB_URL is not a valid MongoDB URL ({shown}): {redact(exc)}",
+                             ExitCode.USAGE) from exc
     hosts = parts["fqdn"] or ", ".join(f"{h}:{p}" for h, p in parts["nodelist"])
     try:
         client = AsyncMongoClient(url, **RUNNER_OPTIONS, appname="flowise-proxy-migrations", tz_aware=True)

@@ -42,7 +42,8 @@ def number(kind, minimum: float = 0, above_minimum: bool = False):
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"must be a finite number: {text!r}")
         if value < minimum or (above_minimum and value == minimum):
-            raise argparse.ArgumentTypeError(f"must be {'more than' if above_minimum else 'at least'} {minimum}: {text!r}")
+            bound = "more than" if above_minimum else "at least"
+            raise argparse.ArgumentTypeError(f"must be {bound} {minimum}: {text!r}")
         return value
     parse.__name__ = kind.__name__
     return parse

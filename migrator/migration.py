@@ -179,8 +179,8 @@ def load_migration(path: Path) -> Migration | None:
         return None
     entry_point = _cli_called_at_import(tree)
     if entry_point:
-        raise MigrationError(f"{path.name}: calls {entry_point}() when imported: put the lines that run the file on its "
-                             f"own under `if __name__ == \"__main__\":`, as the template does", ExitCode.USAGE)
+        raise MigrationError(f"{path.name}: calls {entry_point}() when imported: put the lines that run the file "
+                             f"on its own under `if __name__ == \"__main__\":`, as the template does", ExitCode.USAGE)
 
     module = _import(path)
     declared_object = getattr(module, "migration", None)

@@ -18,8 +18,9 @@ client repr leaves out the sensitive options and authMechanismProperties, the au
 check avoids echoing the token (pymongo/common.py, uri_parser_shared.py); mongodump gets the URL in a
 config file and reports a conflicting password without its value; no server sends a password back.
 Only a migration's own code could print a password bare, with no URL or key around it; that is not
-masked, as a bare text match is what turned `adv_secret_test` into `adv_secret_****`. The log filter (migrator.output) applies `redact` to every log line and traceback;
-what is stored (changelog) and printed (say, table) goes through it too.
+masked, as a bare text match is what turned `adv_secret_test` into `adv_secret_****`. The log filter
+(migrator.output) applies `redact` to every log line and traceback; what is stored (changelog) and printed
+(say, table) goes through it too.
 """
 
 import re

@@ -104,7 +104,8 @@ class Result:
 def run(script: str, *args: str, env: dict, input: str | None = None, cwd: Path = REPO, timeout: float = 120) -> Result:
     """Run a script of migrations/ as a user would: `python migrations/<script> args...`."""
     path = script if os.path.isabs(script) else str(MIGRATIONS / script)
-    completed = subprocess.run([sys.executable, path, *args], env=env, cwd=cwd, input=input if input is not None else "",
+    completed = subprocess.run([sys.executable, path, *args], env=env, cwd=cwd,
+                               input=input if input is not None else "",
                                capture_output=True, text=True, timeout=timeout)
     return Result(completed)
 
@@ -224,7 +225,8 @@ def assert_nothing_lost(db, before: dict) -> None:
     after = {doc["_id"]: doc for doc in db.chat_messages.find()}
     assert len(after) == len(before)
     assert after.keys() == before.keys()
-    changed = [_id for _id, old in before.items() if after[_id] != (old if "metadata" in old else {**old, "metadata": None})]
+    expected = lambda old: old if "metadata" in old else {**old, "metadata": None}  # noqa: E731
+    changed = [_id for _id, old in before.items() if after[_id] != expected(old)]
     assert changed == []
     assert db.migrations_changelog.count_documents({"name": NAME, "state": "applied"}) == 1
     assert db.migrations_checkpoints.count_documents({}) == 0

@@ -106,8 +106,9 @@ def test_a_half_edited_template_names_what_is_left_and_an_edited_one_runs(db, cl
     draft.write_text(re.sub(r"^DRAFT:.*\n", "", draft.read_text(), flags=re.MULTILINE))  # only the marker
     half = cli(RUNNER, "--migration", "add_language", *dir_)
     assert half.code == 2
-    assert the_error(half).endswith('add_language.py is a draft (template not edited), so it does not run: write '
-                                    'its Description; replace "TODO_field" with the field it changes; nothing was changed')
+    assert the_error(half).endswith('add_language.py is a draft (template not edited), so it does not run: '
+                                    'write its Description; replace "TODO_field" with the field it changes; '
+                                    'nothing was changed')
 
     finish_draft(draft)
     assert "draft" not in cli(RUNNER, "--list", *dir_).stdout
@@ -176,8 +177,8 @@ main()
     (DIRECT, "zz_unguarded.py: calls standalone_main() when imported: put the lines that run the file on its own under "
              '`if __name__ == "__main__":`, as the template does'),
     (ALIASED, "zz_unguarded.py: calls main() when imported"),
-    (THROUGH_A_HELPER, "zz_unguarded.py: runs the command line when imported: put the lines that run the file on its own "
-                       'under `if __name__ == "__main__":`'),
+    (THROUGH_A_HELPER, "zz_unguarded.py: runs the command line when imported: put the lines that run the file "
+                       'on its own under `if __name__ == "__main__":`'),
 ], ids=["direct", "aliased", "through a helper"])
 def test_a_file_without_a_main_guard_is_named_by_the_runner_and_on_its_own(db, cli, folder, body, says):
     path = folder / "zz_unguarded.py"

@@ -92,7 +92,8 @@ def test_a_signal_stops_at_a_batch_boundary_and_the_next_run_resumes(db, cli, en
     resumed = cli(SCRIPT, "--batch-path", path, "--batch-size", "20")
 
     assert resumed.code == 0, resumed
-    assert f"resuming from the checkpoint: {checkpoint['scanned']} documents of chat_messages were done" in resumed.output
+    done = checkpoint["scanned"]
+    assert f"resuming from the checkpoint: {done} documents of chat_messages were done" in resumed.output
     assert_migrated_once(db, before)
     assert "resumable" not in cli("run_migrations.py", "--status").output
 

@@ -151,7 +151,8 @@ def test_rollback_to_goes_newest_first_and_is_recorded(db, cli, tmp_path):
     result = cli(RUNNER, "--rollback-to", "m1", "--yes", *folder)
 
     assert result.code == 0, result
-    rolled = [line.split(": rolled back")[0].split()[-1] for line in result.output.splitlines() if ": rolled back" in line]
+    rolled = [line.split(": rolled back")[0].split()[-1]
+              for line in result.output.splitlines() if ": rolled back" in line]
     assert rolled == ["m3", "m2"]
     assert "m3: rollback verified" in result.output
     assert db.chat_messages.count_documents({"m1": 1, "m2": {"$exists": False}, "m3": {"$exists": False}}) == 4
@@ -190,7 +191,8 @@ def test_mark_applied_adopts_a_database_migrated_by_hand_and_refuses_one_that_is
     assert "is not in place (total=6, with_metadata=3, without_metadata=3): not recorded" in refused.output
     assert db.migrations_changelog.count_documents({}) == 0
 
-    db.chat_messages.update_many({"metadata": {"$exists": False}}, {"$set": {"metadata": None}})  # the guide's old script
+    # the guide's old script
+    db.chat_messages.update_many({"metadata": {"$exists": False}}, {"$set": {"metadata": None}})
     adopted = cli(RUNNER, "--mark-applied-all", "add_metadata_to_chat_messages")
     assert adopted.code == 0, adopted
     row = status_json(cli)["add_metadata_to_chat_messages"]

@@ -400,8 +400,9 @@ def cmd(wine_env, tmp_path) -> Cmd:
 
 
 ENV_TEST = f"ENV_FILE={windows_path(REPO)}\\.env.test"
+COMPOSE_FILE = f"{windows_path(REPO)}\\docker-compose.test.yml"
 DOCKER_BAT_CALLS = ["docker --version", "docker info", "docker compose version",
-                    f'docker compose -f "{windows_path(REPO)}\\docker-compose.test.yml" up -d --force-recreate mongodb-test',
+                    f'docker compose -f "{COMPOSE_FILE}" up -d --force-recreate mongodb-test',
                     'docker inspect -f "{{.State.Health.Status}}" mongodb-test']
 
 

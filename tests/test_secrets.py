@@ -270,7 +270,8 @@ def test_tls_from_the_url_makes_the_driver_start_a_tls_handshake(env, tmp_path):
     port = listener.getsockname()[1]
     url = f"mongodb://migrator:{IN_URL}@127.0.0.1:{port}/?authMechanism=PLAIN&tls=true&tlsCAFile={ca}"
     try:
-        result = run("run_migrations.py", "--status", "--server-timeout", "2", "--debug", env={**env, "MONGODB_URL": url})
+        result = run("run_migrations.py", "--status", "--server-timeout", "2", "--debug",
+                     env={**env, "MONGODB_URL": url})
     finally:
         thread.join(15)
         listener.close()

@@ -248,7 +248,8 @@ def test_pipelines_and_commands_name_scratch_collections_and_no_other_database()
                              {"$facet": {"f": [{"$graphLookup": {"from": "c"}}]}}, {"$merge": {"into": "d"}}]) == [
         {"$match": {}}, {"$lookup": {"from": "_selftest_ab_users", "pipeline": [{"$unionWith": "_selftest_ab_b"}]}},
         {"$facet": {"f": [{"$graphLookup": {"from": "_selftest_ab_c"}}]}}, {"$merge": {"into": "_selftest_ab_d"}}]
-    assert scratch.pipeline([{"$out": {"db": "app", "coll": "e"}}]) == [{"$out": {"db": "app", "coll": "_selftest_ab_e"}}]
+    out = {"$out": {"db": "app", "coll": "e"}}
+    assert scratch.pipeline([out]) == [{"$out": {"db": "app", "coll": "_selftest_ab_e"}}]
     assert scratch._command({"collMod": "m", "validator": {}}) == {"collMod": "_selftest_ab_m", "validator": {}}
     with pytest.raises(MigrationError, match="may not write to database other"):
         scratch.pipeline([{"$merge": {"into": {"db": "other", "coll": "x"}}}])

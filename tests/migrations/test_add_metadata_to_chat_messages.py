@@ -32,7 +32,8 @@ def test_add_metadata_to_chat_messages_passes_its_selftest(db, cli):
         db[collection].insert_many(documents)
     before = contents(db)
 
-    result = cli("run_migrations.py", "--selftest", "add_metadata_to_chat_messages", "--migrations-dir", str(MIGRATION.parent))
+    result = cli("run_migrations.py", "--selftest", "add_metadata_to_chat_messages",
+                 "--migrations-dir", str(MIGRATION.parent))
 
     assert result.code == 0, result
     assert "self-test passed" in result.output, result

@@ -13,7 +13,8 @@ m = a_migration
 
 
 def test_order_is_by_date_then_name():
-    assert names(order_migrations([m("b", "2025-02-01"), m("c"), m("a", "2025-03-01"), m("aa")])) == ["aa", "c", "b", "a"]
+    ordered = order_migrations([m("b", "2025-02-01"), m("c"), m("a", "2025-03-01"), m("aa")])
+    assert names(ordered) == ["aa", "c", "b", "a"]
 
 
 def test_a_dependency_moves_a_migration_after_what_it_needs():
