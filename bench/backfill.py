@@ -40,9 +40,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "scripts"), str(REPO / "bench")]
 
+from command_totals import OUTPUT, Totals  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
 
-from command_totals import OUTPUT, Totals  # noqa: E402
 from local_server import LocalServer, build_local_server  # noqa: E402
 from sample_messages import generate_messages  # noqa: E402
 

@@ -13,8 +13,14 @@ from typing import Any
 import pymongo
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import (ConfigurationError, ConnectionFailure, InvalidName, InvalidURI, OperationFailure,
-                            PyMongoError)
+from pymongo.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    InvalidName,
+    InvalidURI,
+    OperationFailure,
+    PyMongoError,
+)
 from pymongo.uri_parser_shared import _validate_uri
 
 from migrator.errors import ExitCode, MigrationError

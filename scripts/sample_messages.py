@@ -5,11 +5,10 @@
 """
 
 import argparse
-import sys
-from pathlib import Path
-
 import random
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 EVENTS = [
     {"event": "usedTools", "data": [{"tool": "search", "toolInput": {"q": "price"}, "toolOutput": "42"}]},
@@ -48,9 +47,9 @@ def main() -> int:
     from pymongo import MongoClient
     from pymongo.errors import OperationFailure
 
-    from migrator.settings import SettingsError, load_settings
     from migrator.connection import FERRETDB_DATABASE_NAMES, INVALID_NAMESPACE
     from migrator.redact import redact
+    from migrator.settings import SettingsError, load_settings
 
     parser = argparse.ArgumentParser(description="Load sample chat messages into an empty chat_messages collection.")
     parser.add_argument("--count", type=int, default=1000, help="how many messages (default: 1000)")

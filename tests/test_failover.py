@@ -6,8 +6,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import (HAS, NAME, assert_nothing_lost, finish, load, start, wait_for, without_timestamps,
-                      write_migration)
+from conftest import HAS, NAME, assert_nothing_lost, finish, load, start, wait_for, without_timestamps, write_migration
 from sample_messages import chat_messages
 from wire_proxy import Fault, WireProxy
 

@@ -15,9 +15,9 @@ import asyncio
 import gzip
 import json
 import logging
+import re
 import shutil
 import socket
-import re
 import sys
 import threading
 from datetime import datetime
@@ -29,12 +29,12 @@ import pytest
 from bson import json_util
 from pymongo.errors import ConfigurationError
 
-from migrator.settings import load_settings
 from conftest import MIGRATIONS, run
 from migrator import connection
 from migrator.errors import MigrationError
 from migrator.output import _RedactFilter
 from migrator.redact import remember_secret_of
+from migrator.settings import load_settings
 from sample_messages import chat_messages
 
 PASSWORD = "Zx9!S3cr3t@Pa55"

@@ -5,8 +5,7 @@ import signal
 
 import pytest
 
-from migrator.batches import (DEFAULT_SIZE, RANGE, STREAM, Batches, BatchSettings, StopRequest, _digest,
-                              default_path)
+from migrator.batches import DEFAULT_SIZE, RANGE, STREAM, Batches, BatchSettings, StopRequest, _digest, default_path
 from migrator.checkpoints import Checkpoints
 from migrator.cli import runner_parser
 from migrator.errors import MigrationError

@@ -4,8 +4,22 @@ from datetime import datetime, timedelta, timezone
 
 from conftest import a_migration, names
 from migrator.changelog import sets_state
-from migrator.plan import (APPLIED, DRAFT_FLAG, FAILED, PENDING, ROLLED_BACK, RUNNING, StatusRow, applied, changed,
-                           latest_of, out_of_order, pending, rollbackable, status_rows)
+from migrator.plan import (
+    APPLIED,
+    DRAFT_FLAG,
+    FAILED,
+    PENDING,
+    ROLLED_BACK,
+    RUNNING,
+    StatusRow,
+    applied,
+    changed,
+    latest_of,
+    out_of_order,
+    pending,
+    rollbackable,
+    status_rows,
+)
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -4,9 +4,21 @@ import asyncio
 import logging
 
 import pytest
-from pymongo.errors import (AutoReconnect, BulkWriteError, ConfigurationError, ConnectionFailure, DuplicateKeyError,
-                            ExecutionTimeout, InvalidURI, NetworkTimeout, NotPrimaryError, OperationFailure,
-                            ServerSelectionTimeoutError, WriteConcernError, WriteError)
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ConfigurationError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    InvalidURI,
+    NetworkTimeout,
+    NotPrimaryError,
+    OperationFailure,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+    WriteError,
+)
 
 from migrator import retry
 from migrator.errors import MigrationError
