@@ -166,6 +166,8 @@ def add_progress(row: StatusRow, checkpoints: list[dict], now: datetime) -> None
     started_at, started_from = current.get("started_at"), current.get("started_from")
     if started_at is None or started_from is None or done <= started_from or current.get("done"):
         return
+    if row.since and _aware(started_at) < _aware(row.since):  # saved by an earlier run: not this one's rate
+        return
     elapsed_s = (_aware(now) - _aware(started_at)).total_seconds()
     if elapsed_s > 0:
         rate = (done - started_from) / elapsed_s

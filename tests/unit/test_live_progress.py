@@ -74,6 +74,13 @@ def test_the_current_walk_is_the_last_step_and_is_named_when_not_the_first():
     assert progress_text(row) == "step 2: 50 of 1,000 documents (5.0%)"
 
 
+def test_a_checkpoint_left_by_an_earlier_run_gives_no_rate_until_this_run_saves_one():
+    row = running_row()  # resumed at T0; the checkpoint is the dead runner's, from a minute before
+    add_progress(row, [checkpoint(started_s=-60)], now=T0 + timedelta(seconds=14))
+
+    assert (row.done, row.percent, row.rate_per_s, row.eta_s) == (120, 40.0, None, None)
+
+
 def test_without_a_checkpoint_only_the_runner_and_since():
     row = running_row()
     add_progress(row, [], now=T0 + timedelta(seconds=20))
