@@ -20,6 +20,8 @@ by the next /health that finds the database answering. The JSON says why:
     {"status": "ok" | "migrations pending" | "migration files broken" | "database unreachable" |
                "models not initialised",
      "database": "<name>", "reachable": true | false, "pending_migrations": ["<name>", ...],
+     "running_migrations": [{"name", "host", "pid", "since", "done", "total", "percent", "rate_per_s",
+                             "eta_s", ...}] (only while a runner is applying one: it is pending until it is applied),
      "error": "..." (unless ok or pending)}
 """
 
@@ -36,6 +38,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from app.database import DOCUMENT_MODELS, create_client
+from migrator import live, plan
 from migrator.settings import SettingsError, load_settings
 from migrator.discovery import MIGRATIONS_DIR, discover
 from migrator.engine import Engine
@@ -73,12 +76,16 @@ class Readiness:
         """Never raises for a database problem."""
         state = {"status": OK, "database": self.database.name, "reachable": True, "pending_migrations": []}
         try:
-            state["pending_migrations"] = [migration.name for migration in await self.engine.pending()]
+            rows = await live.status_rows(self.engine)
         except ConnectionFailure:
             return {**state, "status": UNREACHABLE, "reachable": False,
                     "error": f"no answer from the database server within {self.timeout_ms} ms"}
         except PyMongoError as exc:  # e.g. authentication failed
             return {**state, "status": UNREACHABLE, "reachable": False, "error": redact(exc)}
+        state["pending_migrations"] = [row.name for row in rows if row.state != plan.APPLIED]
+        running = [live.as_json(row) for row in rows if row.state == plan.RUNNING]
+        if running:  # pending too, until it is applied
+            state["running_migrations"] = running
         models_error = await self._initialise_models()
         if models_error:
             return {**state, "status": NO_MODELS, "error": models_error}

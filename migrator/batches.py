@@ -176,7 +176,8 @@ class Batches:
                      progress: Progress) -> None:
         """Three round trips a batch: its last `_id` (read from the index, nothing else leaves the server), the
         update_many of that `_id` range, and the checkpoint (saved before the next batch)."""
-        progress.set_total(await target.estimated_document_count(), estimated=True)
+        state["total"], state["total_estimated"] = await target.estimated_document_count(), True  # checkpointed
+        progress.set_total(state["total"], estimated=True)
         self._start_pacing()
         while True:
             await self._between(state, step)
@@ -210,7 +211,8 @@ class Batches:
         with tempfile.TemporaryFile(prefix="migrator-ids-") as spool:
             count = await self._read_ids(target, query, spool, state)
             progress.restart(state["scanned"], state["modified"])  # the rate and time left of the writes alone
-            progress.set_total(state["scanned"] + count)
+            state["total"], state["total_estimated"] = state["scanned"] + count, False  # checkpointed
+            progress.set_total(state["total"])
             self._start_pacing()
             spool.seek(0)
             ids = (document["_id"] for document in bson.decode_file_iter(spool, target.codec_options))

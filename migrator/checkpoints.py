@@ -1,8 +1,12 @@
 """Where a batched migration stopped: one small document per step, so a re-run resumes there.
 
 `{_id: "<migration>/<step>", migration, step, collection, checksum, work (a digest of collection,
-filter and update), path, last_id, scanned, matched, modified, batches, done, at}`, written after every batch, deleted when the migration completes. The changelog stays
-insert-only history; this is the one place that is overwritten as work goes on.
+filter and update), path, last_id, scanned, matched, modified, batches, done, total, total_estimated,
+started_at, started_from, at}`, written after every batch, deleted when the migration completes. The
+changelog stays insert-only history; this is the one place that is overwritten as work goes on.
+`scanned` counts the documents done of `total` (counted when the walk starts; `total_estimated`: from
+the collection's count); `done` says the walk is over. A runner's first save also sets `started_at`
+(the server's clock) and `started_from` (`scanned` then): what `--status` measures this run's rate from.
 
 A save is one round trip, and a small one: `at` is the server's own clock ($currentDate, no `hello`
 asked first), and once this runner has saved a checkpoint, the next save sets only the fields that
@@ -38,12 +42,16 @@ class Checkpoints:
         document = {"migration": migration, "step": step, **fields}
         last = self._saved.get(key)
         if last is None or not await self._set(migration, key, _changed(last, document), upsert=False):
-            await self._set(migration, key, document, upsert=True)
+            # this runner's first save here (or the document was removed): the rate is measured from here
+            await self._set(migration, key, {**document, "started_from": fields.get("scanned", 0)}, upsert=True,
+                            dates=("at", "started_at"))
         self._saved[key] = document
 
-    async def _set(self, migration: str, key: str, fields: dict, upsert: bool) -> bool:
-        """Set `fields` and the time; saving twice is the same as once. False: no such checkpoint (not upserted)."""
-        change = {"$set": fields, "$currentDate": {"at": True}} if fields else {"$currentDate": {"at": True}}
+    async def _set(self, migration: str, key: str, fields: dict, upsert: bool, dates=("at",)) -> bool:
+        """Set `fields`, and `dates` to the server's time; saving twice is the same as once. False: no such
+        checkpoint (not upserted)."""
+        now = {"$currentDate": {name: True for name in dates}}
+        change = {"$set": fields, **now} if fields else now
         result = await self.retry(f"{migration}: saving the checkpoint",
                                   lambda: self.collection.update_one({"_id": key}, change, upsert=upsert))
         return result.matched_count > 0 or result.upserted_id is not None

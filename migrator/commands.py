@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from migrator.settings import Settings
-from migrator import backup, plan
+from migrator import backup, live, plan
 from migrator.backup import DEFAULT_DIR as DEFAULT_BACKUP_DIR
 from migrator.clock import server_now
 from migrator.connection import server_info
@@ -236,23 +236,35 @@ async def check(ctx: Context) -> int:
 
 
 async def status(ctx: Context) -> int:
-    rows = await ctx.engine.status()
+    rows = await live.status_rows(ctx.engine)
     if ctx.options.as_json:
-        say(json.dumps([{**row.__dict__, "at": row.at.isoformat() if row.at else None, "flags": row.flags}
+        say(json.dumps([{**row.__dict__, "at": row.at.isoformat() if row.at else None,
+                         "since": row.since.isoformat() if row.since else None, "flags": row.flags}
                         for row in rows], indent=2))
         return ExitCode.OK
     table(["migration", "date", "state", "since (UTC)", "took", "docs", "flags"], [
         [row.name, row.date, row.state.replace("_", " "), f"{row.at:%Y-%m-%d %H:%M:%S}" if row.at else "",
-         f"{row.duration_s:.2f} s" if row.duration_s is not None else "",
-         "" if row.modified is None else f"{row.modified:,}", ", ".join(row.flags)]
+         f"{row.duration_s:.2f} s" if row.duration_s is not None else "", _docs_cell(row), ", ".join(row.flags)]
         for row in rows])
     pending = sum(row.state != plan.APPLIED for row in rows if not row.missing_file)
+    running = sum(row.state == plan.RUNNING for row in rows)
     problems = [row for row in rows if row.changed or row.missing_file or row.state == plan.FAILED]
-    say(f"{len(rows) - pending} applied, {pending} pending" + (f", {len(problems)} with problems" if problems else ""))
+    say(f"{len(rows) - pending} applied, {pending} pending" + (f" ({running} running now)" if running else "")
+        + (f", {len(problems)} with problems" if problems else ""))
     for row in rows:
+        if row.state == plan.RUNNING:
+            say(f"{row.name}: {plan.running_text(row)}")
         if row.state == plan.FAILED and row.error:
             say(f"{row.name} failed: {row.error}")
     return ExitCode.OK
+
+
+def _docs_cell(row: plan.StatusRow) -> str:
+    """Applied: the documents it changed; running, batched: done of total."""
+    if row.state == plan.RUNNING and row.done is not None:
+        share = "" if row.percent is None else f" ({row.percent:.1f}%)"
+        return f"{row.done:,}" + ("" if row.total is None else f" of {row.total:,}") + share
+    return "" if row.modified is None else f"{row.modified:,}"
 
 
 async def history(ctx: Context, name: str | bool) -> int:

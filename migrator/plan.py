@@ -1,7 +1,8 @@
 """What is applied, pending, failed or changed: pure functions of the migrations and the changelog."""
 
+import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from migrator.changelog import sets_state
 from migrator.migration import Migration
@@ -29,12 +30,23 @@ class StatusRow:
     checkpoint_done: int | None = None  # a batched run stopped half-way: documents done so far
     draft: bool = False  # its file is the --new template, not edited yet: it does not run
     out_of_order: str = ""  # pending, but ordered before this applied migration
+    # running or interrupted: its runner; running: since when, and how far its batches are (add_progress)
+    host: str | None = None
+    pid: int | None = None
+    since: datetime | None = None  # running: when this runner started it (the server's clock)
+    step: int | None = None  # running, batched: which walk of its `up` is under way (1 for the first)
+    done: int | None = None  # documents done of that walk's collection
+    total: int | None = None  # documents of that walk, counted at its start (estimated: from the collection's count)
+    total_estimated: bool | None = None
+    percent: float | None = None
+    rate_per_s: float | None = None  # documents a second since this run's first checkpoint, by the server's clock
+    eta_s: float | None = None  # seconds left at that rate
 
     @property
     def flags(self) -> list[str]:
         flags = [flag for flag, on in (("marked", self.marked), ("changed", self.changed),
                                        ("missing file", self.missing_file)) if on]
-        if self.checkpoint_done is not None:
+        if self.checkpoint_done is not None and self.state != RUNNING:  # running: its progress says more
             flags.append(f"resumable: {self.checkpoint_done:,} documents done")
         if self.draft:
             flags.append(DRAFT_FLAG)
@@ -68,8 +80,9 @@ def _row(name: str, date: str, entries: list[dict]) -> StatusRow:
     first, latest = streak[0], streak[-1]
     row = StatusRow(name, date, latest["state"], at=first["at"], error=latest.get("error", "") if
                     latest["state"] == FAILED else "")
-    if row.state == RUNNING:
+    if row.state == RUNNING:  # since this runner's start, not that of a dead one before it
         row.runner = f"{latest.get('host', '?')}:{latest.get('pid', '?')}"
+        row.host, row.pid, row.at = latest.get("host"), latest.get("pid"), latest["at"]
     if row.state == APPLIED:
         applies = [entry for entry in streak if entry["action"] == "apply"]
         row.duration_s = first.get("duration_s") if first["action"] == "apply" else None
@@ -133,3 +146,69 @@ def out_of_order(migrations: list[Migration], latest: dict[str, dict]) -> dict[s
 def changed(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
     return [m for m in migrations if state_of(latest.get(m.name)) == APPLIED
             and latest[m.name].get("checksum") not in (None, m.checksum)]
+
+
+# ----- live progress of a running migration -----
+
+def add_progress(row: StatusRow, checkpoints: list[dict], now: datetime) -> None:
+    """Fill in a running row's progress from its checkpoints (one per walk of its `up`; none if not batched): the
+    current walk's documents done of its total, the rate since this run's first checkpoint there, both times by
+    the server's clock (`now` too), and the time left at that rate."""
+    row.since = row.at
+    if not checkpoints:
+        return
+    current = max(checkpoints, key=lambda checkpoint: checkpoint.get("step", 0))
+    done, total = current.get("scanned", 0), current.get("total")
+    row.step, row.done = current.get("step"), done
+    if total is not None:
+        row.total, row.total_estimated = max(total, done), bool(current.get("total_estimated"))
+        row.percent = 100.0 if current.get("done") or not row.total else _percent_floor(done, row.total)
+    started_at, started_from = current.get("started_at"), current.get("started_from")
+    if started_at is None or started_from is None or done <= started_from or current.get("done"):
+        return
+    if row.since and _aware(started_at) < _aware(row.since):  # saved by an earlier run: not this one's rate
+        return
+    elapsed_s = (_aware(now) - _aware(started_at)).total_seconds()
+    if elapsed_s > 0:
+        rate = (done - started_from) / elapsed_s
+        row.rate_per_s = round(rate, 2)
+        if row.total is not None:
+            row.eta_s = round((row.total - done) / rate, 1)
+
+
+def _percent_floor(done: int, total: int) -> float:
+    """One decimal, rounded down: 100.0 only when all is done."""
+    return math.floor(1000 * done / total) / 10
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def progress_text(row: StatusRow) -> str:
+    """`120 of 300 documents (40.0%), 25 documents/s, about 7 s left`; empty when not known (not batched)."""
+    if row.done is None:
+        return ""
+    step = f"step {row.step}: " if row.step and row.step > 1 else ""
+    of = "" if row.total is None else f" of {'~' if row.total_estimated else ''}{row.total:,}"
+    share = "" if row.percent is None else f" ({row.percent:.1f}%)"
+    rate = "" if row.rate_per_s is None else f", {row.rate_per_s:,.0f} documents/s"
+    left = "" if row.eta_s is None else f", {eta_text(row.eta_s)} left"
+    return f"{step}{row.done:,}{of} documents{share}{rate}{left}"
+
+
+def running_text(row: StatusRow) -> str:
+    """`running on host:pid since 2026-01-01 12:00:00 UTC: 120 of 300 documents (40.0%), ...`"""
+    since = f" since {row.since:%Y-%m-%d %H:%M:%S} UTC" if row.since else ""
+    progress = progress_text(row)
+    return f"running on {row.runner}{since}" + (f": {progress}" if progress else "")
+
+
+def eta_text(seconds: float) -> str:
+    if seconds < 1:
+        return "under a second"
+    if seconds < 90:
+        return f"about {seconds:.0f} s"
+    if seconds < 5400:
+        return f"about {seconds / 60:.0f} min"
+    return f"about {seconds / 3600:.1f} h"

@@ -100,7 +100,10 @@ def test_a_checkpoint_saves_what_changed_and_is_saved_whole_again_if_it_was_remo
     asyncio.run(saves())
 
     saved = db.migrations_checkpoints.find_one()
-    at = saved.pop("at")
-    assert saved == {"_id": "m/1", "migration": "m", "step": 1, **identity, "last_id": "z", "scanned": 3, "done": False}
+    at, started_at = saved.pop("at"), saved.pop("started_at")
+    # saved whole again: the rate is measured from this save (started_at, started_from)
+    assert saved == {"_id": "m/1", "migration": "m", "step": 1, **identity, "last_id": "z", "scanned": 3, "done": False,
+                     "started_from": 3}
+    assert abs((at - started_at).total_seconds()) < 1
     server_time = db.command("hello")["localTime"]
     assert abs((server_time.replace(tzinfo=at.tzinfo) - at).total_seconds()) < 30  # the server's clock
