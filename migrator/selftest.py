@@ -33,7 +33,7 @@ from migrator import checkpoints
 from migrator.backup import touched
 from migrator.batches import BatchSettings, Batches
 from migrator.docdiff import MISSING, Change, raw_changes, same, shown
-from migrator.engine import in_parens
+from migrator.steps import in_parens
 from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration, Outcome, Verification, refuse_if_draft
 from migrator.motor_compat import MotorStyleDatabase
