@@ -11,12 +11,33 @@ it prints. One module per kind of command:
     narration   what they are handed (Context, Options) and the engine's events as log lines
 """
 
-from migrator.commands.apply import (apply_one, apply_pending, dry_run, rollback, select_after, select_last,
-                                     select_named, up_to)
-from migrator.commands.authoring import (TEMPLATE, TEST_TEMPLATE, force_unlock, mark_applied, migration_test_path,
-                                         new_migration, new_migration_with_test)
+from migrator.commands.apply import (
+                                     apply_one,
+                                     apply_pending,
+                                     dry_run,
+                                     rollback,
+                                     select_after,
+                                     select_last,
+                                     select_named,
+                                     up_to,
+)
+from migrator.commands.authoring import (
+                                     TEMPLATE,
+                                     TEST_TEMPLATE,
+                                     force_unlock,
+                                     mark_applied,
+                                     migration_test_path,
+                                     new_migration,
+                                     new_migration_with_test,
+)
 from migrator.commands.info import check, history, status, verify, verify_applied
-from migrator.commands.narration import Context, Narration, Options, report_apply, report_rollback
+from migrator.commands.narration import (
+                                     Context,
+                                     Narration,
+                                     Options,
+                                     report_apply,
+                                     report_rollback,
+)
 from migrator.commands.prove import preview, report_estimate, selftest
 from migrator.commands.restore import restore
 

@@ -9,7 +9,6 @@ from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration
 from migrator.output import confirm, log
 
-
 # ----- applying -----
 
 async def dry_run(ctx: Context, migrations: list[Migration]) -> int:

@@ -9,7 +9,6 @@ from migrator.lock import describe
 from migrator.migration import Migration
 from migrator.output import confirm, log
 
-
 # ----- adopting a database, the lock -----
 
 async def mark_applied(ctx: Context, migrations: list[Migration]) -> int:

@@ -6,7 +6,8 @@ import sys
 from rich.console import Console
 from rich.text import Text
 
-from migrator import docdiff, selftest as prover
+from migrator import docdiff
+from migrator import selftest as prover
 from migrator.commands.narration import Context
 from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration
