@@ -4,5 +4,6 @@ __version__ = "0.3.0"
 
 from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration, Outcome, Verification
+from migrator.engine import Engine, Narrator, Options
 
-__all__ = ["ExitCode", "Migration", "MigrationError", "Outcome", "Verification"]
+__all__ = ["Engine", "ExitCode", "Migration", "MigrationError", "Narrator", "Options", "Outcome", "Verification"]

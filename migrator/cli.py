@@ -86,7 +86,7 @@ async def _connected(args, settings: Settings, migrations: list[Migration], work
         log.info("database %s at %s (%s)", settings.database_name, redact(settings.mongodb_url), server.label)
         _say_ignored_options(settings.mongodb_url)
         engine = Engine(database, migrations, lease_s=args.lease, retry_for_s=args.retry_for,
-                        batch_settings=batch_settings_from(args, server.is_ferretdb))
+                        batch_settings=batch_settings_from(args, server.is_ferretdb), url=settings.mongodb_url)
         return await work(Context(engine, settings, options_from(args)))
     finally:
         await client.close()

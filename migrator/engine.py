@@ -1,308 +1,339 @@
-"""Applying, verifying and rolling back migrations on one database, with the changelog and the lock.
+"""The engine, the one door to change a database: apply pending, apply one, roll back, restore, mark applied.
 
-The engine returns results and records them in the changelog; it prints nothing. From Python:
-    engine = Engine(database)             # the migrations of migrations/, discovered
-    names = [m.name for m in await engine.pending()]
+Each workflow refuses what it must before anything changes (a draft, an applied migration whose file
+changed, one out of order, a backup that cannot be taken), then holds the lock while it writes, reads
+the changelog again under it (another runner may have been quicker), keeps the backup policy, verifies
+and records every step (migrator.steps). It returns results and prints nothing: what must be told while
+it runs goes to a Narrator (the CLI's logs it; the default tells no one). A workflow that asks first on
+the command line is split in two: `plan_...` checks and says what would be done, then the doing.
+From Python (see the README's "From Python"):
+
+    engine = Engine(database, discover())
+    report = await engine.apply_pending(Options())      # MigrationError: refused or failed
 """
 
-import time
-import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-
-from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
+from typing import Callable
 
 from migrator import backup, plan
-from migrator.batches import BatchSettings, Batches
-from migrator.changelog import Changelog
-from migrator.checkpoints import Checkpoints
-from migrator.connection import server_info
-from migrator.discovery import discover
+from migrator.backup import DEFAULT_DIR as DEFAULT_BACKUP_DIR
 from migrator.errors import ExitCode, MigrationError
-from migrator.lock import LockLost, MigrationLock
-from migrator.migration import Migration, Outcome, Verification, refuse_if_draft
-from migrator.motor_compat import MotorStyleDatabase
-from migrator.provenance import provenance
-from migrator.redact import redact
-from migrator.retry import DEFAULT_RETRY_FOR_S, Retry
+from migrator.migration import Migration, Verification, refuse_if_draft
+from migrator.steps import ApplyResult, RollbackResult, Steps
+
+Select = Callable[[list[Migration], dict[str, dict]], list[Migration]]
 
 
 @dataclass
-class ApplyResult:
-    migration: Migration
-    outcome: Outcome
-    after: Verification
-    seconds: float
+class Options:
+    dry_run: bool = False
+    purge: bool = False
+    yes: bool = False
+    force: bool = False
+    allow_changed: bool = False
+    allow_out_of_order: bool = False
+    lock_timeout_s: float = 60.0
+    as_json: bool = False
+    backup: bool | None = None  # save the documents first: None = only for rollbacks
+    backup_dir: Path = DEFAULT_BACKUP_DIR
+    backup_full: bool = False  # mongodump the whole database first
+    sample: int | None = None  # --selftest, --preview: documents to copy (None: the command's default)
+
+
+class Narrator:
+    """What the engine tells while a workflow runs, as it happens. Each method here does nothing; the CLI's
+    narrator logs them. `forcing_unverified` may raise MigrationError to stop (the CLI asks there)."""
+
+    def allowed_changed(self, migration: Migration) -> None: ...
+    def allowed_out_of_order(self, name: str, after: str) -> None: ...
+    def dumping(self, database_name: str) -> None: ...
+    def dumped(self, database_name: str, path: Path) -> None: ...
+    def interrupted(self, migration: Migration, entry: dict) -> None: ...
+    def applying(self, migration: Migration) -> None: ...
+    def no_touches(self, migration: Migration, backup_full: bool) -> None: ...
+    def saved(self, migration: Migration, saved: list[backup.Saved]) -> None: ...
+    def applied(self, result: ApplyResult, backups: list[backup.Saved]) -> None: ...
+    def already_rolled_back(self, migration: Migration) -> None: ...
+    def rolled_back(self, result: RollbackResult, backups: list[backup.Saved]) -> None: ...
+    def already_applied(self, migration: Migration) -> None: ...
+    def forcing_unverified(self, migration: Migration, verification: Verification) -> None: ...
+    def marked(self, migration: Migration, verification: Verification) -> None: ...
+    def backup_read(self, file: backup.BackupFile, post_images: backup.PostImages | None, force: bool) -> None: ...
+    def restoring_elsewhere(self, file: backup.BackupFile, database_name: str) -> None: ...
+    def undoing_forced(self, file: backup.BackupFile, later: list[str]) -> None: ...
+    def restored(self, restored: backup.Restored, file: backup.BackupFile) -> None: ...
+
+
+QUIET = Narrator()
 
 
 @dataclass
-class RollbackResult:
-    migration: Migration
-    outcome: Outcome
-    after: Verification | None  # None when the migration has no verify_rollback
-    seconds: float
+class RunReport:
+    """What apply_pending did: `pending` were pending when it started; `applied` ran under the lock (fewer
+    when another runner applied some meanwhile)."""
+    total: int
+    pending: int
+    applied: list[ApplyResult] = field(default_factory=list)
 
 
-class Engine:
-    def __init__(self, database: AsyncDatabase, migrations: list[Migration] | None = None, lease_s: float = 60.0,
-                 batch_settings: BatchSettings | None = None, retry_for_s: float = DEFAULT_RETRY_FOR_S):
-        self.database = database
-        self.migrations = discover() if migrations is None else migrations
-        # What migrations are handed: PyMongo's async database, also usable in Motor's style.
-        self.db = MotorStyleDatabase(database)
-        self.retry = Retry(retry_for_s)
-        folder = self.migrations[0].path.parent if self.migrations and self.migrations[0].path else None
-        self.changelog = Changelog(database, self.retry, provenance(folder))
-        self.lock = MigrationLock(database, lease_s, retry=self.retry)
-        self.checkpoints = Checkpoints(database, self.retry)
-        self.batch_settings = batch_settings or BatchSettings()
-        self.run_id = uuid.uuid4().hex[:12]
+@dataclass
+class RestorePlan:
+    file: backup.BackupFile
+    post_images: backup.PostImages | None
+    force: bool
 
-    # ----- reading the state -----
 
-    async def status(self) -> list[plan.StatusRow]:
-        rows = plan.status_rows(self.migrations, await self.changelog.history())
-        checkpoints = await self.checkpoints.all()
-        holder = await self.lock.holder()
-        for row in rows:
-            if row.state != plan.APPLIED and row.name in checkpoints:
-                row.checkpoint_done = sum(step.get("scanned", 0) for step in checkpoints[row.name])
-            if row.state == plan.RUNNING and not (holder and holder["owner"].startswith(row.runner + ":")):
-                row.state = plan.INTERRUPTED  # its runner no longer holds the lock: it died
-        return rows
+class Engine(Steps):
+    """Steps (reading the state, the single steps) and the safe workflows built on them. `url`: the server's,
+    needed only by `backup_full` (mongodump)."""
 
-    async def pending(self) -> list[Migration]:
-        return plan.pending(self.migrations, await self.changelog.latest())
+    def __init__(self, *args, url: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.url = url
 
-    async def applied(self) -> list[Migration]:
-        """Applied migrations, newest first."""
-        return plan.applied(self.migrations, await self.changelog.latest())
+    # ----- applying -----
 
-    async def verify(self, migration: Migration) -> Verification:
-        return _as_verification(await self._call(migration, "verify"))
+    async def apply_pending(self, options: Options | None = None, narrator: Narrator = QUIET) -> RunReport:
+        """Every pending migration, in order."""
+        options = options or Options()
+        latest = await self.changelog.latest()
+        pending = plan.pending(self.migrations, latest)
+        self._refuse_changed(self.migrations, latest, options.allow_changed, narrator)
+        self._refuse_out_of_order(pending, latest, options.allow_out_of_order, narrator)
+        for migration in pending:  # before any of them runs (_apply refuses a draft too)
+            refuse_if_draft(migration)
+        report = RunReport(total=len(self.migrations), pending=len(pending))
+        if not pending:
+            return report
+        self.check_backups(pending, "apply", options)
+        async with self.lock.held(options.lock_timeout_s):
+            latest = await self.changelog.latest()  # again: another runner may have applied some meanwhile
+            pending = plan.pending(self.migrations, latest)
+            if pending:
+                await self._dump_database(options, narrator)
+            for migration in pending:
+                if plan.state_of(latest.get(migration.name)) == plan.RUNNING:
+                    narrator.interrupted(migration, latest[migration.name])  # we hold the lock: its runner died
+                self.lock.check()
+                report.applied.append(await self._apply_backed_up(migration, options, narrator))
+        return report
 
-    async def count_pending(self, migration: Migration) -> int | None:
-        """How many documents `up` would change, or None when the migration cannot tell."""
-        if migration.count_pending is None:
-            return None
-        return int(await self._call(migration, "count_pending"))
+    async def apply_one(self, migration: Migration, options: Options | None = None,
+                        narrator: Narrator = QUIET) -> ApplyResult:
+        """One migration, applied or not (forward is idempotent), once those it depends on are applied."""
+        options = options or Options()
+        refuse_if_draft(migration)  # before the lock (_apply refuses a draft too)
+        latest = await self.changelog.latest()
+        self._refuse_changed([migration], latest, options.allow_changed, narrator)
+        self._refuse_out_of_order([migration], latest, options.allow_out_of_order, narrator)
+        missing = [name for name in migration.depends_on if plan.state_of(latest.get(name)) != plan.APPLIED]
+        if missing:
+            raise MigrationError(f"{migration.name} depends on {', '.join(missing)}, not applied yet: run --all",
+                                 ExitCode.USAGE)
+        self.check_backups([migration], "apply", options)
+        async with self.lock.held(options.lock_timeout_s):
+            await self._dump_database(options, narrator)
+            return await self._apply_backed_up(migration, options, narrator)
 
-    # ----- changing the database (callers hold the lock) -----
+    async def _apply_backed_up(self, migration: Migration, options: Options, narrator: Narrator) -> ApplyResult:
+        narrator.applying(migration)
+        backups = await self._take_backup(migration, "apply", options, narrator)
+        result = await self._apply(migration, backups)
+        narrator.applied(result, backups)
+        return result
 
-    async def save_backup(self, migration: Migration, action: str, folder: Path, purge: bool = False) -> list[backup.Saved]:
-        """Save whole the documents `up` ("apply") or `rollback` will change; pass them on to apply/rollback."""
-        if action == "rollback":
-            self.check_rollback(migration, purge)
-        return await backup.save(self.database, migration, action, folder, purge)
+    # ----- rolling back -----
 
-    async def apply(self, migration: Migration, backups: list[backup.Saved] = ()) -> ApplyResult:
-        """Run `up`, verify, record. A failure is recorded too, and raised; a checkpoint of a batched
-        `up` is kept until a run completes it."""
-        refuse_if_draft(migration)
+    async def plan_rollback(self, select: Select, options: Options | None = None,
+                            narrator: Narrator = QUIET) -> list[Migration]:
+        """What `select(migrations, latest changelog entries)` returns, last in the order first, every one
+        checked (it has a rollback, its file is unchanged, nothing applied still depends on it); [] for none."""
+        options = options or Options()
+        latest = await self.changelog.latest()
+        targets = select(self.migrations, latest)
+        if not targets:
+            return []
+        self._refuse_changed(targets, latest, options.allow_changed, narrator)
+        for migration in targets:
+            self.check_rollback(migration, options.purge)
+        _refuse_dependents(self.migrations, targets, latest)
+        return targets
 
-        async def forward() -> tuple[Outcome, Verification]:
-            options = {"batches": await self._batches(migration)} if migration.accepts("up", "batches") else {}
-            outcome = _outcome_of(migration, "up", await self._call(migration, "up", **options))
-            after = await self.verify(migration)
-            if not after.ok:
-                await self.checkpoints.clear(migration.name)  # `up` went all the way: a re-run starts over
-                raise MigrationError(f"{migration.name}: verification failed after it ran{in_parens(after.counts)}")
-            await self._record_post_images(backups)
-            await self.lock.confirm()  # a runner whose lease ran out while `up` ran must not record it applied
-            return outcome, after
-
-        await self.changelog.record(migration.name, "apply", plan.RUNNING, checksum=migration.checksum,
-                                    run_id=self.run_id)
-        (outcome, after), seconds = await self._recording_failure(migration, "apply", backups, forward)
-        await self.changelog.record(migration.name, "apply", plan.APPLIED, checksum=migration.checksum,
-                                    duration_s=round(seconds, 3), matched=outcome.matched, modified=outcome.modified,
-                                    run_id=self.run_id, **_backup_field(backups))
-        await self.checkpoints.clear(migration.name)
-        return ApplyResult(migration, outcome, after, seconds)
-
-    async def mark_applied(self, migration: Migration, force: bool = False,
-                           verification: Verification | None = None) -> Verification:
-        """Record as applied without running, when its verification passes (or with force).
-        `verification`: one the caller has just made (to ask before forcing), instead of verifying again."""
-        refuse_if_draft(migration)
-        verification = verification or await self.verify(migration)
-        if not verification.ok and not force:
-            raise MigrationError(f"{migration.name} is not in place{in_parens(verification.counts)}: "
-                                 "not recorded (--force records it anyway)", ExitCode.VERIFY_FAILED)
-        await self.changelog.record(migration.name, "mark_applied", plan.APPLIED, checksum=migration.checksum,
-                                    verified=verification.ok, run_id=self.run_id)
-        await self.checkpoints.clear(migration.name)
-        return verification
-
-    @staticmethod
-    def check_rollback(migration: Migration, purge: bool = False) -> None:
-        if migration.rollback is None:
-            raise MigrationError(f"{migration.name} has no rollback: undo it by hand or restore a backup", ExitCode.USAGE)
-        if purge and not migration.accepts("rollback", "purge"):
-            raise MigrationError(f"{migration.name}'s rollback has no purge option", ExitCode.USAGE)
-
-    async def rollback(self, migration: Migration, purge: bool = False,
-                       backups: list[backup.Saved] = ()) -> RollbackResult:
-        self.check_rollback(migration, purge)
-        options = {"purge": purge} if purge else {}
-
-        async def backward() -> tuple[Outcome, Verification | None]:
-            outcome = _outcome_of(migration, "rollback", await self._call(migration, "rollback", **options))
-            if migration.verify_rollback is None:
-                await self._record_post_images(backups)
-                await self.lock.confirm()
-                return outcome, None
-            check_options = options if migration.accepts("verify_rollback", "purge") else {}
-            after = _as_verification(await self._call(migration, "verify_rollback", **check_options))
-            if not after.ok:
-                raise MigrationError(f"{migration.name}: rollback verification failed{in_parens(after.counts)}")
-            await self._record_post_images(backups)
-            await self.lock.confirm()
-            return outcome, after
-
-        (outcome, after), seconds = await self._recording_failure(migration, "rollback", backups, backward)
-        await self.changelog.record(migration.name, "rollback", plan.ROLLED_BACK, checksum=migration.checksum,
-                                    duration_s=round(seconds, 3), matched=outcome.matched, modified=outcome.modified,
-                                    purge=purge, run_id=self.run_id, **_backup_field(backups))
-        await self.checkpoints.clear(migration.name)  # a later apply starts from the beginning
-        return RollbackResult(migration, outcome, after, seconds)
-
-    async def restore(self, file: backup.BackupFile, post_images: backup.PostImages | None = None,
-                      force: bool = False) -> backup.Restored:
-        """Put a backup's documents back exactly, a batch at a time, each read back to check; record it.
-        With post-images, and without `force`, those the app changed or deleted since are left as they are.
-
-        The migration's state becomes the one the backup was taken in: a backup taken before `apply`
-        brings back the documents as they were before it (rolled_back), one before `rollback` as they
-        were while it was applied. A restore that stops (an error, the lock lost, Ctrl-C or SIGTERM
-        between batches) is recorded as failed with how far it got, then raised. After a whole restore
-        every applied migration is verified again: each no longer in place is recorded as failed (so
-        `--all` applies it again) and listed in `not_in_place`; `problem(file)` says what did not read
-        back as saved.
-        """
-        started, done = time.monotonic(), backup.Restored()
-        details = dict(checksum=file.manifest.get("migration_checksum"), file=str(Path(file.path).resolve()),
-                       database=self.database.name, collection=file.collection, backup_of=file.action,
-                       post_images=post_images is not None, force=force, run_id=self.run_id)
-        try:
-            is_ferretdb = self.batch_settings.server_is_ferretdb
-            if is_ferretdb is None:
-                is_ferretdb = (await server_info(self.database)).is_ferretdb
-            await backup.restore(self.database, file, is_ferretdb, done, self.lock.check,
-                                 self.batch_settings.progress_interval_s, post_images, force, self.retry)
-        except (MigrationError, PyMongoError) as exc:
+    async def rollback(self, targets: list[Migration], options: Options | None = None,
+                       narrator: Narrator = QUIET) -> list[RollbackResult]:
+        """Roll back what plan_rollback returned, under the lock; those another runner rolled back meanwhile
+        are skipped. A failure among several says which were rolled back and which not."""
+        options = options or Options()
+        self.check_backups(targets, "rollback", options)
+        done: list[RollbackResult] = []
+        async with self.lock.held(options.lock_timeout_s):
+            latest = await self.changelog.latest()  # again, under the lock: another runner may have been quicker
+            undoable = {m.name for m in plan.rollbackable(self.migrations, latest)}
+            _refuse_dependents(self.migrations, targets, latest)
+            if undoable.intersection(m.name for m in targets):
+                await self._dump_database(options, narrator)
             try:
-                await self.changelog.record(file.migration, "restore", plan.FAILED, error=redact(exc),
-                                            **done.record(file), **details)
-            except (PyMongoError, MigrationError):
-                pass  # the server is gone; the error being raised says why
-            if isinstance(exc, MigrationError):
-                raise
-            raise MigrationError(f"restore failed after {done.restored} of {file.count} documents: {redact(exc)}; "
-                                 "run the same restore again") from exc
-        state = plan.ROLLED_BACK if file.action == "apply" else plan.APPLIED
-        await self.checkpoints.clear(file.migration)  # they describe documents as they no longer are
-        await self.changelog.record(file.migration, "restore", state, duration_s=round(time.monotonic() - started, 3),
-                                    verified=not done.problem(file), **done.record(file), **details)
-        done.not_in_place = await self._verify_after_restore(file)
+                for migration in targets:
+                    if migration.name not in undoable:
+                        narrator.already_rolled_back(migration)
+                        continue
+                    self.lock.check()
+                    backups = await self._take_backup(migration, "rollback", options, narrator)
+                    done.append(await self._rollback(migration, purge=options.purge, backups=backups))
+                    narrator.rolled_back(done[-1], backups)
+            except MigrationError as exc:
+                if len(targets) == 1:
+                    raise
+                names = [result.migration.name for result in done]
+                left = [m.name for m in targets if m.name not in names]
+                raise MigrationError(f"{exc}; rolled back: {', '.join(names) or 'none'}; not rolled back: "
+                                     f"{', '.join(left)}", ExitCode.FAILED) from exc
         return done
 
-    async def applied_since(self, file: backup.BackupFile) -> list[str]:
-        """The applied migrations a restore of `file` would undo (see backup.applied_since)."""
-        return backup.applied_since(file, self.migrations, await self.changelog.entries())
+    # ----- restoring a backup -----
 
-    async def _verify_after_restore(self, file: backup.BackupFile) -> list[tuple[str, str]]:
-        """Verify every applied migration; record each no longer in place as failed. [(name, what verify said)]."""
-        not_in_place = []
-        for migration in reversed(await self.applied()):
-            try:
+    async def plan_restore(self, path: Path, options: Options | None = None,
+                           narrator: Narrator = QUIET) -> RestorePlan:
+        """Read and check all of a backup file (and its post-images); refuse a backup of another database and
+        one older than migrations applied since to its collection, unless `force`."""
+        options, database = options or Options(), self.database.name
+        file = backup.read(path, backup.ferretdb_refuses if await self.is_ferretdb() else None)
+        post_images = backup.read_post_images(file)
+        narrator.backup_read(file, post_images, options.force)
+        if file.database != database:
+            if not options.force:
+                raise MigrationError(f"refusing to restore {backup.shown(file.path)}: it is a backup of database "
+                                     f"{file.database}, not {database}; nothing was changed (--force restores it "
+                                     "here anyway)", ExitCode.USAGE)
+            narrator.restoring_elsewhere(file, database)
+        if file.count:
+            await self._refuse_undoing(file, options.force, narrator)
+        return RestorePlan(file, post_images, options.force)
+
+    async def restore(self, planned: RestorePlan, options: Options | None = None,
+                      narrator: Narrator = QUIET) -> backup.Restored:
+        """Put the planned backup's documents back under the lock (see Steps._restore); MigrationError (exit 4)
+        when what was written does not read back as saved."""
+        options, file = options or Options(), planned.file
+        if not file.count:
+            return backup.Restored()
+        async with self.lock.held(options.lock_timeout_s):
+            await self._refuse_undoing(file, planned.force, QUIET)  # again: another runner may have applied one
+            restored = await self._restore(file, planned.post_images, planned.force)
+        narrator.restored(restored, file)
+        if problem := restored.problem(file):
+            raise MigrationError(f"restored documents are not as in the backup: {problem}", ExitCode.VERIFY_FAILED)
+        return restored
+
+    async def _refuse_undoing(self, file: backup.BackupFile, force: bool, narrator: Narrator) -> None:
+        """A backup older than migrations applied since to its collection would undo them: refused without force."""
+        later = await self.applied_since(file)
+        if not later:
+            return
+        if not force:
+            raise MigrationError(f"refusing to restore {backup.shown(file.path)}: it was taken at "
+                                 f"{file.manifest['created_at']}, and {', '.join(later)} "
+                                 f"{'was' if len(later) == 1 else 'were'} applied to {file.collection} since: "
+                                 "the restore would undo their change there while the changelog still says applied; "
+                                 "nothing was changed (roll them back first, or --force restores anyway and records "
+                                 "those no longer in place as failed, for --all to apply again)", ExitCode.USAGE)
+        narrator.undoing_forced(file, later)
+
+    # ----- adopting a database -----
+
+    async def mark_applied(self, migrations: list[Migration], options: Options | None = None,
+                           narrator: Narrator = QUIET) -> dict[str, Verification]:
+        """Record each as applied without running it, when it verifies (or with `force`, once the narrator
+        lets it); {name: its verification} of those recorded now."""
+        options, marked = options or Options(), {}
+        for migration in migrations:  # before the lock (_mark_applied refuses a draft too)
+            refuse_if_draft(migration)
+        async with self.lock.held(options.lock_timeout_s):
+            latest = await self.changelog.latest()
+            for migration in migrations:
+                if plan.state_of(latest.get(migration.name)) == plan.APPLIED:
+                    narrator.already_applied(migration)
+                    continue
                 verification = await self.verify(migration)
-                said = format_counts(verification.counts) or verification.note or "verify() said no"
-            except MigrationError as exc:
-                verification, said = Verification(ok=False), str(exc)
-            if verification.ok:
-                continue
-            await self.changelog.record(
-                migration.name, "restore", plan.FAILED, checksum=migration.checksum, run_id=self.run_id,
-                file=str(Path(file.path).resolve()),
-                error=f"no longer in place after the restore of {Path(file.path).resolve()} ({said}); "
-                      "`--all` applies it again")
-            not_in_place.append((migration.name, said))
-        return not_in_place
+                if not verification.ok and options.force:
+                    narrator.forcing_unverified(migration, verification)
+                marked[migration.name] = await self._mark_applied(migration, options.force, verification)
+                narrator.marked(migration, marked[migration.name])
+        return marked
 
-    async def _record_post_images(self, backups: list[backup.Saved]) -> None:
-        """The saved documents as the change left them, for a restore to tell the app's later changes apart."""
-        for saved in backups:
-            await backup.record_post_images(self.database, saved, self.batch_settings.server_is_ferretdb, self.retry)
+    # ----- reading what --verify checks -----
 
-    async def _batches(self, migration: Migration) -> Batches:
-        settings = self.batch_settings
-        is_ferretdb = settings.server_is_ferretdb  # the CLI passes what it already asked the server
-        if is_ferretdb is None:
-            is_ferretdb = (await server_info(self.database)).is_ferretdb
+    async def applied_files(self) -> tuple[list[Migration], list[Migration], list[str]]:
+        """(applied migrations whose file changed since, applied migrations oldest first, applied ones whose
+        file is gone)."""
+        latest = await self.changelog.latest()
+        gone = [row.name for row in plan.status_rows(self.migrations, await self.changelog.history())
+                if row.missing_file]
+        return (plan.changed(self.migrations, latest), list(reversed(plan.applied(self.migrations, latest))), gone)
 
-        async def check_lock(room_s: float = 0.0) -> None:
-            if self.lock.epoch is not None:  # held: stop before writing more if it may be lost
-                await self.lock.ensure_room(room_s)
-        return Batches(self.database, migration.name, migration.checksum, settings, is_ferretdb, check_lock,
-                       self.retry)
+    # ----- the refusals and the backup policy -----
 
-    async def _recording_failure(self, migration: Migration, action: str, backups, work):
-        """Run `work`; a MigrationError is recorded in the changelog as a failure, then raised. (result, seconds)."""
-        started = time.monotonic()
-        try:
-            result = await work()
-        except MigrationError as exc:
-            await self._record_failure(migration, action, exc, time.monotonic() - started, backups)
-            raise
-        return result, time.monotonic() - started
+    def _refuse_changed(self, migrations: list[Migration], latest: dict, allow: bool, narrator: Narrator) -> None:
+        """Every way of running a migration's code stops at an applied migration whose file changed since."""
+        edited = plan.changed(migrations, latest)
+        if edited and not allow:
+            files = ", ".join(str(m.path.name) for m in edited)
+            raise MigrationError(f"applied migration file changed since it ran: {files}; restore it, or write a new "
+                                 "migration for the new change (--allow-changed runs anyway)")
+        for migration in edited:
+            narrator.allowed_changed(migration)
 
-    async def _record_failure(self, migration: Migration, action: str, error: Exception, seconds: float,
-                              backups: list[backup.Saved] = ()) -> None:
-        # A runner that lost the lock records what happened without changing the migration's state,
-        # which the lock's new holder owns (it may have applied it meanwhile).
-        lost = {"lock_lost": True} if isinstance(error, LockLost) else {}
-        try:
-            await self.changelog.record(migration.name, action, plan.FAILED, checksum=migration.checksum,
-                                        duration_s=round(seconds, 3), error=str(error), run_id=self.run_id,
-                                        **_backup_field(backups), **lost)
-        except (PyMongoError, MigrationError):
-            pass  # the server is gone; the error being raised says why
+    def _refuse_out_of_order(self, to_run: list[Migration], latest: dict, allow: bool, narrator: Narrator) -> None:
+        """A migration never run, ordered before one already applied, would run after it: refuse unless allowed."""
+        early = plan.out_of_order(self.migrations, latest)
+        named = [m.name for m in to_run if m.name in early]
+        if named and not allow:
+            raise MigrationError(f"{', '.join(named)} comes before {early[named[0]]} in the order, but "
+                                 f"{early[named[0]]} is already applied: check its Date (or rename it), or run it "
+                                 "anyway with --allow-out-of-order")
+        for name in named:
+            narrator.allowed_out_of_order(name, early[name])
 
-    async def _call(self, migration: Migration, hook: str, **options):
-        try:
-            return await getattr(migration, hook)(self.db, **options)
-        except MigrationError:
-            raise
-        except PyMongoError as exc:
-            raise MigrationError(f"{migration.name}: {hook} failed: {redact(exc)}") from exc
-        except Exception as exc:
-            raise MigrationError(f"{migration.name}: {hook} failed: {type(exc).__name__}: {redact(exc)}") from exc
+    def check_backups(self, migrations: list[Migration], action: str, options: Options) -> None:
+        """Before anything changes: refuse a backup that cannot be taken."""
+        if options.backup:
+            backup.require_declared(migrations, action, options.purge)
+        if options.backup_full:
+            backup.require_mongodump()
+            if self.url is None:
+                raise MigrationError("backup_full needs the server's URL: Engine(..., url=...)", ExitCode.USAGE)
+        if options.backup or options.backup_full or (options.backup is None and action == "rollback"):
+            backup.require_folder(options.backup_dir)
 
+    async def _dump_database(self, options: Options, narrator: Narrator) -> None:
+        """backup_full: the whole database with mongodump, under the lock, before the first change."""
+        if not options.backup_full:
+            return
+        narrator.dumping(self.database.name)
+        path = await backup.dump_database(self.url, self.database.name, options.backup_dir)
+        narrator.dumped(self.database.name, path)
 
-def _backup_field(backups: list[backup.Saved]) -> dict:
-    return {"backup": [saved.record() for saved in backups]} if backups else {}
-
-
-def _outcome_of(migration: Migration, hook: str, value) -> Outcome:
-    try:
-        return Outcome.of(value)
-    except TypeError as exc:
-        raise MigrationError(f"{migration.name}: {hook} made its change but returned something the toolkit cannot "
-                             f"read: {exc}") from None
+    async def _take_backup(self, migration: Migration, action: str, options: Options,
+                           narrator: Narrator) -> list[backup.Saved]:
+        """Save the documents `up`/`rollback` will change, right before it runs: with backup, and for rollbacks."""
+        wanted = options.backup if options.backup is not None else action == "rollback"
+        if not wanted:
+            return []
+        if options.backup is None and backup.touched(migration, action, options.purge) is None:
+            narrator.no_touches(migration, options.backup_full)
+            return []
+        saved = await self._save_backup(migration, action, options.backup_dir, options.purge)
+        narrator.saved(migration, saved)
+        return saved
 
 
-def _as_verification(result) -> Verification:
-    return result if isinstance(result, Verification) else Verification(ok=bool(result))
-
-
-def format_counts(counts: dict[str, int]) -> str:
-    """`total=1,000, left=0`: numbers with thousands separators, like every number the toolkit prints."""
-    return ", ".join(f"{key}={value:,}" if isinstance(value, int) and not isinstance(value, bool) else f"{key}={value}"
-                     for key, value in counts.items())
-
-
-def in_parens(counts: dict[str, int]) -> str:
-    """` (total=1,000)`, or nothing when a verification gave no counts (a bare bool)."""
-    return f" ({format_counts(counts)})" if counts else ""
+def _refuse_dependents(migrations: list[Migration], targets: list[Migration], latest: dict[str, dict]) -> None:
+    """A migration cannot be rolled back while one that depends on it stays applied."""
+    leaving = {m.name for m in targets}
+    for target in targets:
+        dependents = [m.name for m in migrations if target.name in m.depends_on and m.name not in leaving
+                      and plan.state_of(latest.get(m.name)) == plan.APPLIED]
+        if dependents:
+            raise MigrationError(f"{', '.join(dependents)} depends on {target.name}: roll it back first "
+                                 "(or use --rollback-to); nothing was rolled back", ExitCode.USAGE)

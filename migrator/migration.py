@@ -16,7 +16,7 @@ function:
     touches(action, purge=False) -> {collection: filter}
                        the documents `up` (action "apply") or `rollback` (action "rollback", with
                        `purge` as given to it) will change, by collection: what --backup saves whole
-                       before it runs (see migrator/backup.py). Without it, --backup refuses the
+                       before it runs (see migrator/backup/). Without it, --backup refuses the
                        migration (--backup-full dumps the whole database instead).
 
 A file fresh from `--new` is a draft (see `draft_reasons`): it is listed, but refuses to run until edited.

@@ -13,7 +13,7 @@ from pymongo import AsyncMongoClient
 
 from conftest import MIGRATIONS, digest, finish_draft, the_error, write_migration
 from migrator.discovery import discover
-from migrator.engine import Engine
+from migrator.engine import Engine, Options
 from migrator.errors import MigrationError
 from migrator.migration import parse_date
 from sample_messages import chat_messages
@@ -67,7 +67,7 @@ def test_the_engine_refuses_a_draft_whoever_calls_it(server_url, db, cli, folder
         client = AsyncMongoClient(server_url, tz_aware=True)
         engine, refused = Engine(client[db.name], [draft]), []
         try:
-            for attempt in (engine.apply(draft), engine.mark_applied(draft, force=True)):
+            for attempt in (engine.apply_one(draft), engine.mark_applied([draft], Options(force=True))):
                 with pytest.raises(MigrationError) as caught:
                     await attempt
                 refused.append(caught.value)

@@ -1,4 +1,4 @@
-"""Reading a backup file and its post-images (migrator/backup.py `read`, `read_post_images`): every document
+"""Reading a backup file and its post-images (migrator.backup `read`, `read_post_images`): every document
 checked before anything is written; no server.
 
 The files are written here as `backup.save` writes them: a gzip member with the sealed manifest line, then one

@@ -20,3 +20,18 @@ def test_no_test_module_imports_another():
     offenders = {str(path.relative_to(TESTS)): imported for path in sorted(TESTS.rglob("test_*.py"))
                  if (imported := imported_test_modules(path))}
     assert offenders == {}, "move the shared helpers into tests/conftest.py"
+
+
+# ----- the toolkit's own rule: every module fits on a few screens -----
+
+MIGRATOR = TESTS.parent / "migrator"
+MAX_LINES = 350
+# Over the limit when this rule came, and being changed by other work meanwhile: to split next.
+KNOWN_OVER = {"batches.py"}
+
+
+def test_no_migrator_module_is_over_350_lines():
+    over = {str(path.relative_to(MIGRATOR)): lines for path in sorted(MIGRATOR.rglob("*.py"))
+            if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+            and str(path.relative_to(MIGRATOR)) not in KNOWN_OVER}
+    assert over == {}, f"split these modules (at most {MAX_LINES} lines each)"

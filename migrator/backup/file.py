@@ -1,0 +1,284 @@
+"""A backup file as written on disk: its name, the manifest, reading and checking every document (the
+format: see migrator.backup)."""
+
+import gzip
+import hashlib
+import json
+import math
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Awaitable, Callable, Iterator
+
+import bson
+from bson import DBRef, Decimal128, MaxKey, MinKey, json_util
+from bson.binary import UuidRepresentation
+from bson.code import Code
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.errors import BSONError
+from bson.raw_bson import RawBSONDocument
+
+from migrator.errors import ExitCode, MigrationError
+from migrator.redact import redact
+
+FORMAT = "flowise-proxy-migrations backup 3"  # raw BSON
+FORMAT_2 = "flowise-proxy-migrations backup 2"  # canonical Extended JSON lines
+FORMAT_1 = "flowise-proxy-migrations backup 1"  # JSON lines; its manifest is not covered by a checksum
+POST_IMAGES_FORMAT = "flowise-proxy-migrations post-images 1"
+SUFFIX, POST_IMAGES_SUFFIX = ".bson.gz", ".after.gz"
+ABSENT = "absent"  # a post-image line: the migration deleted the document
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "backups"
+BATCH = 1000  # documents per restore batch on MongoDB (FerretDB: FERRETDB_MAX_BULK)
+BATCH_BYTES = 32 * 1024 * 1024  # and at most this much BSON in one batch
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024 + 16 * 1024  # the server's 16 MiB, and its internal slack
+MAX_MANIFEST_BYTES = 1024 * 1024  # a first line longer than this is no manifest
+READ_BACK_AT_ONCE = 4  # find_one by _id in flight at once, on FerretDB
+SHOWN = 5  # _ids listed of the documents a restore left alone
+# How every document is read and written here, whatever the client's options: bytes as the server has them.
+RAW = CodecOptions(document_class=RawBSONDocument, uuid_representation=UuidRepresentation.UNSPECIFIED,
+                   datetime_conversion=DatetimeConversion.DATETIME_AUTO)
+DECODED = CodecOptions(uuid_representation=UuidRepresentation.UNSPECIFIED,
+                       datetime_conversion=DatetimeConversion.DATETIME_AUTO, tz_aware=True)
+CANONICAL = json_util.CANONICAL_JSON_OPTIONS.with_options(datetime_conversion=DatetimeConversion.DATETIME_AUTO)
+MANIFEST_FIELDS = {"migration": str, "action": str, "database": str, "collection": str, "count": int,
+                   "sha256": str, "created_at": str}
+POST_IMAGES_FIELDS = {"backup_sha256": str, "backup_manifest_sha256": str, "count": int, "sha256": str}
+ACTIONS = ("apply", "rollback")
+TOOLS = ("MongoDB Database Tools: apt package mongodb-database-tools, "
+         "or https://www.mongodb.com/try/download/database-tools")
+
+Retrying = Callable[[str, Callable[[], Awaitable]], Awaitable]
+
+
+async def once(what: str, operation: Callable[[], Awaitable]):
+    """No retries (migrator.retry.Retry retries transient errors)."""
+    return await operation()
+
+
+def shown(path: Path) -> str:
+    """A path as the user reads it: relative to the current folder when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def shown_id(value) -> str:
+    """An _id as a log line shows it: short, masked like every line (migrator.redact)."""
+    text = json_util.dumps(value, json_options=json_util.RELAXED_JSON_OPTIONS) if not isinstance(value, str) \
+        else json.dumps(value)
+    return redact(text if len(text) <= 40 else text[:39] + "…")
+
+
+def line_of(document: dict) -> bytes:
+    """A document as formats 1 and 2 wrote it."""
+    return json_util.dumps(document, json_options=CANONICAL).encode() + b"\n"
+
+
+def _stamp(when: datetime | None = None) -> str:
+    return f"{when or datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
+
+
+def post_images_path(path: Path) -> Path | None:
+    """Where the post-images of a backup go; None for a file of format 1 or 2 (never has them)."""
+    path = Path(path)
+    return path.with_name(path.name[:-len(SUFFIX)] + POST_IMAGES_SUFFIX) if path.name.endswith(SUFFIX) else None
+
+
+def seal(manifest: dict) -> dict:
+    """The manifest as written: plain JSON, with `manifest_sha256` over the rest of it."""
+    plain = json.loads(json_util.dumps({k: v for k, v in manifest.items() if k != "manifest_sha256"}))
+    return {**plain, "manifest_sha256": manifest_digest(plain)}
+
+
+def manifest_digest(manifest: dict) -> str:
+    rest = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# ----- reading and checking a backup file -----
+
+FERRETDB_REFUSES = (Decimal128, MinKey, MaxKey, Code, DBRef)  # it drops the connection, or refuses the key
+
+
+def ferretdb_refuses(value, where: str = "") -> str:
+    """Why FerretDB would refuse this value, "" if it takes it (a refused write stops a restore half done)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "." in key or key.startswith("$"):
+                return f"the key {where}{key!r}"
+            if why := ferretdb_refuses(item, f"{where}{key}."):
+                return why
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, list):
+                return f"a nested array at {where}{index}"
+            if why := ferretdb_refuses(item, f"{where}{index}."):
+                return why
+    elif isinstance(value, float) and not math.isfinite(value):
+        return f"{value} at {where.rstrip('.')}"
+    elif isinstance(value, FERRETDB_REFUSES):
+        return f"a {type(value).__name__} at {where.rstrip('.')}"
+    return ""
+
+
+@dataclass
+class Entry:
+    """One document of a backup file."""
+    raw: bytes  # its BSON, as it is written back
+    counted: bytes  # what the file's checksum covers of it: the BSON (format 3), the JSON line (1, 2)
+
+    @cached_property
+    def document(self) -> RawBSONDocument:
+        return RawBSONDocument(self.raw, RAW)
+
+    @property
+    def id(self):
+        return self.document["_id"]
+
+
+class BadBackup(ValueError):
+    pass
+
+
+def _raw_documents(stream) -> Iterator[bytes]:
+    """The BSON documents that follow the manifest, one at a time."""
+    while head := stream.read(4):
+        size = int.from_bytes(head, "little")
+        if len(head) < 4 or not 5 <= size <= MAX_DOCUMENT_BYTES:
+            raise BadBackup("it does not hold a BSON document's length")
+        document = head + stream.read(size - 4)
+        if len(document) < size or document[-1] != 0:
+            raise BadBackup("it is cut short or is not BSON")
+        yield document
+
+
+@dataclass
+class BackupFile:
+    path: Path
+    manifest: dict
+
+    @property
+    def database(self) -> str:
+        return self.manifest["database"]
+
+    @property
+    def collection(self) -> str:
+        return self.manifest["collection"]
+
+    @property
+    def migration(self) -> str:
+        return self.manifest["migration"]
+
+    @property
+    def action(self) -> str:
+        return self.manifest["action"]
+
+    @property
+    def count(self) -> int:
+        return self.manifest["count"]
+
+    @property
+    def created_at(self) -> datetime:
+        return _aware(datetime.fromisoformat(self.manifest["created_at"]))
+
+    @property
+    def manifest_covered(self) -> bool:
+        """False for a file of format 1: only its documents are covered by a checksum."""
+        return self.manifest["format"] != FORMAT_1
+
+    @property
+    def is_raw(self) -> bool:
+        return self.manifest["format"] == FORMAT
+
+    def counted(self, raw: bytes) -> bytes:
+        """A document's BSON as this file's checksum covers it."""
+        return raw if self.is_raw else line_of(bson.decode(raw, DECODED))
+
+    def entries(self) -> Iterator[Entry]:
+        """Every document, in file order; call only on a file `read` accepted."""
+        with gzip.open(self.path, "rb") as stream:
+            stream.readline()
+            if self.is_raw:
+                yield from (Entry(raw, raw) for raw in _raw_documents(stream))
+                return
+            for line in stream:
+                yield Entry(bson.encode(json_util.loads(line, json_options=CANONICAL), codec_options=DECODED), line)
+
+    def batches(self, size: int = BATCH) -> Iterator[list[Entry]]:
+        """The entries `size` (and BATCH_BYTES) at most at a time."""
+        batch, weight = [], 0
+        for entry in self.entries():
+            batch.append(entry)
+            weight += len(entry.raw)
+            if len(batch) == size or weight >= BATCH_BYTES:
+                yield batch
+                batch, weight = [], 0
+        if batch:
+            yield batch
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def manifest_problem(manifest) -> str:
+    """What is wrong with a backup's manifest, "" if nothing."""
+    if not isinstance(manifest, dict) or manifest.get("format") not in (FORMAT, FORMAT_2, FORMAT_1):
+        return "its first line is not the manifest of a backup of this toolkit"
+    if manifest["format"] != FORMAT_1 and manifest.get("manifest_sha256") != manifest_digest(manifest):
+        return "manifest checksum mismatch: its manifest was changed after the backup was written"
+    missing = [key for key in MANIFEST_FIELDS if key not in manifest]
+    if missing:
+        return f"its manifest lacks {', '.join(missing)}"
+    wrong = [key for key, kind in MANIFEST_FIELDS.items()
+             if not isinstance(manifest[key], kind) or isinstance(manifest[key], bool)]
+    if wrong:
+        return f"its manifest's {', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not of the right type"
+    if manifest["action"] not in ACTIONS:
+        return f"its manifest's action is {manifest['action']!r}, not one of {', '.join(ACTIONS)}"
+    try:
+        datetime.fromisoformat(manifest["created_at"])
+    except ValueError:
+        return f"its manifest's created_at {manifest['created_at']!r} is not an ISO time"
+    return ""
+
+
+def read(path: Path, refuses: Callable[[dict], str] | None = None) -> BackupFile:
+    """A backup file whose every document was read and checked; MigrationError (exit 2) otherwise."""
+    path = Path(path)
+
+    def refuse(why: str) -> MigrationError:
+        return MigrationError(f"refusing to restore {shown(path)}: {why}; nothing was changed", ExitCode.USAGE)
+
+    if not path.is_file():
+        raise refuse("no such file")
+    digest, count, what = hashlib.sha256(), 0, "its first line"
+    try:
+        with gzip.open(path, "rb") as stream:
+            first = stream.readline(MAX_MANIFEST_BYTES)
+            manifest = json.loads(first) if first.endswith(b"\n") else None
+            if problem := manifest_problem(manifest):
+                raise refuse(problem)
+            file = BackupFile(path, manifest)
+            what = "document 1"
+            for entry in file.entries():
+                document = bson.decode(entry.raw, DECODED)
+                if "_id" not in document:
+                    raise refuse(f"{what} has no _id")
+                if refuses and (why := refuses(document)):
+                    raise refuse(f"the server would refuse document {shown_id(document['_id'])} ({why})")
+                digest.update(entry.counted)
+                count += 1
+                what = f"document {count + 1}"
+    except (OSError, EOFError, zlib.error) as exc:
+        raise refuse(f"not a readable gzip file, truncated or corrupt ({exc})") from None
+    except (ValueError, TypeError, KeyError, IndexError, BSONError) as exc:
+        raise refuse(f"{what} is not valid ({type(exc).__name__}: {exc})") from None
+    if count != manifest["count"]:
+        raise refuse(f"it holds {count} documents, its manifest says {manifest['count']}")
+    if digest.hexdigest() != manifest["sha256"]:
+        raise refuse("checksum mismatch: the documents were changed after the backup was written")
+    return file

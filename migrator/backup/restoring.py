@@ -1,0 +1,246 @@
+"""Putting a backup's documents back exactly, a batch at a time, each batch read back; which migrations a
+restore would undo."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import signal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+import bson
+from pymongo import InsertOne, ReplaceOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from migrator import plan
+from migrator.backup.file import (
+    BATCH,
+    RAW,
+    READ_BACK_AT_ONCE,
+    SHOWN,
+    BackupFile,
+    Entry,
+    Retrying,
+    _aware,
+    once,
+    shown,
+    shown_id,
+)
+from migrator.backup.save import touched
+from migrator.batches import FERRETDB_MAX_BULK, StopRequest
+from migrator.errors import MigrationError
+from migrator.migration import Migration
+from migrator.progress import DEFAULT_INTERVAL_S, Progress
+from migrator.redact import redact
+from migrator.retry import is_transient
+
+if TYPE_CHECKING:
+    from migrator.backup.post_images import PostImages
+
+
+def applied_since(file: BackupFile, migrations: list[Migration], entries: list[dict]) -> list[str]:
+    """The migrations still applied that were applied after the backup was taken and touch (or may touch) its
+    collection: a restore would undo their change there. Entries: the changelog's, oldest first."""
+    latest = {entry["name"]: entry for entry in entries}
+    later = [entry["name"] for entry in entries
+             if entry["state"] == plan.APPLIED and _aware(entry["at"]) > file.created_at]
+    known = {migration.name: migration for migration in migrations}
+    found = []
+    for name in dict.fromkeys(later):
+        if name == file.migration or plan.state_of(latest[name]) != plan.APPLIED:
+            continue  # the backup's own migration gets the state the backup was taken in
+        if name not in known:
+            found.append(f"{name} (its file is gone: may touch it)")
+            continue
+        try:
+            declared = touched(known[name], "apply")
+        except MigrationError:
+            found.append(f"{name} (its touches() fails: may touch it)")
+            continue
+        if declared is None:
+            found.append(f"{name} (declares no touches(): may touch it)")
+        elif file.collection in declared:
+            found.append(name)
+    return found
+
+
+# ----- restoring -----
+
+ALREADY, REPLACE, INSERT, CHANGED, DELETED = "already", "replace", "insert", "changed", "deleted"
+WRITES = (REPLACE, INSERT)
+UNKNOWN = object()  # no post-image to compare with: every document is put back
+
+
+def verdict(saved: bytes, now: bytes | None, after) -> str:
+    """What a restore does with one document: `saved` in the backup, `now` on the server (None: absent),
+    `after` its post-image (a digest, None: the migration deleted it, UNKNOWN: none recorded)."""
+    if now == saved:
+        return ALREADY
+    if after is not UNKNOWN and (hashlib.sha256(now).hexdigest() if now is not None else None) != after:
+        return CHANGED if now is not None else DELETED
+    return REPLACE if now is not None else INSERT
+
+
+@dataclass
+class Listed:
+    """How many documents, and the first few _ids (as shown)."""
+    count: int = 0
+    first: list[str] = field(default_factory=list)
+
+    def add(self, _id) -> None:
+        self.count += 1
+        if len(self.first) < SHOWN:
+            self.first.append(shown_id(_id))
+
+
+@dataclass
+class Restored:
+    """How far a restore got: documents written (replaced or inserted), already as in the backup, left alone
+    because the app changed or deleted them since, and of those written, read back and as in the backup."""
+    written: int = 0
+    inserted: int = 0
+    already: int = 0
+    found: int = 0
+    differing: list = field(default_factory=list)  # _id of each document written that is not as in the backup
+    changed: Listed = field(default_factory=Listed)
+    deleted: Listed = field(default_factory=Listed)
+    digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    not_in_place: list[tuple[str, str]] = field(default_factory=list)  # after it: (migration, what verify said)
+
+    @property
+    def restored(self) -> int:
+        """Documents now as in the backup."""
+        return self.written + self.already
+
+    @property
+    def skipped(self) -> int:
+        return self.changed.count + self.deleted.count
+
+    def record(self, file: BackupFile) -> dict:
+        """What the changelog keeps of it, also of a restore that stopped half-way."""
+        return {"modified": self.written, "restored": self.restored, "left": file.count - self.restored - self.skipped,
+                "skipped": {"changed": vars(self.changed), "deleted": vars(self.deleted)}}
+
+    def problem(self, file: BackupFile) -> str:
+        """"" if every document written read back as in the backup (and, when none was left alone, count and
+        checksum of the whole match), else what differs."""
+        whole = self.skipped or (self.restored == file.count and self.digest.hexdigest() == file.manifest["sha256"])
+        if self.found == self.written and not self.differing and whole:
+            return ""
+        first = f" (first: _id {shown_id(self.differing[0])})" if self.differing else ""
+        return (f"{self.found} of {self.written} documents written found, {len(self.differing)} not as in the "
+                f"backup{first}{'' if self.differing else ', checksum differs'}")
+
+    def add(self, file: BackupFile, batch: list[Entry], verdicts: list[str], back: list[bytes | None]) -> None:
+        written = iter(back)
+        for entry, what in zip(batch, verdicts):
+            if what == ALREADY:
+                self.already += 1
+                self.digest.update(entry.counted)
+            elif what in WRITES:
+                self.written += 1
+                self.inserted += what == INSERT
+                self._compare(file, entry, next(written))
+            else:
+                (self.changed if what == CHANGED else self.deleted).add(entry.id)
+
+    def _compare(self, file: BackupFile, entry: Entry, now: bytes | None) -> None:
+        if now is None:
+            self.differing.append(entry.id)
+            return
+        self.found += 1
+        self.digest.update(file.counted(now))
+        if now != entry.raw:
+            self.differing.append(entry.id)
+
+
+def batch_size(is_ferretdb: bool) -> int:
+    return FERRETDB_MAX_BULK if is_ferretdb else BATCH
+
+
+async def restore(database: AsyncDatabase, file: BackupFile, is_ferretdb: bool, done: Restored,
+                  before_batch: Callable[[], None] = lambda: None,
+                  progress_interval_s: float = DEFAULT_INTERVAL_S, post_images: PostImages | None = None,
+                  force: bool = False, retry: Retrying = once) -> Restored:
+    """Put the documents back as they were (see the module's docstring for which), reading each batch back
+    right after writing it; `done` counts as it goes. Between batches `before_batch` may raise, and Ctrl-C or
+    SIGTERM stops the restore (MigrationError with exit 130 or 143)."""
+    collection, stop = database.get_collection(file.collection, codec_options=RAW), StopRequest()
+    progress = Progress(f"restore of {file.collection}", interval_s=progress_interval_s)
+    progress.set_total(file.count)
+    stop.before_exit = progress.close
+    afters = post_images.digests() if post_images is not None and not force else None
+    try:
+        with stop.handled():
+            for number, batch in enumerate(file.batches(batch_size(is_ferretdb)), 1):
+                before_batch()
+                _stop_if_asked(stop, file, done)
+                after = [next(afters) for _ in batch] if afters else [UNKNOWN] * len(batch)
+                verdicts, back = await retry(f"restore of {file.collection}, batch {number}",
+                                             lambda: _restore_batch(collection, batch, after, is_ferretdb, file, done))
+                done.add(file, batch, verdicts, back)
+                progress.advance(len(batch), sum(what in WRITES for what in verdicts))
+    finally:
+        progress.close()
+        if afters:
+            afters.close()
+    return done
+
+
+async def _restore_batch(collection: AsyncCollection, batch: list[Entry], after: list, is_ferretdb: bool,
+                         file: BackupFile, done: Restored) -> tuple[list[str], list[bytes | None]]:
+    """Read the batch's documents as they are, write those to write, read those back: (verdicts, read back).
+    Safe to run again: a document already written reads as in the backup."""
+    current = await _current(collection, [entry.id for entry in batch], is_ferretdb)
+    verdicts = [verdict(entry.raw, now, post) for entry, now, post in zip(batch, current, after)]
+    writing = [entry for entry, what in zip(batch, verdicts) if what in WRITES]
+    if writing:
+        await _write(collection, [ReplaceOne({"_id": entry.id}, entry.document) if what == REPLACE
+                                  else InsertOne(entry.document)
+                                  for entry, what in zip(batch, verdicts) if what in WRITES], file, done)
+    return verdicts, await _current(collection, [entry.id for entry in writing], is_ferretdb)
+
+
+def _stop_if_asked(stop: StopRequest, file: BackupFile, done: Restored) -> None:
+    if stop.signal is not None:
+        raise MigrationError(f"restore of {shown(file.path)} stopped by {signal.Signals(stop.signal).name} after "
+                             f"{done.restored:,} of {file.count:,} documents (restored and read back; the others "
+                             "not): run the same restore again to finish", stop.exit_code)
+
+
+async def _write(collection: AsyncCollection, writes: list, file: BackupFile, done: Restored) -> None:
+    try:
+        await collection.bulk_write(writes, ordered=True)
+    except Exception as exc:  # FerretDB's error answers can even break the driver's result parsing (KeyError)
+        if is_transient(exc):
+            raise  # the batch is tried again whole
+        reached = done.restored + done.skipped
+        raise MigrationError(f"restore stopped in documents {reached + 1}-{reached + len(writes)} of "
+                             f"{file.count} ({type(exc).__name__}: {redact(exc)}): the {done.restored} before "
+                             "them are restored, maybe some of those too; fix the cause and run the same "
+                             "restore again") from exc
+
+
+async def _current(collection: AsyncCollection, ids: list, is_ferretdb: bool) -> list[bytes | None]:
+    """The raw BSON of the documents of `ids` as they are now, in that order (None: not found)."""
+    if not ids:
+        return []
+    if is_ferretdb:
+        # Only `{_id: value}` reaches FerretDB's index (`$in` reads the whole table), and many statements
+        # at once can deadlock it: a few lookups by _id at a time.
+        at_once = asyncio.Semaphore(READ_BACK_AT_ONCE)
+
+        async def one(_id):
+            async with at_once:
+                document = await collection.find_one({"_id": _id})
+                return document.raw if document is not None else None
+        return list(await asyncio.gather(*(one(_id) for _id in ids)))
+    found = {_key(document["_id"]): document.raw async for document in collection.find({"_id": {"$in": ids}})}
+    return [found.get(_key(_id)) for _id in ids]
+
+
+def _key(value) -> bytes:
+    """A hashable stand-in for an _id of any type (an embedded document included)."""
+    return bson.encode({"_id": value}, codec_options=RAW)

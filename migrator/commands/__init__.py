@@ -1,0 +1,48 @@
+"""What each command does, narrated as it goes. The CLI parses flags and calls these.
+
+The workflows that change the database are the engine's (migrator.engine: the lock, the refusals, the
+backup policy, the changelog); a command adds what only a command line has: confirmation and the lines
+it prints. One module per kind of command:
+    apply       --all, --migration, --dry-run, the rollbacks
+    info        --status, --history, --check, --verify
+    restore     --restore
+    prove       --selftest, --preview, the estimate of --dry-run
+    authoring   --mark-applied, --force-unlock, --new
+    narration   what they are handed (Context, Options) and the engine's events as log lines
+"""
+
+from migrator.commands.apply import (
+                                     apply_one,
+                                     apply_pending,
+                                     dry_run,
+                                     rollback,
+                                     select_after,
+                                     select_last,
+                                     select_named,
+                                     up_to,
+)
+from migrator.commands.authoring import (
+                                     TEMPLATE,
+                                     TEST_TEMPLATE,
+                                     force_unlock,
+                                     mark_applied,
+                                     migration_test_path,
+                                     new_migration,
+                                     new_migration_with_test,
+)
+from migrator.commands.info import check, history, status, verify, verify_applied
+from migrator.commands.narration import (
+                                     Context,
+                                     Narration,
+                                     Options,
+                                     report_apply,
+                                     report_rollback,
+)
+from migrator.commands.prove import preview, report_estimate, selftest
+from migrator.commands.restore import restore
+
+__all__ = ["Context", "Narration", "Options", "TEMPLATE", "TEST_TEMPLATE", "apply_one", "apply_pending", "check",
+           "dry_run", "force_unlock", "history", "mark_applied", "migration_test_path", "new_migration",
+           "new_migration_with_test", "preview", "report_apply", "report_estimate", "report_rollback", "restore",
+           "rollback", "select_after", "select_last", "select_named", "selftest", "status", "up_to", "verify",
+           "verify_applied"]

@@ -1,0 +1,97 @@
+"""--all, --migration, --dry-run, the rollbacks: the engine's workflows, narrated; a rollback asks first."""
+
+from migrator import plan
+from migrator.commands.narration import Context, Narration, all_applied
+from migrator.commands.prove import report_estimate
+from migrator.discovery import find
+from migrator.engine import Engine, Select
+from migrator.errors import ExitCode, MigrationError
+from migrator.migration import Migration
+from migrator.output import confirm, log
+
+# ----- applying -----
+
+async def dry_run(ctx: Context, migrations: list[Migration]) -> int:
+    for migration in migrations:
+        count = await ctx.engine.count_pending(migration)
+        would = "an unknown number of" if count is None else f"{count:,}"
+        log.info("%s: dry run: would change %s documents; nothing written", migration.name, would)
+        await report_estimate(ctx, migration, count)
+    if not migrations:
+        log.info("dry run: no pending migrations")
+    return ExitCode.OK
+
+
+async def apply_pending(ctx: Context) -> int:
+    """--all: every pending migration, in order."""
+    if ctx.options.dry_run:
+        return await dry_run(ctx, await ctx.engine.pending())
+    report = await ctx.engine.apply_pending(ctx.options, Narration(ctx))
+    if not report.pending:
+        log.info("nothing to do: %s", all_applied(report.total))
+    elif report.applied:
+        log.info("done: %d migration(s) applied and verified", len(report.applied))
+    else:
+        log.info("nothing to do: another runner applied them meanwhile")
+    return ExitCode.OK
+
+
+async def apply_one(ctx: Context, migration: Migration) -> int:
+    """--migration NAME (and a migration run on its own): run it, applied or not; forward is idempotent."""
+    if ctx.options.dry_run:
+        return await dry_run(ctx, [migration])
+    await ctx.engine.apply_one(migration, ctx.options, Narration(ctx))
+    return ExitCode.OK
+
+
+# ----- rolling back -----
+
+async def rollback(ctx: Context, select: Select) -> int:
+    """Roll back what `select(migrations, latest changelog entries)` returns, last in the order first.
+    Every target is checked (it has a rollback, nothing applied still depends on it) before asking."""
+    engine, options, narration = ctx.engine, ctx.options, Narration(ctx)
+    targets = await engine.plan_rollback(select, options, narration)
+    if not targets:
+        log.info("nothing to roll back")
+        return ExitCode.OK
+    names = ", ".join(m.name for m in targets)
+    if options.purge:
+        log.warning("--purge also removes data the app wrote since the migration ran")
+    engine.check_backups(targets, "rollback", options)
+    if options.backup is False:
+        log.warning("--no-backup: the documents the rollback changes are not saved first")
+    confirm(f"roll back {names} on database {ctx.settings.database_name}"
+            f"{' and purge app-written data' if options.purge else ''}", options.yes)
+    await engine.rollback(targets, options, narration)
+    return ExitCode.OK
+
+
+def select_named(engine: Engine, name: str) -> Select:
+    migration = find(engine.migrations, name)
+
+    def select(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
+        if migration not in plan.rollbackable(migrations, latest):
+            raise MigrationError(f"{migration.name} is not applied: nothing to roll back", ExitCode.USAGE)
+        return [migration]
+    return select
+
+
+def select_after(engine: Engine, name: str) -> Select:
+    target = find(engine.migrations, name)
+
+    def select(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
+        applied = plan.applied(migrations, latest)
+        if target not in applied:
+            raise MigrationError(f"{target.name} is not applied: --rollback-to needs an applied migration", ExitCode.USAGE)
+        return applied[:applied.index(target)]
+    return select
+
+
+def select_last(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
+    return plan.applied(migrations, latest)[:1]
+
+
+def up_to(engine: Engine, name: str) -> list[Migration]:
+    """--mark-applied-all NAME: every migration up to NAME in the order."""
+    last = engine.migrations.index(find(engine.migrations, name))
+    return engine.migrations[:last + 1]

@@ -1,0 +1,71 @@
+"""--mark-applied, --force-unlock, --new: adopting a database, freeing the lock, scaffolding a migration."""
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from migrator.commands.narration import Context, Narration
+from migrator.errors import ExitCode, MigrationError
+from migrator.lock import describe
+from migrator.migration import Migration
+from migrator.output import confirm, log
+
+# ----- adopting a database, the lock -----
+
+async def mark_applied(ctx: Context, migrations: list[Migration]) -> int:
+    """--mark-applied(-all): the engine records each that verifies; with --force it asks before one that does not."""
+    await ctx.engine.mark_applied(migrations, ctx.options, Narration(ctx))
+    return ExitCode.OK
+
+
+async def force_unlock(ctx: Context) -> int:
+    holder = await ctx.engine.lock_holder()
+    if holder is None:
+        log.info("the migration lock is free: nothing to unlock")
+        return ExitCode.OK
+    confirm(f"remove the migration lock held by {describe(holder)} (only if that runner is dead)", ctx.options.yes)
+    removed = await ctx.engine.force_unlock()
+    log.info("lock removed%s", f" (was held by {describe(removed)})" if removed else "")
+    return ExitCode.OK
+
+
+# ----- scaffolding -----
+
+TEMPLATE = Path(__file__).parents[1] / "migration_template.py.txt"
+
+
+def new_migration(folder: Path, name: str, migrations: list[Migration]) -> Path:
+    if not name.isidentifier() or name.startswith("_") or not name.islower():
+        raise MigrationError(f"{name!r} is not a valid migration name: use lower_case_with_underscores", ExitCode.USAGE)
+    path = folder / f"{name}.py"
+    if path.exists() or any(m.name == name for m in migrations):
+        raise MigrationError(f"a migration named {name} already exists ({path})", ExitCode.USAGE)
+    # UTC: migrations written the same day in different time zones keep the order they were written in
+    written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    path.write_text(TEMPLATE.read_text().replace("{name}", name).replace("{date}", written))
+    return path
+
+
+# ----- scaffolding: a new migration's own test -----
+
+TEST_TEMPLATE = Path(__file__).parents[1] / "migration_test_template.py.txt"
+
+
+def migration_test_path(folder: Path, name: str) -> Path:
+    """tests/migrations/test_NAME.py beside the migrations folder."""
+    return Path(folder).resolve().parent / "tests" / "migrations" / f"test_{name}.py"
+
+
+def new_migration_with_test(folder: Path, name: str, migrations: list[Migration]) -> tuple[Path, Path]:
+    """--new: the migration from the template, and tests/migrations/test_NAME.py, which runs --selftest on a
+    small fixture (and is skipped while the migration is a draft)."""
+    test = migration_test_path(folder, name)
+    if test.exists():
+        raise MigrationError(f"{test} already exists: remove it, or choose another name; nothing was written",
+                             ExitCode.USAGE)
+    path = new_migration(folder, name, migrations)
+    test.parent.mkdir(parents=True, exist_ok=True)
+    package = test.parent / "__init__.py"  # a package: test_NAME may share a name with another test module
+    if not package.exists():
+        package.write_text("")
+    test.write_text(TEST_TEMPLATE.read_text().replace("{name}", name))
+    return path, test

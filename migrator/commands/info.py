@@ -1,0 +1,124 @@
+"""--status, --history, --check, --verify: reading the state; nothing here writes."""
+
+import json
+
+from migrator import live, plan
+from migrator.commands.narration import Context, all_applied
+from migrator.discovery import find
+from migrator.errors import ExitCode
+from migrator.migration import Migration
+from migrator.output import log, say, table
+from migrator.steps import in_parens
+
+
+async def verify(ctx: Context, migrations: list[Migration]) -> int:
+    failed = []
+    for migration in migrations:
+        verification = await ctx.engine.verify(migration)
+        state = "ok" if verification.ok else "NOT in place"
+        (log.info if verification.ok else log.warning)("%s: %s%s%s", migration.name, state, in_parens(verification.counts),
+                                                       f": {verification.note}" if verification.note else "")
+        if not verification.ok:
+            failed.append(migration.name)
+    if failed:
+        log.error("verification failed: %s", ", ".join(failed))
+        return ExitCode.VERIFY_FAILED
+    return ExitCode.OK
+
+
+async def verify_applied(ctx: Context) -> int:
+    """--verify on the runner: every applied migration is still in place; say which files changed or are gone."""
+    changed, applied, gone = await ctx.engine.applied_files()
+    for migration in changed:
+        log.warning("%s: its file changed since it was applied: verified with the code as it is now", migration.name)
+    for name in gone:
+        log.warning("%s: applied, but its file is gone: it cannot be verified", name)
+    if not applied and not gone:
+        log.info("no applied migrations to verify")
+        return ExitCode.OK
+    code = await verify(ctx, applied) if applied else ExitCode.OK
+    if gone:
+        log.error("cannot verify %s: the file is gone (restore it from version control)", ", ".join(gone))
+        return ExitCode.VERIFY_FAILED
+    return code
+
+
+async def check(ctx: Context) -> int:
+    """--check: exit 6, one line per reason, unless every migration is applied as its file says."""
+    rows = await ctx.engine.status()
+    reasons = []
+    for row in rows:
+        if row.missing_file:
+            continue
+        if row.state != plan.APPLIED:
+            why = {plan.FAILED: f"failed: {row.error}" if row.error else "failed", plan.ROLLED_BACK: "rolled back",
+                   plan.RUNNING: f"running now on {row.runner}",
+                   plan.INTERRUPTED: f"interrupted: its runner {row.runner} died"}.get(row.state, "pending")
+            if row.checkpoint_done is not None:
+                why += f" (interrupted: {row.checkpoint_done:,} documents done)"
+            reasons.append(f"{row.name}: {why}")
+        if row.changed:
+            reasons.append(f"{row.name}: its file changed since it was applied")
+        if row.out_of_order:
+            reasons.append(f"{row.name}: out of order: it comes before the applied {row.out_of_order}")
+    for reason in reasons:
+        say(reason)
+    if reasons:
+        return ExitCode.NOT_CURRENT
+    say(f"up to date: {all_applied(len(rows))}")
+    return ExitCode.OK
+
+
+async def status(ctx: Context) -> int:
+    rows = await live.status_rows(ctx.engine)
+    if ctx.options.as_json:
+        say(json.dumps([{**row.__dict__, "at": row.at.isoformat() if row.at else None,
+                         "since": row.since.isoformat() if row.since else None, "flags": row.flags}
+                        for row in rows], indent=2))
+        return ExitCode.OK
+    table(["migration", "date", "state", "since (UTC)", "took", "docs", "flags"], [
+        [row.name, row.date, row.state.replace("_", " "), f"{row.at:%Y-%m-%d %H:%M:%S}" if row.at else "",
+         f"{row.duration_s:.2f} s" if row.duration_s is not None else "", _docs_cell(row), ", ".join(row.flags)]
+        for row in rows])
+    pending = sum(row.state != plan.APPLIED for row in rows if not row.missing_file)
+    running = sum(row.state == plan.RUNNING for row in rows)
+    problems = [row for row in rows if row.changed or row.missing_file or row.state == plan.FAILED]
+    say(f"{len(rows) - pending} applied, {pending} pending" + (f" ({running} running now)" if running else "")
+        + (f", {len(problems)} with problems" if problems else ""))
+    for row in rows:
+        if row.state == plan.RUNNING:
+            say(f"{row.name}: {plan.running_text(row)}")
+        if row.state == plan.FAILED and row.error:
+            say(f"{row.name} failed: {row.error}")
+    return ExitCode.OK
+
+
+def _docs_cell(row: plan.StatusRow) -> str:
+    """Applied: the documents it changed; running, batched: done of total."""
+    if row.state == plan.RUNNING and row.done is not None:
+        share = "" if row.percent is None else f" ({row.percent:.1f}%)"
+        return f"{row.done:,}" + ("" if row.total is None else f" of {row.total:,}") + share
+    return "" if row.modified is None else f"{row.modified:,}"
+
+
+async def history(ctx: Context, name: str | bool) -> int:
+    """--history [NAME]: the changelog, oldest first."""
+    entries = await ctx.engine.history()
+    if name is not True:
+        known = {m.name for m in ctx.engine.migrations} | {e["name"] for e in entries}
+        name = find(ctx.engine.migrations, name).name if name not in known else name
+        entries = [entry for entry in entries if entry["name"] == name]
+    if ctx.options.as_json:
+        say(json.dumps([{**entry, "_id": str(entry["_id"]), "at": entry["at"].isoformat()} for entry in entries],
+                       indent=2, default=str))
+        return ExitCode.OK
+    table(["at (UTC)", "migration", "action", "state", "took", "docs", "host:pid", "user", "commit", "error"], [
+        [f"{e['at']:%Y-%m-%d %H:%M:%S}", e["name"], e["action"], e["state"].replace("_", " ")
+         + (" (lock lost)" if e.get("lock_lost") else ""),
+         f"{e['duration_s']:.2f} s" if e.get("duration_s") is not None else "",
+         f"{e['modified']:,}" if e.get("modified") is not None else "", f"{e.get('host', '')}:{e.get('pid', '')}",
+         e.get("user", ""), e.get("commit", "")[:10], e.get("error", "")]
+        for e in entries])
+    if not entries:
+        say("no changelog entries" + ("" if name is True else f" for {name}"))
+    return ExitCode.OK

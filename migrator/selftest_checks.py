@@ -1,0 +1,256 @@
+"""The self-test's checks (migrator.selftest runs them): the migration's functions called on the scratch
+copies, what each check concludes from the snapshots before and after, and one offending document shown."""
+
+import logging
+from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import bson
+from pymongo.errors import PyMongoError
+
+from migrator import checkpoints
+from migrator.batches import Batches, BatchSettings
+from migrator.docdiff import MISSING, Change, raw_changes, same, shown
+from migrator.errors import ExitCode, MigrationError
+from migrator.migration import Migration, Outcome, Verification
+from migrator.motor_compat import MotorStyleDatabase
+from migrator.output import log
+from migrator.redact import redact
+from migrator.scratch import Scratch
+from migrator.steps import in_parens
+
+_STOPPED = (ExitCode.INTERRUPTED, ExitCode.TERMINATED)
+
+UP, IDEMPOTENT, UNTOUCHED, REVERSIBLE = "up, then verify", "idempotent", "leaves other documents alone", "reversible"
+_FAILURES = {UP: "up, then verify failed", IDEMPOTENT: "not idempotent",
+             UNTOUCHED: "changes documents outside its touches() declaration", REVERSIBLE: "not reversible"}
+
+Key = tuple[str, bytes]  # (collection, the document's _id as BSON)
+Snapshot = dict[Key, bytes]
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool | None  # None: not checked (detail says why)
+    detail: str = ""
+    example: list[str] = field(default_factory=list)  # one offending document: its _id, then its changes, masked
+
+    @property
+    def failure(self) -> str:
+        return _FAILURES[self.name]
+
+
+@dataclass
+class DocumentPreview:
+    collection: str
+    id: Any
+    state: str  # "changed", "unchanged", "added" or "removed"
+    changes: list[Change]
+
+
+async def _snapshot(scratch: Scratch) -> Snapshot:
+    return await scratch.snapshot(leave_out=(checkpoints.COLLECTION,))
+
+
+def _keys(before: Snapshot, after: Snapshot) -> list[Key]:
+    return [*before, *(key for key in after if key not in before)]
+
+
+# ----- the migration's functions, on the copies -----
+
+class _OnScratch:
+    """The migration's functions, called with the scratch database (and a batched `up` with scratch batches)."""
+
+    def __init__(self, migration: Migration, scratch: Scratch, settings: BatchSettings, is_ferretdb: bool):
+        self.migration, self.scratch, self.is_ferretdb = migration, scratch, is_ferretdb
+        self.db = MotorStyleDatabase(scratch.database)
+        self.settings = replace(settings, max_rate=None)  # a sample is no load on the server
+
+    async def up(self) -> Outcome:
+        options = {}
+        if self.migration.accepts("up", "batches"):  # its checkpoints go to a scratch collection: names lead there
+            options["batches"] = Batches(self.scratch.database, self.migration.name, self.migration.checksum,
+                                         self.settings, self.is_ferretdb)
+        outcome = _outcome(self.migration, "up", await self._call("up", **options))
+        await self.scratch.database.drop_collection(checkpoints.COLLECTION)  # as after a whole run: the next starts over
+        return outcome
+
+    async def verify(self, hook: str) -> Verification:
+        value = await self._call(hook)
+        return value if isinstance(value, Verification) else Verification(ok=bool(value))
+
+    async def rollback(self) -> Outcome:
+        return _outcome(self.migration, "rollback", await self._call("rollback"))
+
+    async def _call(self, hook: str, **options):
+        name = self.migration.name
+        try:
+            with _quiet():
+                return await getattr(self.migration, hook)(self.db, **options)
+        except MigrationError as exc:
+            if exc.exit_code in _STOPPED:  # batches stopped by Ctrl-C or SIGTERM: nothing here resumes
+                raise MigrationError(f"{name}: stopped on the scratch copies: they are removed, the real collections "
+                                     "were not written", exc.exit_code) from exc
+            raise
+        except PyMongoError as exc:
+            raise MigrationError(f"{name}: {hook} failed on the scratch copies: {redact(exc)}") from exc
+        except Exception as exc:
+            raise MigrationError(f"{name}: {hook} failed on the scratch copies: {type(exc).__name__}: "
+                                 f"{redact(exc)}") from exc
+
+
+def _outcome(migration: Migration, hook: str, value) -> Outcome:
+    try:
+        return Outcome.of(value)
+    except TypeError as exc:
+        raise MigrationError(f"{migration.name}: {hook} returned something the toolkit cannot read: {exc}") from None
+
+
+@contextmanager
+def _quiet():
+    """Batches narrate their progress; on the copies that would read like the real run: only warnings pass."""
+    def warnings_only(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+    log.addFilter(warnings_only)
+    try:
+        yield
+    finally:
+        log.removeFilter(warnings_only)
+
+
+async def _attempt(work) -> tuple[Any, str | None]:
+    """(what `work` returned, None), or (None, why it failed); Ctrl-C and SIGTERM go on up."""
+    try:
+        return await work, None
+    except MigrationError as exc:
+        if exc.exit_code in _STOPPED:
+            raise
+        return None, str(exc)
+
+
+# ----- the checks -----
+
+def _up_check(outcome: Outcome | None, verification: Verification | None, error: str | None) -> Check:
+    if error:
+        return Check(UP, False, error)
+    counts = in_parens(verification.counts) if verification else ""
+    if not verification.ok:
+        return Check(UP, False, f"verify says the change is not in place{counts}")
+    return Check(UP, True, f"{outcome.modified:,} documents modified; verified{counts}")
+
+
+def _idempotent(again: Outcome | None, error: str | None, after_up: Snapshot, after_again: Snapshot) -> Check:
+    if error:
+        return Check(IDEMPOTENT, False, f"up again failed: {error}")
+    differ = _differing(_keys(after_up, after_again), after_up, after_again)
+    example = _example(differ[0], after_up, after_again) if differ else []
+    if again.modified:
+        return Check(IDEMPOTENT, False, f"up again modified {again.modified:,} documents", example)
+    if differ:
+        return Check(IDEMPOTENT, False, f"{len(differ):,} of {len(after_up):,} documents differ after up again", example)
+    return Check(IDEMPOTENT, True, f"up again modified nothing; all {len(after_up):,} documents byte-identical")
+
+
+def _untouched(untouched: set[Key], original: Snapshot, after_up: Snapshot, after_again: Snapshot) -> Check:
+    if not untouched:
+        return Check(UNTOUCHED, None, "no document outside touches(\"apply\") in the sample: not checked")
+    keys = [key for key in original if key in untouched]
+    differ = [key for key in keys if after_up.get(key) != original[key] or after_again.get(key) != original[key]]
+    if differ:
+        after = after_up if after_up.get(differ[0]) != original[differ[0]] else after_again
+        return Check(UNTOUCHED, False, f"{len(differ):,} of the {len(keys):,} documents outside touches(\"apply\") "
+                     "changed", _example(differ[0], original, after))
+    return Check(UNTOUCHED, True, f"the {len(keys):,} documents outside touches(\"apply\") unchanged")
+
+
+async def _reversible(on_scratch: _OnScratch, scratch: Scratch, original: Snapshot, after_up: Snapshot) -> Check:
+    migration = on_scratch.migration
+    if migration.rollback is None:
+        return Check(REVERSIBLE, None, "no rollback: not checked (undo it by hand or restore a backup)")
+    _, error = await _attempt(on_scratch.rollback())
+    if error:
+        return Check(REVERSIBLE, False, f"rollback failed: {error}")
+    if migration.verify_rollback is not None:
+        verification, error = await _attempt(on_scratch.verify("verify_rollback"))
+        if error or not verification.ok:
+            why = error or f"verify_rollback says the change is not undone{in_parens(verification.counts)}"
+            return Check(REVERSIBLE, False, why)
+    after = await _snapshot(scratch)
+    kept, differ = [], []
+    for key in _keys(original, after):
+        given_back, by_keeping = _given_back(key, original, after_up, after, migration.keeps_on_rollback)
+        if not given_back:
+            differ.append(key)
+        elif by_keeping:
+            kept.append(key)
+    checked = "rollback, then verify_rollback" if migration.verify_rollback else "rollback"
+    if differ:
+        return Check(REVERSIBLE, False, f"after {checked}, {len(differ):,} of {len(original):,} documents differ from "
+                     "the originals", _example(differ[0], original, after))
+    keeping = ""
+    if kept:
+        fields = ", ".join(f"{name}.{path}" for name in sorted({key[0] for key in kept})
+                           for path in migration.keeps_on_rollback[name])
+        keeping = f", but for {fields}, which it keeps by design, on {len(kept):,}"
+    return Check(REVERSIBLE, True, f"{checked}: all {len(original):,} documents byte-identical to the originals"
+                 f"{keeping}")
+
+
+def _given_back(key: Key, original: Snapshot, after_up: Snapshot, after: Snapshot,
+                kept: dict[str, tuple[str, ...]]) -> tuple[bool, bool]:
+    """(as it was, as it was only by leaving out the fields the migration keeps). A kept field may hold
+    its original value or the one `up` gave it; every other byte must be the original's."""
+    before, now = original.get(key), after.get(key)
+    if before == now:
+        return True, False
+    fields = kept.get(key[0], ())
+    if not fields or before is None or now is None:
+        return False, False
+    old, new = bson.decode(before), bson.decode(now)
+    up = bson.decode(after_up[key]) if key in after_up else {}
+    for path in fields:
+        value = _pop(new, path)
+        if not (same(value, _pop(old, path)) or same(value, _get(up, path))):
+            return False, False
+    return bson.encode(old) == bson.encode(new), True
+
+
+def _get(document: Mapping, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(document, Mapping) or part not in document:
+            return MISSING
+        document = document[part]
+    return document
+
+
+def _pop(document: dict, path: str) -> Any:
+    *parents, last = path.split(".")
+    for part in parents:
+        document = document.get(part) if isinstance(document, dict) else None
+    return document.pop(last, MISSING) if isinstance(document, dict) else MISSING
+
+
+def _differing(keys: list[Key], before: Snapshot, after: Snapshot) -> list[Key]:
+    return [key for key in keys if before.get(key) != after.get(key)]
+
+
+# ----- showing documents -----
+
+def _document_preview(key: Key, before: bytes | None, after: bytes | None) -> DocumentPreview:
+    collection, id_ = key[0], bson.decode(key[1])["_id"]
+    if before is None or after is None:
+        return DocumentPreview(collection, id_, "added" if before is None else "removed", [])
+    found = raw_changes(before, after)
+    return DocumentPreview(collection, id_, "changed" if found else "unchanged", found)
+
+
+def _example(key: Key, before: Snapshot, after: Snapshot) -> list[str]:
+    """One offending document, masked: its collection and _id, then only the fields that differ."""
+    document = _document_preview(key, before.get(key), after.get(key))
+    head = f"{document.collection} _id={shown(document.id)}"
+    if document.state in ("added", "removed"):
+        return [f"{head}: document {document.state}"]
+    return [head, *(change.line() for change in document.changes)]

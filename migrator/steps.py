@@ -1,0 +1,316 @@
+"""The engine's steps: applying, verifying, rolling back and restoring one migration or backup, each
+recorded in the changelog; reading the state. Callers hold the lock: migrator.engine.Engine builds the
+safe workflows on these steps, and is what to call from Python. Nothing here prints.
+"""
+
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+from migrator import backup, plan
+from migrator.batches import BatchSettings, Batches
+from migrator.changelog import Changelog
+from migrator.checkpoints import Checkpoints
+from migrator.connection import server_info
+from migrator.discovery import discover
+from migrator.errors import ExitCode, MigrationError
+from migrator.lock import LockLost, MigrationLock
+from migrator.migration import Migration, Outcome, Verification, refuse_if_draft
+from migrator.motor_compat import MotorStyleDatabase
+from migrator.provenance import provenance
+from migrator.redact import redact
+from migrator.retry import DEFAULT_RETRY_FOR_S, Retry
+
+
+@dataclass
+class ApplyResult:
+    migration: Migration
+    outcome: Outcome
+    after: Verification
+    seconds: float
+
+
+@dataclass
+class RollbackResult:
+    migration: Migration
+    outcome: Outcome
+    after: Verification | None  # None when the migration has no verify_rollback
+    seconds: float
+
+
+class Steps:
+    def __init__(self, database: AsyncDatabase, migrations: list[Migration] | None = None, lease_s: float = 60.0,
+                 batch_settings: BatchSettings | None = None, retry_for_s: float = DEFAULT_RETRY_FOR_S):
+        self.database = database
+        self.migrations = discover() if migrations is None else migrations
+        # What migrations are handed: PyMongo's async database, also usable in Motor's style.
+        self.db = MotorStyleDatabase(database)
+        self.retry = Retry(retry_for_s)
+        folder = self.migrations[0].path.parent if self.migrations and self.migrations[0].path else None
+        self.changelog = Changelog(database, self.retry, provenance(folder))
+        self.lock = MigrationLock(database, lease_s, retry=self.retry)
+        self.checkpoints = Checkpoints(database, self.retry)
+        self.batch_settings = batch_settings or BatchSettings()
+        self.run_id = uuid.uuid4().hex[:12]
+
+    # ----- reading the state -----
+
+    async def status(self) -> list[plan.StatusRow]:
+        rows = plan.status_rows(self.migrations, await self.changelog.history())
+        checkpoints = await self.checkpoints.all()
+        holder = await self.lock.holder()
+        for row in rows:
+            if row.state != plan.APPLIED and row.name in checkpoints:
+                row.checkpoint_done = sum(step.get("scanned", 0) for step in checkpoints[row.name])
+            if row.state == plan.RUNNING and not (holder and holder["owner"].startswith(row.runner + ":")):
+                row.state = plan.INTERRUPTED  # its runner no longer holds the lock: it died
+        return rows
+
+    async def pending(self) -> list[Migration]:
+        return plan.pending(self.migrations, await self.changelog.latest())
+
+    async def applied(self) -> list[Migration]:
+        """Applied migrations, newest first."""
+        return plan.applied(self.migrations, await self.changelog.latest())
+
+    async def verify(self, migration: Migration) -> Verification:
+        return _as_verification(await self._call(migration, "verify"))
+
+    async def history(self) -> list[dict]:
+        """Every changelog entry, oldest first."""
+        return await self.changelog.entries()
+
+    async def lock_holder(self) -> dict | None:
+        """The epoch that holds the lock now, None when it is free."""
+        return await self.lock.holder()
+
+    async def force_unlock(self) -> dict | None:
+        """Free the lock whoever holds it (only if that runner is dead); the epoch it removed, if any."""
+        return await self.lock.force_unlock()
+
+    async def is_ferretdb(self) -> bool:
+        known = self.batch_settings.server_is_ferretdb  # the CLI passes what it already asked the server
+        return known if known is not None else (await server_info(self.database)).is_ferretdb
+
+    async def count_pending(self, migration: Migration) -> int | None:
+        """How many documents `up` would change, or None when the migration cannot tell."""
+        if migration.count_pending is None:
+            return None
+        return int(await self._call(migration, "count_pending"))
+
+    # ----- changing the database (callers hold the lock) -----
+
+    async def _save_backup(self, migration: Migration, action: str, folder: Path, purge: bool = False) -> list[backup.Saved]:
+        """Save whole the documents `up` ("apply") or `rollback` will change; pass them on to apply/rollback."""
+        if action == "rollback":
+            self.check_rollback(migration, purge)
+        return await backup.save(self.database, migration, action, folder, purge)
+
+    async def _apply(self, migration: Migration, backups: list[backup.Saved] = ()) -> ApplyResult:
+        """Run `up`, verify, record. A failure is recorded too, and raised; a checkpoint of a batched
+        `up` is kept until a run completes it."""
+        refuse_if_draft(migration)
+
+        async def forward() -> tuple[Outcome, Verification]:
+            options = {"batches": await self._batches(migration)} if migration.accepts("up", "batches") else {}
+            outcome = _outcome_of(migration, "up", await self._call(migration, "up", **options))
+            after = await self.verify(migration)
+            if not after.ok:
+                await self.checkpoints.clear(migration.name)  # `up` went all the way: a re-run starts over
+                raise MigrationError(f"{migration.name}: verification failed after it ran{in_parens(after.counts)}")
+            await self._record_post_images(backups)
+            await self.lock.confirm()  # a runner whose lease ran out while `up` ran must not record it applied
+            return outcome, after
+
+        await self.changelog.record(migration.name, "apply", plan.RUNNING, checksum=migration.checksum,
+                                    run_id=self.run_id)
+        (outcome, after), seconds = await self._recording_failure(migration, "apply", backups, forward)
+        await self.changelog.record(migration.name, "apply", plan.APPLIED, checksum=migration.checksum,
+                                    duration_s=round(seconds, 3), matched=outcome.matched, modified=outcome.modified,
+                                    run_id=self.run_id, **_backup_field(backups))
+        await self.checkpoints.clear(migration.name)
+        return ApplyResult(migration, outcome, after, seconds)
+
+    async def _mark_applied(self, migration: Migration, force: bool = False,
+                           verification: Verification | None = None) -> Verification:
+        """Record as applied without running, when its verification passes (or with force).
+        `verification`: one the caller has just made (to ask before forcing), instead of verifying again."""
+        refuse_if_draft(migration)
+        verification = verification or await self.verify(migration)
+        if not verification.ok and not force:
+            raise MigrationError(f"{migration.name} is not in place{in_parens(verification.counts)}: "
+                                 "not recorded (--force records it anyway)", ExitCode.VERIFY_FAILED)
+        await self.changelog.record(migration.name, "mark_applied", plan.APPLIED, checksum=migration.checksum,
+                                    verified=verification.ok, run_id=self.run_id)
+        await self.checkpoints.clear(migration.name)
+        return verification
+
+    @staticmethod
+    def check_rollback(migration: Migration, purge: bool = False) -> None:
+        if migration.rollback is None:
+            raise MigrationError(f"{migration.name} has no rollback: undo it by hand or restore a backup", ExitCode.USAGE)
+        if purge and not migration.accepts("rollback", "purge"):
+            raise MigrationError(f"{migration.name}'s rollback has no purge option", ExitCode.USAGE)
+
+    async def _rollback(self, migration: Migration, purge: bool = False,
+                       backups: list[backup.Saved] = ()) -> RollbackResult:
+        self.check_rollback(migration, purge)
+        options = {"purge": purge} if purge else {}
+
+        async def backward() -> tuple[Outcome, Verification | None]:
+            outcome = _outcome_of(migration, "rollback", await self._call(migration, "rollback", **options))
+            if migration.verify_rollback is None:
+                await self._record_post_images(backups)
+                await self.lock.confirm()
+                return outcome, None
+            check_options = options if migration.accepts("verify_rollback", "purge") else {}
+            after = _as_verification(await self._call(migration, "verify_rollback", **check_options))
+            if not after.ok:
+                raise MigrationError(f"{migration.name}: rollback verification failed{in_parens(after.counts)}")
+            await self._record_post_images(backups)
+            await self.lock.confirm()
+            return outcome, after
+
+        (outcome, after), seconds = await self._recording_failure(migration, "rollback", backups, backward)
+        await self.changelog.record(migration.name, "rollback", plan.ROLLED_BACK, checksum=migration.checksum,
+                                    duration_s=round(seconds, 3), matched=outcome.matched, modified=outcome.modified,
+                                    purge=purge, run_id=self.run_id, **_backup_field(backups))
+        await self.checkpoints.clear(migration.name)  # a later apply starts from the beginning
+        return RollbackResult(migration, outcome, after, seconds)
+
+    async def _restore(self, file: backup.BackupFile, post_images: backup.PostImages | None = None,
+                      force: bool = False) -> backup.Restored:
+        """Put a backup's documents back exactly, a batch at a time, each read back to check; record it.
+        With post-images, and without `force`, those the app changed or deleted since are left as they are.
+
+        The migration's state becomes the one the backup was taken in: a backup taken before `apply`
+        brings back the documents as they were before it (rolled_back), one before `rollback` as they
+        were while it was applied. A restore that stops (an error, the lock lost, Ctrl-C or SIGTERM
+        between batches) is recorded as failed with how far it got, then raised. After a whole restore
+        every applied migration is verified again: each no longer in place is recorded as failed (so
+        `--all` applies it again) and listed in `not_in_place`; `problem(file)` says what did not read
+        back as saved.
+        """
+        started, done = time.monotonic(), backup.Restored()
+        details = dict(checksum=file.manifest.get("migration_checksum"), file=str(Path(file.path).resolve()),
+                       database=self.database.name, collection=file.collection, backup_of=file.action,
+                       post_images=post_images is not None, force=force, run_id=self.run_id)
+        try:
+            await backup.restore(self.database, file, await self.is_ferretdb(), done, self.lock.check,
+                                 self.batch_settings.progress_interval_s, post_images, force, self.retry)
+        except (MigrationError, PyMongoError) as exc:
+            try:
+                await self.changelog.record(file.migration, "restore", plan.FAILED, error=redact(exc),
+                                            **done.record(file), **details)
+            except (PyMongoError, MigrationError):
+                pass  # the server is gone; the error being raised says why
+            if isinstance(exc, MigrationError):
+                raise
+            raise MigrationError(f"restore failed after {done.restored} of {file.count} documents: {redact(exc)}; "
+                                 "run the same restore again") from exc
+        state = plan.ROLLED_BACK if file.action == "apply" else plan.APPLIED
+        await self.checkpoints.clear(file.migration)  # they describe documents as they no longer are
+        await self.changelog.record(file.migration, "restore", state, duration_s=round(time.monotonic() - started, 3),
+                                    verified=not done.problem(file), **done.record(file), **details)
+        done.not_in_place = await self._verify_after_restore(file)
+        return done
+
+    async def applied_since(self, file: backup.BackupFile) -> list[str]:
+        """The applied migrations a restore of `file` would undo (see backup.applied_since)."""
+        return backup.applied_since(file, self.migrations, await self.changelog.entries())
+
+    async def _verify_after_restore(self, file: backup.BackupFile) -> list[tuple[str, str]]:
+        """Verify every applied migration; record each no longer in place as failed. [(name, what verify said)]."""
+        not_in_place = []
+        for migration in reversed(await self.applied()):
+            try:
+                verification = await self.verify(migration)
+                said = format_counts(verification.counts) or verification.note or "verify() said no"
+            except MigrationError as exc:
+                verification, said = Verification(ok=False), str(exc)
+            if verification.ok:
+                continue
+            await self.changelog.record(
+                migration.name, "restore", plan.FAILED, checksum=migration.checksum, run_id=self.run_id,
+                file=str(Path(file.path).resolve()),
+                error=f"no longer in place after the restore of {Path(file.path).resolve()} ({said}); "
+                      "`--all` applies it again")
+            not_in_place.append((migration.name, said))
+        return not_in_place
+
+    async def _record_post_images(self, backups: list[backup.Saved]) -> None:
+        """The saved documents as the change left them, for a restore to tell the app's later changes apart."""
+        for saved in backups:
+            await backup.record_post_images(self.database, saved, self.batch_settings.server_is_ferretdb, self.retry)
+
+    async def _batches(self, migration: Migration) -> Batches:
+        settings, is_ferretdb = self.batch_settings, await self.is_ferretdb()
+
+        async def check_lock(room_s: float = 0.0) -> None:
+            if self.lock.epoch is not None:  # held: stop before writing more if it may be lost
+                await self.lock.ensure_room(room_s)
+        return Batches(self.database, migration.name, migration.checksum, settings, is_ferretdb, check_lock,
+                       self.retry)
+
+    async def _recording_failure(self, migration: Migration, action: str, backups, work):
+        """Run `work`; a MigrationError is recorded in the changelog as a failure, then raised. (result, seconds)."""
+        started = time.monotonic()
+        try:
+            result = await work()
+        except MigrationError as exc:
+            await self._record_failure(migration, action, exc, time.monotonic() - started, backups)
+            raise
+        return result, time.monotonic() - started
+
+    async def _record_failure(self, migration: Migration, action: str, error: Exception, seconds: float,
+                              backups: list[backup.Saved] = ()) -> None:
+        # A runner that lost the lock records what happened without changing the migration's state,
+        # which the lock's new holder owns (it may have applied it meanwhile).
+        lost = {"lock_lost": True} if isinstance(error, LockLost) else {}
+        try:
+            await self.changelog.record(migration.name, action, plan.FAILED, checksum=migration.checksum,
+                                        duration_s=round(seconds, 3), error=str(error), run_id=self.run_id,
+                                        **_backup_field(backups), **lost)
+        except (PyMongoError, MigrationError):
+            pass  # the server is gone; the error being raised says why
+
+    async def _call(self, migration: Migration, hook: str, **options):
+        try:
+            return await getattr(migration, hook)(self.db, **options)
+        except MigrationError:
+            raise
+        except PyMongoError as exc:
+            raise MigrationError(f"{migration.name}: {hook} failed: {redact(exc)}") from exc
+        except Exception as exc:
+            raise MigrationError(f"{migration.name}: {hook} failed: {type(exc).__name__}: {redact(exc)}") from exc
+
+
+def _backup_field(backups: list[backup.Saved]) -> dict:
+    return {"backup": [saved.record() for saved in backups]} if backups else {}
+
+
+def _outcome_of(migration: Migration, hook: str, value) -> Outcome:
+    try:
+        return Outcome.of(value)
+    except TypeError as exc:
+        raise MigrationError(f"{migration.name}: {hook} made its change but returned something the toolkit cannot "
+                             f"read: {exc}") from None
+
+
+def _as_verification(result) -> Verification:
+    return result if isinstance(result, Verification) else Verification(ok=bool(result))
+
+
+def format_counts(counts: dict[str, int]) -> str:
+    """`total=1,000, left=0`: numbers with thousands separators, like every number the toolkit prints."""
+    return ", ".join(f"{key}={value:,}" if isinstance(value, int) and not isinstance(value, bool) else f"{key}={value}"
+                     for key, value in counts.items())
+
+
+def in_parens(counts: dict[str, int]) -> str:
+    """` (total=1,000)`, or nothing when a verification gave no counts (a bare bool)."""
+    return f" ({format_counts(counts)})" if counts else ""
