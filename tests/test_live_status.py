@@ -32,6 +32,7 @@ def test_status_and_health_show_a_runner_paused_mid_run_as_running_with_its_prog
 
         row = status_json(cli)[NAME]
         text = cli(RUNNER, "--status")
+        gate = cli(RUNNER, "--check")
         monkeypatch.setenv("MONGODB_URL", server_url)
         monkeypatch.setenv("MONGODB_DATABASE_NAME", db_name)
         for name in ("ENV_FILE", "REQUIRE_MIGRATIONS", "MIGRATIONS_DIR"):
@@ -56,6 +57,8 @@ def test_status_and_health_show_a_runner_paused_mid_run_as_running_with_its_prog
         assert re.search(rf"^{runner_line}{done} of ~?{COUNT} documents \({re.escape(share)}\), [\d,]+ documents/s, "
                          r"(under a second|about [\d.]+ (s|min|h)) left$", text.stdout, re.MULTILINE), text
         assert "0 applied, 1 pending (1 running now)" in text.stdout, text
+        assert gate.code == 6 and re.search(rf"^{runner_line}{done} of ~?{COUNT} documents", gate.stdout, re.MULTILINE)
+        assert "interrupted" not in gate.stdout, gate
 
         assert health.status_code == 503  # pending until it is applied, as before
         body = health.json()

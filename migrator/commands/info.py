@@ -45,16 +45,16 @@ async def verify_applied(ctx: Context) -> int:
 
 async def check(ctx: Context) -> int:
     """--check: exit 6, one line per reason, unless every migration is applied as its file says."""
-    rows = await ctx.engine.status()
+    rows = await live.status_rows(ctx.engine)
     reasons = []
     for row in rows:
         if row.missing_file:
             continue
         if row.state != plan.APPLIED:
             why = {plan.FAILED: f"failed: {row.error}" if row.error else "failed", plan.ROLLED_BACK: "rolled back",
-                   plan.RUNNING: f"running now on {row.runner}",
+                   plan.RUNNING: plan.running_text(row),
                    plan.INTERRUPTED: f"interrupted: its runner {row.runner} died"}.get(row.state, "pending")
-            if row.checkpoint_done is not None:
+            if row.checkpoint_done is not None and row.state != plan.RUNNING:
                 why += f" (interrupted: {row.checkpoint_done:,} documents done)"
             reasons.append(f"{row.name}: {why}")
         if row.changed:
