@@ -3,8 +3,7 @@
 `{_id: "<migration>/<step>", migration, step, collection, checksum, work (a digest of collection,
 filter and update), path, last_id, scanned, matched, modified, batches, done, at}`, written after every batch, deleted when the migration completes. The changelog stays
 insert-only history; this is the one place that is overwritten as work goes on.
-A rollback's are `<migration>/rollback/<step>`, with `action: "rollback"` (an `up`'s say "apply", or
-nothing when written before rollbacks had checkpoints).
+A rollback's checkpoints are `<migration>/rollback/<step>`, with `action: "rollback"`; an `up`'s have no action.
 
 A save is one round trip, and a small one: `at` is the server's own clock ($currentDate, no `hello`
 asked first), and once this runner has saved a checkpoint, the next save sets only the fields that
@@ -38,7 +37,7 @@ class Checkpoints:
 
     async def save(self, migration: str, step: int, action: str = APPLY, **fields) -> None:
         key = self.key(migration, step, action)
-        document = {"migration": migration, "step": step, "action": action, **fields}
+        document = {"migration": migration, "step": step, **({} if action == APPLY else {"action": action}), **fields}
         last = self._saved.get(key)
         if last is None or not await self._set(migration, key, _changed(last, document), upsert=False):
             await self._set(migration, key, document, upsert=True)
@@ -59,11 +58,15 @@ class Checkpoints:
 
     async def clear(self, migration: str, action: str | None = None) -> None:
         """Delete the checkpoints of `migration`: all of them, or those of one action (APPLY or ROLLBACK)."""
-        which = {} if action is None else {"action": action} if action != APPLY else {"action": {"$ne": ROLLBACK}}
+        which = {}
+        if action == APPLY:
+            which = {"action": {"$ne": ROLLBACK}}  # an up's has no action
+        elif action is not None:
+            which = {"action": action}
         await self.retry(f"{migration}: clearing the checkpoint",
                          lambda: self.collection.delete_many({"migration": migration, **which}))
         self._saved = {key: fields for key, fields in self._saved.items()
-                       if fields["migration"] != migration or action not in (None, fields["action"])}
+                       if fields["migration"] != migration or action not in (None, fields.get("action", APPLY))}
 
 
 def _changed(before: dict, after: dict) -> dict:
