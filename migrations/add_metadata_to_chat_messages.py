@@ -62,23 +62,23 @@ async def verify(db) -> Verification:
     return Verification(ok=with_field == total, counts=counts, note=note)
 
 
-async def rollback(db, purge: bool = False) -> Outcome:
-    """Remove the null metadata this migration added; metadata the app wrote since stays unless purge."""
+async def rollback(db, batches, purge: bool = False) -> Outcome:
+    """Remove the null metadata this migration added; metadata the app wrote since stays unless purge.
+    In batches, resumable; each write checks again that the message still matches, so metadata the app
+    writes while the rollback runs is kept too."""
     if not await _exists(db):
         return Outcome(note=f"collection {COLLECTION} not found: nothing to roll back")
     messages = db[COLLECTION]
-    with_field = await messages.count_documents({"metadata": {"$exists": True}})
+    with_field = await messages.count_documents(ANY_METADATA)
     added = await messages.count_documents(ADDED_BY_US)
-    result = await messages.update_many(
-        {"metadata": {"$exists": True}} if purge else ADDED_BY_US, {"$unset": {"metadata": ""}}
-    )
+    result = await batches.update_many(COLLECTION, ANY_METADATA if purge else ADDED_BY_US,
+                                       {"$unset": {"metadata": ""}}, recheck_filter=True)
     written_by_app = with_field - added
     return Outcome(
-        matched=result.matched_count,
-        modified=result.modified_count,
+        matched=result.matched,
+        modified=result.modified,
         counts={"app_metadata_purged" if purge else "app_metadata_kept": written_by_app},
     )
-
 
 
 async def verify_rollback(db, purge: bool = False) -> Verification:

@@ -23,6 +23,14 @@ The path is chosen per server:
   alone to be looked up by index): write an update that is harmless on a document that stopped
   matching meanwhile ($max rather than $set, for example). MongoDB, when it takes this path (`_id`s of
   several types), checks the filter again at each write.
+
+A rollback is handed batches too (`async def rollback(db, batches)`): its checkpoints are its own
+(`<migration>/rollback/<step>`), never mixed with the `up`'s; each action discards the other's when it
+starts (they describe documents as they no longer are). An update with no harmless form (`$unset` of
+what `up` added) passes `recheck_filter=True` (a rollback's default): on FerretDB each batch is then
+one update_many of the filter and the batch's ids (`$in`), so a document that stopped matching since its
+id was read is left alone. That costs a scan of the collection a batch instead of an index lookup a
+document (`{_id: value}` with any other key is a scan a document there): a bigger --batch-size, fewer scans.
 """
 
 import asyncio
@@ -34,15 +42,16 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 
 import bson
-from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo import ASCENDING, DESCENDING, UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.write_concern import WriteConcern
 
-from migrator.checkpoints import Checkpoints
+from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints  # what a walk is for: kept apart
 from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Outcome
 from migrator.output import log
@@ -54,6 +63,9 @@ DEFAULT_SIZE = 1000
 # FerretDB keeps every statement of one bulk command open until the command ends, on a pool of 100
 # SQLite connections: a bulk near 100 updates waits for itself forever.
 FERRETDB_MAX_BULK = 50
+# Ids in one `$in` of a rechecked write on FerretDB: each statement scans the collection once, so as
+# many as fit well inside a command (16 MiB).
+FERRETDB_MAX_IN = 10_000
 
 
 @dataclass
@@ -121,9 +133,10 @@ class StopRequest:
 
 class Batches:
     def __init__(self, database: AsyncDatabase, migration: str, checksum: str, settings: BatchSettings,
-                 is_ferretdb: bool, between_batches=None, retry: Retry | None = None):
+                 is_ferretdb: bool, between_batches=None, retry: Retry | None = None, action: str = APPLY):
         self.database = database
         self.migration, self.checksum = migration, checksum
+        self.action = action
         self.settings = settings
         self.is_ferretdb = is_ferretdb
         self.path = settings.path or default_path(is_ferretdb)
@@ -138,10 +151,16 @@ class Batches:
         self._batch_started = 0.0
         self._paced = 0  # documents done since _pace_started
 
-    async def update_many(self, collection: str, filter: dict, update: dict) -> Outcome:
-        """Apply `update` to the documents of `collection` matching `filter`, batch by batch."""
+    async def update_many(self, collection: str, filter: dict, update: dict,
+                          recheck_filter: bool | None = None) -> Outcome:
+        """Apply `update` to the documents of `collection` matching `filter`, batch by batch.
+        `recheck_filter`: check the filter again at each write on FerretDB's stream path too (slower there; see
+        the module's docstring); by default only a rollback's batches do."""
         self._steps += 1
         step = self._steps
+        if step == 1:
+            await self.checkpoints.clear(self.migration, action=ROLLBACK if self.action == APPLY else APPLY)
+        recheck = self.action == ROLLBACK if recheck_filter is None else recheck_filter
         target = self._collection(collection)
         work = _digest(collection, filter, update)
         checkpoint = await self._resume_point(step, work)
@@ -156,7 +175,7 @@ class Batches:
             log.info("%s: %s has _ids of more than one type, which one _id range cannot span: reading its ids "
                      "instead", self.migration, collection)
             path = STREAM
-        walk = self._range if path == RANGE else self._stream
+        walk = self._range if path == RANGE else partial(self._stream, recheck=recheck)
         with self.stop.handled():
             progress = Progress(self.migration, done=state["scanned"], modified=state["modified"],
                                 interval_s=self.settings.progress_interval_s)
@@ -166,7 +185,7 @@ class Batches:
             finally:
                 progress.close()
         state["done"] = True
-        await self.checkpoints.save(self.migration, step, **state)
+        await self.checkpoints.save(self.migration, step, action=self.action, **state)
         log.info("%s", progress.line())
         return Outcome(matched=state["matched"], modified=state["modified"])  # the progress line said the rest
 
@@ -199,14 +218,11 @@ class Batches:
                 return
 
     async def _stream(self, target: AsyncCollection, filter: dict, update: dict, state: dict, step: int,
-                      progress: Progress) -> None:
+                      progress: Progress, recheck: bool = False) -> None:
         # Past the checkpoint: `$nor` of `$lte` rather than `$gt`, so that `_id`s of another type than the
         # last one done (which no comparison with it matches) are done again, not skipped.
         past = None if state["last_id"] is None else {"$nor": [{"_id": {"$lte": state["last_id"]}}]}
         query = filter if past is None else {"$and": [filter, past]}
-        # FerretDB looks a document up by index only for `{_id: value}` alone; MongoDB can check the filter again.
-        target_of = (lambda _id: {"_id": _id}) if self.is_ferretdb else (lambda _id: {"$and": [{"_id": _id}, filter]})
-        bulk_size = FERRETDB_MAX_BULK if self.is_ferretdb else self.size
         log.info("%s: reading the _ids of the documents to change in %s ...", self.migration, target.name)
         with tempfile.TemporaryFile(prefix="migrator-ids-") as spool:
             count = await self._read_ids(target, query, spool, state)
@@ -221,8 +237,7 @@ class Batches:
 
                 async def write(batch=batch) -> tuple[int, int]:  # whole, again after a failover
                     matched = modified = 0
-                    for start in range(0, len(batch), bulk_size):
-                        bulk = [UpdateOne(target_of(_id), update) for _id in batch[start:start + bulk_size]]
+                    for bulk in write_bulks(batch, filter, update, self.is_ferretdb, recheck):
                         result = await target.bulk_write(bulk, ordered=True)
                         matched, modified = matched + result.matched_count, modified + result.modified_count
                     return matched, modified
@@ -305,7 +320,7 @@ class Batches:
         stop if asked."""
         await self.between_batches(self._last_batch_s)
         if state["batches"]:
-            await self.checkpoints.save(self.migration, step, **state)
+            await self.checkpoints.save(self.migration, step, action=self.action, **state)
         await self._keep_to_rate(burst=self.size)
         self._stop_if_asked(state)
         await self.between_batches(self._last_batch_s)  # again: the pause may have been long
@@ -333,7 +348,7 @@ class Batches:
         """The checkpoint of this step, if it was left by this very work: same code, collection, filter, update.
         A step whose checkpoint says done walks on from its last `_id`, which costs little and picks up
         documents written after it."""
-        checkpoint = await self.checkpoints.load(self.migration, step)
+        checkpoint = await self.checkpoints.load(self.migration, step, action=self.action)
         if checkpoint is None:
             return None
         if checkpoint.get("checksum") != self.checksum or checkpoint.get("work") != work:
@@ -349,6 +364,20 @@ async def _no_lock(room_s: float) -> None:
 
 def default_path(is_ferretdb: bool) -> str:
     return STREAM if is_ferretdb else RANGE
+
+
+def write_bulks(ids: list, filter: dict, update, is_ferretdb: bool, recheck: bool) -> list[list]:
+    """The bulk writes of one batch of the stream path, whose `ids` matched `filter` when they were read.
+    MongoDB: one UpdateOne a document, the filter checked again by the `_id` index. FerretDB looks a document
+    up by index only for `{_id: value}` alone: UpdateOne({_id}) in bulks of FERRETDB_MAX_BULK, the filter not
+    checked again; with `recheck`, one update_many of the filter and the ids instead (a scan)."""
+    if not is_ferretdb:
+        return [[UpdateOne({"$and": [{"_id": _id}, filter]}, update) for _id in ids]]
+    if recheck:
+        return [[UpdateMany({"$and": [filter, {"_id": {"$in": ids[start:start + FERRETDB_MAX_IN]}}]}, update)]
+                for start in range(0, len(ids), FERRETDB_MAX_IN)]
+    return [[UpdateOne({"_id": _id}, update) for _id in ids[start:start + FERRETDB_MAX_BULK]]
+            for start in range(0, len(ids), FERRETDB_MAX_BULK)]
 
 
 def _digest(collection: str, filter: dict, update) -> str:

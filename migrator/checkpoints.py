@@ -7,6 +7,7 @@ changelog stays insert-only history; this is the one place that is overwritten a
 `scanned` counts the documents done of `total` (counted when the walk starts; `total_estimated`: from
 the collection's count); `done` says the walk is over. A runner's first save also sets `started_at`
 (the server's clock) and `started_from` (`scanned` then): what `--status` measures this run's rate from.
+A rollback's checkpoints are `<migration>/rollback/<step>`, with `action: "rollback"`; an `up`'s have no action.
 
 A save is one round trip, and a small one: `at` is the server's own clock ($currentDate, no `hello`
 asked first), and once this runner has saved a checkpoint, the next save sets only the fields that
@@ -19,6 +20,7 @@ from migrator.clock import bookkeeping
 from migrator.retry import Retry
 
 COLLECTION = "migrations_checkpoints"
+APPLY, ROLLBACK = "apply", "rollback"
 
 
 class Checkpoints:
@@ -29,17 +31,17 @@ class Checkpoints:
         self._saved: dict[str, dict] = {}  # key -> the fields this runner last saved there
 
     @staticmethod
-    def key(migration: str, step: int) -> str:
-        return f"{migration}/{step}"
+    def key(migration: str, step: int, action: str = APPLY) -> str:
+        return f"{migration}/{step}" if action == APPLY else f"{migration}/{action}/{step}"
 
-    async def load(self, migration: str, step: int) -> dict | None:
+    async def load(self, migration: str, step: int, action: str = APPLY) -> dict | None:
         # A string `_id` alone: the one filter FerretDB answers from an index.
         return await self.retry("reading the checkpoint",
-                                lambda: self.collection.find_one({"_id": self.key(migration, step)}))
+                                lambda: self.collection.find_one({"_id": self.key(migration, step, action)}))
 
-    async def save(self, migration: str, step: int, **fields) -> None:
-        key = self.key(migration, step)
-        document = {"migration": migration, "step": step, **fields}
+    async def save(self, migration: str, step: int, action: str = APPLY, **fields) -> None:
+        key = self.key(migration, step, action)
+        document = {"migration": migration, "step": step, **({} if action == APPLY else {"action": action}), **fields}
         last = self._saved.get(key)
         if last is None or not await self._set(migration, key, _changed(last, document), upsert=False):
             # this runner's first save here (or the document was removed): the rate is measured from here
@@ -62,10 +64,17 @@ class Checkpoints:
             found.setdefault(checkpoint["migration"], []).append(checkpoint)
         return found
 
-    async def clear(self, migration: str) -> None:
+    async def clear(self, migration: str, action: str | None = None) -> None:
+        """Delete the checkpoints of `migration`: all of them, or those of one action (APPLY or ROLLBACK)."""
+        which = {}
+        if action == APPLY:
+            which = {"action": {"$ne": ROLLBACK}}  # an up's has no action
+        elif action is not None:
+            which = {"action": action}
         await self.retry(f"{migration}: clearing the checkpoint",
-                         lambda: self.collection.delete_many({"migration": migration}))
-        self._saved = {key: fields for key, fields in self._saved.items() if fields["migration"] != migration}
+                         lambda: self.collection.delete_many({"migration": migration, **which}))
+        self._saved = {key: fields for key, fields in self._saved.items()
+                       if fields["migration"] != migration or action not in (None, fields.get("action", APPLY))}
 
 
 def _changed(before: dict, after: dict) -> dict:

@@ -125,7 +125,7 @@ def _named(ctx: Context, name: str) -> Migration:
 
 RUN = ("allow_changed", "allow_out_of_order", *BACKUP_MODIFIERS, *BATCH_MODIFIERS)
 APPLY = ("dry_run", *RUN)
-ROLLBACK = ("purge", "allow_changed", *BACKUP_MODIFIERS)
+ROLLBACK = ("purge", "allow_changed", *BACKUP_MODIFIERS, *BATCH_MODIFIERS)
 RUNNER = (
     Command("--all", "apply every pending migration, in order, verifying each",
             lambda ctx, a: commands.apply_pending(ctx), accepts=APPLY),

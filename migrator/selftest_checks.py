@@ -70,11 +70,14 @@ class _OnScratch:
         self.settings = replace(settings, max_rate=None)  # a sample is no load on the server
 
     async def up(self) -> Outcome:
+        return await self._batched("up", checkpoints.APPLY)
+
+    async def _batched(self, hook: str, action: str) -> Outcome:
         options = {}
-        if self.migration.accepts("up", "batches"):  # its checkpoints go to a scratch collection: names lead there
+        if self.migration.accepts(hook, "batches"):  # its checkpoints go to a scratch collection: names lead there
             options["batches"] = Batches(self.scratch.database, self.migration.name, self.migration.checksum,
-                                         self.settings, self.is_ferretdb)
-        outcome = _outcome(self.migration, "up", await self._call("up", **options))
+                                         self.settings, self.is_ferretdb, action=action)
+        outcome = _outcome(self.migration, hook, await self._call(hook, **options))
         await self.scratch.database.drop_collection(checkpoints.COLLECTION)  # as after a whole run: the next starts over
         return outcome
 
@@ -83,7 +86,7 @@ class _OnScratch:
         return value if isinstance(value, Verification) else Verification(ok=bool(value))
 
     async def rollback(self) -> Outcome:
-        return _outcome(self.migration, "rollback", await self._call("rollback"))
+        return await self._batched("rollback", checkpoints.ROLLBACK)
 
     async def _call(self, hook: str, **options):
         name = self.migration.name

@@ -14,7 +14,7 @@ from pymongo.errors import PyMongoError
 from migrator import backup, plan
 from migrator.batches import BatchSettings, Batches
 from migrator.changelog import Changelog
-from migrator.checkpoints import Checkpoints
+from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints
 from migrator.connection import server_info
 from migrator.discovery import discover
 from migrator.errors import ExitCode, MigrationError
@@ -162,7 +162,9 @@ class Steps:
         options = {"purge": purge} if purge else {}
 
         async def backward() -> tuple[Outcome, Verification | None]:
-            outcome = _outcome_of(migration, "rollback", await self._call(migration, "rollback", **options))
+            batched = migration.accepts("rollback", "batches")
+            walk = {"batches": await self._batches(migration, ROLLBACK)} if batched else {}
+            outcome = _outcome_of(migration, "rollback", await self._call(migration, "rollback", **options, **walk))
             if migration.verify_rollback is None:
                 await self._record_post_images(backups)
                 await self.lock.confirm()
@@ -170,6 +172,7 @@ class Steps:
             check_options = options if migration.accepts("verify_rollback", "purge") else {}
             after = _as_verification(await self._call(migration, "verify_rollback", **check_options))
             if not after.ok:
+                await self.checkpoints.clear(migration.name)  # the rollback went all the way: a re-run starts over
                 raise MigrationError(f"{migration.name}: rollback verification failed{in_parens(after.counts)}")
             await self._record_post_images(backups)
             await self.lock.confirm()
@@ -247,14 +250,14 @@ class Steps:
         for saved in backups:
             await backup.record_post_images(self.database, saved, self.batch_settings.server_is_ferretdb, self.retry)
 
-    async def _batches(self, migration: Migration) -> Batches:
+    async def _batches(self, migration: Migration, action: str = APPLY) -> Batches:
         settings, is_ferretdb = self.batch_settings, await self.is_ferretdb()
 
         async def check_lock(room_s: float = 0.0) -> None:
             if self.lock.epoch is not None:  # held: stop before writing more if it may be lost
                 await self.lock.ensure_room(room_s)
         return Batches(self.database, migration.name, migration.checksum, settings, is_ferretdb, check_lock,
-                       self.retry)
+                       self.retry, action)
 
     async def _recording_failure(self, migration: Migration, action: str, backups, work):
         """Run `work`; a MigrationError is recorded in the changelog as a failure, then raised. (result, seconds)."""

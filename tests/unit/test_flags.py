@@ -16,7 +16,8 @@ from migrator.flags import MODIFIERS, build_parser, chosen, dest_of, options_fro
 
 APPLY = {"dry_run", "allow_changed", "allow_out_of_order", "backup", "backup_dir", "backup_full", "batch_size",
          "max_rate", "write_concern", "batch_path"}
-ROLLBACK = {"purge", "allow_changed", "backup", "backup_dir", "backup_full"}
+ROLLBACK = {"purge", "allow_changed", "backup", "backup_dir", "backup_full", "batch_size", "max_rate", "write_concern",
+            "batch_path"}
 RUNNER_ACCEPTS = {
     "--all": APPLY, "--migration": APPLY, "--status": {"json"}, "--history": {"json"}, "--list": set(),
     "--check": set(), "--verify": set(), "--rollback": ROLLBACK, "--rollback-last": ROLLBACK,
@@ -86,7 +87,8 @@ def test_every_modifier_goes_only_with_the_commands_that_take_it(table, parser, 
     (["--status", "--purge"], "--purge goes with --rollback or --rollback-last or --rollback-to"),
     (["--verify", "--force"], "--force goes with --mark-applied or --mark-applied-all or --restore"),
     (["--list", "--json"], "--json goes with --status or --history or --preview"),
-    (["--rollback", "x", "--batch-size", "5"], "--batch-size goes with --all or --migration"),
+    (["--status", "--batch-size", "5"], "--batch-size goes with --all or --migration or --rollback or --rollback-last or "
+                                         "--rollback-to"),
     (["--restore", "f", "--dry-run"], "--dry-run goes with --all or --migration"),
 ])
 def test_a_modifier_without_its_command_names_the_commands_it_goes_with(argv, message, capsys):
