@@ -33,39 +33,31 @@ id was read is left alone. That costs a scan of the collection a batch instead o
 document (`{_id: value}` with any other key is a scan a document there): a bigger --batch-size, fewer scans.
 """
 
-import asyncio
 import hashlib
-import logging
-import os
 import signal
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 
 import bson
-from pymongo import ASCENDING, DESCENDING, UpdateMany, UpdateOne
+from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.write_concern import WriteConcern
 
+from migrator.batch_paths import batch_bound, mixed_id_types, write_bulks
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints  # what a walk is for: kept apart
-from migrator.errors import ExitCode, MigrationError
+from migrator.errors import MigrationError
 from migrator.migration import Outcome
 from migrator.output import log
 from migrator.progress import DEFAULT_INTERVAL_S, Progress
 from migrator.retry import Retry
+from migrator.stop import StopRequest
 
 RANGE, STREAM = "range", "stream"
 DEFAULT_SIZE = 1000
-# FerretDB keeps every statement of one bulk command open until the command ends, on a pool of 100
-# SQLite connections: a bulk near 100 updates waits for itself forever.
-FERRETDB_MAX_BULK = 50
-# Ids in one `$in` of a rechecked write on FerretDB: each statement scans the collection once, so as
-# many as fit well inside a command (16 MiB).
-FERRETDB_MAX_IN = 10_000
 
 
 @dataclass
@@ -76,59 +68,6 @@ class BatchSettings:
     path: str | None = None  # RANGE or STREAM; None: by server
     server_is_ferretdb: bool | None = None  # None: asked of the server when batches are first needed
     progress_interval_s: float = DEFAULT_INTERVAL_S
-
-
-class StopRequest:
-    """Ctrl-C or SIGTERM while batches run: finish the batch, save the checkpoint, then stop.
-    A second signal exits at once: the batch under way is done again by the next run."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.signal: int | None = None
-        self.received: asyncio.Event | None = None
-        self.before_exit = lambda: None  # the progress bar's close: give the terminal its cursor back
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep, but wake up at once on a stop request."""
-        try:
-            await asyncio.wait_for(self.received.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
-
-    @contextmanager
-    def handled(self):
-        self.received = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        previous = {}
-        for number in self.SIGNALS:
-            try:
-                handler = signal.getsignal(number)
-                loop.add_signal_handler(number, self._received, number)
-                previous[number] = handler
-            except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
-                pass
-        try:
-            yield self
-        finally:
-            for number, handler in previous.items():
-                loop.remove_signal_handler(number)
-                signal.signal(number, handler)  # asyncio.run's own Ctrl-C handling, not the bare default
-
-    def _received(self, number: int) -> None:
-        if self.signal is not None:
-            self.before_exit()
-            log.error("%s again: stopping at once; the next run does the current batch again",
-                      signal.Signals(number).name)
-            logging.shutdown()
-            os._exit(self.exit_code)  # a raised signal could be ignored (SIGTERM to PID 1 in a container)
-        self.signal = number
-        self.received.set()
-        log.warning("%s: stopping after the current batch (again to stop at once)", signal.Signals(number).name)
-
-    @property
-    def exit_code(self) -> ExitCode:
-        return ExitCode.TERMINATED if self.signal == signal.SIGTERM else ExitCode.INTERRUPTED
 
 
 class Batches:
@@ -171,7 +110,7 @@ class Batches:
             log.info("%s: resuming from the checkpoint: %s documents of %s were done (up to _id %s)", self.migration,
                      f"{state['scanned']:,}", collection, state["last_id"])
         path = self.path
-        if path == RANGE and await self.retry(f"{self.migration}: reading the _id range", lambda: _mixed_id_types(target)):
+        if path == RANGE and await self.retry(f"{self.migration}: reading the _id range", lambda: mixed_id_types(target)):
             log.info("%s: %s has _ids of more than one type, which one _id range cannot span: reading its ids "
                      "instead", self.migration, collection)
             path = STREAM
@@ -203,7 +142,7 @@ class Batches:
             after = {} if state["last_id"] is None else {"_id": {"$gt": state["last_id"]}}
 
             async def batch():  # whole, again after a failover: the filter is checked again at the write
-                bound = await _batch_bound(target, after, self.size)
+                bound = await batch_bound(target, after, self.size)
                 if bound is None:
                     return None
                 last_id, documents = bound
@@ -366,47 +305,5 @@ def default_path(is_ferretdb: bool) -> str:
     return STREAM if is_ferretdb else RANGE
 
 
-def write_bulks(ids: list, filter: dict, update, is_ferretdb: bool, recheck: bool) -> list[list]:
-    """The bulk writes of one batch of the stream path, whose `ids` matched `filter` when they were read.
-    MongoDB: one UpdateOne a document, the filter checked again by the `_id` index. FerretDB looks a document
-    up by index only for `{_id: value}` alone: UpdateOne({_id}) in bulks of FERRETDB_MAX_BULK, the filter not
-    checked again; with `recheck`, one update_many of the filter and the ids instead (a scan)."""
-    if not is_ferretdb:
-        return [[UpdateOne({"$and": [{"_id": _id}, filter]}, update) for _id in ids]]
-    if recheck:
-        return [[UpdateMany({"$and": [filter, {"_id": {"$in": ids[start:start + FERRETDB_MAX_IN]}}]}, update)]
-                for start in range(0, len(ids), FERRETDB_MAX_IN)]
-    return [[UpdateOne({"_id": _id}, update) for _id in ids[start:start + FERRETDB_MAX_BULK]]
-            for start in range(0, len(ids), FERRETDB_MAX_BULK)]
-
-
 def _digest(collection: str, filter: dict, update) -> str:
     return hashlib.sha256(bson.encode({"c": collection, "f": filter, "u": update})).hexdigest()[:16]
-
-
-_NUMBERS = (int, float, bson.Int64, bson.Decimal128)  # one BSON comparison class; bool is not in it
-
-
-async def _batch_bound(target: AsyncCollection, after: dict, size: int) -> tuple[object, int] | None:
-    """(last `_id`, documents) of the next batch of `size` past `after`, read from the `_id` index alone.
-    A full batch costs one round trip: the index read skips to its last `_id`. Fewer left (the last batch, once
-    a walk): the bound is the collection's last `_id` and the count is of what is left up to it, two round trips
-    more. (One aggregation with $group's $last could answer both, but FerretDB has neither $first nor $last.)"""
-    ids_only, ascending = {"_id": 1}, [("_id", ASCENDING)]
-    full = await target.find_one(after, ids_only, sort=ascending, skip=size - 1)
-    if full is not None:
-        return full["_id"], size
-    last = await target.find_one(after, ids_only, sort=[("_id", DESCENDING)])
-    if last is None:
-        return None
-    return last["_id"], await target.count_documents({"_id": {**after.get("_id", {}), "$lte": last["_id"]}})
-
-
-async def _mixed_id_types(target: AsyncCollection) -> bool:
-    """Do the smallest and largest `_id` differ in BSON type? (Two index lookups on MongoDB.)"""
-    ends = [await target.find_one({}, {"_id": 1}, sort=[("_id", order)]) for order in (1, -1)]
-    if None in ends:
-        return False
-    kinds = {"number" if isinstance(end["_id"], _NUMBERS) and not isinstance(end["_id"], bool)
-             else type(end["_id"]).__name__ for end in ends}
-    return len(kinds) > 1

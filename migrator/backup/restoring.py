@@ -29,12 +29,13 @@ from migrator.backup.file import (
     shown_id,
 )
 from migrator.backup.save import touched
-from migrator.batches import FERRETDB_MAX_BULK, StopRequest
+from migrator.batch_paths import FERRETDB_MAX_BULK
 from migrator.errors import MigrationError
 from migrator.migration import Migration
 from migrator.progress import DEFAULT_INTERVAL_S, Progress
 from migrator.redact import redact
 from migrator.retry import is_transient
+from migrator.stop import StopRequest
 
 if TYPE_CHECKING:
     from migrator.backup.post_images import PostImages

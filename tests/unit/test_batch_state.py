@@ -5,12 +5,13 @@ import signal
 
 import pytest
 
-from migrator.batches import DEFAULT_SIZE, RANGE, STREAM, Batches, BatchSettings, StopRequest, _digest, default_path
+from migrator.batches import DEFAULT_SIZE, RANGE, STREAM, Batches, BatchSettings, _digest, default_path
 from migrator.checkpoints import Checkpoints
 from migrator.cli import runner_parser
 from migrator.errors import MigrationError
 from migrator.flags import batch_settings_from
 from migrator.progress import Progress
+from migrator.stop import StopRequest
 
 
 class NoDatabase:

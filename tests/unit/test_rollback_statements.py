@@ -1,9 +1,9 @@
-"""What a batch of the stream path writes (migrator.batches.write_bulks), and where a rollback's checkpoint is
+"""What a batch of the stream path writes (migrator.batch_paths.write_bulks), and where a rollback's checkpoint is
 kept apart from the `up`'s; no server."""
 
 from pymongo import UpdateMany, UpdateOne
 
-from migrator.batches import FERRETDB_MAX_BULK, FERRETDB_MAX_IN, write_bulks
+from migrator.batch_paths import FERRETDB_MAX_BULK, FERRETDB_MAX_IN, write_bulks
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints
 
 ADDED = {"metadata": {"$type": "null"}}
