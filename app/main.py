@@ -39,11 +39,11 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 
 from app.database import DOCUMENT_MODELS, create_client
 from migrator import live, plan
-from migrator.settings import SettingsError, load_settings
 from migrator.discovery import MIGRATIONS_DIR, discover
 from migrator.engine import Engine
 from migrator.errors import MigrationError
 from migrator.redact import redact
+from migrator.settings import SettingsError, load_settings
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's own logger: shown, formatted, under any log config
 

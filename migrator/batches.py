@@ -110,7 +110,8 @@ class Batches:
             log.info("%s: resuming from the checkpoint: %s documents of %s were done (up to _id %s)", self.migration,
                      f"{state['scanned']:,}", collection, state["last_id"])
         path = self.path
-        if path == RANGE and await self.retry(f"{self.migration}: reading the _id range", lambda: mixed_id_types(target)):
+        reading = f"{self.migration}: reading the _id range"
+        if path == RANGE and await self.retry(reading, partial(mixed_id_types, target)):
             log.info("%s: %s has _ids of more than one type, which one _id range cannot span: reading its ids "
                      "instead", self.migration, collection)
             path = STREAM

@@ -18,8 +18,17 @@ from migrator.connection import connect, ignored_options, server_info
 from migrator.discovery import MIGRATIONS_DIR, discover, find
 from migrator.engine import Engine
 from migrator.errors import ExitCode, MigrationError
-from migrator.flags import (BACKUP_MODIFIERS, BATCH_MODIFIERS, Command, Parser, batch_settings_from, build_parser,
-                            chosen, nonempty_path, options_from)
+from migrator.flags import (
+    BACKUP_MODIFIERS,
+    BATCH_MODIFIERS,
+    Command,
+    Parser,
+    batch_settings_from,
+    build_parser,
+    chosen,
+    nonempty_path,
+    options_from,
+)
 from migrator.migration import Migration, load_migration
 from migrator.output import log, say, setup_logging
 from migrator.redact import redact

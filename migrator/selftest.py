@@ -31,9 +31,25 @@ from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration, Outcome, Verification, refuse_if_draft
 from migrator.redact import redact
 from migrator.scratch import PREFIX, Scratch
-from migrator.selftest_checks import (_STOPPED, IDEMPOTENT, REVERSIBLE, UNTOUCHED, UP, Check, DocumentPreview, Key,
-                                     _attempt, _document_preview, _idempotent, _keys, _OnScratch, _reversible, _snapshot,
-                                     _untouched, _up_check)
+from migrator.selftest_checks import (
+    _STOPPED,
+    IDEMPOTENT,
+    REVERSIBLE,
+    UNTOUCHED,
+    UP,
+    Check,
+    DocumentPreview,
+    Key,
+    _attempt,
+    _document_preview,
+    _idempotent,
+    _keys,
+    _OnScratch,
+    _reversible,
+    _snapshot,
+    _untouched,
+    _up_check,
+)
 
 DEFAULT_SAMPLE = 500  # --selftest
 PREVIEW_SAMPLE = 3  # --preview

@@ -78,7 +78,8 @@ class _OnScratch:
             options["batches"] = Batches(self.scratch.database, self.migration.name, self.migration.checksum,
                                          self.settings, self.is_ferretdb, action=action)
         outcome = _outcome(self.migration, hook, await self._call(hook, **options))
-        await self.scratch.database.drop_collection(checkpoints.COLLECTION)  # as after a whole run: the next starts over
+        # as after a whole run: the next starts over
+        await self.scratch.database.drop_collection(checkpoints.COLLECTION)
         return outcome
 
     async def verify(self, hook: str) -> Verification:
@@ -153,7 +154,8 @@ def _idempotent(again: Outcome | None, error: str | None, after_up: Snapshot, af
     if again.modified:
         return Check(IDEMPOTENT, False, f"up again modified {again.modified:,} documents", example)
     if differ:
-        return Check(IDEMPOTENT, False, f"{len(differ):,} of {len(after_up):,} documents differ after up again", example)
+        return Check(IDEMPOTENT, False, f"{len(differ):,} of {len(after_up):,} documents differ after up again",
+                     example)
     return Check(IDEMPOTENT, True, f"up again modified nothing; all {len(after_up):,} documents byte-identical")
 
 

@@ -12,7 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from migrator import backup, plan
-from migrator.batches import BatchSettings, Batches
+from migrator.batches import Batches, BatchSettings
 from migrator.changelog import Changelog
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints
 from migrator.connection import server_info
@@ -104,7 +104,8 @@ class Steps:
 
     # ----- changing the database (callers hold the lock) -----
 
-    async def _save_backup(self, migration: Migration, action: str, folder: Path, purge: bool = False) -> list[backup.Saved]:
+    async def _save_backup(self, migration: Migration, action: str, folder: Path,
+                           purge: bool = False) -> list[backup.Saved]:
         """Save whole the documents `up` ("apply") or `rollback` will change; pass them on to apply/rollback."""
         if action == "rollback":
             self.check_rollback(migration, purge)
@@ -152,7 +153,8 @@ class Steps:
     @staticmethod
     def check_rollback(migration: Migration, purge: bool = False) -> None:
         if migration.rollback is None:
-            raise MigrationError(f"{migration.name} has no rollback: undo it by hand or restore a backup", ExitCode.USAGE)
+            raise MigrationError(f"{migration.name} has no rollback: undo it by hand or restore a backup",
+                                 ExitCode.USAGE)
         if purge and not migration.accepts("rollback", "purge"):
             raise MigrationError(f"{migration.name}'s rollback has no purge option", ExitCode.USAGE)
 

@@ -48,16 +48,42 @@ deadlock it) and 1,000 on MongoDB, and of 32 MB at most. `mongodump`, when insta
 whole-database archive instead (--backup-full).
 """
 
-from migrator.backup.file import (ABSENT, BATCH, DECODED, DEFAULT_DIR, FORMAT, FORMAT_1, FORMAT_2, POST_IMAGES_FORMAT,
-                                  SUFFIX, BackupFile, Entry, ferretdb_refuses, line_of, manifest_digest,
-                                  manifest_problem, post_images_path, read, seal, shown, shown_id)
+from migrator.backup.file import (
+                                  ABSENT,
+                                  BATCH,
+                                  DECODED,
+                                  DEFAULT_DIR,
+                                  FORMAT,
+                                  FORMAT_1,
+                                  FORMAT_2,
+                                  POST_IMAGES_FORMAT,
+                                  SUFFIX,
+                                  BackupFile,
+                                  Entry,
+                                  ferretdb_refuses,
+                                  line_of,
+                                  manifest_digest,
+                                  manifest_problem,
+                                  post_images_path,
+                                  read,
+                                  seal,
+                                  shown,
+                                  shown_id,
+)
 from migrator.backup.post_images import PostImages, read_post_images, record_post_images
 from migrator.backup.restoring import Restored, applied_since, restore, verdict
-from migrator.backup.save import (Saved, dump_database, require_declared, require_folder, require_mongodump, save,
-                                  touched)
+from migrator.backup.save import (
+                                  Saved,
+                                  dump_database,
+                                  require_declared,
+                                  require_folder,
+                                  require_mongodump,
+                                  save,
+                                  touched,
+)
 
-__all__ = ["ABSENT", "BATCH", "DECODED", "DEFAULT_DIR", "FORMAT", "FORMAT_1", "FORMAT_2", "POST_IMAGES_FORMAT", "SUFFIX",
-           "BackupFile", "Entry", "PostImages", "Restored", "Saved", "applied_since", "dump_database",
+__all__ = ["ABSENT", "BATCH", "DECODED", "DEFAULT_DIR", "FORMAT", "FORMAT_1", "FORMAT_2", "POST_IMAGES_FORMAT",
+           "SUFFIX", "BackupFile", "Entry", "PostImages", "Restored", "Saved", "applied_since", "dump_database",
            "ferretdb_refuses", "line_of", "manifest_digest", "manifest_problem", "post_images_path", "read",
            "read_post_images", "record_post_images", "require_declared", "require_folder", "require_mongodump",
            "restore", "save", "seal", "shown", "shown_id", "touched", "verdict"]

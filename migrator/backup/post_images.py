@@ -34,7 +34,6 @@ from migrator.connection import server_info
 from migrator.errors import ExitCode, MigrationError
 from migrator.redact import redact
 
-
 # ----- post-images: the saved documents as the migration left them -----
 
 async def record_post_images(database: AsyncDatabase, saved: Saved, is_ferretdb: bool | None,

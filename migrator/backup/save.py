@@ -25,7 +25,6 @@ from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration
 from migrator.redact import redact
 
-
 # ----- what a migration will touch -----
 
 def touched(migration: Migration, action: str, purge: bool = False) -> dict[str, dict] | None:
@@ -36,7 +35,8 @@ def touched(migration: Migration, action: str, purge: bool = False) -> dict[str,
         options = {"purge": purge} if migration.accepts("touches", "purge") else {}
         declared = migration.touches(action, **options)
     except Exception as exc:
-        raise MigrationError(f"{migration.name}: touches() failed: {type(exc).__name__}: {exc}", ExitCode.USAGE) from exc
+        raise MigrationError(f"{migration.name}: touches() failed: {type(exc).__name__}: {exc}",
+                             ExitCode.USAGE) from exc
     if not isinstance(declared, dict) or not all(isinstance(v, dict) for v in declared.values()):
         raise MigrationError(f"{migration.name}: touches() must return {{collection: filter}}", ExitCode.USAGE)
     return declared

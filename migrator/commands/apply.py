@@ -82,7 +82,8 @@ def select_after(engine: Engine, name: str) -> Select:
     def select(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
         applied = plan.applied(migrations, latest)
         if target not in applied:
-            raise MigrationError(f"{target.name} is not applied: --rollback-to needs an applied migration", ExitCode.USAGE)
+            raise MigrationError(f"{target.name} is not applied: --rollback-to needs an applied migration",
+                                 ExitCode.USAGE)
         return applied[:applied.index(target)]
     return select
 

@@ -16,8 +16,9 @@ async def verify(ctx: Context, migrations: list[Migration]) -> int:
     for migration in migrations:
         verification = await ctx.engine.verify(migration)
         state = "ok" if verification.ok else "NOT in place"
-        (log.info if verification.ok else log.warning)("%s: %s%s%s", migration.name, state, in_parens(verification.counts),
-                                                       f": {verification.note}" if verification.note else "")
+        note = f": {verification.note}" if verification.note else ""
+        (log.info if verification.ok else log.warning)("%s: %s%s%s", migration.name, state,
+                                                       in_parens(verification.counts), note)
         if not verification.ok:
             failed.append(migration.name)
     if failed:

@@ -87,8 +87,8 @@ def test_every_modifier_goes_only_with_the_commands_that_take_it(table, parser, 
     (["--status", "--purge"], "--purge goes with --rollback or --rollback-last or --rollback-to"),
     (["--verify", "--force"], "--force goes with --mark-applied or --mark-applied-all or --restore"),
     (["--list", "--json"], "--json goes with --status or --history or --preview"),
-    (["--status", "--batch-size", "5"], "--batch-size goes with --all or --migration or --rollback or --rollback-last or "
-                                         "--rollback-to"),
+    (["--status", "--batch-size", "5"], "--batch-size goes with --all or --migration or --rollback or "
+                                         "--rollback-last or --rollback-to"),
     (["--restore", "f", "--dry-run"], "--dry-run goes with --all or --migration"),
 ])
 def test_a_modifier_without_its_command_names_the_commands_it_goes_with(argv, message, capsys):

@@ -4,8 +4,16 @@ server's clock; no server."""
 from datetime import datetime, timedelta, timezone
 
 from conftest import a_migration
-from migrator.plan import (INTERRUPTED, RUNNING, StatusRow, add_progress, eta_text, progress_text, running_text,
-                           status_rows)
+from migrator.plan import (
+    INTERRUPTED,
+    RUNNING,
+    StatusRow,
+    add_progress,
+    eta_text,
+    progress_text,
+    running_text,
+    status_rows,
+)
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 
