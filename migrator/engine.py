@@ -20,6 +20,7 @@ from migrator import backup, plan
 from migrator.backup import DEFAULT_DIR as DEFAULT_BACKUP_DIR
 from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration, Verification, refuse_if_draft
+from migrator.narrator import QUIET, Narrator
 from migrator.steps import ApplyResult, RollbackResult, Steps
 
 Select = Callable[[list[Migration], dict[str, dict]], list[Migration]]
@@ -39,33 +40,6 @@ class Options:
     backup_dir: Path = DEFAULT_BACKUP_DIR
     backup_full: bool = False  # mongodump the whole database first
     sample: int | None = None  # --selftest, --preview: documents to copy (None: the command's default)
-
-
-class Narrator:
-    """What the engine tells while a workflow runs, as it happens. Each method here does nothing; the CLI's
-    narrator logs them. `forcing_unverified` may raise MigrationError to stop (the CLI asks there)."""
-
-    def allowed_changed(self, migration: Migration) -> None: ...
-    def allowed_out_of_order(self, name: str, after: str) -> None: ...
-    def dumping(self, database_name: str) -> None: ...
-    def dumped(self, database_name: str, path: Path) -> None: ...
-    def interrupted(self, migration: Migration, entry: dict) -> None: ...
-    def applying(self, migration: Migration) -> None: ...
-    def no_touches(self, migration: Migration, backup_full: bool) -> None: ...
-    def saved(self, migration: Migration, saved: list[backup.Saved]) -> None: ...
-    def applied(self, result: ApplyResult, backups: list[backup.Saved]) -> None: ...
-    def already_rolled_back(self, migration: Migration) -> None: ...
-    def rolled_back(self, result: RollbackResult, backups: list[backup.Saved]) -> None: ...
-    def already_applied(self, migration: Migration) -> None: ...
-    def forcing_unverified(self, migration: Migration, verification: Verification) -> None: ...
-    def marked(self, migration: Migration, verification: Verification) -> None: ...
-    def backup_read(self, file: backup.BackupFile, post_images: backup.PostImages | None, force: bool) -> None: ...
-    def restoring_elsewhere(self, file: backup.BackupFile, database_name: str) -> None: ...
-    def undoing_forced(self, file: backup.BackupFile, later: list[str]) -> None: ...
-    def restored(self, restored: backup.Restored, file: backup.BackupFile) -> None: ...
-
-
-QUIET = Narrator()
 
 
 @dataclass
@@ -97,6 +71,7 @@ class Engine(Steps):
     async def apply_pending(self, options: Options | None = None, narrator: Narrator = QUIET) -> RunReport:
         """Every pending migration, in order."""
         options = options or Options()
+        _refuse_dry_run(options)
         latest = await self.changelog.latest()
         pending = plan.pending(self.migrations, latest)
         self._refuse_changed(self.migrations, latest, options.allow_changed, narrator)
@@ -123,6 +98,7 @@ class Engine(Steps):
                         narrator: Narrator = QUIET) -> ApplyResult:
         """One migration, applied or not (forward is idempotent), once those it depends on are applied."""
         options = options or Options()
+        _refuse_dry_run(options)
         refuse_if_draft(migration)  # before the lock (_apply refuses a draft too)
         latest = await self.changelog.latest()
         self._refuse_changed([migration], latest, options.allow_changed, narrator)
@@ -170,6 +146,10 @@ class Engine(Steps):
         async with self.lock.held(options.lock_timeout_s):
             latest = await self.changelog.latest()  # again, under the lock: another runner may have been quicker
             undoable = {m.name for m in plan.rollbackable(self.migrations, latest)}
+            # again too: a caller may come here without plan_rollback, or another runner applied a newer file
+            self._refuse_changed([m for m in targets if m.name in undoable], latest, options.allow_changed, QUIET)
+            for migration in targets:
+                self.check_rollback(migration, options.purge)
             _refuse_dependents(self.migrations, targets, latest)
             if undoable.intersection(m.name for m in targets):
                 await self._dump_database(options, narrator)
@@ -183,8 +163,8 @@ class Engine(Steps):
                     done.append(await self._rollback(migration, purge=options.purge, backups=backups))
                     narrator.rolled_back(done[-1], backups)
             except MigrationError as exc:
-                if len(targets) == 1:
-                    raise
+                if len(targets) == 1 or exc.exit_code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
+                    raise  # stopped by a signal: its own exit code, and "run the same command again" holds
                 names = [result.migration.name for result in done]
                 left = [m.name for m in targets if m.name not in names]
                 raise MigrationError(f"{exc}; rolled back: {', '.join(names) or 'none'}; not rolled back: "
@@ -326,6 +306,13 @@ class Engine(Steps):
         saved = await self._save_backup(migration, action, options.backup_dir, options.purge)
         narrator.saved(migration, saved)
         return saved
+
+
+def _refuse_dry_run(options: Options) -> None:
+    """A dry run counts and changes nothing: the command line's, not a workflow that writes."""
+    if options.dry_run:
+        raise MigrationError("Options(dry_run=True) does not apply: engine.pending() and engine.count_pending() say "
+                             "what would run; nothing was changed", ExitCode.USAGE)
 
 
 def _refuse_dependents(migrations: list[Migration], targets: list[Migration], latest: dict[str, dict]) -> None:

@@ -21,7 +21,7 @@ async def status_rows(engine) -> list[plan.StatusRow]:
         checkpoints = await engine.retry("reading the checkpoints", engine.checkpoints.all)
         now = await engine.retry("reading the server's clock", lambda: server_now(engine.database))
         for row in running:
-            plan.add_progress(row, checkpoints.get(row.name, []), now)
+            plan.add_progress(row, plan.checkpoints_of(row, checkpoints.get(row.name, [])), now)
     return rows
 
 

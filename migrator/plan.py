@@ -19,6 +19,7 @@ class StatusRow:
     name: str
     date: str
     state: str  # applied, pending, failed, rolled_back, running, interrupted
+    action: str = ""  # of the latest entry: apply, rollback, mark_applied, restore
     runner: str = ""  # running or interrupted: host:pid of the runner
     at: datetime | None = None  # since when it is in this state
     duration_s: float | None = None  # applied: how long the apply took
@@ -47,7 +48,8 @@ class StatusRow:
         flags = [flag for flag, on in (("marked", self.marked), ("changed", self.changed),
                                        ("missing file", self.missing_file)) if on]
         if self.checkpoint_done is not None and self.state != RUNNING:  # running: its progress says more
-            flags.append(f"resumable: {self.checkpoint_done:,} documents done")
+            what = "rollback resumable" if self.action == "rollback" else "resumable"
+            flags.append(f"{what}: {self.checkpoint_done:,} documents done")
         if self.draft:
             flags.append(DRAFT_FLAG)
         if self.out_of_order:
@@ -78,8 +80,8 @@ def _row(name: str, date: str, entries: list[dict]) -> StatusRow:
         return StatusRow(name, date, PENDING)
     streak = _current_streak(entries)
     first, latest = streak[0], streak[-1]
-    row = StatusRow(name, date, latest["state"], at=first["at"], error=latest.get("error", "") if
-                    latest["state"] == FAILED else "")
+    row = StatusRow(name, date, latest["state"], latest.get("action", ""), at=first["at"],
+                    error=latest.get("error", "") if latest["state"] == FAILED else "")
     if row.state == RUNNING:  # since this runner's start, not that of a dead one before it
         row.runner = f"{latest.get('host', '?')}:{latest.get('pid', '?')}"
         row.host, row.pid, row.at = latest.get("host"), latest.get("pid"), latest["at"]
@@ -121,6 +123,21 @@ def applied(migrations: list[Migration], latest: dict[str, dict]) -> list[Migrat
     """The applied migrations, last in the order first: the order rollbacks go in (not the changelog's
     times, which a re-run of an early migration would make the newest)."""
     return [m for m in reversed(migrations) if state_of(latest.get(m.name)) == APPLIED]
+
+
+def applied_or_rolling_back(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
+    """The applied ones and those whose rollback stopped half-way (failed, or its runner died), last in the
+    order first: what `--rollback-last` and `--rollback-to` undo, so that running one again goes on."""
+    def undoing(entry: dict | None) -> bool:
+        return bool(entry) and (entry["state"] == APPLIED or entry["action"] == "rollback"
+                                and entry["state"] in (FAILED, RUNNING))
+    return [m for m in reversed(migrations) if undoing(latest.get(m.name))]
+
+
+def checkpoints_of(row: StatusRow, checkpoints: list[dict]) -> list[dict]:
+    """A migration's checkpoints of the work its latest entry is about: its rollback's, or its `up`'s."""
+    action = "rollback" if row.action == "rollback" else "apply"
+    return [checkpoint for checkpoint in checkpoints if checkpoint.get("action", "apply") == action]
 
 
 def rollbackable(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
@@ -201,7 +218,8 @@ def running_text(row: StatusRow) -> str:
     """`running on host:pid since 2026-01-01 12:00:00 UTC: 120 of 300 documents (40.0%), ...`"""
     since = f" since {row.since:%Y-%m-%d %H:%M:%S} UTC" if row.since else ""
     progress = progress_text(row)
-    return f"running on {row.runner}{since}" + (f": {progress}" if progress else "")
+    doing = "rolling back" if row.action == "rollback" else "running"
+    return f"{doing} on {row.runner}{since}" + (f": {progress}" if progress else "")
 
 
 def eta_text(seconds: float) -> str:

@@ -64,8 +64,9 @@ class Steps:
         checkpoints = await self.checkpoints.all()
         holder = await self.lock.holder()
         for row in rows:
-            if row.state != plan.APPLIED and row.name in checkpoints:
-                row.checkpoint_done = sum(step.get("scanned", 0) for step in checkpoints[row.name])
+            steps = plan.checkpoints_of(row, checkpoints.get(row.name, []))
+            if row.state != plan.APPLIED and steps:
+                row.checkpoint_done = sum(step.get("scanned", 0) for step in steps)
             if row.state == plan.RUNNING and not (holder and holder["owner"].startswith(row.runner + ":")):
                 row.state = plan.INTERRUPTED  # its runner no longer holds the lock: it died
         return rows
@@ -162,6 +163,8 @@ class Steps:
                        backups: list[backup.Saved] = ()) -> RollbackResult:
         self.check_rollback(migration, purge)
         options = {"purge": purge} if purge else {}
+        await self.changelog.record(migration.name, "rollback", plan.RUNNING, checksum=migration.checksum,
+                                    run_id=self.run_id)  # a runner that dies leaves it interrupted, not applied
 
         async def backward() -> tuple[Outcome, Verification | None]:
             batched = migration.accepts("rollback", "batches")

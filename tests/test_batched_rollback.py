@@ -12,7 +12,7 @@ import time
 import pytest
 from pymongo import AsyncMongoClient
 
-from conftest import MIGRATIONS, Result
+from conftest import MIGRATIONS, RUNNER, Result, status_json
 from migrator.batches import RANGE, STREAM, Batches, BatchSettings
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints
 from migrator.migration import load_migration
@@ -57,6 +57,37 @@ def wait_for(condition, what: str, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill -9"])
+def test_rollback_last_stopped_half_way_is_seen_and_the_same_command_goes_on_with_it(db, cli, env, tmp_path, stop):
+    before = applied(db, cli, 1200, every=5)
+    rollback = ("--rollback-last", "--yes", "--batch-size", "50", "--backup-dir", str(tmp_path), "--lock-timeout", "30")
+    process = subprocess.Popen([sys.executable, str(MIGRATIONS / RUNNER), *rollback, "--max-rate", "200",
+                                "--lease", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: (db.migrations_checkpoints.find_one({"_id": f"{NAME}/rollback/1", "batches": {"$gte": 2}})
+                      or process.poll() is not None), "two batches of the rollback")
+    process.send_signal(stop)
+    stopped = finish(process)
+    assert stopped.code == (143 if stop == signal.SIGTERM else -9), stopped
+    half = sum("metadata" not in doc for doc in db.chat_messages.find())
+    assert 0 < half < sum("metadata" not in doc for doc in before.values())
+
+    # not "applied": part of its documents are undone (a killed runner's lock runs out first: 2 s)
+    wait_for(lambda: status_json(cli)[NAME]["state"] != "running", "the dead runner's lease to end", timeout=30)
+    row = status_json(cli)[NAME]
+    state = "failed" if stop == signal.SIGTERM else "interrupted"
+    assert (row["state"], row["action"]) == (state, "rollback"), row
+    assert any(flag.startswith("rollback resumable: ") for flag in row["flags"]), row
+    gate = cli(RUNNER, "--check")
+    assert gate.code == 6 and f"{NAME}: {'failed' if state == 'failed' else 'interrupted'}" in gate.stdout, gate
+
+    again = cli(RUNNER, *rollback)  # the same command: the same migration's rollback, resumed
+
+    assert again.code == 0, again
+    assert "resuming from the checkpoint" in again.output and "rolled back" in again.output, again
+    assert by_id(db) == before
+    assert status_json(cli)[NAME]["state"] == "rolled_back"
+
+
 @pytest.mark.parametrize("path", [RANGE, STREAM])
 def test_a_rollback_stopped_by_sigterm_resumes_and_gives_every_message_back(db, cli, env, tmp_path, path):
     before = applied(db, cli, 1200, every=5)
@@ -80,7 +111,8 @@ def test_a_rollback_stopped_by_sigterm_resumes_and_gives_every_message_back(db, 
     assert all(doc["_id"] <= checkpoint["last_id"] for doc in rolled_back)
     assert all(doc == before[doc["_id"]] for doc in rolled_back)
     status = cli("run_migrations.py", "--status")
-    assert re.search(rf"{NAME} .* failed .*resumable: {checkpoint['scanned']:,} documents done", status.output), status
+    assert re.search(rf"{NAME} .* failed .*rollback resumable: {checkpoint['scanned']:,} documents done",
+                     status.output), status
 
     resumed = cli(SCRIPT, *rollback, "--progress-interval", "0.001")
 
@@ -93,9 +125,9 @@ def test_a_rollback_stopped_by_sigterm_resumes_and_gives_every_message_back(db, 
     assert by_id(db) == before
     assert db.migrations_checkpoints.count_documents({}) == 0
     rollbacks = list(db.migrations_changelog.find({"name": NAME, "action": "rollback"}).sort("_id", 1))
-    assert [entry["state"] for entry in rollbacks] == ["failed", "rolled_back"], rollbacks
-    assert "stopped by SIGTERM" in rollbacks[0]["error"]
-    assert rollbacks[1]["modified"] == added
+    assert [entry["state"] for entry in rollbacks] == ["running", "failed", "running", "rolled_back"], rollbacks
+    assert "stopped by SIGTERM" in rollbacks[1]["error"]
+    assert rollbacks[3]["modified"] == added
     assert "resumable" not in cli("run_migrations.py", "--status").output
 
 

@@ -28,17 +28,18 @@ def test_history_lists_apply_and_rollback_with_user_commit_and_ci_run(db, cli, e
     events = json.loads(listed.stdout)
     assert [(e["name"], e["action"], e["state"]) for e in events] == [(NAME, "apply", "running"),
                                                                          (NAME, "apply", "applied"),
+                                                                         (NAME, "rollback", "running"),
                                                                          (NAME, "rollback", "rolled_back")]
     for event in events:
         assert event["user"] == getpass.getuser()
         assert event["commit"] == head_commit() and len(event["commit"]) == 40
         assert event["ci"] == "https://github.example/acme/proxy/actions/runs/4242"
         assert event["host"] and event["pid"] and event["at"]
-    assert events[1]["modified"] == 9 and events[2]["modified"] == 9
+    assert events[1]["modified"] == 9 and events[3]["modified"] == 9
 
     table = cli(RUNNER, "--history", NAME, env=env).stdout.splitlines()
     assert table[0].split()[:4] == ["AT", "(UTC)", "MIGRATION", "ACTION"]
-    assert len(table) == 4 and "rollback" in table[3] and head_commit()[:10] in table[3]
+    assert len(table) == 5 and "rollback" in table[4] and head_commit()[:10] in table[4]
 
 
 def test_history_of_an_unknown_migration_is_exit_2_and_of_none_says_so(db, cli):

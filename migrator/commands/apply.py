@@ -84,12 +84,14 @@ def select_after(engine: Engine, name: str) -> Select:
         if target not in applied:
             raise MigrationError(f"{target.name} is not applied: --rollback-to needs an applied migration",
                                  ExitCode.USAGE)
-        return applied[:applied.index(target)]
+        undoing = plan.applied_or_rolling_back(migrations, latest)  # a stopped rollback goes on
+        return undoing[:undoing.index(target)]
     return select
 
 
 def select_last(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
-    return plan.applied(migrations, latest)[:1]
+    """The last applied one, or the last whose rollback stopped half-way: the same command again goes on."""
+    return plan.applied_or_rolling_back(migrations, latest)[:1]
 
 
 def up_to(engine: Engine, name: str) -> list[Migration]:
