@@ -158,7 +158,7 @@ def test_rollback_to_goes_newest_first_and_is_recorded(db, cli, tmp_path):
     assert db.chat_messages.count_documents({"m1": 1, "m2": {"$exists": False}, "m3": {"$exists": False}}) == 4
     states = {name: row["state"] for name, row in status_json(cli, *folder).items()}
     assert states == {"m1": "applied", "m2": "rolled_back", "m3": "rolled_back"}
-    assert db.migrations_changelog.count_documents({"action": "rollback"}) == 2
+    assert db.migrations_changelog.count_documents({"action": "rollback", "state": "rolled_back"}) == 2
 
     last = cli(RUNNER, "--rollback-last", "--yes", *folder)
     assert last.code == 0 and "m1: rolled back" in last.output
