@@ -5,14 +5,12 @@ a message the app changes while the rollback runs is left alone; a rollback's ch
 import asyncio
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 from pymongo import AsyncMongoClient
 
-from conftest import MIGRATIONS, RUNNER, Result, status_json
+from conftest import MIGRATIONS, RUNNER, finish, start, status_json
 from migrator.batches import RANGE, STREAM, Batches, BatchSettings
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints
 from migrator.migration import load_migration
@@ -40,16 +38,6 @@ def applied(db, cli, count: int, every: int) -> dict:
     return before
 
 
-def start(env, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(MIGRATIONS / SCRIPT), *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
-def finish(process: subprocess.Popen) -> Result:
-    output, _ = process.communicate(timeout=120)
-    return Result(subprocess.CompletedProcess(process.args, process.returncode, output, ""))
-
-
 def wait_for(condition, what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -61,8 +49,7 @@ def wait_for(condition, what: str, timeout: float = 60) -> None:
 def test_rollback_last_stopped_half_way_is_seen_and_the_same_command_goes_on_with_it(db, cli, env, tmp_path, stop):
     before = applied(db, cli, 1200, every=5)
     rollback = ("--rollback-last", "--yes", "--batch-size", "50", "--backup-dir", str(tmp_path), "--lock-timeout", "30")
-    process = subprocess.Popen([sys.executable, str(MIGRATIONS / RUNNER), *rollback, "--max-rate", "200",
-                                "--lease", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = start(env, *rollback, "--max-rate", "200", "--lease", "2", script=RUNNER)
     wait_for(lambda: (db.migrations_checkpoints.find_one({"_id": f"{NAME}/rollback/1", "batches": {"$gte": 2}})
                       or process.poll() is not None), "two batches of the rollback")
     process.send_signal(stop)

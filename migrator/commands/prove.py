@@ -6,7 +6,7 @@ import sys
 from rich.console import Console
 from rich.text import Text
 
-from migrator import docdiff
+from migrator import docdiff, plan
 from migrator import selftest as prover
 from migrator.commands.narration import Context
 from migrator.errors import ExitCode, MigrationError
@@ -113,15 +113,5 @@ async def report_estimate(ctx: Context, migration: Migration, count: int | None)
         return
     rate = min(found.rate, settings.max_rate) if settings.max_rate else found.rate
     log.info("%s: estimate: %s for %s documents, at %s documents/s%s (timed on a scratch copy of %s of them, "
-             "now removed)", migration.name, _about(found.documents / rate), f"{found.documents:,}", f"{rate:,.0f}",
-             " (--max-rate)" if rate != found.rate else "", f"{found.sampled:,}")
-
-
-def _about(seconds: float) -> str:
-    if seconds < 1:
-        return "under a second"
-    if seconds < 90:
-        return f"about {seconds:.0f} s"
-    if seconds < 5400:
-        return f"about {seconds / 60:.0f} min"
-    return f"about {seconds / 3600:.1f} h"
+             "now removed)", migration.name, plan.eta_text(found.documents / rate), f"{found.documents:,}",
+             f"{rate:,.0f}", " (--max-rate)" if rate != found.rate else "", f"{found.sampled:,}")
