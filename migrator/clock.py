@@ -13,8 +13,12 @@ BOOKKEEPING_WRITE_CONCERN = WriteConcern(w="majority", wtimeout=10_000)
 
 async def server_now(database: AsyncDatabase) -> datetime:
     """The one time all runners, on any host, agree on."""
-    local_time = (await database.command("hello"))["localTime"]
-    return local_time if local_time.tzinfo else local_time.replace(tzinfo=timezone.utc)
+    return as_utc((await database.command("hello"))["localTime"])
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A time read without a zone (a client without tz_aware, an ISO text without offset) is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def bookkeeping(database: AsyncDatabase, name: str) -> AsyncCollection:

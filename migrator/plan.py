@@ -2,9 +2,10 @@
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from migrator.changelog import sets_state
+from migrator.clock import as_utc
 from migrator.migration import Migration
 
 APPLIED, PENDING, FAILED, ROLLED_BACK = "applied", "pending", "failed", "rolled_back"
@@ -183,9 +184,9 @@ def add_progress(row: StatusRow, checkpoints: list[dict], now: datetime) -> None
     started_at, started_from = current.get("started_at"), current.get("started_from")
     if started_at is None or started_from is None or done <= started_from or current.get("done"):
         return
-    if row.since and _aware(started_at) < _aware(row.since):  # saved by an earlier run: not this one's rate
+    if row.since and as_utc(started_at) < as_utc(row.since):  # saved by an earlier run: not this one's rate
         return
-    elapsed_s = (_aware(now) - _aware(started_at)).total_seconds()
+    elapsed_s = (as_utc(now) - as_utc(started_at)).total_seconds()
     if elapsed_s > 0:
         rate = (done - started_from) / elapsed_s
         row.rate_per_s = round(rate, 2)
@@ -196,10 +197,6 @@ def add_progress(row: StatusRow, checkpoints: list[dict], now: datetime) -> None
 def _percent_floor(done: int, total: int) -> float:
     """One decimal, rounded down: 100.0 only when all is done."""
     return math.floor(1000 * done / total) / 10
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def progress_text(row: StatusRow) -> str:

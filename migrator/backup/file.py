@@ -20,6 +20,7 @@ from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.errors import BSONError
 from bson.raw_bson import RawBSONDocument
 
+from migrator.clock import as_utc
 from migrator.errors import ExitCode, MigrationError
 from migrator.redact import redact
 
@@ -182,7 +183,7 @@ class BackupFile:
 
     @property
     def created_at(self) -> datetime:
-        return _aware(datetime.fromisoformat(self.manifest["created_at"]))
+        return as_utc(datetime.fromisoformat(self.manifest["created_at"]))
 
     @property
     def manifest_covered(self) -> bool:
@@ -218,10 +219,6 @@ class BackupFile:
                 batch, weight = [], 0
         if batch:
             yield batch
-
-
-def _aware(when: datetime) -> datetime:
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def manifest_problem(manifest) -> str:

@@ -23,13 +23,13 @@ from migrator.backup.file import (
     BackupFile,
     Entry,
     Retrying,
-    _aware,
     once,
     shown,
     shown_id,
 )
 from migrator.backup.save import touched
 from migrator.batch_paths import FERRETDB_MAX_BULK
+from migrator.clock import as_utc
 from migrator.errors import MigrationError
 from migrator.migration import Migration
 from migrator.progress import DEFAULT_INTERVAL_S, Progress
@@ -46,7 +46,7 @@ def applied_since(file: BackupFile, migrations: list[Migration], entries: list[d
     collection: a restore would undo their change there. Entries: the changelog's, oldest first."""
     latest = {entry["name"]: entry for entry in entries}
     later = [entry["name"] for entry in entries
-             if entry["state"] == plan.APPLIED and _aware(entry["at"]) > file.created_at]
+             if entry["state"] == plan.APPLIED and as_utc(entry["at"]) > file.created_at]
     known = {migration.name: migration for migration in migrations}
     found = []
     for name in dict.fromkeys(later):
