@@ -38,7 +38,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from app.database import DOCUMENT_MODELS, create_client
-from migrator import live, plan
+from migrator import plan
 from migrator.discovery import MIGRATIONS_DIR, discover
 from migrator.engine import Engine
 from migrator.errors import MigrationError
@@ -76,14 +76,14 @@ class Readiness:
         """Never raises for a database problem."""
         state = {"status": OK, "database": self.database.name, "reachable": True, "pending_migrations": []}
         try:
-            rows = await live.status_rows(self.engine)
+            rows = await self.engine.status()
         except ConnectionFailure:
             return {**state, "status": UNREACHABLE, "reachable": False,
                     "error": f"no answer from the database server within {self.timeout_ms} ms"}
         except PyMongoError as exc:  # e.g. authentication failed
             return {**state, "status": UNREACHABLE, "reachable": False, "error": redact(exc)}
         state["pending_migrations"] = [row.name for row in rows if row.state != plan.APPLIED]
-        running = [live.as_json(row) for row in rows if row.state == plan.RUNNING]
+        running = [plan.running_json(row) for row in rows if row.state == plan.RUNNING]
         if running:  # pending too, until it is applied
             state["running_migrations"] = running
         models_error = await self._initialise_models()

@@ -168,6 +168,10 @@ def changed(migrations: list[Migration], latest: dict[str, dict]) -> list[Migrat
 
 # ----- live progress of a running migration -----
 
+# What a running migration's progress is made of, in --status --json and /health
+PROGRESS_FIELDS = ("host", "pid", "since", "step", "done", "total", "total_estimated", "percent", "rate_per_s",
+                   "eta_s")
+
 def add_progress(row: StatusRow, checkpoints: list[dict], now: datetime) -> None:
     """Fill in a running row's progress from its checkpoints (one per walk of its `up`; none if not batched): the
     current walk's documents done of its total, the rate since this run's first checkpoint there, both times by
@@ -197,6 +201,15 @@ def add_progress(row: StatusRow, checkpoints: list[dict], now: datetime) -> None
 def _percent_floor(done: int, total: int) -> float:
     """One decimal, rounded down: 100.0 only when all is done."""
     return math.floor(1000 * done / total) / 10
+
+
+def running_json(row: StatusRow) -> dict:
+    """A running migration for /health: its name and progress."""
+    return {"name": row.name, **{name: _plain(getattr(row, name)) for name in PROGRESS_FIELDS}}
+
+
+def _plain(value):
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def progress_text(row: StatusRow) -> str:

@@ -15,6 +15,7 @@ from migrator import backup, plan
 from migrator.batches import Batches, BatchSettings
 from migrator.changelog import Changelog
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints
+from migrator.clock import server_now
 from migrator.connection import server_info
 from migrator.discovery import discover
 from migrator.errors import ExitCode, MigrationError
@@ -60,15 +61,23 @@ class Steps:
     # ----- reading the state -----
 
     async def status(self) -> list[plan.StatusRow]:
+        """Each migration's row; one running now with its progress (the server's clock is read only then)."""
         rows = plan.status_rows(self.migrations, await self.changelog.history())
         checkpoints = await self.checkpoints.all()
         holder = await self.lock.holder()
+        running = []
         for row in rows:
             steps = plan.checkpoints_of(row, checkpoints.get(row.name, []))
             if row.state != plan.APPLIED and steps:
                 row.checkpoint_done = sum(step.get("scanned", 0) for step in steps)
             if row.state == plan.RUNNING and not (holder and holder["owner"].startswith(row.runner + ":")):
                 row.state = plan.INTERRUPTED  # its runner no longer holds the lock: it died
+            if row.state == plan.RUNNING:
+                running.append((row, steps))
+        if running:
+            now = await self.retry("reading the server's clock", lambda: server_now(self.database))
+            for row, steps in running:
+                plan.add_progress(row, steps, now)
         return rows
 
     async def pending(self) -> list[Migration]:

@@ -2,7 +2,7 @@
 
 import json
 
-from migrator import live, plan
+from migrator import plan
 from migrator.commands.narration import Context, all_applied
 from migrator.discovery import find
 from migrator.errors import ExitCode
@@ -46,7 +46,7 @@ async def verify_applied(ctx: Context) -> int:
 
 async def check(ctx: Context) -> int:
     """--check: exit 6, one line per reason, unless every migration is applied as its file says."""
-    rows = await live.status_rows(ctx.engine)
+    rows = await ctx.engine.status()
     reasons = []
     for row in rows:
         if row.missing_file:
@@ -71,7 +71,7 @@ async def check(ctx: Context) -> int:
 
 
 async def status(ctx: Context) -> int:
-    rows = await live.status_rows(ctx.engine)
+    rows = await ctx.engine.status()
     if ctx.options.as_json:
         say(json.dumps([{**row.__dict__, "at": row.at.isoformat() if row.at else None,
                          "since": row.since.isoformat() if row.since else None, "flags": row.flags}
