@@ -128,12 +128,8 @@ class Engine(Steps):
         options = options or Options()
         latest = await self.changelog.latest()
         targets = select(self.migrations, latest)
-        if not targets:
-            return []
-        self._refuse_changed(targets, latest, options.allow_changed, narrator)
-        for migration in targets:
-            self.check_rollback(migration, options.purge)
-        _refuse_dependents(self.migrations, targets, latest)
+        if targets:
+            self._refuse_rollback(targets, latest, options, narrator)
         return targets
 
     async def rollback(self, targets: list[Migration], options: Options | None = None,
@@ -146,11 +142,8 @@ class Engine(Steps):
         async with self.lock.held(options.lock_timeout_s):
             latest = await self.changelog.latest()  # again, under the lock: another runner may have been quicker
             undoable = {m.name for m in plan.rollbackable(self.migrations, latest)}
-            # again too: a caller may come here without plan_rollback, or another runner applied a newer file
-            self._refuse_changed([m for m in targets if m.name in undoable], latest, options.allow_changed, QUIET)
-            for migration in targets:
-                self.check_rollback(migration, options.purge)
-            _refuse_dependents(self.migrations, targets, latest)
+            # checked again: a caller may come here without plan_rollback, or another runner applied a newer file
+            self._refuse_rollback(targets, latest, options, QUIET)
             if undoable.intersection(m.name for m in targets):
                 await self._dump_database(options, narrator)
             try:
@@ -263,6 +256,14 @@ class Engine(Steps):
                                  "migration for the new change (--allow-changed runs anyway)")
         for migration in edited:
             narrator.allowed_changed(migration)
+
+    def _refuse_rollback(self, targets: list[Migration], latest: dict, options: Options, narrator: Narrator) -> None:
+        """Each target has a rollback, its file is unchanged since it was applied, and nothing applied that
+        depends on it stays."""
+        self._refuse_changed(targets, latest, options.allow_changed, narrator)
+        for migration in targets:
+            self.check_rollback(migration, options.purge)
+        _refuse_dependents(self.migrations, targets, latest)
 
     def _refuse_out_of_order(self, to_run: list[Migration], latest: dict, allow: bool, narrator: Narrator) -> None:
         """A migration never run, ordered before one already applied, would run after it: refuse unless allowed."""
