@@ -82,7 +82,7 @@ async def rollback(db, batches, purge: bool = False) -> Outcome:
 
 
 async def verify_rollback(db, purge: bool = False) -> Verification:
-    left = await db[COLLECTION].count_documents({"metadata": {"$exists": True}} if purge else ADDED_BY_US)
+    left = await db[COLLECTION].count_documents(ANY_METADATA if purge else ADDED_BY_US)
     return Verification(ok=left == 0, counts={"left_to_undo": left})
 
 
