@@ -1,30 +1,27 @@
 """What one batch reads and writes, per path (migrator.batches): the bound of a range batch, read from the
-`_id` index alone, and the bulk writes of a stream batch, within FerretDB's limits."""
+`_id` index alone, and the bulk writes of a stream batch, within the server's limits (migrator.profile)."""
 
 import bson
 from pymongo import ASCENDING, DESCENDING, UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
-# FerretDB keeps every statement of one bulk command open until the command ends, on a pool of 100
-# SQLite connections: a bulk near 100 updates waits for itself forever.
-FERRETDB_MAX_BULK = 50
-# Ids in one `$in` of a rechecked write on FerretDB: each statement scans the collection once, so as
-# many as fit well inside a command (16 MiB).
-FERRETDB_MAX_IN = 10_000
+from migrator.profile import ServerProfile
 
 
-def write_bulks(ids: list, filter: dict, update, is_ferretdb: bool, recheck: bool) -> list[list]:
+def write_bulks(ids: list, filter: dict, update, profile: ServerProfile, recheck: bool) -> list[list]:
     """The bulk writes of one batch of the stream path, whose `ids` matched `filter` when they were read.
-    MongoDB: one UpdateOne a document, the filter checked again by the `_id` index. FerretDB looks a document
-    up by index only for `{_id: value}` alone: UpdateOne({_id}) in bulks of FERRETDB_MAX_BULK, the filter not
-    checked again; with `recheck`, one update_many of the filter and the ids instead (a scan)."""
-    if not is_ferretdb:
+    Usually one UpdateOne a document, the filter checked again by the `_id` index. Where only `{_id: value}`
+    alone is looked up by index (profile.id_lookup_only): UpdateOne({_id}) in bulks of profile.max_bulk, the
+    filter not checked again; with `recheck`, one update_many of the filter and the ids instead (a scan)."""
+    if not profile.id_lookup_only:
         return [[UpdateOne({"$and": [{"_id": _id}, filter]}, update) for _id in ids]]
     if recheck:
-        return [[UpdateMany({"$and": [filter, {"_id": {"$in": ids[start:start + FERRETDB_MAX_IN]}}]}, update)]
-                for start in range(0, len(ids), FERRETDB_MAX_IN)]
-    return [[UpdateOne({"_id": _id}, update) for _id in ids[start:start + FERRETDB_MAX_BULK]]
-            for start in range(0, len(ids), FERRETDB_MAX_BULK)]
+        step = profile.max_in or len(ids)
+        return [[UpdateMany({"$and": [filter, {"_id": {"$in": ids[start:start + step]}}]}, update)]
+                for start in range(0, len(ids), step)]
+    step = profile.max_bulk or len(ids)
+    return [[UpdateOne({"_id": _id}, update) for _id in ids[start:start + step]]
+            for start in range(0, len(ids), step)]
 
 
 _NUMBERS = (int, float, bson.Int64, bson.Decimal128)  # one BSON comparison class; bool is not in it

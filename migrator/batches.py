@@ -52,6 +52,7 @@ from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints  # what a walk is 
 from migrator.errors import MigrationError
 from migrator.migration import Outcome
 from migrator.output import log
+from migrator.profile import ServerProfile
 from migrator.progress import DEFAULT_INTERVAL_S, Progress
 from migrator.retry import Retry
 from migrator.stop import StopRequest
@@ -66,19 +67,18 @@ class BatchSettings:
     max_rate: float | None = None  # documents per second, at most
     write_concern: str | None = None  # "majority" or "1"; None: the URL's (MongoDB's default is majority)
     path: str | None = None  # RANGE or STREAM; None: by server
-    server_is_ferretdb: bool | None = None  # None: asked of the server when batches are first needed
     progress_interval_s: float = DEFAULT_INTERVAL_S
 
 
 class Batches:
     def __init__(self, database: AsyncDatabase, migration: str, checksum: str, settings: BatchSettings,
-                 is_ferretdb: bool, between_batches=None, retry: Retry | None = None, action: str = APPLY):
+                 profile: ServerProfile, between_batches=None, retry: Retry | None = None, action: str = APPLY):
         self.database = database
         self.migration, self.checksum = migration, checksum
         self.action = action
         self.settings = settings
-        self.is_ferretdb = is_ferretdb
-        self.path = settings.path or default_path(is_ferretdb)
+        self.profile = profile
+        self.path = settings.path or default_path(profile)
         self.size = settings.size or DEFAULT_SIZE
         self.between_batches = between_batches or _no_lock  # async (room_s): stop if the lease may not last a batch
         self._last_batch_s = 0.0  # how long the last batch took: the room the lease must have for the next
@@ -177,7 +177,7 @@ class Batches:
 
                 async def write(batch=batch) -> tuple[int, int]:  # whole, again after a failover
                     matched = modified = 0
-                    for bulk in write_bulks(batch, filter, update, self.is_ferretdb, recheck):
+                    for bulk in write_bulks(batch, filter, update, self.profile, recheck):
                         result = await target.bulk_write(bulk, ordered=True)
                         matched, modified = matched + result.matched_count, modified + result.modified_count
                     return matched, modified
@@ -302,8 +302,9 @@ async def _no_lock(room_s: float) -> None:
     """Batches run without the lock (from Python): nothing to check."""
 
 
-def default_path(is_ferretdb: bool) -> str:
-    return STREAM if is_ferretdb else RANGE
+def default_path(profile: ServerProfile) -> str:
+    """Where an `_id` range is a scan, read the ids once instead."""
+    return STREAM if profile.id_lookup_only else RANGE
 
 
 def _digest(collection: str, filter: dict, update) -> str:

@@ -14,7 +14,7 @@ from typing import Awaitable, Callable
 
 from migrator import commands, plan
 from migrator.commands import Context
-from migrator.connection import connect, ignored_options, server_info
+from migrator.connection import connect, ignored_options
 from migrator.discovery import MIGRATIONS_DIR, discover, find
 from migrator.engine import Engine
 from migrator.errors import ExitCode, MigrationError
@@ -31,6 +31,7 @@ from migrator.flags import (
 )
 from migrator.migration import Migration, load_migration
 from migrator.output import log, say, setup_logging
+from migrator.profile import detect
 from migrator.redact import redact
 from migrator.settings import Settings, SettingsError, load_settings
 
@@ -91,11 +92,11 @@ def run(args: argparse.Namespace, migrations: Callable[[], list[Migration]], wor
 async def _connected(args, settings: Settings, migrations: list[Migration], work: Work) -> int:
     client, database = await connect(settings.mongodb_url, settings.database_name, args.server_timeout)
     try:
-        server = await server_info(database)
-        log.info("database %s at %s (%s)", settings.database_name, redact(settings.mongodb_url), server.label)
+        profile = await detect(database)
+        log.info("database %s at %s (%s)", settings.database_name, redact(settings.mongodb_url), profile.label)
         _say_ignored_options(settings.mongodb_url)
         engine = Engine(database, migrations, lease_s=args.lease, retry_for_s=args.retry_for,
-                        batch_settings=batch_settings_from(args, server.is_ferretdb), url=settings.mongodb_url)
+                        batch_settings=batch_settings_from(args), profile=profile, url=settings.mongodb_url)
         return await work(Context(engine, settings, options_from(args)))
     finally:
         await client.close()

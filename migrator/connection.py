@@ -1,4 +1,4 @@
-"""Opening the database: the runner's own client options, fast and clear failures, what kind of server it is.
+"""Opening the database: the runner's own client options, fast and clear failures.
 
 The URL is the app's, and its options suit the app, not a migration: the runner reads from the
 primary (the lock and the changelog must not be stale), has every write acknowledged by a majority
@@ -7,7 +7,6 @@ operation timeout (a batch may take long; an election takes seconds). The short 
 bounds the first contact only.
 """
 
-from dataclasses import dataclass
 from typing import Any
 
 import pymongo
@@ -19,28 +18,17 @@ from pymongo.errors import (
     InvalidName,
     InvalidURI,
     OperationFailure,
-    PyMongoError,
 )
 from pymongo.uri_parser_shared import _validate_uri
 
 from migrator.errors import ExitCode, MigrationError
+from migrator.profile import detect_or_none
 from migrator.redact import redact
 
 AUTHENTICATION_FAILED = (18, 8000)  # MongoDB's AuthenticationFailed; Atlas answers bad credentials with 8000
 RUNNER_OPTIONS = {"readPreference": "primary", "w": "majority", "retryWrites": True, "retryReads": True,
                   "socketTimeoutMS": None, "timeoutMS": None}
 INVALID_NAMESPACE = 73  # MongoDB's and FerretDB's answer to a database name the server will not take
-FERRETDB_DATABASE_NAMES = "FerretDB takes only Latin letters, digits, _ and - (at most 63)"
-
-
-@dataclass(frozen=True)
-class ServerInfo:
-    version: str
-    is_ferretdb: bool
-
-    @property
-    def label(self) -> str:
-        return f"FerretDB (MongoDB {self.version} wire protocol)" if self.is_ferretdb else f"MongoDB {self.version}"
 
 
 def parse_url(url: str, validate: bool = True) -> dict[str, Any]:
@@ -83,7 +71,8 @@ async def connect(url: str, database_name: str, timeout_s: float = 5.0) -> tuple
     except OperationFailure as exc:
         if exc.code == INVALID_NAMESPACE:
             server_says = redact((exc.details or {}).get("errmsg") or exc)
-            rule = FERRETDB_DATABASE_NAMES if await _is_ferretdb(client) else server_says
+            profile = await detect_or_none(client.admin)
+            rule = (profile and profile.database_name_rule) or server_says
             await client.close()
             raise MigrationError(f"the server at {hosts} refuses the database name {database_name!r} "
                                  f"(MONGODB_DATABASE_NAME): {rule}; choose another name", ExitCode.USAGE) from exc
@@ -106,15 +95,3 @@ async def connect(url: str, database_name: str, timeout_s: float = 5.0) -> tuple
         raise MigrationError(f"cannot reach MongoDB at {hosts} ({shown}): {redact(exc)}: check the host name "
                              "and the network's DNS", ExitCode.UNREACHABLE) from exc
     return client, database
-
-
-async def _is_ferretdb(client: AsyncMongoClient) -> bool:
-    try:
-        return "ferretdbVersion" in await client.admin.command("buildInfo")
-    except PyMongoError:
-        return False
-
-
-async def server_info(database: AsyncDatabase) -> ServerInfo:
-    build = await database.command("buildInfo")
-    return ServerInfo(version=str(build.get("version", "?")), is_ferretdb="ferretdbVersion" in build)

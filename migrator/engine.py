@@ -171,7 +171,7 @@ class Engine(Steps):
         """Read and check all of a backup file (and its post-images); refuse a backup of another database and
         one older than migrations applied since to its collection, unless `force`."""
         options, database = options or Options(), self.database.name
-        file = backup.read(path, backup.ferretdb_refuses if await self.is_ferretdb() else None)
+        file = backup.read(path, (await self.server_profile()).refuses)
         post_images = backup.read_post_images(file)
         narrator.backup_read(file, post_images, options.force)
         if file.database != database:

@@ -217,11 +217,11 @@ def options_from(args: argparse.Namespace) -> Options:
     return Options(**{**chosen_values, "backup_dir": Path(backup_dir)})
 
 
-def batch_settings_from(args: argparse.Namespace, is_ferretdb: bool) -> batches.BatchSettings:
+def batch_settings_from(args: argparse.Namespace) -> batches.BatchSettings:
     values = vars(args)
     return batches.BatchSettings(size=values.get("batch_size"), max_rate=values.get("max_rate"),
                                  write_concern=values.get("write_concern"), path=values.get("batch_path"),
-                                 server_is_ferretdb=is_ferretdb, progress_interval_s=args.progress_interval)
+                                 progress_interval_s=args.progress_interval)
 
 
 def _every_option_has_a_flag() -> None:

@@ -8,16 +8,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import bson
-from pymongo.errors import PyMongoError
 
 from migrator import checkpoints
 from migrator.batches import Batches, BatchSettings
 from migrator.docdiff import MISSING, Change, raw_changes, same, shown
 from migrator.errors import ExitCode, MigrationError
+from migrator.hooks import Hooks
 from migrator.migration import Migration, Outcome, Verification
-from migrator.motor_compat import MotorStyleDatabase
 from migrator.output import log
-from migrator.redact import redact
+from migrator.profile import ServerProfile
 from migrator.scratch import Scratch
 from migrator.steps import in_parens
 
@@ -64,9 +63,9 @@ def _keys(before: Snapshot, after: Snapshot) -> list[Key]:
 class _OnScratch:
     """The migration's functions, called with the scratch database (and a batched `up` with scratch batches)."""
 
-    def __init__(self, migration: Migration, scratch: Scratch, settings: BatchSettings, is_ferretdb: bool):
-        self.migration, self.scratch, self.is_ferretdb = migration, scratch, is_ferretdb
-        self.db = MotorStyleDatabase(scratch.database)
+    def __init__(self, migration: Migration, scratch: Scratch, settings: BatchSettings, profile: ServerProfile):
+        self.migration, self.scratch, self.profile = migration, scratch, profile
+        self.hooks = Hooks(scratch.database, " on the scratch copies")
         self.settings = replace(settings, max_rate=None)  # a sample is no load on the server
 
     async def up(self) -> Outcome:
@@ -76,41 +75,28 @@ class _OnScratch:
         options = {}
         if self.migration.accepts(hook, "batches"):  # its checkpoints go to a scratch collection: names lead there
             options["batches"] = Batches(self.scratch.database, self.migration.name, self.migration.checksum,
-                                         self.settings, self.is_ferretdb, action=action)
-        outcome = _outcome(self.migration, hook, await self._call(hook, **options))
+                                         self.settings, self.profile, action=action)
+        outcome = await self._stopped_said(self.hooks.outcome(self.migration, hook, **options))
         # as after a whole run: the next starts over
         await self.scratch.database.drop_collection(checkpoints.COLLECTION)
         return outcome
 
     async def verify(self, hook: str) -> Verification:
-        value = await self._call(hook)
-        return value if isinstance(value, Verification) else Verification(ok=bool(value))
+        return await self._stopped_said(self.hooks.verification(self.migration, hook))
 
     async def rollback(self) -> Outcome:
         return await self._batched("rollback", checkpoints.ROLLBACK)
 
-    async def _call(self, hook: str, **options):
-        name = self.migration.name
+    async def _stopped_said(self, call):
+        """Batches stopped by Ctrl-C or SIGTERM on the copies: nothing here resumes, so say so."""
         try:
             with _quiet():
-                return await getattr(self.migration, hook)(self.db, **options)
+                return await call
         except MigrationError as exc:
-            if exc.exit_code in _STOPPED:  # batches stopped by Ctrl-C or SIGTERM: nothing here resumes
-                raise MigrationError(f"{name}: stopped on the scratch copies: they are removed, the real collections "
-                                     "were not written", exc.exit_code) from exc
+            if exc.exit_code in _STOPPED:
+                raise MigrationError(f"{self.migration.name}: stopped on the scratch copies: they are removed, the "
+                                     "real collections were not written", exc.exit_code) from exc
             raise
-        except PyMongoError as exc:
-            raise MigrationError(f"{name}: {hook} failed on the scratch copies: {redact(exc)}") from exc
-        except Exception as exc:
-            raise MigrationError(f"{name}: {hook} failed on the scratch copies: {type(exc).__name__}: "
-                                 f"{redact(exc)}") from exc
-
-
-def _outcome(migration: Migration, hook: str, value) -> Outcome:
-    try:
-        return Outcome.of(value)
-    except TypeError as exc:
-        raise MigrationError(f"{migration.name}: {hook} returned something the toolkit cannot read: {exc}") from None
 
 
 @contextmanager

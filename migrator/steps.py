@@ -16,12 +16,12 @@ from migrator.batches import Batches, BatchSettings
 from migrator.changelog import Changelog
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints
 from migrator.clock import server_now
-from migrator.connection import server_info
 from migrator.discovery import discover
 from migrator.errors import ExitCode, MigrationError
+from migrator.hooks import Hooks
 from migrator.lock import LockLost, MigrationLock
 from migrator.migration import Migration, Outcome, Verification, refuse_if_draft
-from migrator.motor_compat import MotorStyleDatabase
+from migrator.profile import ServerProfile, detect
 from migrator.provenance import provenance
 from migrator.redact import redact
 from migrator.retry import DEFAULT_RETRY_FOR_S, Retry
@@ -45,11 +45,12 @@ class RollbackResult:
 
 class Steps:
     def __init__(self, database: AsyncDatabase, migrations: list[Migration] | None = None, lease_s: float = 60.0,
-                 batch_settings: BatchSettings | None = None, retry_for_s: float = DEFAULT_RETRY_FOR_S):
+                 batch_settings: BatchSettings | None = None, retry_for_s: float = DEFAULT_RETRY_FOR_S,
+                 profile: ServerProfile | None = None):
         self.database = database
         self.migrations = discover() if migrations is None else migrations
-        # What migrations are handed: PyMongo's async database, also usable in Motor's style.
-        self.db = MotorStyleDatabase(database)
+        self.hooks = Hooks(database)
+        self._profile = profile  # None: detected when first needed
         self.retry = Retry(retry_for_s)
         folder = self.migrations[0].path.parent if self.migrations and self.migrations[0].path else None
         self.changelog = Changelog(database, self.retry, provenance(folder))
@@ -88,7 +89,7 @@ class Steps:
         return plan.applied(self.migrations, await self.changelog.latest())
 
     async def verify(self, migration: Migration) -> Verification:
-        return _as_verification(await self._call(migration, "verify"))
+        return await self.hooks.verification(migration)
 
     async def history(self) -> list[dict]:
         """Every changelog entry, oldest first."""
@@ -102,15 +103,17 @@ class Steps:
         """Free the lock whoever holds it (only if that runner is dead); the epoch it removed, if any."""
         return await self.lock.force_unlock()
 
-    async def is_ferretdb(self) -> bool:
-        known = self.batch_settings.server_is_ferretdb  # the CLI passes what it already asked the server
-        return known if known is not None else (await server_info(self.database)).is_ferretdb
+    async def server_profile(self) -> ServerProfile:
+        """What differs on this server (migrator.profile): the one the CLI detected, else asked once."""
+        if self._profile is None:
+            self._profile = await detect(self.database)
+        return self._profile
 
     async def count_pending(self, migration: Migration) -> int | None:
         """How many documents `up` would change, or None when the migration cannot tell."""
         if migration.count_pending is None:
             return None
-        return int(await self._call(migration, "count_pending"))
+        return int(await self.hooks.call(migration, "count_pending"))
 
     # ----- changing the database (callers hold the lock) -----
 
@@ -128,7 +131,7 @@ class Steps:
 
         async def forward() -> tuple[Outcome, Verification]:
             options = {"batches": await self._batches(migration)} if migration.accepts("up", "batches") else {}
-            outcome = _outcome_of(migration, "up", await self._call(migration, "up", **options))
+            outcome = await self.hooks.outcome(migration, "up", **options)
             after = await self.verify(migration)
             if not after.ok:
                 await self.checkpoints.clear(migration.name)  # `up` went all the way: a re-run starts over
@@ -178,13 +181,13 @@ class Steps:
         async def backward() -> tuple[Outcome, Verification | None]:
             batched = migration.accepts("rollback", "batches")
             walk = {"batches": await self._batches(migration, ROLLBACK)} if batched else {}
-            outcome = _outcome_of(migration, "rollback", await self._call(migration, "rollback", **options, **walk))
+            outcome = await self.hooks.outcome(migration, "rollback", **options, **walk)
             if migration.verify_rollback is None:
                 await self._record_post_images(backups)
                 await self.lock.confirm()
                 return outcome, None
             check_options = options if migration.accepts("verify_rollback", "purge") else {}
-            after = _as_verification(await self._call(migration, "verify_rollback", **check_options))
+            after = await self.hooks.verification(migration, "verify_rollback", **check_options)
             if not after.ok:
                 await self.checkpoints.clear(migration.name)  # the rollback went all the way: a re-run starts over
                 raise MigrationError(f"{migration.name}: rollback verification failed{in_parens(after.counts)}")
@@ -217,7 +220,7 @@ class Steps:
                        database=self.database.name, collection=file.collection, backup_of=file.action,
                        post_images=post_images is not None, force=force, run_id=self.run_id)
         try:
-            await backup.restore(self.database, file, await self.is_ferretdb(), done, self.lock.check,
+            await backup.restore(self.database, file, await self.server_profile(), done, self.lock.check,
                                  self.batch_settings.progress_interval_s, post_images, force, self.retry)
         except (MigrationError, PyMongoError) as exc:
             try:
@@ -262,16 +265,14 @@ class Steps:
     async def _record_post_images(self, backups: list[backup.Saved]) -> None:
         """The saved documents as the change left them, for a restore to tell the app's later changes apart."""
         for saved in backups:
-            await backup.record_post_images(self.database, saved, self.batch_settings.server_is_ferretdb, self.retry)
+            await backup.record_post_images(self.database, saved, await self.server_profile(), self.retry)
 
     async def _batches(self, migration: Migration, action: str = APPLY) -> Batches:
-        settings, is_ferretdb = self.batch_settings, await self.is_ferretdb()
-
         async def check_lock(room_s: float = 0.0) -> None:
             if self.lock.epoch is not None:  # held: stop before writing more if it may be lost
                 await self.lock.ensure_room(room_s)
-        return Batches(self.database, migration.name, migration.checksum, settings, is_ferretdb, check_lock,
-                       self.retry, action)
+        return Batches(self.database, migration.name, migration.checksum, self.batch_settings,
+                       await self.server_profile(), check_lock, self.retry, action)
 
     async def _recording_failure(self, migration: Migration, action: str, backups, work):
         """Run `work`; a MigrationError is recorded in the changelog as a failure, then raised. (result, seconds)."""
@@ -295,31 +296,12 @@ class Steps:
         except (PyMongoError, MigrationError):
             pass  # the server is gone; the error being raised says why
 
-    async def _call(self, migration: Migration, hook: str, **options):
-        try:
-            return await getattr(migration, hook)(self.db, **options)
-        except MigrationError:
-            raise
-        except PyMongoError as exc:
-            raise MigrationError(f"{migration.name}: {hook} failed: {redact(exc)}") from exc
-        except Exception as exc:
-            raise MigrationError(f"{migration.name}: {hook} failed: {type(exc).__name__}: {redact(exc)}") from exc
 
 
 def _backup_field(backups: list[backup.Saved]) -> dict:
     return {"backup": [saved.record() for saved in backups]} if backups else {}
 
 
-def _outcome_of(migration: Migration, hook: str, value) -> Outcome:
-    try:
-        return Outcome.of(value)
-    except TypeError as exc:
-        raise MigrationError(f"{migration.name}: {hook} made its change but returned something the toolkit cannot "
-                             f"read: {exc}") from None
-
-
-def _as_verification(result) -> Verification:
-    return result if isinstance(result, Verification) else Verification(ok=bool(result))
 
 
 def format_counts(counts: dict[str, int]) -> str:

@@ -23,6 +23,7 @@ from pymongo import MongoClient
 
 from local_server import LocalServer, build_local_server
 from migrator.migration import Migration
+from migrator.profile import ServerProfile, profile_of
 from sample_messages import generate_messages
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +62,11 @@ def server_url(local_server) -> str:
 @pytest.fixture(scope="session")
 def is_ferretdb(mongo) -> bool:
     return "ferretdbVersion" in mongo.admin.command("buildInfo")
+
+
+@pytest.fixture(scope="session")
+def server_profile(mongo) -> ServerProfile:
+    return profile_of(mongo.admin.command("buildInfo"))
 
 
 @pytest.fixture(scope="session")

@@ -118,7 +118,7 @@ def test_a_rollback_stopped_by_sigterm_resumes_and_gives_every_message_back(db, 
     assert "resumable" not in cli("run_migrations.py", "--status").output
 
 
-def rolled_back_in_process(server_url: str, db_name: str, path: str, how: str, is_ferretdb: bool) -> tuple:
+def rolled_back_in_process(server_url: str, db_name: str, path: str, how: str, server_profile) -> tuple:
     """Roll back, in batches of 10, while the app writes metadata on the 26th message after its id was read
     (between the first and the second batch); (its _id, the rollback's outcome)."""
     async def scenario():
@@ -134,7 +134,7 @@ def rolled_back_in_process(server_url: str, db_name: str, path: str, how: str, i
             if calls == 3:  # before the second batch: every id has been read (stream) or none (range)
                 await database.chat_messages.update_one({"_id": changed}, {"$set": {"metadata": APP_METADATA}})
 
-        batches = Batches(database, NAME, "sum", BatchSettings(size=10, path=path), is_ferretdb,
+        batches = Batches(database, NAME, "sum", BatchSettings(size=10, path=path), server_profile,
                           app_writes_between_batches, action=ROLLBACK)
         try:
             if how == "the migration's rollback":
@@ -150,11 +150,12 @@ def rolled_back_in_process(server_url: str, db_name: str, path: str, how: str, i
 
 @pytest.mark.parametrize("how", ["the migration's rollback", "a rollback's default", "no recheck"])
 @pytest.mark.parametrize("path", [RANGE, STREAM])
-def test_a_message_that_stops_matching_after_its_id_was_read_is_left_alone(db, server_url, is_ferretdb, path, how):
+def test_a_message_that_stops_matching_after_its_id_was_read_is_left_alone(db, server_url, is_ferretdb,
+                                                                           server_profile, path, how):
     db.chat_messages.insert_many(chat_messages(60, with_metadata_every=0))
     db.chat_messages.update_many({}, {"$set": {"metadata": None}})  # as the migration leaves them
 
-    changed, outcome = rolled_back_in_process(server_url, db.name, path, how, is_ferretdb)
+    changed, outcome = rolled_back_in_process(server_url, db.name, path, how, server_profile)
 
     # Without the recheck only FerretDB's stream path writes by `_id` alone: there the app's metadata is lost.
     lost = how == "no recheck" and path == STREAM and is_ferretdb
@@ -164,7 +165,7 @@ def test_a_message_that_stops_matching_after_its_id_was_read_is_left_alone(db, s
 
 
 @pytest.mark.parametrize("action, other", [(APPLY, ROLLBACK), (ROLLBACK, APPLY)])
-def test_each_action_discards_the_others_checkpoints_when_it_starts(db, server_url, is_ferretdb, action, other):
+def test_each_action_discards_the_others_checkpoints_when_it_starts(db, server_url, server_profile, action, other):
     """An `up` stopped part-way, then a rollback stopped part-way: the `up`'s checkpoint says documents are done
     that the rollback undid, so a resumed `up` would skip them (and the other way round). The action that starts
     discards the other's checkpoints of this migration, no more."""
@@ -177,7 +178,7 @@ def test_each_action_discards_the_others_checkpoints_when_it_starts(db, server_u
     async def walk():
         client = AsyncMongoClient(server_url, tz_aware=True)
         try:
-            batches = Batches(client[db.name], NAME, "sum", BatchSettings(size=2), is_ferretdb, action=action)
+            batches = Batches(client[db.name], NAME, "sum", BatchSettings(size=2), server_profile, action=action)
             return await batches.update_many("items", {"a": {"$exists": False}}, {"$set": {"a": 1}})
         finally:
             await client.close()

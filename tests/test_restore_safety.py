@@ -32,6 +32,7 @@ from pymongo import AsyncMongoClient
 from conftest import MIGRATIONS, Result
 from migrator import backup
 from migrator.migration import Migration
+from migrator.profile import ferretdb, mongodb
 from sample_messages import chat_messages
 
 MIGRATION = "add_metadata_to_chat_messages"
@@ -259,8 +260,8 @@ def test_sigterm_and_ctrl_c_stop_a_restore_between_batches_recorded_and_the_next
     assert by_id(db) == before
 
 
-@pytest.mark.parametrize("is_ferretdb", [True, False], ids=["FerretDB's path", "MongoDB's path"])
-def test_both_read_back_paths_find_documents_of_every_id_type(db, server_url, tmp_path, monkeypatch, is_ferretdb):
+@pytest.mark.parametrize("server_profile", [ferretdb(), mongodb()], ids=["FerretDB's path", "MongoDB's path"])
+def test_both_read_back_paths_find_documents_of_every_id_type(db, server_url, tmp_path, monkeypatch, server_profile):
     """Each server's path on whichever server runs the tests (small batches: FerretDB takes bulks of 50 at most)."""
     monkeypatch.setattr(backup.restoring, "BATCH", 20)
     documents = [{"_id": "string-id", "role": "user"}, {"_id": 7, "role": "user"}, {"_id": Int64(2**40), "n": 1.5},
@@ -279,7 +280,7 @@ def test_both_read_back_paths_find_documents_of_every_id_type(db, server_url, tm
             await database.chat_messages.update_many({}, {"$set": {"role": "changed"}})
             await database.chat_messages.delete_many({"_id": {"$in": ["string-id", 7]}})
             file = backup.read(saved.path)
-            return file, await backup.restore(database, file, is_ferretdb, backup.Restored())
+            return file, await backup.restore(database, file, server_profile, backup.Restored())
         finally:
             await client.close()
 

@@ -60,7 +60,6 @@ from migrator.backup.file import (
                                   SUFFIX,
                                   BackupFile,
                                   Entry,
-                                  ferretdb_refuses,
                                   line_of,
                                   manifest_digest,
                                   manifest_problem,
@@ -84,6 +83,6 @@ from migrator.backup.save import (
 
 __all__ = ["ABSENT", "BATCH", "DECODED", "DEFAULT_DIR", "FORMAT", "FORMAT_1", "FORMAT_2", "POST_IMAGES_FORMAT",
            "SUFFIX", "BackupFile", "Entry", "PostImages", "Restored", "Saved", "applied_since", "dump_database",
-           "ferretdb_refuses", "line_of", "manifest_digest", "manifest_problem", "post_images_path", "read",
+           "line_of", "manifest_digest", "manifest_problem", "post_images_path", "read",
            "read_post_images", "record_post_images", "require_declared", "require_folder", "require_mongodump",
            "restore", "save", "seal", "shown", "shown_id", "touched", "verdict"]

@@ -4,7 +4,6 @@ format: see migrator.backup)."""
 import gzip
 import hashlib
 import json
-import math
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -13,9 +12,8 @@ from pathlib import Path
 from typing import Awaitable, Callable, Iterator
 
 import bson
-from bson import DBRef, Decimal128, MaxKey, MinKey, json_util
+from bson import json_util
 from bson.binary import UuidRepresentation
-from bson.code import Code
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.errors import BSONError
 from bson.raw_bson import RawBSONDocument
@@ -31,11 +29,10 @@ POST_IMAGES_FORMAT = "flowise-proxy-migrations post-images 1"
 SUFFIX, POST_IMAGES_SUFFIX = ".bson.gz", ".after.gz"
 ABSENT = "absent"  # a post-image line: the migration deleted the document
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "backups"
-BATCH = 1000  # documents per restore batch on MongoDB (FerretDB: FERRETDB_MAX_BULK)
+BATCH = 1000  # documents per restore batch (fewer where the server profile says max_bulk)
 BATCH_BYTES = 32 * 1024 * 1024  # and at most this much BSON in one batch
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024 + 16 * 1024  # the server's 16 MiB, and its internal slack
 MAX_MANIFEST_BYTES = 1024 * 1024  # a first line longer than this is no manifest
-READ_BACK_AT_ONCE = 4  # find_one by _id in flight at once, on FerretDB
 SHOWN = 5  # _ids listed of the documents a restore left alone
 # How every document is read and written here, whatever the client's options: bytes as the server has them.
 RAW = CodecOptions(document_class=RawBSONDocument, uuid_representation=UuidRepresentation.UNSPECIFIED,
@@ -100,30 +97,6 @@ def manifest_digest(manifest: dict) -> str:
 
 
 # ----- reading and checking a backup file -----
-
-FERRETDB_REFUSES = (Decimal128, MinKey, MaxKey, Code, DBRef)  # it drops the connection, or refuses the key
-
-
-def ferretdb_refuses(value, where: str = "") -> str:
-    """Why FerretDB would refuse this value, "" if it takes it (a refused write stops a restore half done)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if "." in key or key.startswith("$"):
-                return f"the key {where}{key!r}"
-            if why := ferretdb_refuses(item, f"{where}{key}."):
-                return why
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            if isinstance(item, list):
-                return f"a nested array at {where}{index}"
-            if why := ferretdb_refuses(item, f"{where}{index}."):
-                return why
-    elif isinstance(value, float) and not math.isfinite(value):
-        return f"{value} at {where.rstrip('.')}"
-    elif isinstance(value, FERRETDB_REFUSES):
-        return f"a {type(value).__name__} at {where.rstrip('.')}"
-    return ""
-
 
 @dataclass
 class Entry:

@@ -30,27 +30,25 @@ from migrator.backup.file import (
 from migrator.backup.restoring import _current, batch_size
 from migrator.backup.save import Saved, _assemble
 from migrator.clock import server_now
-from migrator.connection import server_info
 from migrator.errors import ExitCode, MigrationError
+from migrator.profile import ServerProfile
 from migrator.redact import redact
 
 # ----- post-images: the saved documents as the migration left them -----
 
-async def record_post_images(database: AsyncDatabase, saved: Saved, is_ferretdb: bool | None,
+async def record_post_images(database: AsyncDatabase, saved: Saved, profile: ServerProfile,
                              retry: Retrying = once) -> None:
     """Once the migration completed: write the digest of each saved document as it is now next to the backup.
     Sets `saved.post_images`, or `saved.post_images_error` (the backup then restores without them)."""
     if saved.path is None:
         return
     try:
-        if is_ferretdb is None:
-            is_ferretdb = (await server_info(database)).is_ferretdb
-        saved.post_images = await _write_post_images(database, Path(saved.path), is_ferretdb, retry)
+        saved.post_images = await _write_post_images(database, Path(saved.path), profile, retry)
     except (OSError, PyMongoError, MigrationError, BSONError, ValueError) as exc:
         saved.post_images_error = f"{type(exc).__name__}: {redact(exc)}"
 
 
-async def _write_post_images(database: AsyncDatabase, path: Path, is_ferretdb: bool, retry: Retrying) -> Path:
+async def _write_post_images(database: AsyncDatabase, path: Path, profile: ServerProfile, retry: Retrying) -> Path:
     with gzip.open(path, "rb") as stream:
         file = BackupFile(path, json.loads(stream.readline()))
     collection = database.get_collection(file.collection, codec_options=RAW)
@@ -58,10 +56,9 @@ async def _write_post_images(database: AsyncDatabase, path: Path, is_ferretdb: b
     body = target.with_name(target.name + ".part")
     try:
         with gzip.open(body, "wb", compresslevel=6) as out:
-            for batch in file.batches(batch_size(is_ferretdb)):
+            for batch in file.batches(batch_size(profile)):
                 ids = [entry.id for entry in batch]
-                for now in await retry(f"post-images of {file.collection}", lambda: _current(collection, ids,
-                                                                                            is_ferretdb)):
+                for now in await retry(f"post-images of {file.collection}", lambda: _current(collection, ids, profile)):
                     line = f"{hashlib.sha256(now).hexdigest() if now is not None else ABSENT}\n".encode()
                     out.write(line)
                     digest.update(line)

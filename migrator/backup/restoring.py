@@ -18,7 +18,6 @@ from migrator import plan
 from migrator.backup.file import (
     BATCH,
     RAW,
-    READ_BACK_AT_ONCE,
     SHOWN,
     BackupFile,
     Entry,
@@ -28,10 +27,10 @@ from migrator.backup.file import (
     shown_id,
 )
 from migrator.backup.save import touched
-from migrator.batch_paths import FERRETDB_MAX_BULK
 from migrator.clock import as_utc
 from migrator.errors import MigrationError
 from migrator.migration import Migration
+from migrator.profile import ServerProfile
 from migrator.progress import DEFAULT_INTERVAL_S, Progress
 from migrator.redact import redact
 from migrator.retry import is_transient
@@ -157,11 +156,11 @@ class Restored:
             self.differing.append(entry.id)
 
 
-def batch_size(is_ferretdb: bool) -> int:
-    return FERRETDB_MAX_BULK if is_ferretdb else BATCH
+def batch_size(profile: ServerProfile) -> int:
+    return profile.max_bulk or BATCH
 
 
-async def restore(database: AsyncDatabase, file: BackupFile, is_ferretdb: bool, done: Restored,
+async def restore(database: AsyncDatabase, file: BackupFile, profile: ServerProfile, done: Restored,
                   before_batch: Callable[[], None] = lambda: None,
                   progress_interval_s: float = DEFAULT_INTERVAL_S, post_images: PostImages | None = None,
                   force: bool = False, retry: Retrying = once) -> Restored:
@@ -175,12 +174,12 @@ async def restore(database: AsyncDatabase, file: BackupFile, is_ferretdb: bool, 
     afters = post_images.digests() if post_images is not None and not force else None
     try:
         with stop.handled():
-            for number, batch in enumerate(file.batches(batch_size(is_ferretdb)), 1):
+            for number, batch in enumerate(file.batches(batch_size(profile)), 1):
                 before_batch()
                 _stop_if_asked(stop, file, done)
                 after = [next(afters) for _ in batch] if afters else [UNKNOWN] * len(batch)
                 verdicts, back = await retry(f"restore of {file.collection}, batch {number}",
-                                             lambda: _restore_batch(collection, batch, after, is_ferretdb, file, done))
+                                             lambda: _restore_batch(collection, batch, after, profile, file, done))
                 done.add(file, batch, verdicts, back)
                 progress.advance(len(batch), sum(what in WRITES for what in verdicts))
     finally:
@@ -190,18 +189,18 @@ async def restore(database: AsyncDatabase, file: BackupFile, is_ferretdb: bool, 
     return done
 
 
-async def _restore_batch(collection: AsyncCollection, batch: list[Entry], after: list, is_ferretdb: bool,
+async def _restore_batch(collection: AsyncCollection, batch: list[Entry], after: list, profile: ServerProfile,
                          file: BackupFile, done: Restored) -> tuple[list[str], list[bytes | None]]:
     """Read the batch's documents as they are, write those to write, read those back: (verdicts, read back).
     Safe to run again: a document already written reads as in the backup."""
-    current = await _current(collection, [entry.id for entry in batch], is_ferretdb)
+    current = await _current(collection, [entry.id for entry in batch], profile)
     verdicts = [verdict(entry.raw, now, post) for entry, now, post in zip(batch, current, after)]
     writing = [entry for entry, what in zip(batch, verdicts) if what in WRITES]
     if writing:
         await _write(collection, [ReplaceOne({"_id": entry.id}, entry.document) if what == REPLACE
                                   else InsertOne(entry.document)
                                   for entry, what in zip(batch, verdicts) if what in WRITES], file, done)
-    return verdicts, await _current(collection, [entry.id for entry in writing], is_ferretdb)
+    return verdicts, await _current(collection, [entry.id for entry in writing], profile)
 
 
 def _stop_if_asked(stop: StopRequest, file: BackupFile, done: Restored) -> None:
@@ -224,14 +223,14 @@ async def _write(collection: AsyncCollection, writes: list, file: BackupFile, do
                              "restore again") from exc
 
 
-async def _current(collection: AsyncCollection, ids: list, is_ferretdb: bool) -> list[bytes | None]:
+async def _current(collection: AsyncCollection, ids: list, profile: ServerProfile) -> list[bytes | None]:
     """The raw BSON of the documents of `ids` as they are now, in that order (None: not found)."""
     if not ids:
         return []
-    if is_ferretdb:
-        # Only `{_id: value}` reaches FerretDB's index (`$in` reads the whole table), and many statements
-        # at once can deadlock it: a few lookups by _id at a time.
-        at_once = asyncio.Semaphore(READ_BACK_AT_ONCE)
+    if profile.id_lookup_only:
+        # `$in` would read the whole collection, and many statements at once can stall the server:
+        # a few lookups by _id at a time.
+        at_once = asyncio.Semaphore(profile.lookups_at_once or 1)
 
         async def one(_id):
             async with at_once:

@@ -38,7 +38,7 @@ async def selftest(ctx: Context, migration: Migration) -> int:
     await _warn_of_leftovers(ctx)
     log.info("%s: self-test on scratch copies of up to %s of the documents it changes", migration.name, f"{size:,}")
     proof = await prover.prove(ctx.engine.database, migration, size, ctx.engine.batch_settings,
-                               await ctx.engine.is_ferretdb())
+                               await ctx.engine.server_profile())
     _report_samples(migration, proof.samples)
     for check in proof.checks:
         say(f"{_VERDICT[check.ok]}  {check.name}: {check.detail}")
@@ -62,7 +62,7 @@ async def preview(ctx: Context, migration: Migration) -> int:
     await _warn_of_leftovers(ctx)
     count = await ctx.engine.count_pending(migration)  # of the real collections: a read
     found = await prover.preview(ctx.engine.database, migration, ctx.options.sample or prover.PREVIEW_SAMPLE,
-                                 ctx.engine.batch_settings, await ctx.engine.is_ferretdb())
+                                 ctx.engine.batch_settings, await ctx.engine.server_profile())
     if ctx.options.as_json:
         say(json.dumps({"migration": migration.name, "would_change": count,
                         "verified": found.verification.ok if found.verification else None,
@@ -103,7 +103,7 @@ def _say_styled(lines: list[tuple[str, str]]) -> None:
 async def report_estimate(ctx: Context, migration: Migration, count: int | None) -> None:
     """--dry-run: how long `up` would take, timed on a scratch copy of a sample; can its filter use an index."""
     settings = ctx.engine.batch_settings
-    found = await prover.estimate(ctx.engine.database, migration, count, settings, await ctx.engine.is_ferretdb())
+    found = await prover.estimate(ctx.engine.database, migration, count, settings, await ctx.engine.server_profile())
     for collection, answer in found.indexes.items():
         log.info("%s: index use of its filter on %s: %s", migration.name, collection, answer)
     if found.note:

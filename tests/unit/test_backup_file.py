@@ -15,6 +15,7 @@ from bson import Binary, Decimal128, Int64, ObjectId
 
 from migrator import backup
 from migrator.errors import MigrationError
+from migrator.profile import ferretdb
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 DOCUMENTS = [{"_id": ObjectId("650000000000000000000001"), "n": Int64(2**40), "at": datetime(2025, 5, 6, 7, 8, 9),
@@ -150,7 +151,7 @@ def test_no_such_file(tmp_path):
 
 def test_a_document_the_server_would_refuse_is_named_before_anything_is_written(tmp_path):
     path = good_file(tmp_path, [{"_id": 1, "ok": 1}, {"_id": 2, "price": Decimal128("1.5")}])
-    assert refusal(path, refuses=backup.ferretdb_refuses) == \
+    assert refusal(path, refuses=ferretdb().refuses) == \
         "the server would refuse document 2 (a Decimal128 at price)"
     assert backup.read(path).count == 2  # MongoDB takes it
 

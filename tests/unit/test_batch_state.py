@@ -10,6 +10,7 @@ from migrator.checkpoints import Checkpoints
 from migrator.cli import runner_parser
 from migrator.errors import MigrationError
 from migrator.flags import batch_settings_from
+from migrator.profile import ferretdb, mongodb
 from migrator.progress import Progress
 from migrator.stop import StopRequest
 
@@ -25,7 +26,7 @@ class NoDatabase:
 
 
 def batches(settings=BatchSettings(), is_ferretdb=False) -> Batches:
-    return Batches(NoDatabase(), "add_metadata", "sum", settings, is_ferretdb)
+    return Batches(NoDatabase(), "add_metadata", "sum", settings, ferretdb() if is_ferretdb else mongodb())
 
 
 def fresh_state() -> dict:
@@ -33,7 +34,7 @@ def fresh_state() -> dict:
 
 
 def test_the_path_is_the_servers_unless_one_is_asked_for():
-    assert (default_path(is_ferretdb=True), default_path(is_ferretdb=False)) == (STREAM, RANGE)
+    assert (default_path(ferretdb()), default_path(mongodb())) == (STREAM, RANGE)
     assert (batches(is_ferretdb=True).path, batches(is_ferretdb=False).path) == (STREAM, RANGE)
     assert batches(BatchSettings(path=RANGE), is_ferretdb=True).path == RANGE
     assert batches(BatchSettings(path=STREAM), is_ferretdb=False).path == STREAM
@@ -100,7 +101,6 @@ def test_a_stop_request_exits_130_for_ctrl_c_and_143_for_sigterm():
 def test_the_batch_flags_reach_the_batch_settings():
     args = runner_parser().parse_args(["--all", "--batch-size", "250", "--max-rate", "90.5", "--write-concern", "1",
                                        "--batch-path", "range", "--progress-interval", "2"])
-    assert batch_settings_from(args, is_ferretdb=True) == BatchSettings(
-        size=250, max_rate=90.5, write_concern="1", path=RANGE, server_is_ferretdb=True, progress_interval_s=2.0)
-    assert batch_settings_from(runner_parser().parse_args(["--status"]), is_ferretdb=False) == BatchSettings(
-        server_is_ferretdb=False)
+    assert batch_settings_from(args) == BatchSettings(
+        size=250, max_rate=90.5, write_concern="1", path=RANGE, progress_interval_s=2.0)
+    assert batch_settings_from(runner_parser().parse_args(["--status"])) == BatchSettings()

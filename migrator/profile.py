@@ -1,0 +1,96 @@
+"""What differs between servers, detected once at connection: the one place that knows FerretDB.
+
+The engine and everything under it read capabilities from a ServerProfile ("an `_id` range is a scan
+here", "at most 50 statements a bulk"), never the server's name. MongoDB's documented behaviour is the
+default; FerretDB v1 (our local and test server, on SQLite) is the exception, measured:
+- only a filter of `{_id: value}` alone reaches its index: an `_id` range, `$in` and `{_id, other keys}`
+  read the whole collection, so large walks read the matching ids once and write by `_id`;
+- a bulk of about 100 statements, or many statements at once, can deadlock it (each keeps its SQLite
+  query open until the command ends, on a pool of 100 connections), and it must not hold a cursor open
+  while the same client writes;
+- it refuses some values MongoDB takes (nested arrays, keys with `.` or `$`, NaN, Decimal128, ...),
+  and takes only Latin letters, digits, `_` and `-` in database names;
+- its query plans (explain) name no index stages.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bson import DBRef, Decimal128, MaxKey, MinKey
+from bson.code import Code
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+
+@dataclass(frozen=True)
+class ServerProfile:
+    label: str  # for the log: "MongoDB 7.0.12"
+    version: str
+    # Only `{_id: value}` alone is answered from an index: `_id` ranges, `$in` and compound filters scan.
+    id_lookup_only: bool = False
+    # Statements in one bulk write, and lookups in flight at once; None: as many as fit in a command.
+    max_bulk: int | None = None
+    max_in: int | None = None
+    lookups_at_once: int | None = None
+    # Why the server would refuse a value to write ("" if it takes it): a refused write stops a restore half done.
+    refuses: Callable[[Any], str] | None = None
+    # What the server takes as a database name, when it says less than MongoDB's error does.
+    database_name_rule: str | None = None
+    explain_names_indexes: bool = True
+
+    def why_refused(self, value: Any) -> str:
+        return self.refuses(value) if self.refuses else ""
+
+
+def mongodb(version: str = "?") -> ServerProfile:
+    return ServerProfile(label=f"MongoDB {version}", version=version)
+
+
+_REFUSED_TYPES = (Decimal128, MinKey, MaxKey, Code, DBRef)  # it drops the connection, or refuses the key
+
+
+def _ferretdb_refuses(value: Any, where: str = "") -> str:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "." in key or key.startswith("$"):
+                return f"the key {where}{key!r}"
+            if why := _ferretdb_refuses(item, f"{where}{key}."):
+                return why
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, list):
+                return f"a nested array at {where}{index}"
+            if why := _ferretdb_refuses(item, f"{where}{index}."):
+                return why
+    elif isinstance(value, float) and not math.isfinite(value):
+        return f"{value} at {where.rstrip('.')}"
+    elif isinstance(value, _REFUSED_TYPES):
+        return f"a {type(value).__name__} at {where.rstrip('.')}"
+    return ""
+
+
+def ferretdb(version: str = "?") -> ServerProfile:
+    return ServerProfile(label=f"FerretDB (MongoDB {version} wire protocol)", version=version, id_lookup_only=True,
+                         max_bulk=50, max_in=10_000, lookups_at_once=4, refuses=_ferretdb_refuses,
+                         database_name_rule="FerretDB takes only Latin letters, digits, _ and - (at most 63)",
+                         explain_names_indexes=False)
+
+
+def profile_of(build_info: dict) -> ServerProfile:
+    version = str(build_info.get("version", "?"))
+    return ferretdb(version) if "ferretdbVersion" in build_info else mongodb(version)
+
+
+async def detect(database: AsyncDatabase) -> ServerProfile:
+    """The profile of the server `database` is on (one `buildInfo`)."""
+    return profile_of(await database.command("buildInfo"))
+
+
+async def detect_or_none(database: AsyncDatabase) -> ServerProfile | None:
+    """detect, for an error message: None when the server will not even say what it is."""
+    try:
+        return await detect(database)
+    except PyMongoError:
+        return None
