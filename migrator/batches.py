@@ -50,6 +50,7 @@ from pymongo.write_concern import WriteConcern
 from migrator.batch_paths import batch_bound, mixed_id_types, write_bulks
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints  # what a walk is for: kept apart
 from migrator.errors import MigrationError
+from migrator.events import Reporter, silent
 from migrator.migration import Outcome
 from migrator.output import log
 from migrator.profile import ServerProfile
@@ -72,7 +73,8 @@ class BatchSettings:
 
 class Batches:
     def __init__(self, database: AsyncDatabase, migration: str, checksum: str, settings: BatchSettings,
-                 profile: ServerProfile, between_batches=None, retry: Retry | None = None, action: str = APPLY):
+                 profile: ServerProfile, between_batches=None, retry: Retry | None = None, action: str = APPLY,
+                 report: Reporter = silent):
         self.database = database
         self.migration, self.checksum = migration, checksum
         self.action = action
@@ -84,7 +86,8 @@ class Batches:
         self._last_batch_s = 0.0  # how long the last batch took: the room the lease must have for the next
         self.retry = retry or Retry()
         self.checkpoints = Checkpoints(database, self.retry)
-        self.stop = StopRequest()
+        self.report = report
+        self.stop = StopRequest(report)
         self._steps = 0
         self._pace_started = 0.0
         self._batch_started = 0.0

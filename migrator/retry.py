@@ -16,6 +16,7 @@ from typing import Awaitable, Callable, TypeVar
 from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure, PyMongoError, WriteConcernError
 
 from migrator.errors import MigrationError
+from migrator.events import Reporter, silent
 from migrator.output import log
 from migrator.redact import redact
 
@@ -59,8 +60,9 @@ class Retry:
     """Run idempotent operations again on transient errors, for up to `retry_for_s` from the first failure
     (0: never, the error is raised as it is: for callers that must answer at once, like a health check)."""
 
-    def __init__(self, retry_for_s: float = DEFAULT_RETRY_FOR_S):
+    def __init__(self, retry_for_s: float = DEFAULT_RETRY_FOR_S, report: Reporter = silent):
         self.retry_for_s = retry_for_s
+        self.report = report
 
     async def __call__(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         deadline, delay = None, FIRST_DELAY_S

@@ -18,6 +18,7 @@ from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints
 from migrator.clock import server_now
 from migrator.discovery import discover
 from migrator.errors import ExitCode, MigrationError
+from migrator.events import Reporter, silent
 from migrator.hooks import Hooks
 from migrator.lock import LockLost, MigrationLock
 from migrator.migration import Migration, Outcome, Verification, refuse_if_draft
@@ -46,12 +47,13 @@ class RollbackResult:
 class Steps:
     def __init__(self, database: AsyncDatabase, migrations: list[Migration] | None = None, lease_s: float = 60.0,
                  batch_settings: BatchSettings | None = None, retry_for_s: float = DEFAULT_RETRY_FOR_S,
-                 profile: ServerProfile | None = None):
+                 profile: ServerProfile | None = None, report: Reporter = silent):
         self.database = database
         self.migrations = discover() if migrations is None else migrations
         self.hooks = Hooks(database)
         self._profile = profile  # None: detected when first needed
-        self.retry = Retry(retry_for_s)
+        self.report = report  # migrator.events: how everything below tells what happens
+        self.retry = Retry(retry_for_s, report)
         folder = self.migrations[0].path.parent if self.migrations and self.migrations[0].path else None
         self.changelog = Changelog(database, self.retry, provenance(folder))
         self.lock = MigrationLock(database, lease_s, retry=self.retry)
@@ -221,7 +223,8 @@ class Steps:
                        post_images=post_images is not None, force=force, run_id=self.run_id)
         try:
             await backup.restore(self.database, file, await self.server_profile(), done, self.lock.check,
-                                 self.batch_settings.progress_interval_s, post_images, force, self.retry)
+                                 self.batch_settings.progress_interval_s, post_images, force, self.retry,
+                                 self.report)
         except (MigrationError, PyMongoError) as exc:
             try:
                 await self.changelog.record(file.migration, "restore", plan.FAILED, error=redact(exc),
@@ -272,7 +275,7 @@ class Steps:
             if self.lock.epoch is not None:  # held: stop before writing more if it may be lost
                 await self.lock.ensure_room(room_s)
         return Batches(self.database, migration.name, migration.checksum, self.batch_settings,
-                       await self.server_profile(), check_lock, self.retry, action)
+                       await self.server_profile(), check_lock, self.retry, action, report=self.report)
 
     async def _recording_failure(self, migration: Migration, action: str, backups, work):
         """Run `work`; a MigrationError is recorded in the changelog as a failure, then raised. (result, seconds)."""

@@ -7,6 +7,7 @@ import signal
 from contextlib import contextmanager
 
 from migrator.errors import ExitCode
+from migrator.events import Reporter, silent
 from migrator.output import log
 
 
@@ -16,7 +17,8 @@ class StopRequest:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self):
+    def __init__(self, report: Reporter = silent):
+        self.report = report
         self.signal: int | None = None
         self.received: asyncio.Event | None = None
         self.before_exit = lambda: None  # the progress bar's close: give the terminal its cursor back

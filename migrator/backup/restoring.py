@@ -29,6 +29,7 @@ from migrator.backup.file import (
 from migrator.backup.save import touched
 from migrator.clock import as_utc
 from migrator.errors import MigrationError
+from migrator.events import Reporter, silent
 from migrator.migration import Migration
 from migrator.profile import ServerProfile
 from migrator.progress import DEFAULT_INTERVAL_S, Progress
@@ -163,11 +164,11 @@ def batch_size(profile: ServerProfile) -> int:
 async def restore(database: AsyncDatabase, file: BackupFile, profile: ServerProfile, done: Restored,
                   before_batch: Callable[[], None] = lambda: None,
                   progress_interval_s: float = DEFAULT_INTERVAL_S, post_images: PostImages | None = None,
-                  force: bool = False, retry: Retrying = once) -> Restored:
+                  force: bool = False, retry: Retrying = once, report: Reporter = silent) -> Restored:
     """Put the documents back as they were (see the module's docstring for which), reading each batch back
     right after writing it; `done` counts as it goes. Between batches `before_batch` may raise, and Ctrl-C or
     SIGTERM stops the restore (MigrationError with exit 130 or 143)."""
-    collection, stop = database.get_collection(file.collection, codec_options=RAW), StopRequest()
+    collection, stop = database.get_collection(file.collection, codec_options=RAW), StopRequest(report)
     progress = Progress(f"restore of {file.collection}", interval_s=progress_interval_s)
     progress.set_total(file.count)
     stop.before_exit = progress.close
