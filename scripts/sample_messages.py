@@ -9,6 +9,7 @@ import random
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 EVENTS = [
     {"event": "usedTools", "data": [{"tool": "search", "toolInput": {"q": "price"}, "toolOutput": "42"}]},
@@ -28,7 +29,7 @@ def generate_messages(count: int, with_metadata_every: int = 10, seed: int = 7):
     text = "".join(rng.choice("abcdefghij klmnop") for _ in range(4000))
     start = datetime(2025, 6, 1, tzinfo=UTC)
     for i in range(count):
-        message = {
+        message: dict[str, Any] = {
             "chatflow_id": f"flow-{i % 7}",
             "session_id": f"session-{i // 4}",
             "user_id": f"user-{i % 31}",
@@ -59,7 +60,7 @@ def main() -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    client = MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=5000)
+    client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=5000)
     try:
         collection = client[settings.database_name].chat_messages
         existing = collection.count_documents({})
