@@ -15,7 +15,8 @@ WORKDIR /app
 # A user of its own; the one folder it may write in /app is backups/, for the toolkit's backups.
 RUN useradd --create-home --uid 10001 app && mkdir backups && chown app:app backups
 
-# Dependencies in their own layer: rebuilt only when requirements.txt changes.
+# Dependencies in their own layer: rebuilt only when requirements.txt changes. It is the runtime lock
+# (scripts/lock.sh): every package pinned with its hashes, so pip checks each download against them.
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 

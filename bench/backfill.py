@@ -36,6 +36,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "scripts"), str(REPO / "bench")]
@@ -92,6 +93,7 @@ def timed_process(command: list[str], env: dict, cwd: Path = REPO) -> tuple[floa
     """Run a command; its wall time, its peak RSS in bytes (Linux/macOS), and its output."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert process.stdout is not None  # stdout=PIPE
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
@@ -132,6 +134,7 @@ def status_seconds(url: str, name: str) -> float:
 
 def bare_update_many(url: str, name: str) -> tuple[float, dict]:
     totals = Totals()
+    client: MongoClient[dict[str, Any]]
     with MongoClient(url, tz_aware=True, event_listeners=[totals]) as client:
         client[name].command("ping")  # the connection opened before the clock starts, as for (c)
         started = time.perf_counter()
@@ -149,7 +152,7 @@ def beanie_loop(url: str, name: str) -> tuple[float, dict]:
     totals = Totals()
 
     async def loop() -> float:
-        client = AsyncMongoClient(url, tz_aware=True, event_listeners=[totals])
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, tz_aware=True, event_listeners=[totals])
         await init_beanie(database=client[name], document_models=[ChatMessage])
         started = time.perf_counter()
         async for message in ChatMessage.find(LACKS):
@@ -177,8 +180,8 @@ def migrate_mongo(url: str, name: str) -> float | None:
         if installed.returncode != 0 or not binary.exists():
             say(f"(d) skipped: npm could not install {MIGRATE_MONGO}: {installed.stderr.strip()[-300:]}")
             return None
-    with tempfile.TemporaryDirectory() as work:
-        work = Path(work)
+    with tempfile.TemporaryDirectory() as temporary:
+        work = Path(temporary)
         (work / "migrations").mkdir()
         (work / "migrate-mongo-config.js").write_text(
             "module.exports = { mongodb: { url: process.env.BENCH_URL, databaseName: process.env.BENCH_DB },\n"
@@ -242,7 +245,8 @@ def main() -> int:
         parser.error("--docs must be positive, --skip a list of a, b, c, d and --paths a list of range, stream")
 
     signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))  # drop the copies on the way out
-    server, scratch = None, None
+    server: LocalServer | None = None
+    scratch: str | None = None
     url = os.environ.get("MONGODB_URL")
     if not url:
         scratch = tempfile.mkdtemp(prefix="bench-ferretdb-")
@@ -250,7 +254,7 @@ def main() -> int:
         server = LocalServer(build_local_server(), Path(scratch) / "data")
         server.start()
         url = server.url
-    client = MongoClient(url, tz_aware=True)
+    client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
     build = client.admin.command("buildInfo")
     server_label = f"MongoDB {build.get('version')}"
     if "ferretdbVersion" in build:  # the embedded package reports "unknown": take it from our go.mod
@@ -307,7 +311,7 @@ def main() -> int:
         for name in names.values():
             client.drop_database(name)
         client.close()
-        if server:
+        if server and scratch:  # both or neither
             server.stop()
             shutil.rmtree(scratch, ignore_errors=True)
 

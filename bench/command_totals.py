@@ -21,7 +21,9 @@ import os
 import runpy
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import bson
 from pymongo import monitoring
@@ -82,7 +84,7 @@ class Totals(monitoring.CommandListener, monitoring.ConnectionPoolListener):
                     "by_command": self.by_command, "connections": self.connections, "heartbeats": self.heartbeats}
 
 
-def _message_size(command: dict) -> int:
+def _message_size(command: Mapping[str, Any]) -> int:
     """The OP_MSG's size: the driver sends an insert's, update's or delete's list as a document sequence
     (a section of its own: kind, size, name, the documents), not as an array inside the command."""
     name = next(iter(command))

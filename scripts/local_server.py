@@ -45,7 +45,7 @@ class LocalServer:
         self.binary, self.data = binary, data
         self.port = port or _free_port()
         self.log = data.parent / f"ferretdb-{self.port}.log"
-        self.process = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -53,10 +53,10 @@ class LocalServer:
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
+            self.process = process = subprocess.Popen(
                 [self.binary, "-listen", f"127.0.0.1:{self.port}", "-data", str(self.data)],
                 stdout=log, stderr=subprocess.STDOUT)
-        _wait_listening(self.port, self.process, self.log)
+        _wait_listening(self.port, process, self.log)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -7,8 +7,9 @@
 import argparse
 import random
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 EVENTS = [
     {"event": "usedTools", "data": [{"tool": "search", "toolInput": {"q": "price"}, "toolOutput": "42"}]},
@@ -26,9 +27,9 @@ def generate_messages(count: int, with_metadata_every: int = 10, seed: int = 7):
     """The same messages one at a time, for counts that should not sit in memory."""
     rng = random.Random(seed)
     text = "".join(rng.choice("abcdefghij klmnop") for _ in range(4000))
-    start = datetime(2025, 6, 1, tzinfo=timezone.utc)
+    start = datetime(2025, 6, 1, tzinfo=UTC)
     for i in range(count):
-        message = {
+        message: dict[str, Any] = {
             "chatflow_id": f"flow-{i % 7}",
             "session_id": f"session-{i // 4}",
             "user_id": f"user-{i % 31}",
@@ -60,7 +61,7 @@ def main() -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    client = MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=5000)
+    client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=5000)
     try:
         collection = client[settings.database_name].chat_messages
         existing = collection.count_documents({})

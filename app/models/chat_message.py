@@ -1,14 +1,14 @@
 """A message of a chat session, as the proxy stores it."""
 
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 
 from beanie import Document
 from pydantic import Field
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class ChatMessage(Document):
@@ -22,7 +22,7 @@ class ChatMessage(Document):
     # Non-token events of a Flowise streaming response, e.g.
     # {"event": "usedTools", "data": [...]}, sourceDocuments, agentReasoning.
     # None on messages saved before the proxy kept them (see migrations/add_metadata_to_chat_messages.py).
-    metadata: Optional[list[dict[str, Any]]] = None
+    metadata: list[dict[str, Any]] | None = None
 
     class Settings:
         name = "chat_messages"
