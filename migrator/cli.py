@@ -96,8 +96,8 @@ async def _connected(args, settings: Settings, migrations: list[Migration], work
         log.info("database %s at %s (%s)", settings.database_name, redact(settings.mongodb_url), profile.label)
         _say_ignored_options(settings.mongodb_url)
         engine = Engine(database, migrations, lease_s=args.lease, retry_for_s=args.retry_for,
-                        batch_settings=batch_settings_from(args), profile=profile, report=Narration(),
-                        url=settings.mongodb_url)
+                        batch_settings=batch_settings_from(args), profile=profile,
+                        report=Narration(args.progress_interval), url=settings.mongodb_url)
         return await work(Context(engine, settings, engine_options(args)))
     finally:
         await client.close()

@@ -8,7 +8,6 @@ defined here, so that this module lists everything the engine can say.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +22,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Event:
-    """The base of every event."""
+    """The base of every event. `level` ("info", "warning" or "error"): how much it matters, for a renderer
+    or a filter (the self-test passes on only warnings of its scratch runs)."""
+
+    level: ClassVar[str] = "info"
 
 
 Reporter = Callable[[Event], None]
@@ -39,14 +41,14 @@ def silent(event: Event) -> None:
 @dataclass(frozen=True)
 class AllowedChanged(Event):
     """--allow-changed: an applied migration whose file changed since runs (or is rolled back) anyway."""
-    level: ClassVar[int] = logging.WARNING
+    level: ClassVar[str] = "warning"
     migration: str
 
 
 @dataclass(frozen=True)
 class AllowedOutOfOrder(Event):
     """--allow-out-of-order: `migration` runs after `after`, which comes later in the order."""
-    level: ClassVar[int] = logging.WARNING
+    level: ClassVar[str] = "warning"
     migration: str
     after: str
 
@@ -54,13 +56,11 @@ class AllowedOutOfOrder(Event):
 @dataclass(frozen=True)
 class DatabaseDumping(Event):
     """--backup-full: mongodump starts, under the lock, before the first change."""
-    level: ClassVar[int] = logging.INFO
     database: str
 
 
 @dataclass(frozen=True)
 class DatabaseDumped(Event):
-    level: ClassVar[int] = logging.INFO
     database: str
     path: Path
 
@@ -68,7 +68,7 @@ class DatabaseDumped(Event):
 @dataclass(frozen=True)
 class RunInterrupted(Event):
     """A start recorded and no end, found while holding the lock: its runner died; it runs again now."""
-    level: ClassVar[int] = logging.WARNING
+    level: ClassVar[str] = "warning"
     migration: str
     runner: str  # host:pid
     started_at: datetime
@@ -76,7 +76,6 @@ class RunInterrupted(Event):
 
 @dataclass(frozen=True)
 class Applying(Event):
-    level: ClassVar[int] = logging.INFO
     migration: str
     description: str
 
@@ -84,7 +83,7 @@ class Applying(Event):
 @dataclass(frozen=True)
 class NoTouchesDeclared(Event):
     """A rollback's default backup is skipped: the migration does not say which documents it changes."""
-    level: ClassVar[int] = logging.WARNING
+    level: ClassVar[str] = "warning"
     migration: str
     backup_full: bool
 
@@ -92,7 +91,6 @@ class NoTouchesDeclared(Event):
 @dataclass(frozen=True)
 class BackupSaved(Event):
     """The documents `up` or `rollback` will change, saved right before it runs (none: it declares none)."""
-    level: ClassVar[int] = logging.INFO
     migration: str
     saved: tuple[Saved, ...]
 
@@ -100,7 +98,6 @@ class BackupSaved(Event):
 @dataclass(frozen=True)
 class MigrationApplied(Event):
     """Applied, verified and recorded; `backups`: what was saved before (with their post-images)."""
-    level: ClassVar[int] = logging.INFO
     result: ApplyResult
     backups: tuple[Saved, ...] = ()
 
@@ -108,13 +105,11 @@ class MigrationApplied(Event):
 @dataclass(frozen=True)
 class AlreadyRolledBack(Event):
     """Another runner rolled it back while this one waited for the lock: skipped."""
-    level: ClassVar[int] = logging.INFO
     migration: str
 
 
 @dataclass(frozen=True)
 class MigrationRolledBack(Event):
-    level: ClassVar[int] = logging.INFO
     result: RollbackResult
     backups: tuple[Saved, ...] = ()
 
@@ -122,14 +117,12 @@ class MigrationRolledBack(Event):
 @dataclass(frozen=True)
 class AlreadyApplied(Event):
     """mark_applied: already applied, nothing recorded."""
-    level: ClassVar[int] = logging.INFO
     migration: str
 
 
 @dataclass(frozen=True)
 class MarkedApplied(Event):
     """Recorded as applied without running it; `verification.ok` False: recorded with force."""
-    level: ClassVar[int] = logging.INFO
     migration: str
     verification: Verification
 
@@ -137,7 +130,6 @@ class MarkedApplied(Event):
 @dataclass(frozen=True)
 class BackupRead(Event):
     """plan_restore read all of a backup file and its checksum holds."""
-    level: ClassVar[int] = logging.INFO
     file: BackupFile
     post_images: PostImages | None
     force: bool
@@ -146,7 +138,7 @@ class BackupRead(Event):
 @dataclass(frozen=True)
 class RestoringElsewhere(Event):
     """--force: a backup of database `backup_of` is restored into `database`."""
-    level: ClassVar[int] = logging.WARNING
+    level: ClassVar[str] = "warning"
     backup_of: str
     database: str
 
@@ -154,7 +146,7 @@ class RestoringElsewhere(Event):
 @dataclass(frozen=True)
 class RestoreUndoesLater(Event):
     """--force: the restore undoes `later`, applied to the backup's collection since it was taken."""
-    level: ClassVar[int] = logging.WARNING
+    level: ClassVar[str] = "warning"
     file: BackupFile
     later: tuple[str, ...]
 
@@ -163,6 +155,5 @@ class RestoreUndoesLater(Event):
 class RestoreDone(Event):
     """Written and read back; what the app changed since was left alone; `restored.not_in_place`: the applied
     migrations the restore undid (recorded as failed)."""
-    level: ClassVar[int] = logging.INFO
     restored: Restored
     file: BackupFile

@@ -27,25 +27,29 @@ class Narration:
     """The CLI's one reporter (an events.Reporter): the workflows' events become the log lines below; every
     other event (batches, retries, a stop requested, progress) goes to migrator.commands.progress_view."""
 
-    def __init__(self, view: Any = None):
-        self.view = view if view is not None else _progress_view()
+    def __init__(self, progress_interval_s: float | None = None, view: Any = None):
+        self.view = view if view is not None else _progress_view(progress_interval_s)
 
     def __call__(self, event: events.Event) -> None:
         if (line := _LINE.get(type(event))) is not None:
-            log.log(getattr(event, "level", logging.INFO), "%s", line(event))
+            log.log(LEVELS[event.level], "%s", line(event))
         elif (lines := _LINES.get(type(event))) is not None:
             lines(event)
         elif self.view is not None:
             self.view.handle(event)
 
 
-def _progress_view() -> Any:
-    """The renderer of the batches' events, when it is there (None: they are not shown)."""
+LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def _progress_view(interval_s: float | None) -> Any:
+    """The renderer of the batches' events (a line every `interval_s` without a terminal), when it is there
+    (None: they are not shown)."""
     try:
         module = importlib.import_module("migrator.commands.progress_view")
     except ModuleNotFoundError:
         return None
-    return module.ProgressView()
+    return module.ProgressView() if interval_s is None else module.ProgressView(interval_s)
 
 
 def _saved(event: events.BackupSaved) -> None:
