@@ -39,6 +39,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 
 from app.database import DOCUMENT_MODELS, create_client
 from migrator import plan
+from migrator.commands.rows import running_json
 from migrator.discovery import MIGRATIONS_DIR, discover
 from migrator.engine import Engine
 from migrator.errors import MigrationError
@@ -83,7 +84,7 @@ class Readiness:
         except PyMongoError as exc:  # e.g. authentication failed
             return {**state, "status": UNREACHABLE, "reachable": False, "error": redact(exc)}
         state["pending_migrations"] = [row.name for row in rows if row.state != plan.APPLIED]
-        running = [plan.running_json(row) for row in rows if row.state == plan.RUNNING]
+        running = [running_json(row) for row in rows if row.state == plan.RUNNING]
         if running:  # pending too, until it is applied
             state["running_migrations"] = running
         models_error = await self._initialise_models()

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # find app/ and mi
 from migrator import changelog, checkpoints, lock  # noqa: E402
 from migrator.cli import exit_with, run  # noqa: E402
 from migrator.commands import Context  # noqa: E402
+from migrator.connection import connect  # noqa: E402
 from migrator.errors import ExitCode, MigrationError  # noqa: E402
 from migrator.flags import add_common_options  # noqa: E402
 from migrator.output import confirm, log  # noqa: E402
@@ -31,14 +32,18 @@ def main(argv: list[str] | None = None) -> int:
                                  "(--force to reset it anyway)", ExitCode.USAGE)
 
     async def reset(ctx: Context) -> int:
-        database = ctx.engine.database
-        confirm(f"delete every document of {', '.join(COLLECTIONS)} in {database.name}", ctx.options.yes)
-        existing = set(await database.list_collection_names())
-        for name in COLLECTIONS:
-            if name in existing:
-                count = await database[name].count_documents({})
-                await database.drop_collection(name)
-                log.info("dropped %s (%d documents)", name, count)
+        # Not a migration: it empties the database past the engine (no lock, no changelog), with its own client.
+        confirm(f"delete every document of {', '.join(COLLECTIONS)} in {ctx.settings.database_name}", args.yes)
+        client, database = await connect(ctx.settings.mongodb_url, ctx.settings.database_name, args.server_timeout)
+        try:
+            existing = set(await database.list_collection_names())
+            for name in COLLECTIONS:
+                if name in existing:
+                    count = await database[name].count_documents({})
+                    await database.drop_collection(name)
+                    log.info("dropped %s (%d documents)", name, count)
+        finally:
+            await client.close()
         log.info("database %s reset", database.name)
         return ExitCode.OK
 

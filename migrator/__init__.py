@@ -2,8 +2,8 @@
 
 __version__ = "0.3.0"
 
-from migrator.engine import Engine, Narrator, Options
+from migrator.engine import Engine, Options
 from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration, Outcome, Verification
 
-__all__ = ["Engine", "ExitCode", "Migration", "MigrationError", "Narrator", "Options", "Outcome", "Verification"]
+__all__ = ["Engine", "ExitCode", "Migration", "MigrationError", "Options", "Outcome", "Verification"]

@@ -8,12 +8,12 @@ import argparse
 import asyncio
 import signal
 import sys
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from migrator import commands, plan
-from migrator.commands import Context
+from migrator.commands import Context, Narration
 from migrator.connection import connect, ignored_options
 from migrator.discovery import MIGRATIONS_DIR, discover, find
 from migrator.engine import Engine
@@ -26,8 +26,8 @@ from migrator.flags import (
     batch_settings_from,
     build_parser,
     chosen,
+    engine_options,
     nonempty_path,
-    options_from,
 )
 from migrator.migration import Migration, load_migration
 from migrator.output import log, say, setup_logging
@@ -96,8 +96,9 @@ async def _connected(args, settings: Settings, migrations: list[Migration], work
         log.info("database %s at %s (%s)", settings.database_name, redact(settings.mongodb_url), profile.label)
         _say_ignored_options(settings.mongodb_url)
         engine = Engine(database, migrations, lease_s=args.lease, retry_for_s=args.retry_for,
-                        batch_settings=batch_settings_from(args), profile=profile, url=settings.mongodb_url)
-        return await work(Context(engine, settings, options_from(args)))
+                        batch_settings=batch_settings_from(args), profile=profile,
+                        report=Narration(args.progress_interval), url=settings.mongodb_url)
+        return await work(Context(engine, settings, engine_options(args)))
     finally:
         await client.close()
 
@@ -116,10 +117,8 @@ def _say_ignored_options(url: str) -> None:
 def _offline(args: argparse.Namespace, action: Callable[[], int]) -> int:
     """A command that needs no database (--list, --new): same error handling."""
     setup_logging(args.debug)
-    try:
-        load_settings(args.env_file)  # not needed, but it remembers the password to mask, should a migration repeat it
-    except SettingsError:
-        pass
+    with suppress(SettingsError):  # not needed, but it remembers the password to mask, should a migration repeat it
+        load_settings(args.env_file)
     try:
         return action()
     except MigrationError as exc:
@@ -138,13 +137,15 @@ APPLY = ("dry_run", *RUN)
 ROLLBACK = ("purge", "allow_changed", *BACKUP_MODIFIERS, *BATCH_MODIFIERS)
 RUNNER = (
     Command("--all", "apply every pending migration, in order, verifying each",
-            lambda ctx, a: commands.apply_pending(ctx), accepts=APPLY),
+            lambda ctx, a: commands.apply_pending(ctx, a.dry_run, a.max_rate), accepts=APPLY),
     Command("--migration", "apply one migration (again, if it is applied: forward is idempotent)",
-            lambda ctx, a: commands.apply_one(ctx, _named(ctx, a.migration)), metavar="NAME", accepts=APPLY),
+            lambda ctx, a: commands.apply_one(ctx, _named(ctx, a.migration), a.dry_run, a.max_rate), metavar="NAME",
+            accepts=APPLY),
     Command("--status", "show every migration: its state and since when, for an applied one how long it took and "
-            "how many documents it changed, and problems", lambda ctx, a: commands.status(ctx), accepts=("json",)),
+            "how many documents it changed, and problems", lambda ctx, a: commands.status(ctx, a.json),
+            accepts=("json",)),
     Command("--history", "every changelog event (of NAME, or of all), oldest first: what, state, when, how long, "
-            "documents, host, pid, user, commit, error", lambda ctx, a: commands.history(ctx, a.history),
+            "documents, host, pid, user, commit, error", lambda ctx, a: commands.history(ctx, a.history, a.json),
             metavar="NAME", optional=True, accepts=("json",)),
     Command("--list", "list the migrations in the order they run (no database needed)",
             offline=lambda a: list_migrations(discover(a.migrations_dir))),
@@ -154,33 +155,37 @@ RUNNER = (
     Command("--verify", "check every applied migration is still in place (exit 4 if not)",
             lambda ctx, a: commands.verify_applied(ctx)),
     Command("--rollback", "roll back one applied (or failed, half-applied) migration (asks first)",
-            lambda ctx, a: commands.rollback(ctx, commands.select_named(ctx.engine, a.rollback)),
+            lambda ctx, a: commands.rollback(ctx, commands.select_named(ctx.engine, a.rollback), a.yes),
             metavar="NAME", accepts=ROLLBACK),
     Command("--rollback-last", "roll back the applied migration that comes last in the order",
-            lambda ctx, a: commands.rollback(ctx, commands.select_last), accepts=ROLLBACK),
+            lambda ctx, a: commands.rollback(ctx, commands.select_last, a.yes), accepts=ROLLBACK),
     Command("--rollback-to", "roll back every applied migration after NAME in the order, last first",
-            lambda ctx, a: commands.rollback(ctx, commands.select_after(ctx.engine, a.rollback_to)),
+            lambda ctx, a: commands.rollback(ctx, commands.select_after(ctx.engine, a.rollback_to), a.yes),
             metavar="NAME", accepts=ROLLBACK),
     Command("--mark-applied", "record NAME as applied without running it, if it verifies (for databases "
-            "migrated before the changelog)", lambda ctx, a: commands.mark_applied(ctx, [_named(ctx, a.mark_applied)]),
+            "migrated before the changelog)",
+            lambda ctx, a: commands.mark_applied(ctx, [_named(ctx, a.mark_applied)], a.yes),
             metavar="NAME", accepts=("force",)),
     Command("--mark-applied-all", "the same for every pending migration up to NAME",
-            lambda ctx, a: commands.mark_applied(ctx, commands.up_to(ctx.engine, a.mark_applied_all)),
+            lambda ctx, a: commands.mark_applied(ctx, commands.up_to(ctx.engine, a.mark_applied_all), a.yes),
             metavar="NAME", accepts=("force",)),
     Command("--force-unlock", "remove the lock of a runner that died (asks first)",
-            lambda ctx, a: commands.force_unlock(ctx)),
+            lambda ctx, a: commands.force_unlock(ctx, a.yes)),
     Command("--restore", "put back exactly the documents a --backup saved in FILE (checks all of it first; asks "
-            "first; --force for a backup of another database)", lambda ctx, a: commands.restore(ctx, a.restore),
+            "first; --force for a backup of another database)", lambda ctx, a: commands.restore(ctx, a.restore, a.yes),
             metavar="FILE", type=nonempty_path("a backup file"), accepts=("force",)),
-    Command("--new", "write migrations/NAME.py from the template", offline=lambda a: _scaffold(a.migrations_dir, a.new),
-            metavar="NAME"),
+    Command("--new", "write migrations/NAME.py from the template (a draft until you edit it), and its test "
+            "tests/migrations/test_NAME.py (runs --selftest on a small fixture)",
+            offline=lambda a: _scaffold(a.migrations_dir, a.new), metavar="NAME"),
     Command("--selftest", "prove NAME on scratch copies of a sample of its documents (--sample N, default 500): up "
             "then verify, up again changes nothing, other documents untouched, rollback gives every document back; "
             "exit 4 if one fails. The real collections are only read",
-            lambda ctx, a: commands.selftest(ctx, _named(ctx, a.selftest)), metavar="NAME", accepts=("sample",)),
+            lambda ctx, a: commands.selftest(ctx, _named(ctx, a.selftest), a.sample), metavar="NAME",
+            accepts=("sample",)),
     Command("--preview", "show what NAME would do to a few of its documents (--sample N, default 3), field by field, "
             "from a run on scratch copies, and what --dry-run would count; writes nothing to the real collections",
-            lambda ctx, a: commands.preview(ctx, _named(ctx, a.preview)), metavar="NAME", accepts=("sample", "json")),
+            lambda ctx, a: commands.preview(ctx, _named(ctx, a.preview), a.sample, a.json), metavar="NAME",
+            accepts=("sample", "json")),
 )
 
 
@@ -198,8 +203,14 @@ def runner_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = chosen(parser, args, RUNNER)
     if command.offline:
-        return _offline(args, lambda: command.offline(args))
-    return run(args, lambda: discover(args.migrations_dir), lambda ctx: command.run(ctx, args))
+        offline = command.offline
+        return _offline(args, lambda: offline(args))
+    return run(args, lambda: discover(args.migrations_dir), lambda ctx: _run(command, ctx, args))
+
+
+def _run(command: Command, ctx: Context, args: argparse.Namespace) -> Awaitable[int]:
+    assert command.run is not None, command.flag  # a command without `offline` has `run`
+    return command.run(ctx, args)
 
 
 def list_migrations(migrations: list[Migration]) -> int:
@@ -228,15 +239,16 @@ STANDALONE = (
     Command("--verify", "check the change is in place; exit 4 if not",
             lambda ctx, a: commands.verify(ctx, ctx.engine.migrations[:1])),
     Command("--rollback", "undo the change (asks first)",
-            lambda ctx, a: commands.rollback(ctx, commands.select_named(ctx.engine, ctx.engine.migrations[0].name)),
+            lambda ctx, a: commands.rollback(ctx, commands.select_named(ctx.engine, ctx.engine.migrations[0].name),
+                                             a.yes),
             accepts=ROLLBACK),
     Command("--dry-run", "count what would change; write nothing",
-            lambda ctx, a: commands.dry_run(ctx, ctx.engine.migrations[:1])),
+            lambda ctx, a: commands.dry_run(ctx, ctx.engine.migrations[:1], a.max_rate)),
 )
 
 
-def standalone_main(path: str, argv: list[str] | None = None) -> int:
-    path = Path(path).resolve()
+def standalone_main(file: str, argv: list[str] | None = None) -> int:
+    path = Path(file).resolve()
     parser = build_parser(path.name, f"Run the migration {path.stem} on its own: the same as run_migrations.py "
                           f"--migration {path.stem} (recorded in the changelog, under the lock).", STANDALONE)
     args = parser.parse_args(argv)
@@ -248,7 +260,7 @@ def standalone_main(path: str, argv: list[str] | None = None) -> int:
             raise MigrationError(f"{path.name} declares no migration", ExitCode.USAGE)
         return [migration]
 
-    return run(args, this_migration, lambda ctx: command.run(ctx, args))
+    return run(args, this_migration, lambda ctx: _run(command, ctx, args))
 
 
 def exit_with(code: int) -> None:

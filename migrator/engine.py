@@ -3,43 +3,54 @@
 Each workflow refuses what it must before anything changes (a draft, an applied migration whose file
 changed, one out of order, a backup that cannot be taken), then holds the lock while it writes, reads
 the changelog again under it (another runner may have been quicker), keeps the backup policy, verifies
-and records every step (migrator.steps). It returns results and prints nothing: what must be told while
-it runs goes to a Narrator (the CLI's logs it; the default tells no one). A workflow that asks first on
-the command line is split in two: `plan_...` checks and says what would be done, then the doing.
+and records every step (migrator.steps, private to the engine). It returns results and prints nothing:
+what it tells while it runs are events (migrator.events) handed to the one reporter it was given (the
+CLI's renders them; the default tells no one). A workflow the command line asks about first is split in
+two: `plan_...` checks and says what would be done, then the doing.
 From Python (see the README's "From Python"):
 
     engine = Engine(database, discover())
     report = await engine.apply_pending(Options())      # MigrationError: refused or failed
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from migrator import backup, plan
+from pymongo.asynchronous.database import AsyncDatabase
+
+from migrator import backup, events, plan
+from migrator import selftest as prover
 from migrator.backup import DEFAULT_DIR as DEFAULT_BACKUP_DIR
+from migrator.batches import BatchSettings
+from migrator.changelog import Changelog
+from migrator.checkpoints import Checkpoints
+from migrator.clock import server_now
+from migrator.discovery import discover
 from migrator.errors import ExitCode, MigrationError
+from migrator.events import Reporter, silent
+from migrator.hooks import Hooks
+from migrator.lock import LEASE_S, WAIT_S, MigrationLock
 from migrator.migration import Migration, Verification, refuse_if_draft
-from migrator.narrator import QUIET, Narrator
-from migrator.steps import ApplyResult, RollbackResult, Steps
+from migrator.profile import ServerProfile
+from migrator.provenance import provenance
+from migrator.retry import DEFAULT_RETRY_FOR_S, Retry
+from migrator.steps import ApplyResult, RollbackResult, Steps, check_rollback
 
 Select = Callable[[list[Migration], dict[str, dict]], list[Migration]]
 
 
 @dataclass
 class Options:
-    dry_run: bool = False
-    purge: bool = False
-    yes: bool = False
-    force: bool = False
+    """What the workflows read (the command line's modifiers that reach the engine)."""
+    purge: bool = False  # a rollback also removes data written since
+    force: bool = False  # mark_applied: record what does not verify; restore: what it would otherwise refuse
     allow_changed: bool = False
     allow_out_of_order: bool = False
-    lock_timeout_s: float = 60.0
-    as_json: bool = False
+    lock_timeout_s: float = WAIT_S
     backup: bool | None = None  # save the documents first: None = only for rollbacks
     backup_dir: Path = DEFAULT_BACKUP_DIR
     backup_full: bool = False  # mongodump the whole database first
-    sample: int | None = None  # --selftest, --preview: documents to copy (None: the command's default)
 
 
 @dataclass
@@ -58,103 +69,196 @@ class RestorePlan:
     force: bool
 
 
-class Engine(Steps):
-    """Steps (reading the state, the single steps) and the safe workflows built on them. `url`: the server's,
-    needed only by `backup_full` (mongodump)."""
+class Engine:
+    """The safe workflows, and what they read (the state, verifications, proofs on scratch copies).
+    Composed of the changelog, the lock, the checkpoints the batches keep, the one hook runner, and the
+    single recorded steps built on them. `url`: the server's, needed only by `backup_full` (mongodump);
+    `profile`: the server's (migrator.profile), detected when first needed if not given; `report`: who hears
+    the events (migrator.events)."""
 
-    def __init__(self, *args, url: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.url = url
+    def __init__(self, database: AsyncDatabase, migrations: list[Migration] | None = None, *,
+                 lease_s: float = LEASE_S, batch_settings: BatchSettings | None = None,
+                 retry_for_s: float = DEFAULT_RETRY_FOR_S, profile: ServerProfile | None = None,
+                 report: Reporter = silent, url: str | None = None):
+        self.migrations = discover() if migrations is None else migrations
+        self._database = database
+        self._report = report
+        self._url = url
+        self._batch_settings = batch_settings or BatchSettings()
+        self._retry = Retry(retry_for_s, report)
+        folder = self.migrations[0].path.parent if self.migrations and self.migrations[0].path else None
+        self._changelog = Changelog(database, self._retry, provenance(folder))
+        self._lock = MigrationLock(database, lease_s, retry=self._retry)
+        self._checkpoints = Checkpoints(database, self._retry)
+        self._hooks = Hooks(database)
+        self._steps = Steps(database, self.migrations, self._changelog, self._lock, self._checkpoints, self._hooks,
+                            self._retry, self._batch_settings, profile, report)
+
+    # ----- reading the state -----
+
+    async def status(self) -> list[plan.StatusRow]:
+        """Each migration's row; one running now with its progress (the server's clock is read only then)."""
+        rows = plan.status_rows(self.migrations, await self._changelog.history())
+        checkpoints = await self._checkpoints.all()
+        holder = await self._lock.holder()
+        running = []
+        for row in rows:
+            steps = plan.checkpoints_of(row, checkpoints.get(row.name, []))
+            if row.state != plan.APPLIED and steps:
+                row.checkpoint_done = sum(step.get("scanned", 0) for step in steps)
+            if row.state == plan.RUNNING and not (holder and holder["owner"].startswith(row.runner + ":")):
+                row.state = plan.INTERRUPTED  # its runner no longer holds the lock: it died
+            if row.state == plan.RUNNING:
+                running.append((row, steps))
+        if running:
+            now = await self._retry("reading the server's clock", lambda: server_now(self._database))
+            for row, steps in running:
+                plan.add_progress(row, steps, now)
+        return rows
+
+    async def pending(self) -> list[Migration]:
+        return plan.pending(self.migrations, await self._changelog.latest())
+
+    async def applied(self) -> list[Migration]:
+        """Applied migrations, newest first."""
+        return plan.applied(self.migrations, await self._changelog.latest())
+
+    async def verify(self, migration: Migration) -> Verification:
+        return await self._hooks.verification(migration)
+
+    async def history(self) -> list[dict]:
+        """Every changelog entry, oldest first."""
+        return await self._changelog.entries()
+
+    async def lock_holder(self) -> dict | None:
+        """The epoch that holds the lock now, None when it is free."""
+        return await self._lock.holder()
+
+    async def force_unlock(self) -> dict | None:
+        """Free the lock whoever holds it (only if that runner is dead); the epoch it removed, if any."""
+        return await self._lock.force_unlock()
+
+    async def count_pending(self, migration: Migration) -> int | None:
+        """How many documents `up` would change, or None when the migration cannot tell."""
+        if migration.count_pending is None:
+            return None
+        return int(await self._hooks.call(migration, "count_pending"))
+
+    async def applied_files(self) -> tuple[list[Migration], list[Migration], list[str]]:
+        """(applied migrations whose file changed since, applied migrations oldest first, applied ones whose
+        file is gone)."""
+        latest = await self._changelog.latest()
+        gone = [row.name for row in plan.status_rows(self.migrations, await self._changelog.history())
+                if row.missing_file]
+        return (plan.changed(self.migrations, latest), list(reversed(plan.applied(self.migrations, latest))), gone)
+
+    # ----- proving a migration on scratch copies (migrator.selftest): the real collections are only read -----
+
+    async def selftest(self, migration: Migration, sample: int = prover.DEFAULT_SAMPLE) -> prover.Proof:
+        return await prover.prove(self._database, migration, sample, self._batch_settings,
+                                  await self._steps.server_profile())
+
+    async def preview(self, migration: Migration, sample: int = prover.PREVIEW_SAMPLE) -> prover.Preview:
+        return await prover.preview(self._database, migration, sample, self._batch_settings,
+                                    await self._steps.server_profile())
+
+    async def estimate(self, migration: Migration, documents: int | None) -> prover.Estimate:
+        """How fast `up` changes documents, timed on a scratch copy of a sample; can its filter use an index."""
+        return await prover.estimate(self._database, migration, documents, self._batch_settings,
+                                     await self._steps.server_profile())
+
+    async def scratch_leftovers(self) -> list[str]:
+        """Scratch collections of another self-test, running now or killed."""
+        return await prover.leftovers(self._database)
 
     # ----- applying -----
 
-    async def apply_pending(self, options: Options | None = None, narrator: Narrator = QUIET) -> RunReport:
+    async def apply_pending(self, options: Options | None = None) -> RunReport:
         """Every pending migration, in order."""
         options = options or Options()
-        _refuse_dry_run(options)
-        latest = await self.changelog.latest()
+        latest = await self._changelog.latest()
         pending = plan.pending(self.migrations, latest)
-        self._refuse_changed(self.migrations, latest, options.allow_changed, narrator)
-        self._refuse_out_of_order(pending, latest, options.allow_out_of_order, narrator)
-        for migration in pending:  # before any of them runs (_apply refuses a draft too)
+        self._refuse_changed(self.migrations, latest, options.allow_changed)
+        self._refuse_out_of_order(pending, latest, options.allow_out_of_order)
+        for migration in pending:  # before any of them runs (the step refuses a draft too)
             refuse_if_draft(migration)
         report = RunReport(total=len(self.migrations), pending=len(pending))
         if not pending:
             return report
-        self.check_backups(pending, "apply", options)
-        async with self.lock.held(options.lock_timeout_s):
-            latest = await self.changelog.latest()  # again: another runner may have applied some meanwhile
+        self._check_backups(pending, "apply", options)
+        async with self._lock.held(options.lock_timeout_s):
+            latest = await self._changelog.latest()  # again: another runner may have applied some meanwhile
             pending = plan.pending(self.migrations, latest)
             if pending:
-                await self._dump_database(options, narrator)
+                await self._dump_database(options)
             for migration in pending:
-                if plan.state_of(latest.get(migration.name)) == plan.RUNNING:
-                    narrator.interrupted(migration, latest[migration.name])  # we hold the lock: its runner died
-                self.lock.check()
-                report.applied.append(await self._apply_backed_up(migration, options, narrator))
+                entry = latest.get(migration.name)
+                if entry and plan.state_of(entry) == plan.RUNNING:  # we hold the lock: its runner died
+                    runner = f"{entry.get('host', '?')}:{entry.get('pid', '?')}"
+                    self._report(events.RunInterrupted(migration.name, runner, entry["at"]))
+                self._lock.check()
+                report.applied.append(await self._apply_backed_up(migration, options))
         return report
 
-    async def apply_one(self, migration: Migration, options: Options | None = None,
-                        narrator: Narrator = QUIET) -> ApplyResult:
+    async def apply_one(self, migration: Migration, options: Options | None = None) -> ApplyResult:
         """One migration, applied or not (forward is idempotent), once those it depends on are applied."""
         options = options or Options()
-        _refuse_dry_run(options)
-        refuse_if_draft(migration)  # before the lock (_apply refuses a draft too)
-        latest = await self.changelog.latest()
-        self._refuse_changed([migration], latest, options.allow_changed, narrator)
-        self._refuse_out_of_order([migration], latest, options.allow_out_of_order, narrator)
+        refuse_if_draft(migration)  # before the lock (the step refuses a draft too)
+        latest = await self._changelog.latest()
+        self._refuse_changed([migration], latest, options.allow_changed)
+        self._refuse_out_of_order([migration], latest, options.allow_out_of_order)
         missing = [name for name in migration.depends_on if plan.state_of(latest.get(name)) != plan.APPLIED]
         if missing:
             raise MigrationError(f"{migration.name} depends on {', '.join(missing)}, not applied yet: run --all",
                                  ExitCode.USAGE)
-        self.check_backups([migration], "apply", options)
-        async with self.lock.held(options.lock_timeout_s):
-            await self._dump_database(options, narrator)
-            return await self._apply_backed_up(migration, options, narrator)
+        self._check_backups([migration], "apply", options)
+        async with self._lock.held(options.lock_timeout_s):
+            await self._dump_database(options)
+            return await self._apply_backed_up(migration, options)
 
-    async def _apply_backed_up(self, migration: Migration, options: Options, narrator: Narrator) -> ApplyResult:
-        narrator.applying(migration)
-        backups = await self._take_backup(migration, "apply", options, narrator)
-        result = await self._apply(migration, backups)
-        narrator.applied(result, backups)
+    async def _apply_backed_up(self, migration: Migration, options: Options) -> ApplyResult:
+        self._report(events.Applying(migration.name, migration.description))
+        backups = await self._take_backup(migration, "apply", options)
+        result = await self._steps.apply(migration, backups)
+        self._report(events.MigrationApplied(result, tuple(backups)))
         return result
 
     # ----- rolling back -----
 
-    async def plan_rollback(self, select: Select, options: Options | None = None,
-                            narrator: Narrator = QUIET) -> list[Migration]:
+    async def plan_rollback(self, select: Select, options: Options | None = None) -> list[Migration]:
         """What `select(migrations, latest changelog entries)` returns, last in the order first, every one
-        checked (it has a rollback, its file is unchanged, nothing applied still depends on it); [] for none."""
+        checked (it has a rollback, its file is unchanged, nothing applied still depends on it, its backup can
+        be taken); [] for none."""
         options = options or Options()
-        latest = await self.changelog.latest()
+        latest = await self._changelog.latest()
         targets = select(self.migrations, latest)
         if targets:
-            self._refuse_rollback(targets, latest, options, narrator)
+            self._refuse_rollback(targets, latest, options, self._report)
+            self._check_backups(targets, "rollback", options)
         return targets
 
-    async def rollback(self, targets: list[Migration], options: Options | None = None,
-                       narrator: Narrator = QUIET) -> list[RollbackResult]:
+    async def rollback(self, targets: list[Migration], options: Options | None = None) -> list[RollbackResult]:
         """Roll back what plan_rollback returned, under the lock; those another runner rolled back meanwhile
         are skipped. A failure among several says which were rolled back and which not."""
         options = options or Options()
-        self.check_backups(targets, "rollback", options)
+        self._check_backups(targets, "rollback", options)  # a caller may come here without plan_rollback
         done: list[RollbackResult] = []
-        async with self.lock.held(options.lock_timeout_s):
-            latest = await self.changelog.latest()  # again, under the lock: another runner may have been quicker
+        async with self._lock.held(options.lock_timeout_s):
+            latest = await self._changelog.latest()  # again, under the lock: another runner may have been quicker
             undoable = {m.name for m in plan.rollbackable(self.migrations, latest)}
             # checked again: a caller may come here without plan_rollback, or another runner applied a newer file
-            self._refuse_rollback(targets, latest, options, QUIET)
+            self._refuse_rollback(targets, latest, options, silent)
             if undoable.intersection(m.name for m in targets):
-                await self._dump_database(options, narrator)
+                await self._dump_database(options)
             try:
                 for migration in targets:
                     if migration.name not in undoable:
-                        narrator.already_rolled_back(migration)
+                        self._report(events.AlreadyRolledBack(migration.name))
                         continue
-                    self.lock.check()
-                    backups = await self._take_backup(migration, "rollback", options, narrator)
-                    done.append(await self._rollback(migration, purge=options.purge, backups=backups))
-                    narrator.rolled_back(done[-1], backups)
+                    self._lock.check()
+                    backups = await self._take_backup(migration, "rollback", options)
+                    done.append(await self._steps.rollback(migration, purge=options.purge, backups=backups))
+                    self._report(events.MigrationRolledBack(done[-1], tuple(backups)))
             except MigrationError as exc:
                 if len(targets) == 1 or exc.exit_code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
                     raise  # stopped by a signal: its own exit code, and "run the same command again" holds
@@ -166,42 +270,40 @@ class Engine(Steps):
 
     # ----- restoring a backup -----
 
-    async def plan_restore(self, path: Path, options: Options | None = None,
-                           narrator: Narrator = QUIET) -> RestorePlan:
+    async def plan_restore(self, path: Path, options: Options | None = None) -> RestorePlan:
         """Read and check all of a backup file (and its post-images); refuse a backup of another database and
         one older than migrations applied since to its collection, unless `force`."""
-        options, database = options or Options(), self.database.name
-        file = backup.read(path, (await self.server_profile()).refuses)
+        options, database = options or Options(), self._database.name
+        file = backup.read(path, (await self._steps.server_profile()).refuses)
         post_images = backup.read_post_images(file)
-        narrator.backup_read(file, post_images, options.force)
+        self._report(events.BackupRead(file, post_images, options.force))
         if file.database != database:
             if not options.force:
                 raise MigrationError(f"refusing to restore {backup.shown(file.path)}: it is a backup of database "
                                      f"{file.database}, not {database}; nothing was changed (--force restores it "
                                      "here anyway)", ExitCode.USAGE)
-            narrator.restoring_elsewhere(file, database)
+            self._report(events.RestoringElsewhere(file.database, database))
         if file.count:
-            await self._refuse_undoing(file, options.force, narrator)
+            await self._refuse_undoing(file, options.force, self._report)
         return RestorePlan(file, post_images, options.force)
 
-    async def restore(self, planned: RestorePlan, options: Options | None = None,
-                      narrator: Narrator = QUIET) -> backup.Restored:
-        """Put the planned backup's documents back under the lock (see Steps._restore); MigrationError (exit 4)
+    async def restore(self, planned: RestorePlan, options: Options | None = None) -> backup.Restored:
+        """Put the planned backup's documents back under the lock (see Steps.restore); MigrationError (exit 4)
         when what was written does not read back as saved."""
         options, file = options or Options(), planned.file
         if not file.count:
             return backup.Restored()
-        async with self.lock.held(options.lock_timeout_s):
-            await self._refuse_undoing(file, planned.force, QUIET)  # again: another runner may have applied one
-            restored = await self._restore(file, planned.post_images, planned.force)
-        narrator.restored(restored, file)
+        async with self._lock.held(options.lock_timeout_s):
+            await self._refuse_undoing(file, planned.force, silent)  # again: another runner may have applied one
+            restored = await self._steps.restore(file, planned.post_images, planned.force)
+        self._report(events.RestoreDone(restored, file))
         if problem := restored.problem(file):
             raise MigrationError(f"restored documents are not as in the backup: {problem}", ExitCode.VERIFY_FAILED)
         return restored
 
-    async def _refuse_undoing(self, file: backup.BackupFile, force: bool, narrator: Narrator) -> None:
+    async def _refuse_undoing(self, file: backup.BackupFile, force: bool, report: Reporter) -> None:
         """A backup older than migrations applied since to its collection would undo them: refused without force."""
-        later = await self.applied_since(file)
+        later = await self._steps.applied_since(file)
         if not later:
             return
         if not force:
@@ -211,61 +313,58 @@ class Engine(Steps):
                                  "the restore would undo their change there while the changelog still says applied; "
                                  "nothing was changed (roll them back first, or --force restores anyway and records "
                                  "those no longer in place as failed, for --all to apply again)", ExitCode.USAGE)
-        narrator.undoing_forced(file, later)
+        report(events.RestoreUndoesLater(file, tuple(later)))
 
     # ----- adopting a database -----
 
-    async def mark_applied(self, migrations: list[Migration], options: Options | None = None,
-                           narrator: Narrator = QUIET) -> dict[str, Verification]:
-        """Record each as applied without running it, when it verifies (or with `force`, once the narrator
-        lets it); {name: its verification} of those recorded now."""
-        options, marked = options or Options(), {}
-        for migration in migrations:  # before the lock (_mark_applied refuses a draft too)
+    async def plan_mark_applied(self, migrations: list[Migration]) -> dict[str, Verification]:
+        """{name: its verification now} of those not applied yet (a draft is refused): what mark_applied would
+        record, and, with `force`, record although it does not verify (the command line asks first)."""
+        for migration in migrations:
             refuse_if_draft(migration)
-        async with self.lock.held(options.lock_timeout_s):
-            latest = await self.changelog.latest()
+        latest = await self._changelog.latest()
+        return {migration.name: await self.verify(migration) for migration in migrations
+                if plan.state_of(latest.get(migration.name)) != plan.APPLIED}
+
+    async def mark_applied(self, migrations: list[Migration], options: Options | None = None
+                           ) -> dict[str, Verification]:
+        """Record each as applied without running it, when it verifies (or with `force`); {name: its
+        verification} of those recorded now."""
+        options, marked = options or Options(), {}
+        for migration in migrations:  # before the lock (the step refuses a draft too)
+            refuse_if_draft(migration)
+        async with self._lock.held(options.lock_timeout_s):
+            latest = await self._changelog.latest()
             for migration in migrations:
                 if plan.state_of(latest.get(migration.name)) == plan.APPLIED:
-                    narrator.already_applied(migration)
+                    self._report(events.AlreadyApplied(migration.name))
                     continue
-                verification = await self.verify(migration)
-                if not verification.ok and options.force:
-                    narrator.forcing_unverified(migration, verification)
-                marked[migration.name] = await self._mark_applied(migration, options.force, verification)
-                narrator.marked(migration, marked[migration.name])
+                marked[migration.name] = await self._steps.mark_applied(migration, options.force)
+                self._report(events.MarkedApplied(migration.name, marked[migration.name]))
         return marked
-
-    # ----- reading what --verify checks -----
-
-    async def applied_files(self) -> tuple[list[Migration], list[Migration], list[str]]:
-        """(applied migrations whose file changed since, applied migrations oldest first, applied ones whose
-        file is gone)."""
-        latest = await self.changelog.latest()
-        gone = [row.name for row in plan.status_rows(self.migrations, await self.changelog.history())
-                if row.missing_file]
-        return (plan.changed(self.migrations, latest), list(reversed(plan.applied(self.migrations, latest))), gone)
 
     # ----- the refusals and the backup policy -----
 
-    def _refuse_changed(self, migrations: list[Migration], latest: dict, allow: bool, narrator: Narrator) -> None:
+    def _refuse_changed(self, migrations: list[Migration], latest: dict, allow: bool,
+                        report: Reporter | None = None) -> None:
         """Every way of running a migration's code stops at an applied migration whose file changed since."""
         edited = plan.changed(migrations, latest)
         if edited and not allow:
-            files = ", ".join(str(m.path.name) for m in edited)
+            files = ", ".join(str(m.path.name) for m in edited if m.path)
             raise MigrationError(f"applied migration file changed since it ran: {files}; restore it, or write a new "
                                  "migration for the new change (--allow-changed runs anyway)")
         for migration in edited:
-            narrator.allowed_changed(migration)
+            (report or self._report)(events.AllowedChanged(migration.name))
 
-    def _refuse_rollback(self, targets: list[Migration], latest: dict, options: Options, narrator: Narrator) -> None:
+    def _refuse_rollback(self, targets: list[Migration], latest: dict, options: Options, report: Reporter) -> None:
         """Each target has a rollback, its file is unchanged since it was applied, and nothing applied that
         depends on it stays."""
-        self._refuse_changed(targets, latest, options.allow_changed, narrator)
+        self._refuse_changed(targets, latest, options.allow_changed, report)
         for migration in targets:
-            self.check_rollback(migration, options.purge)
+            check_rollback(migration, options.purge)
         _refuse_dependents(self.migrations, targets, latest)
 
-    def _refuse_out_of_order(self, to_run: list[Migration], latest: dict, allow: bool, narrator: Narrator) -> None:
+    def _refuse_out_of_order(self, to_run: list[Migration], latest: dict, allow: bool) -> None:
         """A migration never run, ordered before one already applied, would run after it: refuse unless allowed."""
         early = plan.out_of_order(self.migrations, latest)
         named = [m.name for m in to_run if m.name in early]
@@ -274,46 +373,38 @@ class Engine(Steps):
                                  f"{early[named[0]]} is already applied: check its Date (or rename it), or run it "
                                  "anyway with --allow-out-of-order")
         for name in named:
-            narrator.allowed_out_of_order(name, early[name])
+            self._report(events.AllowedOutOfOrder(name, early[name]))
 
-    def check_backups(self, migrations: list[Migration], action: str, options: Options) -> None:
+    def _check_backups(self, migrations: list[Migration], action: str, options: Options) -> None:
         """Before anything changes: refuse a backup that cannot be taken."""
         if options.backup:
             backup.require_declared(migrations, action, options.purge)
         if options.backup_full:
             backup.require_mongodump()
-            if self.url is None:
+            if self._url is None:
                 raise MigrationError("backup_full needs the server's URL: Engine(..., url=...)", ExitCode.USAGE)
         if options.backup or options.backup_full or (options.backup is None and action == "rollback"):
             backup.require_folder(options.backup_dir)
 
-    async def _dump_database(self, options: Options, narrator: Narrator) -> None:
+    async def _dump_database(self, options: Options) -> None:
         """backup_full: the whole database with mongodump, under the lock, before the first change."""
-        if not options.backup_full:
+        if not options.backup_full or self._url is None:  # _check_backups refused backup_full without a URL
             return
-        narrator.dumping(self.database.name)
-        path = await backup.dump_database(self.url, self.database.name, options.backup_dir)
-        narrator.dumped(self.database.name, path)
+        self._report(events.DatabaseDumping(self._database.name))
+        path = await backup.dump_database(self._url, self._database.name, options.backup_dir)
+        self._report(events.DatabaseDumped(self._database.name, path))
 
-    async def _take_backup(self, migration: Migration, action: str, options: Options,
-                           narrator: Narrator) -> list[backup.Saved]:
+    async def _take_backup(self, migration: Migration, action: str, options: Options) -> list[backup.Saved]:
         """Save the documents `up`/`rollback` will change, right before it runs: with backup, and for rollbacks."""
         wanted = options.backup if options.backup is not None else action == "rollback"
         if not wanted:
             return []
         if options.backup is None and backup.touched(migration, action, options.purge) is None:
-            narrator.no_touches(migration, options.backup_full)
+            self._report(events.NoTouchesDeclared(migration.name, options.backup_full))
             return []
-        saved = await self._save_backup(migration, action, options.backup_dir, options.purge)
-        narrator.saved(migration, saved)
+        saved = await self._steps.save_backup(migration, action, options.backup_dir, options.purge)
+        self._report(events.BackupSaved(migration.name, tuple(saved)))
         return saved
-
-
-def _refuse_dry_run(options: Options) -> None:
-    """A dry run counts and changes nothing: the command line's, not a workflow that writes."""
-    if options.dry_run:
-        raise MigrationError("Options(dry_run=True) does not apply: engine.pending() and engine.count_pending() say "
-                             "what would run; nothing was changed", ExitCode.USAGE)
 
 
 def _refuse_dependents(migrations: list[Migration], targets: list[Migration], latest: dict[str, dict]) -> None:

@@ -6,13 +6,26 @@ a terminal, or JSON; from Python the default, `silent`, tells no one). Each even
 defined here, so that this module lists everything the engine can say.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from migrator.backup import BackupFile, PostImages, Restored, Saved
+    from migrator.migration import Verification
+    from migrator.steps import ApplyResult, RollbackResult
 
 
 @dataclass(frozen=True)
 class Event:
-    """The base of every event."""
+    """The base of every event. `level` ("info", "warning" or "error"): how much it matters, for a renderer
+    or a filter (the self-test passes on only warnings of its scratch runs)."""
+
+    level: ClassVar[str] = "info"
 
 
 Reporter = Callable[[Event], None]
@@ -20,3 +33,127 @@ Reporter = Callable[[Event], None]
 
 def silent(event: Event) -> None:
     """The default reporter: tells no one."""
+
+
+# ----- the workflows (migrator.engine): what they tell as they go -----
+# Their data's types are imported for the annotations only: this module imports none of the engine's.
+
+@dataclass(frozen=True)
+class AllowedChanged(Event):
+    """--allow-changed: an applied migration whose file changed since runs (or is rolled back) anyway."""
+    level: ClassVar[str] = "warning"
+    migration: str
+
+
+@dataclass(frozen=True)
+class AllowedOutOfOrder(Event):
+    """--allow-out-of-order: `migration` runs after `after`, which comes later in the order."""
+    level: ClassVar[str] = "warning"
+    migration: str
+    after: str
+
+
+@dataclass(frozen=True)
+class DatabaseDumping(Event):
+    """--backup-full: mongodump starts, under the lock, before the first change."""
+    database: str
+
+
+@dataclass(frozen=True)
+class DatabaseDumped(Event):
+    database: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class RunInterrupted(Event):
+    """A start recorded and no end, found while holding the lock: its runner died; it runs again now."""
+    level: ClassVar[str] = "warning"
+    migration: str
+    runner: str  # host:pid
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class Applying(Event):
+    migration: str
+    description: str
+
+
+@dataclass(frozen=True)
+class NoTouchesDeclared(Event):
+    """A rollback's default backup is skipped: the migration does not say which documents it changes."""
+    level: ClassVar[str] = "warning"
+    migration: str
+    backup_full: bool
+
+
+@dataclass(frozen=True)
+class BackupSaved(Event):
+    """The documents `up` or `rollback` will change, saved right before it runs (none: it declares none)."""
+    migration: str
+    saved: tuple[Saved, ...]
+
+
+@dataclass(frozen=True)
+class MigrationApplied(Event):
+    """Applied, verified and recorded; `backups`: what was saved before (with their post-images)."""
+    result: ApplyResult
+    backups: tuple[Saved, ...] = ()
+
+
+@dataclass(frozen=True)
+class AlreadyRolledBack(Event):
+    """Another runner rolled it back while this one waited for the lock: skipped."""
+    migration: str
+
+
+@dataclass(frozen=True)
+class MigrationRolledBack(Event):
+    result: RollbackResult
+    backups: tuple[Saved, ...] = ()
+
+
+@dataclass(frozen=True)
+class AlreadyApplied(Event):
+    """mark_applied: already applied, nothing recorded."""
+    migration: str
+
+
+@dataclass(frozen=True)
+class MarkedApplied(Event):
+    """Recorded as applied without running it; `verification.ok` False: recorded with force."""
+    migration: str
+    verification: Verification
+
+
+@dataclass(frozen=True)
+class BackupRead(Event):
+    """plan_restore read all of a backup file and its checksum holds."""
+    file: BackupFile
+    post_images: PostImages | None
+    force: bool
+
+
+@dataclass(frozen=True)
+class RestoringElsewhere(Event):
+    """--force: a backup of database `backup_of` is restored into `database`."""
+    level: ClassVar[str] = "warning"
+    backup_of: str
+    database: str
+
+
+@dataclass(frozen=True)
+class RestoreUndoesLater(Event):
+    """--force: the restore undoes `later`, applied to the backup's collection since it was taken."""
+    level: ClassVar[str] = "warning"
+    file: BackupFile
+    later: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RestoreDone(Event):
+    """Written and read back; what the app changed since was left alone; `restored.not_in_place`: the applied
+    migrations the restore undid (recorded as failed)."""
+    restored: Restored
+    file: BackupFile

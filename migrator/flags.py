@@ -1,19 +1,24 @@
-"""The flags: one table of commands builds each parser, its "goes with" checks, its dispatch and the options.
+"""The flags: one table of commands builds each parser, its "goes with" checks and its dispatch.
 
 A command is one row (`Command`: its flag, what it does, the modifier flags it accepts); a modifier is
-one row of MODIFIERS. Adding a command is one row in migrator/cli.py plus the function it calls.
+one row of MODIFIERS. Adding a command is one row in migrator/cli.py plus the function it calls; adding a
+modifier is one row here plus the code that reads it: a command's argument (cli.py's rows hand it over), or,
+for one the engine reads, its line in `engine_options` and its field of engine.Options.
 """
 
 import argparse
 import math
 import os
-from dataclasses import dataclass, fields
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from migrator import backup, batches
-from migrator.commands import Context, Options
+from migrator.commands import Context
+from migrator.engine import Options
 from migrator.errors import ExitCode
+from migrator.lock import LEASE_S, WAIT_S
 from migrator.retry import DEFAULT_RETRY_FOR_S
 
 EXIT_CODES_HELP = """exit codes:
@@ -138,19 +143,15 @@ def dest_of(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
-def _flag_of(dest: str) -> str:
-    return "--" + dest.replace("_", "-")
-
-
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     """What every command takes (also the reset script's)."""
     parser.add_argument("--env-file", type=text("a file name"), metavar="FILE", help="read MONGODB_URL and "
                         "MONGODB_DATABASE_NAME from FILE instead of .env (or set ENV_FILE); real environment "
                         "variables win")
     parser.add_argument("-y", "--yes", action="store_true", help="answer yes to every confirmation (for scripts)")
-    parser.add_argument("--lock-timeout", type=number(float, minimum=0), default=60.0, metavar="SECONDS",
-                        help="wait this long for another runner's lock before exit 3 (default: 60)")
-    parser.add_argument("--lease", type=positive(float), default=60.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    parser.add_argument("--lock-timeout", type=number(float, minimum=0), default=WAIT_S, metavar="SECONDS",
+                        help=f"wait this long for another runner's lock before exit 3 (default: {WAIT_S:g})")
+    parser.add_argument("--lease", type=positive(float), default=LEASE_S, metavar="SECONDS", help=argparse.SUPPRESS)
     parser.add_argument("--server-timeout", type=positive(float), default=5.0, metavar="SECONDS",
                         help="give up reaching the server at the first contact after SECONDS (default: 5)")
     parser.add_argument("--retry-for", type=number(float), default=DEFAULT_RETRY_FOR_S, metavar="SECONDS",
@@ -170,12 +171,13 @@ def build_parser(prog: str, description: str, table: tuple[Command, ...]) -> Par
         if not command.flag:
             continue
         if command.metavar:
+            optional: dict[str, Any] = {"nargs": "?", "const": True} if command.optional else {}
             group.add_argument(command.flag, metavar=command.metavar, type=command.type, help=command.help,
-                               **({"nargs": "?", "const": True} if command.optional else {}))
+                               **optional)
         else:
             group.add_argument(command.flag, action="store_true", help=command.help)
     accepted = {dest for command in table for dest in command.accepts}
-    groups = {"": parser}
+    groups: dict[str, argparse._ActionsContainer] = {"": parser}
     for modifier in MODIFIERS:
         if dest_of(modifier.flag) in accepted:
             if modifier.group not in groups:
@@ -202,19 +204,16 @@ def chosen(parser: Parser, args: argparse.Namespace, table: tuple[Command, ...])
     return command
 
 
-# ----- what the commands are handed -----
+# ----- what the engine is handed -----
 
-_OPTION_SOURCES = {"as_json": "json", "lock_timeout_s": "lock_timeout"}  # Options field -> flag dest
-
-
-def options_from(args: argparse.Namespace) -> Options:
-    """Every field of Options from the flag of the same name (or the one _OPTION_SOURCES names); a flag the
-    parser does not have keeps the field's default."""
+def engine_options(args: argparse.Namespace) -> Options:
+    """The modifiers the engine reads (a parser without one leaves its default); --backup-dir, else
+    $MIGRATIONS_BACKUP_DIR, else the default folder."""
     values = vars(args)
-    chosen_values = {field.name: values[_OPTION_SOURCES.get(field.name, field.name)] for field in fields(Options)
-                     if _OPTION_SOURCES.get(field.name, field.name) in values}
     backup_dir = values.get("backup_dir") or os.environ.get("MIGRATIONS_BACKUP_DIR") or backup.DEFAULT_DIR
-    return Options(**{**chosen_values, "backup_dir": Path(backup_dir)})
+    return Options(purge=given(args, "purge"), force=given(args, "force"), allow_changed=given(args, "allow_changed"),
+                   allow_out_of_order=given(args, "allow_out_of_order"), lock_timeout_s=args.lock_timeout,
+                   backup=values.get("backup"), backup_dir=Path(backup_dir), backup_full=given(args, "backup_full"))
 
 
 def batch_settings_from(args: argparse.Namespace) -> batches.BatchSettings:
@@ -222,14 +221,3 @@ def batch_settings_from(args: argparse.Namespace) -> batches.BatchSettings:
     return batches.BatchSettings(size=values.get("batch_size"), max_rate=values.get("max_rate"),
                                  write_concern=values.get("write_concern"), path=values.get("batch_path"),
                                  progress_interval_s=args.progress_interval)
-
-
-def _every_option_has_a_flag() -> None:
-    """A misspelt name here would silently keep a default: refuse it when the module loads."""
-    known = {dest_of(m.flag) for m in MODIFIERS} | {"yes", "lock_timeout"}
-    missing = [f.name for f in fields(Options) if _OPTION_SOURCES.get(f.name, f.name) not in known]
-    if missing:
-        raise AssertionError(f"Options fields without a flag: {missing}")
-
-
-_every_option_has_a_flag()

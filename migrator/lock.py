@@ -34,6 +34,8 @@ from migrator.retry import Retry
 COLLECTION = "migrations_lock"
 KEEP_EPOCHS = 20
 SAFETY = 0.8  # of the lease: a holder writes only while less than this has passed since its last renewal
+LEASE_S = 60.0  # a holder renews its epoch well within this; a dead holder's lock is free once it runs out
+WAIT_S = 60.0  # how long a runner waits for another runner's lock before giving up (exit 3)
 
 
 class LockLost(MigrationError):
@@ -49,7 +51,7 @@ def describe(epoch: dict) -> str:
 
 
 class MigrationLock:
-    def __init__(self, database: AsyncDatabase, lease_s: float = 60.0, owner: str | None = None,
+    def __init__(self, database: AsyncDatabase, lease_s: float = LEASE_S, owner: str | None = None,
                  retry: Retry | None = None):
         self.database = database
         self.collection = bookkeeping(database, COLLECTION)

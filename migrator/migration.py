@@ -21,7 +21,7 @@ function:
 
 A file fresh from `--new` is a draft (see `draft_reasons`): it is listed, but refuses to run until edited.
 Importing a file must only define things: one that exits, raises or runs the command line while being
-imported is refused, named.
+imported (it lacks `if __name__ == "__main__":`) is refused, named, with one line.
 """
 
 import ast
@@ -30,10 +30,11 @@ import inspect
 import re
 import sys
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from migrator.checksum import code_checksum
 from migrator.errors import ExitCode, MigrationError
@@ -177,11 +178,6 @@ def load_migration(path: Path) -> Migration | None:
     declared = _declared_names(tree)
     if "migration" not in declared and not declared.intersection(HOOKS):
         return None
-    entry_point = _cli_called_at_import(tree)
-    if entry_point:
-        raise MigrationError(f"{path.name}: calls {entry_point}() when imported: put the lines that run the file "
-                             f"on its own under `if __name__ == \"__main__\":`, as the template does", ExitCode.USAGE)
-
     module = _import(path)
     declared_object = getattr(module, "migration", None)
     if isinstance(declared_object, Migration):
@@ -225,43 +221,10 @@ def _kept_fields(kept, path: Path) -> dict[str, tuple[str, ...]]:
         return None
     if isinstance(kept, dict) and all(isinstance(name, str) and name for name in kept):
         fields = {collection: fields_of(value) for collection, value in kept.items()}
-        if None not in fields.values():
-            return fields
+        if all(names is not None for names in fields.values()):
+            return {collection: names for collection, names in fields.items() if names is not None}
     raise MigrationError(f"{path.name}: keeps_on_rollback must map collections to the fields its rollback keeps, "
                          f"e.g. {{\"chat_messages\": [\"metadata\"]}}, not {redact(repr(kept))}", ExitCode.USAGE)
-
-
-def _cli_called_at_import(tree: ast.Module) -> str | None:
-    """The CLI entry point the module calls at import (outside `if __name__ == "__main__":`), if any."""
-    names = set(CLI_ENTRY_POINTS)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "migrator.cli":
-            names.update(alias.asname for alias in node.names if alias.name in CLI_ENTRY_POINTS and alias.asname)
-    for statement in _run_at_import(tree.body):
-        for node in ast.walk(statement):
-            if isinstance(node, ast.Call):
-                called = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
-                if called in names:
-                    return called
-    return None
-
-
-def _run_at_import(statements: list[ast.stmt]):
-    for statement in statements:
-        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            continue
-        if isinstance(statement, ast.If) and _is_main_guard(statement.test):
-            yield from _run_at_import(statement.orelse)
-            continue
-        yield statement
-
-
-def _is_main_guard(test: ast.expr) -> bool:
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
-        return False
-    sides = [test.left, *test.comparators]
-    return any(isinstance(side, ast.Name) and side.id == "__name__" for side in sides) and \
-        any(isinstance(side, ast.Constant) and side.value == "__main__" for side in sides)
 
 
 class _ImportedAgain(BaseException):
@@ -277,6 +240,8 @@ def _import(path: Path):
         raise _ImportedAgain
     module_name = f"migrations.{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise MigrationError(f"{path.name}: cannot be imported", ExitCode.USAGE)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     _importing.add(path)
@@ -294,8 +259,10 @@ def _import(path: Path):
 
 
 def _import_failure(exc: BaseException) -> str:
-    if isinstance(exc, _ImportedAgain) or _ran_the_cli(exc):
-        return ("runs the command line when imported: put the lines that run the file on its own under "
+    entry_point = _cli_entry_point(exc)
+    if entry_point or isinstance(exc, _ImportedAgain):
+        called = f"{entry_point}()" if entry_point else "the command line"
+        return (f"calls {called} when imported: put the lines that run the file on its own under "
                 "`if __name__ == \"__main__\":`, as the template does")
     if isinstance(exc, SystemExit):
         return (f"exited (SystemExit: {redact(exc.code)}) while being imported: a migration file must only define "
@@ -303,13 +270,15 @@ def _import_failure(exc: BaseException) -> str:
     return f"failed to load: {type(exc).__name__}: {redact(exc)}"
 
 
-def _ran_the_cli(exc: BaseException) -> bool:
+def _cli_entry_point(exc: BaseException) -> str | None:
+    """The command line's entry point the file ran while being imported (it ended in an exit or an error)."""
     frames = traceback.extract_tb(exc.__traceback__)
-    return any(frame.name in CLI_ENTRY_POINTS and Path(frame.filename).name == "cli.py" for frame in frames)
+    return next((frame.name for frame in frames
+                 if frame.name in CLI_ENTRY_POINTS and Path(frame.filename).name == "cli.py"), None)
 
 
 def _from_functions(module, path: Path, docstring: str) -> Migration:
-    hooks = {}
+    hooks: dict[str, Any] = {}
     for hook in HOOKS:
         function = getattr(module, hook, None)
         if function is not None and not inspect.iscoroutinefunction(function):

@@ -43,7 +43,7 @@ class _LogLines(RichHandler):
     def emit(self, record: logging.LogRecord) -> None:
         when = datetime.fromtimestamp(record.created).strftime("[%x %X]")
         line = Text.assemble((when, "log.time"), " ", self.get_level_text(record), " ",
-                             self.render_message(record, self.format(record)))
+                             self.render_message(record, self.format(record)))  # type: ignore[arg-type]
         try:
             self.console.print(line, soft_wrap=True)  # no folding, no cropping; the bar's lines are cropped by rich
         except Exception:
@@ -110,6 +110,6 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
             rich_table.add_row(*row)
         Console().print(rich_table)
         return
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
     for row in [[h.upper() for h in headers], *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(), flush=True)
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), flush=True)

@@ -37,7 +37,7 @@ class StatusRow:
     pid: int | None = None
     since: datetime | None = None  # running: when this runner started it (the server's clock)
     step: int | None = None  # running, batched: which walk of its `up` is under way (1 for the first)
-    done: int | None = None  # documents done of that walk's collection
+    documents_done: int | None = None  # documents done of that walk's collection
     total: int | None = None  # documents of that walk, counted at its start (estimated: from the collection's count)
     total_estimated: bool | None = None
     percent: float | None = None
@@ -130,8 +130,8 @@ def applied_or_rolling_back(migrations: list[Migration], latest: dict[str, dict]
     """The applied ones and those whose rollback stopped half-way (failed, or its runner died), last in the
     order first: what `--rollback-last` and `--rollback-to` undo, so that running one again goes on."""
     def undoing(entry: dict | None) -> bool:
-        return bool(entry) and (entry["state"] == APPLIED or entry["action"] == "rollback"
-                                and entry["state"] in (FAILED, RUNNING))
+        return entry is not None and (entry["state"] == APPLIED or entry["action"] == "rollback"
+                                      and entry["state"] in (FAILED, RUNNING))
     return [m for m in reversed(migrations) if undoing(latest.get(m.name))]
 
 
@@ -168,10 +168,6 @@ def changed(migrations: list[Migration], latest: dict[str, dict]) -> list[Migrat
 
 # ----- live progress of a running migration -----
 
-# What a running migration's progress is made of, in --status --json and /health
-PROGRESS_FIELDS = ("host", "pid", "since", "step", "done", "total", "total_estimated", "percent", "rate_per_s",
-                   "eta_s")
-
 def add_progress(row: StatusRow, checkpoints: list[dict], now: datetime) -> None:
     """Fill in a running row's progress from its checkpoints (one per walk of its `up`; none if not batched): the
     current walk's documents done of its total, the rate since this run's first checkpoint there, both times by
@@ -181,7 +177,7 @@ def add_progress(row: StatusRow, checkpoints: list[dict], now: datetime) -> None
         return
     current = max(checkpoints, key=lambda checkpoint: checkpoint.get("step", 0))
     done, total = current.get("scanned", 0), current.get("total")
-    row.step, row.done = current.get("step"), done
+    row.step, row.documents_done = current.get("step"), done
     if total is not None:
         row.total, row.total_estimated = max(total, done), bool(current.get("total_estimated"))
         row.percent = 100.0 if current.get("done") or not row.total else _percent_floor(done, row.total)
@@ -201,42 +197,3 @@ def add_progress(row: StatusRow, checkpoints: list[dict], now: datetime) -> None
 def _percent_floor(done: int, total: int) -> float:
     """One decimal, rounded down: 100.0 only when all is done."""
     return math.floor(1000 * done / total) / 10
-
-
-def running_json(row: StatusRow) -> dict:
-    """A running migration for /health: its name and progress."""
-    return {"name": row.name, **{name: _plain(getattr(row, name)) for name in PROGRESS_FIELDS}}
-
-
-def _plain(value):
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
-def progress_text(row: StatusRow) -> str:
-    """`120 of 300 documents (40.0%), 25 documents/s, about 7 s left`; empty when not known (not batched)."""
-    if row.done is None:
-        return ""
-    step = f"step {row.step}: " if row.step and row.step > 1 else ""
-    of = "" if row.total is None else f" of {'~' if row.total_estimated else ''}{row.total:,}"
-    share = "" if row.percent is None else f" ({row.percent:.1f}%)"
-    rate = "" if row.rate_per_s is None else f", {row.rate_per_s:,.0f} documents/s"
-    left = "" if row.eta_s is None else f", {eta_text(row.eta_s)} left"
-    return f"{step}{row.done:,}{of} documents{share}{rate}{left}"
-
-
-def running_text(row: StatusRow) -> str:
-    """`running on host:pid since 2026-01-01 12:00:00 UTC: 120 of 300 documents (40.0%), ...`"""
-    since = f" since {row.since:%Y-%m-%d %H:%M:%S} UTC" if row.since else ""
-    progress = progress_text(row)
-    doing = "rolling back" if row.action == "rollback" else "running"
-    return f"{doing} on {row.runner}{since}" + (f": {progress}" if progress else "")
-
-
-def eta_text(seconds: float) -> str:
-    if seconds < 1:
-        return "under a second"
-    if seconds < 90:
-        return f"about {seconds:.0f} s"
-    if seconds < 5400:
-        return f"about {seconds / 60:.0f} min"
-    return f"about {seconds / 3600:.1f} h"

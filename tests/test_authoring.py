@@ -176,8 +176,8 @@ main()
 @pytest.mark.parametrize("body, says", [
     (DIRECT, "zz_unguarded.py: calls standalone_main() when imported: put the lines that run the file on its own under "
              '`if __name__ == "__main__":`, as the template does'),
-    (ALIASED, "zz_unguarded.py: calls main() when imported"),
-    (THROUGH_A_HELPER, "zz_unguarded.py: runs the command line when imported: put the lines that run the file "
+    (ALIASED, "zz_unguarded.py: calls standalone_main() when imported"),
+    (THROUGH_A_HELPER, "zz_unguarded.py: calls standalone_main() when imported: put the lines that run the file "
                        'on its own under `if __name__ == "__main__":`'),
 ], ids=["direct", "aliased", "through a helper"])
 def test_a_file_without_a_main_guard_is_named_by_the_runner_and_on_its_own(db, cli, folder, body, says):

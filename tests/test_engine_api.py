@@ -9,7 +9,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from conftest import write_migration
-from migrator import Engine, MigrationError, Narrator, Options
+from migrator import Engine, MigrationError, Options, events
 from migrator.commands import select_last
 from migrator.discovery import discover
 from sample_messages import chat_messages
@@ -50,28 +50,29 @@ def test_the_readme_example_applies_the_pending_migrations_in_process(db, server
     assert db.migrations_changelog.count_documents({}) == 2
 
 
-class Heard(Narrator):
+class Heard:
+    """A reporter (migrator.events): what it heard of the workflows' applying, applied, allowed_changed and
+    rolled_back events."""
+
     def __init__(self):
         self.events = []
 
-    def applying(self, migration):
-        self.events.append(("applying", migration.name))
-
-    def applied(self, result, backups):
-        self.events.append(("applied", result.migration.name, result.outcome.modified))
-
-    def allowed_changed(self, migration):
-        self.events.append(("allowed_changed", migration.name))
-
-    def rolled_back(self, result, backups):
-        self.events.append(("rolled_back", result.migration.name, result.outcome.modified))
+    def __call__(self, event):
+        if isinstance(event, events.Applying):
+            self.events.append(("applying", event.migration))
+        elif isinstance(event, events.MigrationApplied):
+            self.events.append(("applied", event.result.migration.name, event.result.outcome.modified))
+        elif isinstance(event, events.AllowedChanged):
+            self.events.append(("allowed_changed", event.migration))
+        elif isinstance(event, events.MigrationRolledBack):
+            self.events.append(("rolled_back", event.result.migration.name, event.result.outcome.modified))
 
 
-def on_engine(server_url, db, folder, work):
+def on_engine(server_url, db, folder, work, report=events.silent):
     async def run():
         client = AsyncMongoClient(server_url, tz_aware=True)
         try:
-            return await work(Engine(client[db.name], discover(folder)))
+            return await work(Engine(client[db.name], discover(folder), report=report))
         finally:
             await client.close()
     return asyncio.run(run())
@@ -81,7 +82,7 @@ def test_a_changed_migration_is_refused_in_process_without_allow_changed(db, ser
     db.chat_messages.insert_many(chat_messages(6))
     write_migration(tmp_path, "tag")
     heard = Heard()
-    report = on_engine(server_url, db, tmp_path, lambda engine: engine.apply_pending(narrator=heard))
+    report = on_engine(server_url, db, tmp_path, lambda engine: engine.apply_pending(), heard)
     assert [r.migration.name for r in report.applied] == ["tag"] and report.pending == 1
     assert heard.events == [("applying", "tag"), ("applied", "tag", 6)]
 
@@ -101,8 +102,8 @@ def test_a_changed_migration_is_refused_in_process_without_allow_changed(db, ser
     assert (list(db.chat_messages.find()), list(db.migrations_changelog.find()), lock_epochs(db)) == before
 
     heard = Heard()
-    allowed = on_engine(server_url, db, tmp_path, lambda engine: engine.apply_pending(Options(allow_changed=True),
-                                                                                      heard))
+    allowed = on_engine(server_url, db, tmp_path, lambda engine: engine.apply_pending(Options(allow_changed=True)),
+                        heard)
     assert (allowed.pending, allowed.applied, heard.events) == (0, [], [("allowed_changed", "tag")])
 
 
@@ -122,10 +123,11 @@ def test_a_rollback_from_python_is_planned_then_done_under_the_lock(db, server_u
 
     async def apply_then_roll_back(engine):
         await engine.apply_pending()
-        targets = await engine.plan_rollback(select_last)
-        return [m.name for m in targets], await engine.rollback(targets, Options(backup=False), heard)
+        targets = await engine.plan_rollback(select_last, Options(backup=False))
+        heard.events.clear()  # what the rollback tells
+        return [m.name for m in targets], await engine.rollback(targets, Options(backup=False))
 
-    planned, done = on_engine(server_url, db, tmp_path, apply_then_roll_back)
+    planned, done = on_engine(server_url, db, tmp_path, apply_then_roll_back, heard)
     assert planned == ["tag"] and [r.migration.name for r in done] == ["tag"]
     assert heard.events == [("rolled_back", "tag", 4)]
     assert db.chat_messages.count_documents({"tag": {"$exists": True}}) == 0

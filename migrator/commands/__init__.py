@@ -8,7 +8,8 @@ it prints. One module per kind of command:
     restore     --restore
     prove       --selftest, --preview, the estimate of --dry-run
     authoring   --mark-applied, --force-unlock, --new
-    narration   what they are handed (Context, Options) and the engine's events as log lines
+    narration   what they are handed (Context) and the CLI's one reporter: the engine's events as log lines
+    rows        a status row as text and JSON
 """
 
 from migrator.commands.apply import (
@@ -31,17 +32,11 @@ from migrator.commands.authoring import (
                                      new_migration_with_test,
 )
 from migrator.commands.info import check, history, status, verify, verify_applied
-from migrator.commands.narration import (
-                                     Context,
-                                     Narration,
-                                     Options,
-                                     report_apply,
-                                     report_rollback,
-)
+from migrator.commands.narration import Context, Narration, report_apply, report_rollback
 from migrator.commands.prove import preview, report_estimate, selftest
 from migrator.commands.restore import restore
 
-__all__ = ["Context", "Narration", "Options", "TEMPLATE", "TEST_TEMPLATE", "apply_one", "apply_pending", "check",
+__all__ = ["Context", "Narration", "TEMPLATE", "TEST_TEMPLATE", "apply_one", "apply_pending", "check",
            "dry_run", "force_unlock", "history", "mark_applied", "migration_test_path", "new_migration",
            "new_migration_with_test", "preview", "report_apply", "report_estimate", "report_rollback", "restore",
            "rollback", "select_after", "select_last", "select_named", "selftest", "status", "up_to", "verify",

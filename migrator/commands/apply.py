@@ -1,7 +1,7 @@
-"""--all, --migration, --dry-run, the rollbacks: the engine's workflows, narrated; a rollback asks first."""
+"""--all, --migration, --dry-run, the rollbacks: the engine's workflows; a rollback asks first."""
 
 from migrator import plan
-from migrator.commands.narration import Context, Narration, all_applied
+from migrator.commands.narration import Context, all_applied
 from migrator.commands.prove import report_estimate
 from migrator.discovery import find
 from migrator.engine import Engine, Select
@@ -11,22 +11,23 @@ from migrator.output import confirm, log
 
 # ----- applying -----
 
-async def dry_run(ctx: Context, migrations: list[Migration]) -> int:
+async def dry_run(ctx: Context, migrations: list[Migration], max_rate: float | None = None) -> int:
+    """--dry-run: what each would change, and how long it would take (at most at --max-rate)."""
     for migration in migrations:
         count = await ctx.engine.count_pending(migration)
         would = "an unknown number of" if count is None else f"{count:,}"
         log.info("%s: dry run: would change %s documents; nothing written", migration.name, would)
-        await report_estimate(ctx, migration, count)
+        await report_estimate(ctx, migration, count, max_rate)
     if not migrations:
         log.info("dry run: no pending migrations")
     return ExitCode.OK
 
 
-async def apply_pending(ctx: Context) -> int:
+async def apply_pending(ctx: Context, dry_run_only: bool = False, max_rate: float | None = None) -> int:
     """--all: every pending migration, in order."""
-    if ctx.options.dry_run:
-        return await dry_run(ctx, await ctx.engine.pending())
-    report = await ctx.engine.apply_pending(ctx.options, Narration(ctx))
+    if dry_run_only:
+        return await dry_run(ctx, await ctx.engine.pending(), max_rate)
+    report = await ctx.engine.apply_pending(ctx.options)
     if not report.pending:
         log.info("nothing to do: %s", all_applied(report.total))
     elif report.applied:
@@ -36,33 +37,34 @@ async def apply_pending(ctx: Context) -> int:
     return ExitCode.OK
 
 
-async def apply_one(ctx: Context, migration: Migration) -> int:
+async def apply_one(ctx: Context, migration: Migration, dry_run_only: bool = False,
+                    max_rate: float | None = None) -> int:
     """--migration NAME (and a migration run on its own): run it, applied or not; forward is idempotent."""
-    if ctx.options.dry_run:
-        return await dry_run(ctx, [migration])
-    await ctx.engine.apply_one(migration, ctx.options, Narration(ctx))
+    if dry_run_only:
+        return await dry_run(ctx, [migration], max_rate)
+    await ctx.engine.apply_one(migration, ctx.options)
     return ExitCode.OK
 
 
 # ----- rolling back -----
 
-async def rollback(ctx: Context, select: Select) -> int:
+async def rollback(ctx: Context, select: Select, yes: bool = False) -> int:
     """Roll back what `select(migrations, latest changelog entries)` returns, last in the order first.
-    Every target is checked (it has a rollback, nothing applied still depends on it) before asking."""
-    engine, options, narration = ctx.engine, ctx.options, Narration(ctx)
-    targets = await engine.plan_rollback(select, options, narration)
+    Every target is checked (it has a rollback, nothing applied still depends on it, its backup can be taken)
+    before asking."""
+    engine, options = ctx.engine, ctx.options
+    targets = await engine.plan_rollback(select, options)
     if not targets:
         log.info("nothing to roll back")
         return ExitCode.OK
     names = ", ".join(m.name for m in targets)
     if options.purge:
         log.warning("--purge also removes data the app wrote since the migration ran")
-    engine.check_backups(targets, "rollback", options)
     if options.backup is False:
         log.warning("--no-backup: the documents the rollback changes are not saved first")
     confirm(f"roll back {names} on database {ctx.settings.database_name}"
-            f"{' and purge app-written data' if options.purge else ''}", options.yes)
-    await engine.rollback(targets, options, narration)
+            f"{' and purge app-written data' if options.purge else ''}", yes)
+    await engine.rollback(targets, options)
     return ExitCode.OK
 
 

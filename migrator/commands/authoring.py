@@ -1,28 +1,35 @@
 """--mark-applied, --force-unlock, --new: adopting a database, freeing the lock, scaffolding a migration."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from migrator.commands.narration import Context, Narration
+from migrator.commands.narration import Context
 from migrator.errors import ExitCode, MigrationError
 from migrator.lock import describe
 from migrator.migration import Migration
 from migrator.output import confirm, log
+from migrator.steps import in_parens
 
 # ----- adopting a database, the lock -----
 
-async def mark_applied(ctx: Context, migrations: list[Migration]) -> int:
-    """--mark-applied(-all): the engine records each that verifies; with --force it asks before one that does not."""
-    await ctx.engine.mark_applied(migrations, ctx.options, Narration(ctx))
+async def mark_applied(ctx: Context, migrations: list[Migration], yes: bool = False) -> int:
+    """--mark-applied(-all): the engine records each that verifies; with --force, asked first, one that does not."""
+    if ctx.options.force:
+        for name, verification in (await ctx.engine.plan_mark_applied(migrations)).items():
+            if not verification.ok:
+                log.warning("%s: NOT in place%s", name, in_parens(verification.counts))
+                confirm(f"record {name} as applied on database {ctx.settings.database_name} although its change is "
+                        "not in place", yes)
+    await ctx.engine.mark_applied(migrations, ctx.options)
     return ExitCode.OK
 
 
-async def force_unlock(ctx: Context) -> int:
+async def force_unlock(ctx: Context, yes: bool = False) -> int:
     holder = await ctx.engine.lock_holder()
     if holder is None:
         log.info("the migration lock is free: nothing to unlock")
         return ExitCode.OK
-    confirm(f"remove the migration lock held by {describe(holder)} (only if that runner is dead)", ctx.options.yes)
+    confirm(f"remove the migration lock held by {describe(holder)} (only if that runner is dead)", yes)
     removed = await ctx.engine.force_unlock()
     log.info("lock removed%s", f" (was held by {describe(removed)})" if removed else "")
     return ExitCode.OK
@@ -40,7 +47,7 @@ def new_migration(folder: Path, name: str, migrations: list[Migration]) -> Path:
     if path.exists() or any(m.name == name for m in migrations):
         raise MigrationError(f"a migration named {name} already exists ({path})", ExitCode.USAGE)
     # UTC: migrations written the same day in different time zones keep the order they were written in
-    written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    written = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
     path.write_text(TEMPLATE.read_text().replace("{name}", name).replace("{date}", written))
     return path
 

@@ -4,6 +4,7 @@ import json
 
 from migrator import plan
 from migrator.commands.narration import Context, all_applied
+from migrator.commands.rows import row_json, running_text
 from migrator.discovery import find
 from migrator.errors import ExitCode
 from migrator.migration import Migration
@@ -53,7 +54,7 @@ async def check(ctx: Context) -> int:
             continue
         if row.state != plan.APPLIED:
             why = {plan.FAILED: f"failed: {row.error}" if row.error else "failed", plan.ROLLED_BACK: "rolled back",
-                   plan.RUNNING: plan.running_text(row),
+                   plan.RUNNING: running_text(row),
                    plan.INTERRUPTED: f"interrupted: its runner {row.runner} died"}.get(row.state, "pending")
             if row.checkpoint_done is not None and row.state != plan.RUNNING:
                 why += f" (interrupted: {row.checkpoint_done:,} documents done)"
@@ -70,12 +71,10 @@ async def check(ctx: Context) -> int:
     return ExitCode.OK
 
 
-async def status(ctx: Context) -> int:
+async def status(ctx: Context, as_json: bool = False) -> int:
     rows = await ctx.engine.status()
-    if ctx.options.as_json:
-        say(json.dumps([{**row.__dict__, "at": row.at.isoformat() if row.at else None,
-                         "since": row.since.isoformat() if row.since else None, "flags": row.flags}
-                        for row in rows], indent=2))
+    if as_json:
+        say(json.dumps([row_json(row) for row in rows], indent=2))
         return ExitCode.OK
     table(["migration", "date", "state", "since (UTC)", "took", "docs", "flags"], [
         [row.name, row.date, row.state.replace("_", " "), f"{row.at:%Y-%m-%d %H:%M:%S}" if row.at else "",
@@ -88,7 +87,7 @@ async def status(ctx: Context) -> int:
         + (f", {len(problems)} with problems" if problems else ""))
     for row in rows:
         if row.state == plan.RUNNING:
-            say(f"{row.name}: {plan.running_text(row)}")
+            say(f"{row.name}: {running_text(row)}")
         if row.state == plan.FAILED and row.error:
             say(f"{row.name} failed: {row.error}")
     return ExitCode.OK
@@ -96,20 +95,20 @@ async def status(ctx: Context) -> int:
 
 def _docs_cell(row: plan.StatusRow) -> str:
     """Applied: the documents it changed; running, batched: done of total."""
-    if row.state == plan.RUNNING and row.done is not None:
+    if row.state == plan.RUNNING and row.documents_done is not None:
         share = "" if row.percent is None else f" ({row.percent:.1f}%)"
-        return f"{row.done:,}" + ("" if row.total is None else f" of {row.total:,}") + share
+        return f"{row.documents_done:,}" + ("" if row.total is None else f" of {row.total:,}") + share
     return "" if row.modified is None else f"{row.modified:,}"
 
 
-async def history(ctx: Context, name: str | bool) -> int:
+async def history(ctx: Context, name: str | bool, as_json: bool = False) -> int:
     """--history [NAME]: the changelog, oldest first."""
     entries = await ctx.engine.history()
-    if name is not True:
+    if isinstance(name, str):
         known = {m.name for m in ctx.engine.migrations} | {e["name"] for e in entries}
         name = find(ctx.engine.migrations, name).name if name not in known else name
         entries = [entry for entry in entries if entry["name"] == name]
-    if ctx.options.as_json:
+    if as_json:
         say(json.dumps([{**entry, "_id": str(entry["_id"]), "at": entry["at"].isoformat()} for entry in entries],
                        indent=2, default=str))
         return ExitCode.OK

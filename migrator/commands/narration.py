@@ -1,107 +1,128 @@
-"""What the commands are handed, and the lines they print about the engine's work, as it happens."""
+"""What the commands are handed, and the CLI's one reporter: the engine's events as log lines, as they happen."""
 
+import importlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from migrator import backup
-from migrator.engine import ApplyResult, Engine, Narrator, Options, RollbackResult
-from migrator.migration import Migration, Verification
-from migrator.output import confirm, log
+from migrator import backup, events
+from migrator.engine import ApplyResult, Engine, Options, RollbackResult
+from migrator.migration import Migration
+from migrator.output import log
 from migrator.settings import Settings
 from migrator.steps import format_counts, in_parens
 
-__all__ = ["Context", "Narration", "Options"]
+__all__ = ["Context", "Narration"]
 
 
 @dataclass
 class Context:
     engine: Engine
     settings: Settings
-    options: Options
+    options: Options  # what the engine reads; the command line's own choices are the commands' arguments
 
 
-class Narration(Narrator):
-    """The engine's events as log lines; asks before recording a migration that is not in place."""
+class Narration:
+    """The CLI's one reporter (an events.Reporter): the workflows' events become the log lines below; every
+    other event (batches, retries, a stop requested, progress) goes to migrator.commands.progress_view."""
 
-    def __init__(self, ctx: Context):
-        self.ctx = ctx
+    def __init__(self, progress_interval_s: float | None = None, view: Any = None):
+        self.view = view if view is not None else _progress_view(progress_interval_s)
 
-    def allowed_changed(self, migration: Migration) -> None:
-        log.warning("%s: changed since it was applied (--allow-changed)", migration.name)
+    def __call__(self, event: events.Event) -> None:
+        if (line := _LINE.get(type(event))) is not None:
+            log.log(LEVELS[event.level], "%s", line(event))
+        elif (lines := _LINES.get(type(event))) is not None:
+            lines(event)
+        elif self.view is not None:
+            self.view.handle(event)
 
-    def allowed_out_of_order(self, name: str, after: str) -> None:
-        log.warning("%s: runs after %s, which comes later in the order (--allow-out-of-order)", name, after)
 
-    def dumping(self, database_name: str) -> None:
-        log.info("backup: dumping database %s with mongodump ...", database_name)
+LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
-    def dumped(self, database_name: str, path) -> None:
-        log.info("backup: database %s dumped to %s (to put it back: mongorestore --gzip --archive=%s --drop)",
-                 database_name, backup.shown(path), backup.shown(path))
 
-    def interrupted(self, migration: Migration, entry: dict) -> None:
-        """A start recorded, and no end, while we hold the lock: the runner that started it died."""
-        log.warning("%s: interrupted: its runner %s:%s died while running it (started %s UTC); running it again",
-                    migration.name, entry.get("host", "?"), entry.get("pid", "?"), f"{entry['at']:%Y-%m-%d %H:%M:%S}")
+def _progress_view(interval_s: float | None) -> Any:
+    """The renderer of the batches' events (a line every `interval_s` without a terminal), when it is there
+    (None: they are not shown)."""
+    try:
+        module = importlib.import_module("migrator.commands.progress_view")
+    except ModuleNotFoundError:
+        return None
+    return module.ProgressView() if interval_s is None else module.ProgressView(interval_s)
 
-    def applying(self, migration: Migration) -> None:
-        log.info("%s: applying (%s)", migration.name, migration.description)
 
-    def no_touches(self, migration: Migration, backup_full: bool) -> None:
-        log.warning("%s: declares no touches(), so its documents are not saved before the rollback%s", migration.name,
-                    "" if backup_full else " (--backup-full dumps the whole database)")
+def _saved(event: events.BackupSaved) -> None:
+    if not event.saved:
+        log.info("%s: backup: its touches() declares no documents: nothing to save", event.migration)
+    for one in event.saved:
+        if one.path is None:
+            log.info("%s: backup: no document of %s to save: no file written", event.migration, one.collection)
+        else:
+            log.info("%s: backup: %d documents of %s saved to %s", event.migration, one.count, one.collection,
+                     backup.shown(one.path))
 
-    def saved(self, migration: Migration, saved: list[backup.Saved]) -> None:
-        if not saved:
-            log.info("%s: backup: its touches() declares no documents: nothing to save", migration.name)
-        for one in saved:
-            if one.path is None:
-                log.info("%s: backup: no document of %s to save: no file written", migration.name, one.collection)
-            else:
-                log.info("%s: backup: %d documents of %s saved to %s", migration.name, one.count, one.collection,
-                         backup.shown(one.path))
 
-    def applied(self, result: ApplyResult, backups: list[backup.Saved]) -> None:
-        report_apply(result)
-        report_post_images(result.migration, backups)
+def _marked(event: events.MarkedApplied) -> None:
+    verification = event.verification
+    how = "verified" if verification.ok else "NOT verified, --force"
+    log.info("%s: marked as applied without running it (%s%s)", event.migration, how,
+             f": {format_counts(verification.counts)}" if verification.counts else "")
 
-    def already_rolled_back(self, migration: Migration) -> None:
-        log.info("%s: already rolled back by another runner", migration.name)
 
-    def rolled_back(self, result: RollbackResult, backups: list[backup.Saved]) -> None:
-        report_rollback(result)
-        report_post_images(result.migration, backups)
+def _backup_read(event: events.BackupRead) -> None:
+    file = event.file
+    log.info("%s: %d documents of %s.%s, saved before the %s of %s at %s (checksum verified)",
+             backup.shown(file.path), file.count, file.database, file.collection, file.action, file.migration,
+             file.manifest["created_at"])
+    warn_of_format(file, event.post_images, event.force)
 
-    def already_applied(self, migration: Migration) -> None:
-        log.info("%s: already applied", migration.name)
 
-    def forcing_unverified(self, migration: Migration, verification: Verification) -> None:
-        log.warning("%s: NOT in place%s", migration.name, in_parens(verification.counts))
-        confirm(f"record {migration.name} as applied on database {self.ctx.settings.database_name} although its "
-                "change is not in place", self.ctx.options.yes)
+def _restored(event: events.RestoreDone) -> None:
+    for name, said in event.restored.not_in_place:
+        log.warning("%s: no longer in place after the restore (%s): recorded as failed; --all applies it again",
+                    name, said)
+    report_left_alone(event.restored, event.file)
 
-    def marked(self, migration: Migration, verification: Verification) -> None:
-        how = "verified" if verification.ok else "NOT verified, --force"
-        log.info("%s: marked as applied without running it (%s%s)", migration.name, how,
-                 f": {format_counts(verification.counts)}" if verification.counts else "")
 
-    def backup_read(self, file: backup.BackupFile, post_images: backup.PostImages | None, force: bool) -> None:
-        log.info("%s: %d documents of %s.%s, saved before the %s of %s at %s (checksum verified)",
-                 backup.shown(file.path), file.count, file.database, file.collection, file.action, file.migration,
-                 file.manifest["created_at"])
-        warn_of_format(file, post_images, force)
+def _applied(event: events.MigrationApplied) -> None:
+    report_apply(event.result)
+    report_post_images(event.result.migration, event.backups)
 
-    def restoring_elsewhere(self, file: backup.BackupFile, database_name: str) -> None:
-        log.warning("--force: restoring a backup of database %s into %s", file.database, database_name)
 
-    def undoing_forced(self, file: backup.BackupFile, later: list[str]) -> None:
-        log.warning("--force: restoring %s although %s %s applied to %s since it was taken", backup.shown(file.path),
-                    ", ".join(later), "was" if len(later) == 1 else "were", file.collection)
+def _rolled_back(event: events.MigrationRolledBack) -> None:
+    report_rollback(event.result)
+    report_post_images(event.result.migration, event.backups)
 
-    def restored(self, restored: backup.Restored, file: backup.BackupFile) -> None:
-        for name, said in restored.not_in_place:
-            log.warning("%s: no longer in place after the restore (%s): recorded as failed; --all applies it again",
-                        name, said)
-        report_left_alone(restored, file)
+
+_LINE: dict[type, Callable[[Any], str]] = {  # one line, at the event's level
+    events.AllowedChanged: lambda e: f"{e.migration}: changed since it was applied (--allow-changed)",
+    events.AllowedOutOfOrder: lambda e: f"{e.migration}: runs after {e.after}, which comes later in the order "
+                                        "(--allow-out-of-order)",
+    events.DatabaseDumping: lambda e: f"backup: dumping database {e.database} with mongodump ...",
+    events.DatabaseDumped: lambda e: f"backup: database {e.database} dumped to {backup.shown(e.path)} (to put it "
+                                     f"back: mongorestore --gzip --archive={backup.shown(e.path)} --drop)",
+    events.RunInterrupted: lambda e: f"{e.migration}: interrupted: its runner {e.runner} died while running it "
+                                     f"(started {e.started_at:%Y-%m-%d %H:%M:%S} UTC); running it again",
+    events.Applying: lambda e: f"{e.migration}: applying ({e.description})",
+    events.NoTouchesDeclared: lambda e: f"{e.migration}: declares no touches(), so its documents are not saved "
+                                        "before the rollback"
+                                        + ("" if e.backup_full else " (--backup-full dumps the whole database)"),
+    events.AlreadyRolledBack: lambda e: f"{e.migration}: already rolled back by another runner",
+    events.AlreadyApplied: lambda e: f"{e.migration}: already applied",
+    events.RestoringElsewhere: lambda e: f"--force: restoring a backup of database {e.backup_of} into {e.database}",
+    events.RestoreUndoesLater: lambda e: f"--force: restoring {backup.shown(e.file.path)} although "
+                                         f"{', '.join(e.later)} {'was' if len(e.later) == 1 else 'were'} applied to "
+                                         f"{e.file.collection} since it was taken",
+}
+_LINES: dict[type, Callable[[Any], None]] = {  # several lines, or none
+    events.BackupSaved: _saved,
+    events.MigrationApplied: _applied,
+    events.MigrationRolledBack: _rolled_back,
+    events.MarkedApplied: _marked,
+    events.BackupRead: _backup_read,
+    events.RestoreDone: _restored,
+}
 
 
 def report_apply(result: ApplyResult) -> None:
@@ -128,7 +149,7 @@ def report_rollback(result: RollbackResult) -> None:
         log.info("%s: rollback verified%s", name, in_parens(result.after.counts))
 
 
-def report_post_images(migration: Migration, backups: list[backup.Saved]) -> None:
+def report_post_images(migration: Migration, backups: tuple[backup.Saved, ...]) -> None:
     for saved in backups:
         if saved.post_images:
             log.info("%s: backup: the %d documents as the migration left them recorded in %s", migration.name,

@@ -1,4 +1,4 @@
-"""--selftest, --preview and the estimate of --dry-run: a migration proven on scratch copies, narrated."""
+"""--selftest, --preview and the estimate of --dry-run: a migration proven on scratch copies, and what is said."""
 
 import json
 import sys
@@ -6,9 +6,10 @@ import sys
 from rich.console import Console
 from rich.text import Text
 
-from migrator import docdiff, plan
+from migrator import docdiff
 from migrator import selftest as prover
 from migrator.commands.narration import Context
+from migrator.durations import eta_text
 from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration
 from migrator.output import log, say
@@ -17,7 +18,7 @@ from migrator.steps import in_parens
 
 
 async def _warn_of_leftovers(ctx: Context) -> None:
-    found = await prover.leftovers(ctx.engine.database)
+    found = await ctx.engine.scratch_leftovers()
     if found:
         log.warning("scratch collections of another self-test, running now or killed: %s: once none runs, drop "
                     "them (they are copies)", ", ".join(found))
@@ -32,13 +33,12 @@ def _report_samples(migration: Migration, samples: list[prover.Sample]) -> None:
                      f"{sample.changes:,}", sample.collection, f"{sample.untouched:,}")
 
 
-async def selftest(ctx: Context, migration: Migration) -> int:
+async def selftest(ctx: Context, migration: Migration, sample: int | None = None) -> int:
     """--selftest NAME: its checks on scratch copies of a sample, a line each; exit 4 naming the one that fails."""
-    size = ctx.options.sample or prover.DEFAULT_SAMPLE
+    size = sample or prover.DEFAULT_SAMPLE
     await _warn_of_leftovers(ctx)
     log.info("%s: self-test on scratch copies of up to %s of the documents it changes", migration.name, f"{size:,}")
-    proof = await prover.prove(ctx.engine.database, migration, size, ctx.engine.batch_settings,
-                               await ctx.engine.server_profile())
+    proof = await ctx.engine.selftest(migration, size)
     _report_samples(migration, proof.samples)
     for check in proof.checks:
         say(f"{_VERDICT[check.ok]}  {check.name}: {check.detail}")
@@ -57,13 +57,12 @@ async def selftest(ctx: Context, migration: Migration) -> int:
 _VERDICT = {True: "PASS", False: "FAIL", None: "SKIP"}
 
 
-async def preview(ctx: Context, migration: Migration) -> int:
+async def preview(ctx: Context, migration: Migration, sample: int | None = None, as_json: bool = False) -> int:
     """--preview NAME: a few documents before and after `up`, run on scratch copies; and the --dry-run count."""
     await _warn_of_leftovers(ctx)
     count = await ctx.engine.count_pending(migration)  # of the real collections: a read
-    found = await prover.preview(ctx.engine.database, migration, ctx.options.sample or prover.PREVIEW_SAMPLE,
-                                 ctx.engine.batch_settings, await ctx.engine.server_profile())
-    if ctx.options.as_json:
+    found = await ctx.engine.preview(migration, sample or prover.PREVIEW_SAMPLE)
+    if as_json:
         say(json.dumps({"migration": migration.name, "would_change": count,
                         "verified": found.verification.ok if found.verification else None,
                         "notes": [sample.note for sample in found.samples if sample.note],
@@ -100,18 +99,18 @@ def _say_styled(lines: list[tuple[str, str]]) -> None:
         console.print(Text(redact(text), style=style))
 
 
-async def report_estimate(ctx: Context, migration: Migration, count: int | None) -> None:
-    """--dry-run: how long `up` would take, timed on a scratch copy of a sample; can its filter use an index."""
-    settings = ctx.engine.batch_settings
-    found = await prover.estimate(ctx.engine.database, migration, count, settings, await ctx.engine.server_profile())
+async def report_estimate(ctx: Context, migration: Migration, count: int | None, max_rate: float | None) -> None:
+    """--dry-run: how long `up` would take, timed on a scratch copy of a sample (at most at `max_rate`, --max-rate);
+    can its filter use an index."""
+    found = await ctx.engine.estimate(migration, count)
     for collection, answer in found.indexes.items():
         log.info("%s: index use of its filter on %s: %s", migration.name, collection, answer)
     if found.note:
         log.info("%s: estimate: none: %s", migration.name, found.note)
         return
-    if not found.documents:
+    if not found.documents or found.rate is None:
         return
-    rate = min(found.rate, settings.max_rate) if settings.max_rate else found.rate
+    rate = min(found.rate, max_rate) if max_rate else found.rate
     log.info("%s: estimate: %s for %s documents, at %s documents/s%s (timed on a scratch copy of %s of them, "
-             "now removed)", migration.name, plan.eta_text(found.documents / rate), f"{found.documents:,}",
+             "now removed)", migration.name, eta_text(found.documents / rate), f"{found.documents:,}",
              f"{rate:,.0f}", " (--max-rate)" if rate != found.rate else "", f"{found.sampled:,}")

@@ -3,24 +3,24 @@
 from pathlib import Path
 
 from migrator import backup
-from migrator.commands.narration import Context, Narration
+from migrator.commands.narration import Context
 from migrator.errors import ExitCode
 from migrator.output import confirm, log
 
 
-async def restore(ctx: Context, path: Path) -> int:
+async def restore(ctx: Context, path: Path, yes: bool = False) -> int:
     """--restore FILE: put a backup's documents back exactly, after checking all of the file; asks first.
     Those the app changed or deleted since the migration (told by its post-images) are left alone, but with --force."""
-    engine, database, narration = ctx.engine, ctx.settings.database_name, Narration(ctx)
-    planned = await engine.plan_restore(path, ctx.options, narration)
+    engine, database = ctx.engine, ctx.settings.database_name
+    planned = await engine.plan_restore(path, ctx.options)
     file = planned.file
     if not file.count:
         log.info("nothing to restore: the backup holds no documents")
         return ExitCode.OK
     spared = " (but those the app changed or deleted since)" if planned.post_images and not planned.force else ""
     confirm(f"replace {file.count} documents of {database}.{file.collection}{spared} with their versions from "
-            f"{backup.shown(file.path)}", ctx.options.yes)
-    restored = await engine.restore(planned, ctx.options, narration)
+            f"{backup.shown(file.path)}", yes)
+    restored = await engine.restore(planned, ctx.options)
     if restored.skipped:
         log.info("restored %d of %d documents of %s and read them back: each as in the backup; %d left as the "
                  "app has them", restored.restored, file.count, file.collection, restored.skipped)

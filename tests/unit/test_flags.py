@@ -3,7 +3,6 @@
 Each rule is checked by parsing real command lines: which modifier goes with which command (the README's
 contract, written out below), empty values, exactly one command, and the options the commands get."""
 
-import argparse
 from dataclasses import fields
 from pathlib import Path
 
@@ -11,8 +10,8 @@ import pytest
 
 from migrator import backup
 from migrator.cli import RUNNER, STANDALONE, runner_parser
-from migrator.commands import Options
-from migrator.flags import MODIFIERS, build_parser, chosen, dest_of, options_from
+from migrator.engine import Options
+from migrator.flags import MODIFIERS, build_parser, chosen, dest_of, engine_options
 
 APPLY = {"dry_run", "allow_changed", "allow_out_of_order", "backup", "backup_dir", "backup_full", "batch_size",
          "max_rate", "write_concern", "batch_path"}
@@ -142,31 +141,33 @@ def test_a_bad_number_or_choice_is_refused_naming_the_flag(argv, message, capsys
     assert refusal(runner_parser(), argv, capsys).startswith(message)  # argparse's quoting of choices varies
 
 
-def test_options_from_maps_every_field_from_its_flag():
-    sources = {"as_json": "json", "lock_timeout_s": "lock_timeout"}
-    values = {sources.get(field.name, field.name): f"value of {field.name}" for field in fields(Options)}
-    options = options_from(argparse.Namespace(**{**values, "backup_dir": "chosen"}))
-    for field in fields(Options):
-        expected = Path("chosen") if field.name == "backup_dir" else f"value of {field.name}"
-        assert getattr(options, field.name) == expected, field.name
+def test_every_option_the_engine_reads_comes_from_its_flag(monkeypatch):
+    monkeypatch.delenv("MIGRATIONS_BACKUP_DIR", raising=False)
+    lines = (["--rollback", "x", "--purge", "--allow-changed", "--backup", "--backup-dir", "d", "--backup-full",
+              "--lock-timeout", "7"], ["--all", "--allow-out-of-order"], ["--restore", "f", "--force"])
+    chosen_options = [engine_options(runner_parser().parse_args(line)) for line in lines]
+    unset = [field.name for field in fields(Options)
+             if all(getattr(options, field.name) == field.default for options in chosen_options)]
+    assert unset == [], "an Options field no flag sets: give it its line in flags.engine_options"
 
 
 def test_options_from_a_real_command_line(monkeypatch):
     monkeypatch.delenv("MIGRATIONS_BACKUP_DIR", raising=False)
     args = runner_parser().parse_args(["--rollback", "x", "--purge", "--allow-changed", "--backup-full", "--yes",
                                        "--lock-timeout", "7", "--no-backup"])
-    assert options_from(args) == Options(purge=True, allow_changed=True, backup_full=True, yes=True,
-                                         lock_timeout_s=7.0, backup=False, backup_dir=backup.DEFAULT_DIR)
-    assert options_from(runner_parser().parse_args(["--status", "--json"])).as_json is True
+    assert engine_options(args) == Options(purge=True, allow_changed=True, backup_full=True, lock_timeout_s=7.0,
+                                           backup=False, backup_dir=backup.DEFAULT_DIR)
+    assert args.yes is True  # the command line's own choice: the commands' argument, not the engine's
+    assert runner_parser().parse_args(["--status", "--json"]).json is True
 
 
 def test_a_flag_the_parser_does_not_have_keeps_the_default():
-    assert options_from(standalone_parser().parse_args(["--verify"])) == Options(backup_dir=backup.DEFAULT_DIR)
+    assert engine_options(standalone_parser().parse_args(["--verify"])) == Options(backup_dir=backup.DEFAULT_DIR)
 
 
 def test_the_backup_folder_is_the_flag_then_the_environment_then_the_default(monkeypatch):
     monkeypatch.setenv("MIGRATIONS_BACKUP_DIR", "/from/env")
-    assert options_from(runner_parser().parse_args(["--all", "--backup-dir", "flag"])).backup_dir == Path("flag")
-    assert options_from(runner_parser().parse_args(["--all"])).backup_dir == Path("/from/env")
+    assert engine_options(runner_parser().parse_args(["--all", "--backup-dir", "flag"])).backup_dir == Path("flag")
+    assert engine_options(runner_parser().parse_args(["--all"])).backup_dir == Path("/from/env")
     monkeypatch.delenv("MIGRATIONS_BACKUP_DIR")
-    assert options_from(runner_parser().parse_args(["--all"])).backup_dir == backup.DEFAULT_DIR
+    assert engine_options(runner_parser().parse_args(["--all"])).backup_dir == backup.DEFAULT_DIR

@@ -4,16 +4,9 @@ server's clock; no server."""
 from datetime import datetime, timedelta, timezone
 
 from conftest import a_migration
-from migrator.plan import (
-    INTERRUPTED,
-    RUNNING,
-    StatusRow,
-    add_progress,
-    eta_text,
-    progress_text,
-    running_text,
-    status_rows,
-)
+from migrator.commands.rows import progress_text, running_text
+from migrator.durations import eta_text
+from migrator.plan import INTERRUPTED, RUNNING, StatusRow, add_progress, status_rows
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -31,7 +24,7 @@ def test_done_of_total_the_rate_since_this_runs_first_checkpoint_and_the_time_le
     row = running_row()
     add_progress(row, [checkpoint()], now=T0 + timedelta(seconds=14))  # 100 documents in the 4 s since started_at
 
-    assert (row.since, row.step, row.done, row.total, row.percent, row.rate_per_s, row.eta_s) == \
+    assert (row.since, row.step, row.documents_done, row.total, row.percent, row.rate_per_s, row.eta_s) == \
         (T0, 1, 120, 300, 40.0, 25.0, 7.2)
     assert progress_text(row) == "120 of 300 documents (40.0%), 25 documents/s, about 7 s left"
     assert running_text(row) == ("running on deploy-7:4242 since 2026-01-01 12:00:00 UTC: "
@@ -60,7 +53,7 @@ def test_no_rate_before_a_second_checkpoint_of_this_run():
     row = running_row()
     add_progress(row, [checkpoint(scanned=20, started_from=20)], now=T0 + timedelta(seconds=30))
 
-    assert (row.done, row.percent, row.rate_per_s, row.eta_s) == (20, 6.6, None, None)
+    assert (row.documents_done, row.percent, row.rate_per_s, row.eta_s) == (20, 6.6, None, None)
     assert progress_text(row) == "20 of 300 documents (6.6%)"
 
 
@@ -78,7 +71,7 @@ def test_the_current_walk_is_the_last_step_and_is_named_when_not_the_first():
                                                                               started_from=50)],
                  now=T0 + timedelta(seconds=20))
 
-    assert (row.step, row.done, row.total, row.percent) == (2, 50, 1000, 5.0)
+    assert (row.step, row.documents_done, row.total, row.percent) == (2, 50, 1000, 5.0)
     assert progress_text(row) == "step 2: 50 of 1,000 documents (5.0%)"
 
 
@@ -86,14 +79,14 @@ def test_a_checkpoint_left_by_an_earlier_run_gives_no_rate_until_this_run_saves_
     row = running_row()  # resumed at T0; the checkpoint is the dead runner's, from a minute before
     add_progress(row, [checkpoint(started_s=-60)], now=T0 + timedelta(seconds=14))
 
-    assert (row.done, row.percent, row.rate_per_s, row.eta_s) == (120, 40.0, None, None)
+    assert (row.documents_done, row.percent, row.rate_per_s, row.eta_s) == (120, 40.0, None, None)
 
 
 def test_without_a_checkpoint_only_the_runner_and_since():
     row = running_row()
     add_progress(row, [], now=T0 + timedelta(seconds=20))
 
-    assert (row.since, row.done, row.percent, row.rate_per_s) == (T0, None, None, None)
+    assert (row.since, row.documents_done, row.percent, row.rate_per_s) == (T0, None, None, None)
     assert running_text(row) == "running on deploy-7:4242 since 2026-01-01 12:00:00 UTC"
 
 
@@ -101,7 +94,7 @@ def test_a_checkpoint_of_an_older_toolkit_has_no_total_nor_start():
     row = running_row()
     add_progress(row, [{"step": 1, "scanned": 40, "done": False}], now=T0 + timedelta(seconds=20))
 
-    assert (row.done, row.total, row.percent, row.rate_per_s) == (40, None, None, None)
+    assert (row.documents_done, row.total, row.percent, row.rate_per_s) == (40, None, None, None)
     assert progress_text(row) == "40 documents"
 
 

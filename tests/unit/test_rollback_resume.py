@@ -5,6 +5,7 @@ from pathlib import Path
 
 from migrator import plan
 from migrator.commands.apply import select_after, select_last
+from migrator.commands.rows import running_text
 from migrator.migration import Migration
 
 
@@ -56,6 +57,6 @@ def test_a_rollback_row_reads_its_own_checkpoints_and_says_what_is_resumable():
 
 def test_a_running_rollback_is_shown_as_rolling_back():
     row = plan.StatusRow("b", "2025-01-01", plan.RUNNING, "rollback", runner="deploy-7:42")
-    assert plan.running_text(row) == "rolling back on deploy-7:42"
+    assert running_text(row) == "rolling back on deploy-7:42"
     row.action = "apply"
-    assert plan.running_text(row) == "running on deploy-7:42"
+    assert running_text(row) == "running on deploy-7:42"

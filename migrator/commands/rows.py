@@ -1,0 +1,50 @@
+"""How a status row reads: as text (--status, --check) and as JSON (--status --json, the app's /health).
+
+The JSON's keys are a contract with scripts and the app: they keep their names when a field is renamed.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from migrator.durations import eta_text
+from migrator.plan import StatusRow
+
+JSON_NAMES = {"documents_done": "done"}  # a StatusRow field -> its key in the JSON
+# What a running migration's progress is made of, in --status --json and /health (the fields' names)
+PROGRESS_FIELDS = ("host", "pid", "since", "step", "documents_done", "total", "total_estimated", "percent",
+                   "rate_per_s", "eta_s")
+
+
+def row_json(row: StatusRow) -> dict[str, Any]:
+    """--status --json: every field of a row under its JSON name, and its flags."""
+    return {**{JSON_NAMES.get(name, name): _plain(value) for name, value in row.__dict__.items()},
+            "flags": row.flags}
+
+
+def running_json(row: StatusRow) -> dict[str, Any]:
+    """A running migration for /health: its name and progress."""
+    return {"name": row.name, **{JSON_NAMES.get(name, name): _plain(getattr(row, name)) for name in PROGRESS_FIELDS}}
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def progress_text(row: StatusRow) -> str:
+    """`120 of 300 documents (40.0%), 25 documents/s, about 7 s left`; empty when not known (not batched)."""
+    if row.documents_done is None:
+        return ""
+    step = f"step {row.step}: " if row.step and row.step > 1 else ""
+    of = "" if row.total is None else f" of {'~' if row.total_estimated else ''}{row.total:,}"
+    share = "" if row.percent is None else f" ({row.percent:.1f}%)"
+    rate = "" if row.rate_per_s is None else f", {row.rate_per_s:,.0f} documents/s"
+    left = "" if row.eta_s is None else f", {eta_text(row.eta_s)} left"
+    return f"{step}{row.documents_done:,}{of} documents{share}{rate}{left}"
+
+
+def running_text(row: StatusRow) -> str:
+    """`running on host:pid since 2026-01-01 12:00:00 UTC: 120 of 300 documents (40.0%), ...`"""
+    since = f" since {row.since:%Y-%m-%d %H:%M:%S} UTC" if row.since else ""
+    progress = progress_text(row)
+    doing = "rolling back" if row.action == "rollback" else "running"
+    return f"{doing} on {row.runner}{since}" + (f": {progress}" if progress else "")
