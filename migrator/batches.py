@@ -50,11 +50,17 @@ from pymongo.write_concern import WriteConcern
 from migrator.batch_paths import batch_bound, mixed_id_types, write_bulks
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints  # what a walk is for: kept apart
 from migrator.errors import MigrationError
-from migrator.events import Reporter, silent
+from migrator.events import (
+    CheckpointOfAnotherVersion,
+    MixedIdTypes,
+    ReadingIds,
+    Reporter,
+    ResumedFromCheckpoint,
+    silent,
+)
 from migrator.migration import Outcome
-from migrator.output import log
 from migrator.profile import ServerProfile
-from migrator.progress import DEFAULT_INTERVAL_S, Progress
+from migrator.progress import Progress
 from migrator.retry import Retry
 from migrator.stop import StopRequest
 
@@ -68,7 +74,6 @@ class BatchSettings:
     max_rate: float | None = None  # documents per second, at most
     write_concern: str | None = None  # "majority" or "1"; None: the URL's (MongoDB's default is majority)
     path: str | None = None  # RANGE or STREAM; None: by server
-    progress_interval_s: float = DEFAULT_INTERVAL_S
 
 
 class Batches:
@@ -110,26 +115,22 @@ class Batches:
                  "last_id": None, "scanned": 0, "matched": 0, "modified": 0, "batches": 0, "done": False}
         if checkpoint:
             state.update({key: checkpoint[key] for key in ("last_id", "scanned", "matched", "modified", "batches")})
-            log.info("%s: resuming from the checkpoint: %s documents of %s were done (up to _id %s)", self.migration,
-                     f"{state['scanned']:,}", collection, state["last_id"])
+            self.report(ResumedFromCheckpoint(self.migration, collection, state["scanned"], state["last_id"]))
         path = self.path
         reading = f"{self.migration}: reading the _id range"
         if path == RANGE and await self.retry(reading, partial(mixed_id_types, target)):
-            log.info("%s: %s has _ids of more than one type, which one _id range cannot span: reading its ids "
-                     "instead", self.migration, collection)
+            self.report(MixedIdTypes(self.migration, collection))
             path = STREAM
         walk = self._range if path == RANGE else partial(self._stream, recheck=recheck)
+        progress = Progress(self.migration, self.report, done=state["scanned"], modified=state["modified"])
         with self.stop.handled():
-            progress = Progress(self.migration, done=state["scanned"], modified=state["modified"],
-                                interval_s=self.settings.progress_interval_s)
-            self.stop.before_exit = progress.close
             try:
                 await walk(target, filter, update, state, step, progress)
             finally:
-                progress.close()
+                progress.end()
         state["done"] = True
         await self.checkpoints.save(self.migration, step, action=self.action, **state)
-        log.info("%s", progress.line())
+        progress.finish()
         return Outcome(matched=state["matched"], modified=state["modified"])  # the progress line said the rest
 
     # ----- the two paths -----
@@ -166,7 +167,7 @@ class Batches:
         # last one done (which no comparison with it matches) are done again, not skipped.
         past = None if state["last_id"] is None else {"$nor": [{"_id": {"$lte": state["last_id"]}}]}
         query = filter if past is None else {"$and": [filter, past]}
-        log.info("%s: reading the _ids of the documents to change in %s ...", self.migration, target.name)
+        self.report(ReadingIds(self.migration, target.name))
         with tempfile.TemporaryFile(prefix="migrator-ids-") as spool:
             count = await self._read_ids(target, query, spool, state)
             progress.restart(state["scanned"], state["modified"])  # the rate and time left of the writes alone
@@ -191,10 +192,7 @@ class Batches:
         """The `_id`s of the documents matching `query`, in `_id` order, into `spool`; how many. All of them before
         the first write: FerretDB must not hold a cursor open. With progress lines, and at most --max-rate ids a
         second (on MongoDB each getMore reads on; FerretDB reads and sorts the whole result for the first reply)."""
-        reading = Progress(f"{self.migration}, reading the _ids", interval_s=self.settings.progress_interval_s,
-                           unit="ids", counts_modified=False)
-        close_others = self.stop.before_exit
-        self.stop.before_exit = lambda: (reading.close(), close_others())
+        reading = Progress(f"{self.migration}, reading the _ids", self.report, unit="ids", counts_modified=False)
 
         async def read() -> int:  # whole, again after a failover
             spool.seek(0)
@@ -213,9 +211,8 @@ class Batches:
         try:
             count = await self.retry(f"{self.migration}: reading the _ids", read)
         finally:
-            reading.close()
-            self.stop.before_exit = close_others
-        log.info("%s", reading.line())
+            reading.end()
+        reading.finish()
         return count
 
     # ----- between batches -----
@@ -295,8 +292,7 @@ class Batches:
         if checkpoint is None:
             return None
         if checkpoint.get("checksum") != self.checksum or checkpoint.get("work") != work:
-            log.warning("%s: the checkpoint was left by another version of the migration: starting over",
-                        self.migration)
+            self.report(CheckpointOfAnotherVersion(self.migration))
             return None
         return checkpoint
 

@@ -14,6 +14,7 @@ from typing import Awaitable, Callable
 
 from migrator import commands, plan
 from migrator.commands import Context
+from migrator.commands.progress_view import DEFAULT_INTERVAL_S, ProgressView
 from migrator.connection import connect, ignored_options
 from migrator.discovery import MIGRATIONS_DIR, discover, find
 from migrator.engine import Engine
@@ -95,8 +96,10 @@ async def _connected(args, settings: Settings, migrations: list[Migration], work
         profile = await detect(database)
         log.info("database %s at %s (%s)", settings.database_name, redact(settings.mongodb_url), profile.label)
         _say_ignored_options(settings.mongodb_url)
+        view = ProgressView(getattr(args, "progress_interval", DEFAULT_INTERVAL_S))
         engine = Engine(database, migrations, lease_s=args.lease, retry_for_s=args.retry_for,
-                        batch_settings=batch_settings_from(args), profile=profile, url=settings.mongodb_url)
+                        batch_settings=batch_settings_from(args), profile=profile, url=settings.mongodb_url,
+                        report=view.handle)
         return await work(Context(engine, settings, options_from(args)))
     finally:
         await client.close()

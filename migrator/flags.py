@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable
 
 from migrator import backup, batches
 from migrator.commands import Context, Options
+from migrator.commands.progress_view import DEFAULT_INTERVAL_S
 from migrator.errors import ExitCode
 from migrator.retry import DEFAULT_RETRY_FOR_S
 
@@ -156,7 +157,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-for", type=number(float), default=DEFAULT_RETRY_FOR_S, metavar="SECONDS",
                         help="when the server fails over or a connection drops, retry each batch and each write of "
                         f"the lock, changelog and checkpoints for up to SECONDS (default: {DEFAULT_RETRY_FOR_S:g})")
-    parser.add_argument("--progress-interval", type=positive(float), default=batches.DEFAULT_INTERVAL_S,
+    parser.add_argument("--progress-interval", type=positive(float), default=DEFAULT_INTERVAL_S,
                         metavar="SECONDS", help="without a terminal: a progress line every SECONDS (default: 5)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
@@ -220,8 +221,7 @@ def options_from(args: argparse.Namespace) -> Options:
 def batch_settings_from(args: argparse.Namespace) -> batches.BatchSettings:
     values = vars(args)
     return batches.BatchSettings(size=values.get("batch_size"), max_rate=values.get("max_rate"),
-                                 write_concern=values.get("write_concern"), path=values.get("batch_path"),
-                                 progress_interval_s=args.progress_interval)
+                                 write_concern=values.get("write_concern"), path=values.get("batch_path"))
 
 
 def _every_option_has_a_flag() -> None:

@@ -28,6 +28,7 @@ from pymongo.errors import PyMongoError
 from migrator.backup import touched
 from migrator.batches import BatchSettings
 from migrator.errors import ExitCode, MigrationError
+from migrator.events import Reporter, silent
 from migrator.migration import Migration, Outcome, Verification, refuse_if_draft
 from migrator.profile import ServerProfile
 from migrator.redact import redact
@@ -109,7 +110,7 @@ class Estimate:
 # ----- the three runs -----
 
 async def prove(database: AsyncDatabase, migration: Migration, sample_size: int, settings: BatchSettings,
-                profile: ServerProfile) -> Proof:
+                profile: ServerProfile, report: Reporter = silent) -> Proof:
     """--selftest: the four checks, on scratch copies of a sample."""
     refuse_if_draft(migration)
     declared = _declared(migration, "--selftest")
@@ -118,7 +119,7 @@ async def prove(database: AsyncDatabase, migration: Migration, sample_size: int,
                                                           max(1, sample_size // UNTOUCHED_SHARE))
         if not changing:
             raise MigrationError(_nothing_to_run_on(migration, samples, "prove it"), ExitCode.USAGE)
-        on_scratch = _OnScratch(migration, scratch, settings, profile)
+        on_scratch = _OnScratch(migration, scratch, settings, profile, report)
         original = await _snapshot(scratch)
         started = time.monotonic()
         outcome, error = await _attempt(on_scratch.up())
@@ -140,7 +141,7 @@ async def prove(database: AsyncDatabase, migration: Migration, sample_size: int,
 
 
 async def preview(database: AsyncDatabase, migration: Migration, sample_size: int, settings: BatchSettings,
-                  profile: ServerProfile) -> Preview:
+                  profile: ServerProfile, report: Reporter = silent) -> Preview:
     """--preview: each sampled document before and after `up`, on scratch copies."""
     refuse_if_draft(migration)
     declared = _declared(migration, "--preview")
@@ -148,7 +149,7 @@ async def preview(database: AsyncDatabase, migration: Migration, sample_size: in
         samples, changing, _ = await _copy_sample(scratch, migration, declared, sample_size, 0)
         if not changing:
             return Preview(migration, samples)
-        on_scratch = _OnScratch(migration, scratch, settings, profile)
+        on_scratch = _OnScratch(migration, scratch, settings, profile, report)
         original = await _snapshot(scratch)
         outcome = await on_scratch.up()
         verification = await on_scratch.verify("verify")
@@ -158,7 +159,7 @@ async def preview(database: AsyncDatabase, migration: Migration, sample_size: in
 
 
 async def estimate(database: AsyncDatabase, migration: Migration, documents: int | None, settings: BatchSettings,
-                   profile: ServerProfile, sample_size: int = ESTIMATE_SAMPLE) -> Estimate:
+                   profile: ServerProfile, sample_size: int = ESTIMATE_SAMPLE, report: Reporter = silent) -> Estimate:
     """--dry-run: how long `up` would take, at the rate it runs on a scratch copy of a sample, and whether
     its filter can use an index. Never raises for what it cannot tell: `note` says why."""
     found = Estimate(documents)
@@ -179,7 +180,7 @@ async def estimate(database: AsyncDatabase, migration: Migration, documents: int
         async with Scratch(database) as scratch:
             _, changing, _ = await _copy_sample(scratch, migration, declared, sample_size, 0)
             started = time.monotonic()
-            outcome = await _OnScratch(migration, scratch, settings, profile).up() if changing else Outcome()
+            outcome = await _OnScratch(migration, scratch, settings, profile, report).up() if changing else Outcome()
             found.sampled, found.modified, found.seconds = len(changing), outcome.modified, time.monotonic() - started
     except MigrationError as exc:
         if exc.exit_code in _STOPPED:

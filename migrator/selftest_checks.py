@@ -1,9 +1,7 @@
 """The self-test's checks (migrator.selftest runs them): the migration's functions called on the scratch
 copies, what each check concludes from the snapshots before and after, and one offending document shown."""
 
-import logging
 from collections.abc import Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -13,9 +11,9 @@ from migrator import checkpoints
 from migrator.batches import Batches, BatchSettings
 from migrator.docdiff import MISSING, Change, raw_changes, same, shown
 from migrator.errors import ExitCode, MigrationError
+from migrator.events import Event, Reporter, silent
 from migrator.hooks import Hooks
 from migrator.migration import Migration, Outcome, Verification
-from migrator.output import log
 from migrator.profile import ServerProfile
 from migrator.scratch import Scratch
 from migrator.steps import in_parens
@@ -63,9 +61,11 @@ def _keys(before: Snapshot, after: Snapshot) -> list[Key]:
 class _OnScratch:
     """The migration's functions, called with the scratch database (and a batched `up` with scratch batches)."""
 
-    def __init__(self, migration: Migration, scratch: Scratch, settings: BatchSettings, profile: ServerProfile):
+    def __init__(self, migration: Migration, scratch: Scratch, settings: BatchSettings, profile: ServerProfile,
+                 report: Reporter = silent):
         self.migration, self.scratch, self.profile = migration, scratch, profile
-        self.hooks = Hooks(scratch.database, " on the scratch copies")
+        self.report = warnings_only(report)  # the progress of the copies would read like the real run's
+        self.hooks = Hooks(scratch.database, " on the scratch copies", self.report)
         self.settings = replace(settings, max_rate=None)  # a sample is no load on the server
 
     async def up(self) -> Outcome:
@@ -75,7 +75,7 @@ class _OnScratch:
         options = {}
         if self.migration.accepts(hook, "batches"):  # its checkpoints go to a scratch collection: names lead there
             options["batches"] = Batches(self.scratch.database, self.migration.name, self.migration.checksum,
-                                         self.settings, self.profile, action=action)
+                                         self.settings, self.profile, action=action, report=self.report)
         outcome = await self._stopped_said(self.hooks.outcome(self.migration, hook, **options))
         # as after a whole run: the next starts over
         await self.scratch.database.drop_collection(checkpoints.COLLECTION)
@@ -90,8 +90,7 @@ class _OnScratch:
     async def _stopped_said(self, call):
         """Batches stopped by Ctrl-C or SIGTERM on the copies: nothing here resumes, so say so."""
         try:
-            with _quiet():
-                return await call
+            return await call
         except MigrationError as exc:
             if exc.exit_code in _STOPPED:
                 raise MigrationError(f"{self.migration.name}: stopped on the scratch copies: they are removed, the "
@@ -99,16 +98,12 @@ class _OnScratch:
             raise
 
 
-@contextmanager
-def _quiet():
-    """Batches narrate their progress; on the copies that would read like the real run: only warnings pass."""
-    def warnings_only(record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING
-    log.addFilter(warnings_only)
-    try:
-        yield
-    finally:
-        log.removeFilter(warnings_only)
+def warnings_only(report: Reporter) -> Reporter:
+    """`report`, handed only the events of level warning or error."""
+    def passing(event: Event) -> None:
+        if event.level != "info":
+            report(event)
+    return passing
 
 
 async def _attempt(work) -> tuple[Any, str | None]:

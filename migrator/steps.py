@@ -50,7 +50,7 @@ class Steps:
                  profile: ServerProfile | None = None, report: Reporter = silent):
         self.database = database
         self.migrations = discover() if migrations is None else migrations
-        self.hooks = Hooks(database)
+        self.hooks = Hooks(database, report=report)
         self._profile = profile  # None: detected when first needed
         self.report = report  # migrator.events: how everything below tells what happens
         self.retry = Retry(retry_for_s, report)
@@ -223,8 +223,7 @@ class Steps:
                        post_images=post_images is not None, force=force, run_id=self.run_id)
         try:
             await backup.restore(self.database, file, await self.server_profile(), done, self.lock.check,
-                                 self.batch_settings.progress_interval_s, post_images, force, self.retry,
-                                 self.report)
+                                 post_images, force, self.retry, self.report)
         except (MigrationError, PyMongoError) as exc:
             try:
                 await self.changelog.record(file.migration, "restore", plan.FAILED, error=redact(exc),

@@ -6,7 +6,7 @@ from conftest import without_timestamps
 from sample_messages import chat_messages
 
 SCRIPT = "add_metadata_to_chat_messages.py"
-RATE = re.compile(r", [\d,.]+ \w+/s.*")  # "20 ids, 1,234 ids/s" and "..., 2,150 docs/s, 28 s left"
+RATE = re.compile(r", [\d,.]+ \w+/s.*")  # "20 ids, 1,234 ids/s" and "..., 2,150 docs/s, about 28 s left"
 
 
 def by_id(collection):

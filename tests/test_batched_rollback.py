@@ -22,7 +22,7 @@ ADDED_BY_US = {"metadata": {"$type": "null"}}
 UNSET = {"$unset": {"metadata": ""}}
 APP_METADATA = [{"event": "usedTools", "data": ["written while the rollback ran"]}]
 PROGRESS_LINE = re.compile(rf"INFO    {NAME}: [\d,]+( of ~?[\d,]+)? documents( \(\d+%\))?, [\d,]+ docs/s"
-                           r"(, [\d.]+ (s|min|h) left)?; [\d,]+ modified$", re.MULTILINE)
+                           r"(, (about [\d.]+ (s|min|h)|under a second) left)?; [\d,]+ modified$", re.MULTILINE)
 
 
 def by_id(db) -> dict:

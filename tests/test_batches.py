@@ -18,7 +18,7 @@ SCRIPT = "add_metadata_to_chat_messages.py"
 NAME = "add_metadata_to_chat_messages"
 PATHS = ["range", "stream"]
 PROGRESS_LINE = re.compile(rf"INFO    {NAME}: [\d,]+( of ~?[\d,]+)? documents( \(\d+%\))?, [\d,]+ docs/s"
-                           r"(, [\d.]+ (s|min|h) left)?; [\d,]+ modified$", re.MULTILINE)
+                           r"(, (about [\d.]+ (s|min|h)|under a second) left)?; [\d,]+ modified$", re.MULTILINE)
 
 
 def load(db, count: int, every: int = 10) -> dict:

@@ -32,7 +32,7 @@ from migrator.errors import MigrationError
 from migrator.events import Reporter, silent
 from migrator.migration import Migration
 from migrator.profile import ServerProfile
-from migrator.progress import DEFAULT_INTERVAL_S, Progress
+from migrator.progress import Progress
 from migrator.redact import redact
 from migrator.retry import is_transient
 from migrator.stop import StopRequest
@@ -162,16 +162,14 @@ def batch_size(profile: ServerProfile) -> int:
 
 
 async def restore(database: AsyncDatabase, file: BackupFile, profile: ServerProfile, done: Restored,
-                  before_batch: Callable[[], None] = lambda: None,
-                  progress_interval_s: float = DEFAULT_INTERVAL_S, post_images: PostImages | None = None,
+                  before_batch: Callable[[], None] = lambda: None, post_images: PostImages | None = None,
                   force: bool = False, retry: Retrying = once, report: Reporter = silent) -> Restored:
     """Put the documents back as they were (see the module's docstring for which), reading each batch back
     right after writing it; `done` counts as it goes. Between batches `before_batch` may raise, and Ctrl-C or
     SIGTERM stops the restore (MigrationError with exit 130 or 143)."""
     collection, stop = database.get_collection(file.collection, codec_options=RAW), StopRequest(report)
-    progress = Progress(f"restore of {file.collection}", interval_s=progress_interval_s)
+    progress = Progress(f"restore of {file.collection}", report)
     progress.set_total(file.count)
-    stop.before_exit = progress.close
     afters = post_images.digests() if post_images is not None and not force else None
     try:
         with stop.handled():
@@ -184,7 +182,7 @@ async def restore(database: AsyncDatabase, file: BackupFile, profile: ServerProf
                 done.add(file, batch, verdicts, back)
                 progress.advance(len(batch), sum(what in WRITES for what in verdicts))
     finally:
-        progress.close()
+        progress.end()
         if afters:
             afters.close()
     return done
