@@ -31,7 +31,7 @@ async def batch_bound(target: AsyncCollection, after: dict, size: int) -> tuple[
     """(last `_id`, documents) of the next batch of `size` past `after`, read from the `_id` index alone.
     A full batch costs one round trip: the index read skips to its last `_id`. Fewer left (the last batch, once
     a walk): the bound is the collection's last `_id` and the count is of what is left up to it, two round trips
-    more. (One aggregation with $group's $last could answer both, but FerretDB has neither $first nor $last.)"""
+    more. (One aggregation with $group's $last could answer both, but not every server has $first and $last.)"""
     ids_only, ascending = {"_id": 1}, [("_id", ASCENDING)]
     full = await target.find_one(after, ids_only, sort=ascending, skip=size - 1)
     if full is not None:

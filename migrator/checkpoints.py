@@ -5,7 +5,8 @@ filter and update), path, last_id, scanned, matched, modified, batches, done, to
 started_at, started_from, at}`, written after every batch, deleted when the migration completes. The
 changelog stays insert-only history; this is the one place that is overwritten as work goes on.
 `scanned` counts the documents done of `total` (counted when the walk starts; `total_estimated`: from
-the collection's count); `done` says the walk is over. A runner's first save also sets `started_at`
+the collection's count); `done` says the walk is over (in Python: migrator.batches.Walk's
+`documents_done` and `finished`). A runner's first save also sets `started_at`
 (the server's clock) and `started_from` (`scanned` then): what `--status` measures this run's rate from.
 A rollback's checkpoints are `<migration>/rollback/<step>`, with `action: "rollback"`; an `up`'s have no action.
 
@@ -35,7 +36,7 @@ class Checkpoints:
         return f"{migration}/{step}" if action == APPLY else f"{migration}/{action}/{step}"
 
     async def load(self, migration: str, step: int, action: str = APPLY) -> dict | None:
-        # A string `_id` alone: the one filter FerretDB answers from an index.
+        # A string `_id` alone: a filter every server answers from an index (even where profile.id_lookup_only).
         return await self.retry("reading the checkpoint",
                                 lambda: self.collection.find_one({"_id": self.key(migration, step, action)}))
 

@@ -28,7 +28,7 @@ from migrator.redact import redact
 AUTHENTICATION_FAILED = (18, 8000)  # MongoDB's AuthenticationFailed; Atlas answers bad credentials with 8000
 RUNNER_OPTIONS = {"readPreference": "primary", "w": "majority", "retryWrites": True, "retryReads": True,
                   "socketTimeoutMS": None, "timeoutMS": None}
-INVALID_NAMESPACE = 73  # MongoDB's and FerretDB's answer to a database name the server will not take
+INVALID_NAMESPACE = 73  # the answer to a database name the server will not take
 
 
 def parse_url(url: str, validate: bool = True) -> dict[str, Any]:

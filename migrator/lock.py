@@ -3,7 +3,7 @@
 The lock is a series of epochs, documents `{_id: n, owner, acquired_at, expires_at, released_at}`.
 The latest epoch holds the lock unless it is released or its lease has expired by the server's
 clock. To take the lock a runner inserts epoch n+1: the unique `_id` lets exactly one runner win,
-even on servers whose conditional updates are not atomic (FerretDB). What makes it hold on a
+even on servers whose conditional updates are not atomic. What makes it hold on a
 replica set:
 - every write is majority-acknowledged and retried on a failover (migrator.retry); an insert whose
   reply was lost is recognised by reading the epoch back: its owner is this runner's random id;

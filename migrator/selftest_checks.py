@@ -18,7 +18,7 @@ from migrator.profile import ServerProfile
 from migrator.scratch import Scratch
 from migrator.steps import in_parens
 
-_STOPPED = (ExitCode.INTERRUPTED, ExitCode.TERMINATED)
+STOPPED = (ExitCode.INTERRUPTED, ExitCode.TERMINATED)
 
 UP, IDEMPOTENT, UNTOUCHED, REVERSIBLE = "up, then verify", "idempotent", "leaves other documents alone", "reversible"
 _FAILURES = {UP: "up, then verify failed", IDEMPOTENT: "not idempotent",
@@ -48,17 +48,17 @@ class DocumentPreview:
     changes: list[Change]
 
 
-async def _snapshot(scratch: Scratch) -> Snapshot:
+async def snapshot(scratch: Scratch) -> Snapshot:
     return await scratch.snapshot(leave_out=(checkpoints.COLLECTION,))
 
 
-def _keys(before: Snapshot, after: Snapshot) -> list[Key]:
+def keys_of(before: Snapshot, after: Snapshot) -> list[Key]:
     return [*before, *(key for key in after if key not in before)]
 
 
 # ----- the migration's functions, on the copies -----
 
-class _OnScratch:
+class OnScratch:
     """The migration's functions, called with the scratch database (and a batched `up` with scratch batches)."""
 
     def __init__(self, migration: Migration, scratch: Scratch, settings: BatchSettings, profile: ServerProfile,
@@ -92,7 +92,7 @@ class _OnScratch:
         try:
             return await call
         except MigrationError as exc:
-            if exc.exit_code in _STOPPED:
+            if exc.exit_code in STOPPED:
                 raise MigrationError(f"{self.migration.name}: stopped on the scratch copies: they are removed, the "
                                      "real collections were not written", exc.exit_code) from exc
             raise
@@ -106,19 +106,19 @@ def warnings_only(report: Reporter) -> Reporter:
     return passing
 
 
-async def _attempt(work) -> tuple[Any, str | None]:
+async def attempt(work) -> tuple[Any, str | None]:
     """(what `work` returned, None), or (None, why it failed); Ctrl-C and SIGTERM go on up."""
     try:
         return await work, None
     except MigrationError as exc:
-        if exc.exit_code in _STOPPED:
+        if exc.exit_code in STOPPED:
             raise
         return None, str(exc)
 
 
 # ----- the checks -----
 
-def _up_check(outcome: Outcome | None, verification: Verification | None, error: str | None) -> Check:
+def up_check(outcome: Outcome | None, verification: Verification | None, error: str | None) -> Check:
     if error:
         return Check(UP, False, error)
     counts = in_parens(verification.counts) if verification else ""
@@ -127,10 +127,10 @@ def _up_check(outcome: Outcome | None, verification: Verification | None, error:
     return Check(UP, True, f"{outcome.modified:,} documents modified; verified{counts}")
 
 
-def _idempotent(again: Outcome | None, error: str | None, after_up: Snapshot, after_again: Snapshot) -> Check:
+def idempotent_check(again: Outcome | None, error: str | None, after_up: Snapshot, after_again: Snapshot) -> Check:
     if error:
         return Check(IDEMPOTENT, False, f"up again failed: {error}")
-    differ = _differing(_keys(after_up, after_again), after_up, after_again)
+    differ = _differing(keys_of(after_up, after_again), after_up, after_again)
     example = _example(differ[0], after_up, after_again) if differ else []
     if again.modified:
         return Check(IDEMPOTENT, False, f"up again modified {again.modified:,} documents", example)
@@ -140,7 +140,7 @@ def _idempotent(again: Outcome | None, error: str | None, after_up: Snapshot, af
     return Check(IDEMPOTENT, True, f"up again modified nothing; all {len(after_up):,} documents byte-identical")
 
 
-def _untouched(untouched: set[Key], original: Snapshot, after_up: Snapshot, after_again: Snapshot) -> Check:
+def untouched_check(untouched: set[Key], original: Snapshot, after_up: Snapshot, after_again: Snapshot) -> Check:
     if not untouched:
         return Check(UNTOUCHED, None, "no document outside touches(\"apply\") in the sample: not checked")
     keys = [key for key in original if key in untouched]
@@ -152,21 +152,21 @@ def _untouched(untouched: set[Key], original: Snapshot, after_up: Snapshot, afte
     return Check(UNTOUCHED, True, f"the {len(keys):,} documents outside touches(\"apply\") unchanged")
 
 
-async def _reversible(on_scratch: _OnScratch, scratch: Scratch, original: Snapshot, after_up: Snapshot) -> Check:
+async def reversible_check(on_scratch: OnScratch, scratch: Scratch, original: Snapshot, after_up: Snapshot) -> Check:
     migration = on_scratch.migration
     if migration.rollback is None:
         return Check(REVERSIBLE, None, "no rollback: not checked (undo it by hand or restore a backup)")
-    _, error = await _attempt(on_scratch.rollback())
+    _, error = await attempt(on_scratch.rollback())
     if error:
         return Check(REVERSIBLE, False, f"rollback failed: {error}")
     if migration.verify_rollback is not None:
-        verification, error = await _attempt(on_scratch.verify("verify_rollback"))
+        verification, error = await attempt(on_scratch.verify("verify_rollback"))
         if error or not verification.ok:
             why = error or f"verify_rollback says the change is not undone{in_parens(verification.counts)}"
             return Check(REVERSIBLE, False, why)
-    after = await _snapshot(scratch)
+    after = await snapshot(scratch)
     kept, differ = [], []
-    for key in _keys(original, after):
+    for key in keys_of(original, after):
         given_back, by_keeping = _given_back(key, original, after_up, after, migration.keeps_on_rollback)
         if not given_back:
             differ.append(key)
@@ -225,7 +225,7 @@ def _differing(keys: list[Key], before: Snapshot, after: Snapshot) -> list[Key]:
 
 # ----- showing documents -----
 
-def _document_preview(key: Key, before: bytes | None, after: bytes | None) -> DocumentPreview:
+def document_preview(key: Key, before: bytes | None, after: bytes | None) -> DocumentPreview:
     collection, id_ = key[0], bson.decode(key[1])["_id"]
     if before is None or after is None:
         return DocumentPreview(collection, id_, "added" if before is None else "removed", [])
@@ -235,7 +235,7 @@ def _document_preview(key: Key, before: bytes | None, after: bytes | None) -> Do
 
 def _example(key: Key, before: Snapshot, after: Snapshot) -> list[str]:
     """One offending document, masked: its collection and _id, then only the fields that differ."""
-    document = _document_preview(key, before.get(key), after.get(key))
+    document = document_preview(key, before.get(key), after.get(key))
     head = f"{document.collection} _id={shown(document.id)}"
     if document.state in ("added", "removed"):
         return [f"{head}: document {document.state}"]

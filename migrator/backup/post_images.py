@@ -5,20 +5,19 @@ import gzip
 import hashlib
 import json
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from bson.errors import BSONError
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from migrator.backup.current import batch_size, current_documents
 from migrator.backup.file import (
     ABSENT,
-    FORMAT,
     POST_IMAGES_FIELDS,
     POST_IMAGES_FORMAT,
-    RAW,
     BackupFile,
     Retrying,
     manifest_digest,
@@ -27,11 +26,11 @@ from migrator.backup.file import (
     seal,
     shown,
 )
-from migrator.backup.restoring import _current, batch_size
-from migrator.backup.save import Saved, _assemble
+from migrator.backup.save import Saved, assemble
 from migrator.clock import server_now
 from migrator.errors import ExitCode, MigrationError
 from migrator.profile import ServerProfile
+from migrator.rawbson import RAW
 from migrator.redact import redact
 
 # ----- post-images: the saved documents as the migration left them -----
@@ -58,7 +57,7 @@ async def _write_post_images(database: AsyncDatabase, path: Path, profile: Serve
         with gzip.open(body, "wb", compresslevel=6) as out:
             for batch in file.batches(batch_size(profile)):
                 ids = [entry.id for entry in batch]
-                for now in await retry(f"post-images of {file.collection}", lambda: _current(collection, ids, profile)):
+                for now in await retry(f"post-images of {file.collection}", lambda: current_documents(collection, ids, profile)):
                     line = f"{hashlib.sha256(now).hexdigest() if now is not None else ABSENT}\n".encode()
                     out.write(line)
                     digest.update(line)
@@ -66,7 +65,7 @@ async def _write_post_images(database: AsyncDatabase, path: Path, profile: Serve
         manifest = seal({"format": POST_IMAGES_FORMAT, "backup": path.name, "backup_sha256": file.manifest["sha256"],
                          "backup_manifest_sha256": file.manifest["manifest_sha256"], "count": count,
                          "sha256": digest.hexdigest(), "created_at": (await server_now(database)).isoformat()})
-        _assemble(target, manifest, body)
+        assemble(target, manifest, body)
     finally:
         body.unlink(missing_ok=True)
     return target
@@ -90,7 +89,7 @@ def read_post_images(file: "BackupFile") -> PostImages | None:
     """The post-images of a backup, every line checked; None when it has none. MigrationError (exit 2) when
     they are there but cannot be trusted."""
     path = post_images_path(file.path)
-    if file.manifest["format"] != FORMAT or path is None or not path.is_file():
+    if path is None or not path.is_file():
         return None
 
     def refuse(why: str) -> MigrationError:

@@ -1,23 +1,18 @@
 """Putting a backup's documents back exactly, a batch at a time, each batch read back; which migrations a
 restore would undo."""
 
-from __future__ import annotations
-
-import asyncio
 import hashlib
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
 
-import bson
 from pymongo import InsertOne, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from migrator import plan
+from migrator.backup.current import batch_size, current_documents
 from migrator.backup.file import (
-    BATCH,
-    RAW,
     SHOWN,
     BackupFile,
     Entry,
@@ -26,6 +21,7 @@ from migrator.backup.file import (
     shown,
     shown_id,
 )
+from migrator.backup.post_images import PostImages
 from migrator.backup.save import touched
 from migrator.clock import as_utc
 from migrator.errors import MigrationError
@@ -33,12 +29,10 @@ from migrator.events import Reporter, silent
 from migrator.migration import Migration
 from migrator.profile import ServerProfile
 from migrator.progress import Progress
+from migrator.rawbson import RAW
 from migrator.redact import redact
 from migrator.retry import is_transient
 from migrator.stop import StopRequest
-
-if TYPE_CHECKING:
-    from migrator.backup.post_images import PostImages
 
 
 def applied_since(file: BackupFile, migrations: list[Migration], entries: list[dict]) -> list[str]:
@@ -139,7 +133,7 @@ class Restored:
         for entry, what in zip(batch, verdicts):
             if what == ALREADY:
                 self.already += 1
-                self.digest.update(entry.counted)
+                self.digest.update(entry.raw)
             elif what in WRITES:
                 self.written += 1
                 self.inserted += what == INSERT
@@ -152,13 +146,9 @@ class Restored:
             self.differing.append(entry.id)
             return
         self.found += 1
-        self.digest.update(file.counted(now))
+        self.digest.update(now)
         if now != entry.raw:
             self.differing.append(entry.id)
-
-
-def batch_size(profile: ServerProfile) -> int:
-    return profile.max_bulk or BATCH
 
 
 async def restore(database: AsyncDatabase, file: BackupFile, profile: ServerProfile, done: Restored,
@@ -192,14 +182,14 @@ async def _restore_batch(collection: AsyncCollection, batch: list[Entry], after:
                          file: BackupFile, done: Restored) -> tuple[list[str], list[bytes | None]]:
     """Read the batch's documents as they are, write those to write, read those back: (verdicts, read back).
     Safe to run again: a document already written reads as in the backup."""
-    current = await _current(collection, [entry.id for entry in batch], profile)
+    current = await current_documents(collection, [entry.id for entry in batch], profile)
     verdicts = [verdict(entry.raw, now, post) for entry, now, post in zip(batch, current, after)]
     writing = [entry for entry, what in zip(batch, verdicts) if what in WRITES]
     if writing:
         await _write(collection, [ReplaceOne({"_id": entry.id}, entry.document) if what == REPLACE
                                   else InsertOne(entry.document)
                                   for entry, what in zip(batch, verdicts) if what in WRITES], file, done)
-    return verdicts, await _current(collection, [entry.id for entry in writing], profile)
+    return verdicts, await current_documents(collection, [entry.id for entry in writing], profile)
 
 
 def _stop_if_asked(stop: StopRequest, file: BackupFile, done: Restored) -> None:
@@ -212,7 +202,7 @@ def _stop_if_asked(stop: StopRequest, file: BackupFile, done: Restored) -> None:
 async def _write(collection: AsyncCollection, writes: list, file: BackupFile, done: Restored) -> None:
     try:
         await collection.bulk_write(writes, ordered=True)
-    except Exception as exc:  # FerretDB's error answers can even break the driver's result parsing (KeyError)
+    except Exception as exc:  # a server's error answer can even break the driver's result parsing (KeyError)
         if is_transient(exc):
             raise  # the batch is tried again whole
         reached = done.restored + done.skipped
@@ -220,26 +210,3 @@ async def _write(collection: AsyncCollection, writes: list, file: BackupFile, do
                              f"{file.count} ({type(exc).__name__}: {redact(exc)}): the {done.restored} before "
                              "them are restored, maybe some of those too; fix the cause and run the same "
                              "restore again") from exc
-
-
-async def _current(collection: AsyncCollection, ids: list, profile: ServerProfile) -> list[bytes | None]:
-    """The raw BSON of the documents of `ids` as they are now, in that order (None: not found)."""
-    if not ids:
-        return []
-    if profile.id_lookup_only:
-        # `$in` would read the whole collection, and many statements at once can stall the server:
-        # a few lookups by _id at a time.
-        at_once = asyncio.Semaphore(profile.lookups_at_once or 1)
-
-        async def one(_id):
-            async with at_once:
-                document = await collection.find_one({"_id": _id})
-                return document.raw if document is not None else None
-        return list(await asyncio.gather(*(one(_id) for _id in ids)))
-    found = {_key(document["_id"]): document.raw async for document in collection.find({"_id": {"$in": ids}})}
-    return [found.get(_key(_id)) for _id in ids]
-
-
-def _key(value) -> bytes:
-    """A hashable stand-in for an _id of any type (an embedded document included)."""
-    return bson.encode({"_id": value}, codec_options=RAW)

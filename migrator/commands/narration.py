@@ -148,18 +148,11 @@ def plural(count: int, noun: str) -> str:
 
 
 def warn_of_format(file: backup.BackupFile, post_images: backup.PostImages | None, force: bool) -> None:
-    """One WARNING line for what an older backup, or one without post-images, cannot do."""
-    shown, caveats = backup.shown(file.path), []
-    if not file.manifest_covered:
-        caveats.append("its manifest (migration, action, database, collection) is not covered by its checksum, "
-                       "only its documents are")
+    """One WARNING line for what a backup without post-images cannot do."""
     if post_images is None and not force:
-        caveats.append("it has no post-images (the documents as the migration left them: a backup of an older "
-                       "format, or its migration did not complete), so changes the app made since cannot be told "
-                       "apart: every document is put back")
-    if caveats:
-        older = "a backup of the previous format: " if not file.manifest_covered else ""
-        log.warning("%s: %s%s", shown, older, "; and ".join(caveats))
+        log.warning("%s: it has no post-images (the documents as the migration left them: its migration did not "
+                    "complete), so changes the app made since cannot be told apart: every document is put back",
+                    backup.shown(file.path))
 
 
 def report_left_alone(restored: backup.Restored, file: backup.BackupFile) -> None:

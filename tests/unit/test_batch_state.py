@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from migrator.batches import DEFAULT_SIZE, RANGE, STREAM, Batches, BatchSettings, _digest, default_path
+from migrator.batches import DEFAULT_SIZE, RANGE, STREAM, Batches, BatchSettings, Walk, _digest, default_path
 from migrator.checkpoints import Checkpoints
 from migrator.cli import runner_parser
 from migrator.errors import MigrationError
@@ -29,8 +29,8 @@ def batches(settings=BatchSettings(), is_ferretdb=False) -> Batches:
     return Batches(NoDatabase(), "add_metadata", "sum", settings, ferretdb() if is_ferretdb else mongodb())
 
 
-def fresh_state() -> dict:
-    return {"last_id": None, "scanned": 0, "matched": 0, "modified": 0, "batches": 0}
+def fresh_state() -> Walk:
+    return Walk("chat_messages", "sum", "work", RANGE)
 
 
 def test_the_path_is_the_servers_unless_one_is_asked_for():
@@ -66,7 +66,11 @@ def test_each_batch_adds_to_the_counts_and_moves_the_last_id():
     walk, state, progress = batches(), fresh_state(), Progress("t", events.append)
     walk._batch_done(state, 1000, "id-1000", 990, 900, progress)
     walk._batch_done(state, 500, "id-1500", 500, 0, progress)
-    assert state == {"last_id": "id-1500", "scanned": 1500, "matched": 1490, "modified": 900, "batches": 2}
+    assert (state.last_id, state.documents_done, state.matched, state.modified, state.batches) == \
+        ("id-1500", 1500, 1490, 900, 2)
+    assert state.checkpoint() == {"collection": "chat_messages", "checksum": "sum", "work": "work", "path": RANGE,
+                                  "last_id": "id-1500", "scanned": 1500, "matched": 1490, "modified": 900,
+                                  "batches": 2, "done": False}  # the names earlier versions stored: they resume
     progress.finish()
     assert (progress.done, progress.modified) == (1500, 900)
     assert [(type(e).__name__, getattr(e, "done", None), getattr(e, "modified", None)) for e in events] == [
@@ -85,7 +89,8 @@ def test_a_stop_request_ends_the_walk_with_where_it_stopped(signum, code, name):
                                  "same command again to resume")
     assert caught.value.exit_code == code
 
-    state = {**fresh_state(), "last_id": 41999, "scanned": 42000, "batches": 42}
+    state = fresh_state()
+    state.resume({"last_id": 41999, "scanned": 42000, "matched": 0, "modified": 0, "batches": 42})
     with pytest.raises(MigrationError, match=rf"stopped by {name} after 42,000 documents; checkpoint saved \(up to "
                                              r"_id 41999\)"):
         walk._stop_if_asked(state)
