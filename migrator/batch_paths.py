@@ -45,8 +45,9 @@ async def batch_bound(target: AsyncCollection, after: dict, size: int) -> tuple[
 async def mixed_id_types(target: AsyncCollection) -> bool:
     """Do the smallest and largest `_id` differ in BSON type? (Two index lookups on MongoDB.)"""
     ends = [await target.find_one({}, {"_id": 1}, sort=[("_id", order)]) for order in (1, -1)]
-    if None in ends:
+    ids = [end["_id"] for end in ends if end is not None]
+    if len(ids) < 2:
         return False
-    kinds = {"number" if isinstance(end["_id"], _NUMBERS) and not isinstance(end["_id"], bool)
-             else type(end["_id"]).__name__ for end in ends}
+    kinds = {"number" if isinstance(_id, _NUMBERS) and not isinstance(_id, bool) else type(_id).__name__
+             for _id in ids}
     return len(kinds) > 1

@@ -179,7 +179,7 @@ class Batches:
             await self._between(state, step)
             after = {} if state.last_id is None else {"_id": {"$gt": state.last_id}}
 
-            async def batch():  # whole, again after a failover: the filter is checked again at the write
+            async def batch(after=after):  # whole, again after a failover: the filter is checked again at the write
                 bound = await batch_bound(target, after, self.size)
                 if bound is None:
                     return None

@@ -15,6 +15,8 @@ asked first), and once this runner has saved a checkpoint, the next save sets on
 changed (the last `_id` and the counts), unless the document is gone meanwhile: then all of them.
 """
 
+from typing import Any
+
 from pymongo.asynchronous.database import AsyncDatabase
 
 from migrator.clock import bookkeeping
@@ -54,7 +56,7 @@ class Checkpoints:
         """Set `fields`, and `dates` to the server's time; saving twice is the same as once. False: no such
         checkpoint (not upserted)."""
         now = {"$currentDate": {name: True for name in dates}}
-        change = {"$set": fields, **now} if fields else now
+        change: dict[str, Any] = {"$set": fields, **now} if fields else now
         result = await self.retry(f"{migration}: saving the checkpoint",
                                   lambda: self.collection.update_one({"_id": key}, change, upsert=upsert))
         return result.matched_count > 0 or result.upserted_id is not None
@@ -67,7 +69,7 @@ class Checkpoints:
 
     async def clear(self, migration: str, action: str | None = None) -> None:
         """Delete the checkpoints of `migration`: all of them, or those of one action (APPLY or ROLLBACK)."""
-        which = {}
+        which: dict[str, Any] = {}
         if action == APPLY:
             which = {"action": {"$ne": ROLLBACK}}  # an up's has no action
         elif action is not None:

@@ -16,6 +16,7 @@ replica set:
 """
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -177,10 +178,8 @@ class MigrationLock:
     async def _heartbeat(self) -> None:
         while not self.lost_reason:
             await asyncio.sleep(self.lease_s / 4)
-            try:
+            with contextlib.suppress(PyMongoError, MigrationError):  # check() stops the work once the lease may end
                 await self.renew()
-            except (PyMongoError, MigrationError):
-                pass  # check() stops the work once the lease may have run out
 
     @asynccontextmanager
     async def held(self, timeout_s: float):
@@ -190,16 +189,14 @@ class MigrationLock:
             yield self
         finally:
             heartbeat.cancel()
-            try:
+            with contextlib.suppress(PyMongoError, MigrationError):  # the lease expires by itself
                 await self.release()
-            except (PyMongoError, MigrationError):
-                pass  # the lease expires by itself
 
     async def force_unlock(self) -> dict | None:
         """Free the lock whoever holds it: a released epoch on top tells a live holder it lost it."""
         latest = await self.latest()
         now = await server_now(self.database)
-        if self.is_free(latest, now):
+        if latest is None or self.is_free(latest, now):
             return None
         await self.collection.insert_one({"_id": latest["_id"] + 1, "owner": f"force-unlock by {self.owner}",
                                           "acquired_at": now, "expires_at": now, "released_at": now})

@@ -14,10 +14,12 @@ copy does not hold is simply empty there.
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.command_cursor import AsyncCommandCursor
+from pymongo.asynchronous.cursor import AsyncRawBatchCursor
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
@@ -98,7 +100,7 @@ class ScratchDatabase:
             mapped["pipeline"] = self.pipeline(mapped["pipeline"])
         return mapped
 
-    def pipeline(self, pipeline: list) -> list:
+    def pipeline(self, pipeline: Sequence) -> list:
         return [self._stage(stage) for stage in pipeline]
 
     def _stage(self, stage):
@@ -187,10 +189,12 @@ class ScratchCollection(AsyncCollection):
     async def rename(self, new_name: str, *args, **kwargs):
         return await super().rename(self._scratch.scratch_name(new_name), *args, **kwargs)
 
-    async def aggregate(self, pipeline: list, *args, **kwargs):
+    async def aggregate(self, pipeline: Sequence[Mapping[str, Any]], *args: Any, **kwargs: Any
+                        ) -> AsyncCommandCursor:
         return await super().aggregate(self._scratch.pipeline(pipeline), *args, **kwargs)
 
-    async def aggregate_raw_batches(self, pipeline: list, *args, **kwargs):
+    async def aggregate_raw_batches(self, pipeline: Sequence[Mapping[str, Any]], *args: Any, **kwargs: Any
+                                    ) -> AsyncRawBatchCursor:
         return await super().aggregate_raw_batches(self._scratch.pipeline(pipeline), *args, **kwargs)
 
 

@@ -255,7 +255,9 @@ async def _copy_sample(scratch: Scratch, migration: Migration, declared: dict[st
     `untouched_size` that neither its `up` nor its `rollback` should touch."""
     rollback = (touched(migration, "rollback") or {}) if migration.rollback else {}
     existing = set(await scratch.real.list_collection_names())
-    samples, changing, untouched = [], set(), set()
+    samples: list[Sample] = []
+    changing: set[Key] = set()
+    untouched: set[Key] = set()
     for name, filter in declared.items():
         sample = Sample(name)
         samples.append(sample)

@@ -3,9 +3,10 @@ copies, what each check concludes from the snapshots before and after, and one o
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import bson
+from pymongo.asynchronous.database import AsyncDatabase
 
 from migrator import checkpoints
 from migrator.batches import Batches, BatchSettings
@@ -65,7 +66,9 @@ class OnScratch:
                  report: Reporter = silent):
         self.migration, self.scratch, self.profile = migration, scratch, profile
         self.report = warnings_only(report)  # the progress of the copies would read like the real run's
-        self.hooks = Hooks(scratch.database, " on the scratch copies", self.report)
+        # the scratch database stands in for the real one: every collection name leads to its copy
+        database = cast(AsyncDatabase, scratch.database)
+        self.hooks = Hooks(database, " on the scratch copies", self.report)
         self.settings = replace(settings, max_rate=None)  # a sample is no load on the server
 
     async def up(self) -> Outcome:
@@ -74,8 +77,9 @@ class OnScratch:
     async def _batched(self, hook: str, action: str) -> Outcome:
         options = {}
         if self.migration.accepts(hook, "batches"):  # its checkpoints go to a scratch collection: names lead there
-            options["batches"] = Batches(self.scratch.database, self.migration.name, self.migration.checksum,
-                                         self.settings, self.profile, action=action, report=self.report)
+            options["batches"] = Batches(cast(AsyncDatabase, self.scratch.database), self.migration.name,
+                                         self.migration.checksum, self.settings, self.profile, action=action,
+                                         report=self.report)
         outcome = await self._stopped_said(self.hooks.outcome(self.migration, hook, **options))
         # as after a whole run: the next starts over
         await self.scratch.database.drop_collection(checkpoints.COLLECTION)
@@ -119,16 +123,16 @@ async def attempt(work) -> tuple[Any, str | None]:
 # ----- the checks -----
 
 def up_check(outcome: Outcome | None, verification: Verification | None, error: str | None) -> Check:
-    if error:
-        return Check(UP, False, error)
-    counts = in_parens(verification.counts) if verification else ""
+    if error or outcome is None or verification is None:
+        return Check(UP, False, error or "up or verify returned nothing")
+    counts = in_parens(verification.counts)
     if not verification.ok:
         return Check(UP, False, f"verify says the change is not in place{counts}")
     return Check(UP, True, f"{outcome.modified:,} documents modified; verified{counts}")
 
 
 def idempotent_check(again: Outcome | None, error: str | None, after_up: Snapshot, after_again: Snapshot) -> Check:
-    if error:
+    if error or again is None:
         return Check(IDEMPOTENT, False, f"up again failed: {error}")
     differ = _differing(keys_of(after_up, after_again), after_up, after_again)
     example = _example(differ[0], after_up, after_again) if differ else []
@@ -214,9 +218,10 @@ def _get(document: Mapping, path: str) -> Any:
 
 def _pop(document: dict, path: str) -> Any:
     *parents, last = path.split(".")
+    inner: Any = document
     for part in parents:
-        document = document.get(part) if isinstance(document, dict) else None
-    return document.pop(last, MISSING) if isinstance(document, dict) else MISSING
+        inner = inner.get(part) if isinstance(inner, dict) else None
+    return inner.pop(last, MISSING) if isinstance(inner, dict) else MISSING
 
 
 def _differing(keys: list[Key], before: Snapshot, after: Snapshot) -> list[Key]:

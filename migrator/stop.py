@@ -8,6 +8,7 @@ batches of a migration's `up` rather than the `up` itself).
 """
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Awaitable, Iterator
@@ -39,10 +40,8 @@ class StopRequest:
 
     async def sleep(self, seconds: float) -> None:
         """Sleep, but wake up at once on a stop request."""
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.received.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     @contextmanager
     def handled(self) -> Iterator["StopRequest"]:

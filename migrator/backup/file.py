@@ -34,7 +34,7 @@ BATCH_BYTES = 32 * 1024 * 1024  # and at most this much BSON in one batch
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024 + 16 * 1024  # the server's 16 MiB, and its internal slack
 MAX_MANIFEST_BYTES = 1024 * 1024  # a first line longer than this is no manifest
 SHOWN = 5  # _ids listed of the documents a restore left alone
-DECODED = CodecOptions(uuid_representation=UuidRepresentation.UNSPECIFIED,
+DECODED: CodecOptions = CodecOptions(uuid_representation=UuidRepresentation.UNSPECIFIED,
                        datetime_conversion=DatetimeConversion.DATETIME_AUTO, tz_aware=True)
 MANIFEST_FIELDS = {"migration": str, "action": str, "database": str, "collection": str, "count": int,
                    "sha256": str, "created_at": str}
@@ -205,7 +205,7 @@ def read(path: Path, refuses: Callable[[dict], str] | None = None) -> BackupFile
     try:
         with gzip.open(path, "rb") as stream:
             first = stream.readline(MAX_MANIFEST_BYTES)
-            manifest = json.loads(first) if first.endswith(b"\n") else None
+            manifest = json.loads(first) if first.endswith(b"\n") else {}
             if problem := manifest_problem(manifest):
                 raise refuse(problem)
             file = BackupFile(path, manifest)

@@ -5,8 +5,9 @@ import gzip
 import hashlib
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from bson.errors import BSONError
@@ -18,6 +19,7 @@ from migrator.backup.file import (
     ABSENT,
     POST_IMAGES_FIELDS,
     POST_IMAGES_FORMAT,
+    SUFFIX,
     BackupFile,
     Retrying,
     manifest_digest,
@@ -52,12 +54,16 @@ async def _write_post_images(database: AsyncDatabase, path: Path, profile: Serve
         file = BackupFile(path, json.loads(stream.readline()))
     collection = database.get_collection(file.collection, codec_options=RAW)
     target, digest, count = post_images_path(path), hashlib.sha256(), 0
+    if target is None:
+        raise ValueError(f"{shown(path)} is not named like a backup ({SUFFIX})")
     body = target.with_name(target.name + ".part")
     try:
         with gzip.open(body, "wb", compresslevel=6) as out:
             for batch in file.batches(batch_size(profile)):
                 ids = [entry.id for entry in batch]
-                for now in await retry(f"post-images of {file.collection}", lambda: current_documents(collection, ids, profile)):
+                now_documents = await retry(f"post-images of {file.collection}",
+                                            partial(current_documents, collection, ids, profile))
+                for now in now_documents:
                     line = f"{hashlib.sha256(now).hexdigest() if now is not None else ABSENT}\n".encode()
                     out.write(line)
                     digest.update(line)
@@ -76,7 +82,7 @@ class PostImages:
     path: Path
     manifest: dict
 
-    def digests(self) -> Iterator[str | None]:
+    def digests(self) -> Generator[str | None, None, None]:
         """Each document's digest as the migration left it (None: it deleted it), in the backup's order."""
         with gzip.open(self.path, "rb") as lines:
             next(lines)

@@ -5,6 +5,7 @@ import hashlib
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from pymongo import InsertOne, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
@@ -130,7 +131,7 @@ class Restored:
 
     def add(self, file: BackupFile, batch: list[Entry], verdicts: list[str], back: list[bytes | None]) -> None:
         written = iter(back)
-        for entry, what in zip(batch, verdicts):
+        for entry, what in zip(batch, verdicts, strict=True):
             if what == ALREADY:
                 self.already += 1
                 self.digest.update(entry.raw)
@@ -168,7 +169,7 @@ async def restore(database: AsyncDatabase, file: BackupFile, profile: ServerProf
                 _stop_if_asked(stop, file, done)
                 after = [next(afters) for _ in batch] if afters else [UNKNOWN] * len(batch)
                 verdicts, back = await retry(f"restore of {file.collection}, batch {number}",
-                                             lambda: _restore_batch(collection, batch, after, profile, file, done))
+                                             partial(_restore_batch, collection, batch, after, profile, file, done))
                 done.add(file, batch, verdicts, back)
                 progress.advance(len(batch), sum(what in WRITES for what in verdicts))
     finally:
@@ -183,12 +184,12 @@ async def _restore_batch(collection: AsyncCollection, batch: list[Entry], after:
     """Read the batch's documents as they are, write those to write, read those back: (verdicts, read back).
     Safe to run again: a document already written reads as in the backup."""
     current = await current_documents(collection, [entry.id for entry in batch], profile)
-    verdicts = [verdict(entry.raw, now, post) for entry, now, post in zip(batch, current, after)]
-    writing = [entry for entry, what in zip(batch, verdicts) if what in WRITES]
+    verdicts = [verdict(entry.raw, now, post) for entry, now, post in zip(batch, current, after, strict=True)]
+    writing = [entry for entry, what in zip(batch, verdicts, strict=True) if what in WRITES]
     if writing:
         await _write(collection, [ReplaceOne({"_id": entry.id}, entry.document) if what == REPLACE
                                   else InsertOne(entry.document)
-                                  for entry, what in zip(batch, verdicts) if what in WRITES], file, done)
+                                  for entry, what in zip(batch, verdicts, strict=True) if what in WRITES], file, done)
     return verdicts, await current_documents(collection, [entry.id for entry in writing], profile)
 
 

@@ -88,7 +88,8 @@ async def save(database: AsyncDatabase, migration: Migration, action: str, folde
     """Save whole every document `migration` will change; MigrationError (nothing changed) if that fails."""
     collections = touched(migration, action, purge)
     if collections is None:
-        require_declared([migration], action, purge)
+        require_declared([migration], action, purge)  # raises: it declares nothing
+        return []
     return [await _save_one(database, migration, action, purge, name, query, Path(folder))
             for name, query in collections.items()]
 

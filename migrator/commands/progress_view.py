@@ -13,7 +13,7 @@ import time
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
 from migrator.events import (
@@ -86,7 +86,7 @@ class ProgressView:
         self.terminal = terminal
         self._bar: RichProgress | None = None  # rich draws one at a time
         self._bar_label = ""
-        self._task = None
+        self._task: TaskID | None = None
         self._last_line: dict[str, float] = {}  # label: when its last line was logged (or its work began)
         self._last_done: dict[str, int] = {}
 
@@ -124,19 +124,22 @@ class ProgressView:
         if self._bar is not None and self._bar_label != event.label:
             self._end(self._bar_label)
         if self._bar is None:
+            rate = TextColumn(f"{{task.fields[rate]}} {_rate_unit(event.unit)}/s")
             self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TaskProgressColumn(), TextColumn(f"{{task.fields[rate]}} {_rate_unit(event.unit)}/s"),
-                                     TimeRemainingColumn(), console=_log_console(), transient=True)
+                                     TaskProgressColumn(), rate, TimeRemainingColumn(), console=_log_console(),
+                                     transient=True)
             self._bar_label = event.label
             self._task = self._bar.add_task(event.label, total=None, completed=event.done, rate="-")
             self._bar.start()
+        task = self._task
+        assert task is not None  # added with the bar
         if event.restarted:
-            self._bar.reset(self._task, completed=event.done, rate="-")
+            self._bar.reset(task, completed=event.done, rate="-")
             return
         label = f"{event.label} (~{event.total:,} estimated)" if event.total and event.estimated else event.label
-        rate = f"{event.rate:,.0f}" if event.done != self._last_done.get(event.label, event.done) else None
-        self._bar.update(self._task, total=event.total, completed=event.done, description=label,
-                         **({"rate": rate} if rate is not None else {}))
+        self._bar.update(task, total=event.total, completed=event.done, description=label)
+        if event.done != self._last_done.get(event.label, event.done):
+            self._bar.update(task, rate=f"{event.rate:,.0f}")
         self._last_done[event.label] = event.done
 
     def _end(self, label: str) -> None:
