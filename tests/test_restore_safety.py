@@ -245,7 +245,7 @@ def test_sigterm_and_ctrl_c_stop_a_restore_between_batches_recorded_and_the_next
 @pytest.mark.parametrize("server_profile", [ferretdb(), mongodb()], ids=["FerretDB's path", "MongoDB's path"])
 def test_both_read_back_paths_find_documents_of_every_id_type(db, server_url, tmp_path, monkeypatch, server_profile):
     """Each server's path on whichever server runs the tests (small batches: FerretDB takes bulks of 50 at most)."""
-    monkeypatch.setattr(backup.restoring, "BATCH", 20)
+    monkeypatch.setattr(backup.current, "BATCH", 20)
     documents = [{"_id": "string-id", "role": "user"}, {"_id": 7, "role": "user"}, {"_id": Int64(2**40), "n": 1.5},
                  {"_id": {"chat": "flow-1", "n": 2}, "role": "assistant"},
                  *({"_id": ObjectId(), **message} for message in chat_messages(116, with_metadata_every=4))]
