@@ -47,7 +47,8 @@ def main() -> int:
     from pymongo import MongoClient
     from pymongo.errors import OperationFailure
 
-    from migrator.connection import FERRETDB_DATABASE_NAMES, INVALID_NAMESPACE
+    from migrator.connection import INVALID_NAMESPACE
+    from migrator.profile import profile_of
     from migrator.redact import redact
     from migrator.settings import SettingsError, load_settings
 
@@ -73,9 +74,9 @@ def main() -> int:
         return 0
     except Exception as exc:
         if isinstance(exc, OperationFailure) and exc.code == INVALID_NAMESPACE:
-            ferretdb = "ferretdbVersion" in client.admin.command("buildInfo")
+            rule = profile_of(client.admin.command("buildInfo")).database_name_rule
             print(f"error: the server refuses the database name {settings.database_name!r} (MONGODB_DATABASE_NAME): "
-                  f"{FERRETDB_DATABASE_NAMES if ferretdb else redact(exc)}", file=sys.stderr)
+                  f"{rule or redact(exc)}", file=sys.stderr)
             return 2
         print(f"error: {type(exc).__name__}: {redact(exc)}", file=sys.stderr)
         return 5
