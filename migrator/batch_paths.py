@@ -31,7 +31,7 @@ async def batch_bound(target: AsyncCollection, after: dict, size: int) -> tuple[
     """(last `_id`, documents) of the next batch of `size` past `after`, read from the `_id` index alone.
     A full batch costs one round trip: the index read skips to its last `_id`. Fewer left (the last batch, once
     a walk): the bound is the collection's last `_id` and the count is of what is left up to it, two round trips
-    more. (One aggregation with $group's $last could answer both, but FerretDB has neither $first nor $last.)"""
+    more. (One aggregation with $group's $last could answer both, but not every server has $first and $last.)"""
     ids_only, ascending = {"_id": 1}, [("_id", ASCENDING)]
     full = await target.find_one(after, ids_only, sort=ascending, skip=size - 1)
     if full is not None:
@@ -45,8 +45,9 @@ async def batch_bound(target: AsyncCollection, after: dict, size: int) -> tuple[
 async def mixed_id_types(target: AsyncCollection) -> bool:
     """Do the smallest and largest `_id` differ in BSON type? (Two index lookups on MongoDB.)"""
     ends = [await target.find_one({}, {"_id": 1}, sort=[("_id", order)]) for order in (1, -1)]
-    if None in ends:
+    ids = [end["_id"] for end in ends if end is not None]
+    if len(ids) < 2:
         return False
-    kinds = {"number" if isinstance(end["_id"], _NUMBERS) and not isinstance(end["_id"], bool)
-             else type(end["_id"]).__name__ for end in ends}
+    kinds = {"number" if isinstance(_id, _NUMBERS) and not isinstance(_id, bool) else type(_id).__name__
+             for _id in ids}
     return len(kinds) > 1

@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
+from typing import Any
 
 import bson
 from pymongo import ASCENDING
@@ -50,11 +51,17 @@ from pymongo.write_concern import WriteConcern
 from migrator.batch_paths import batch_bound, mixed_id_types, write_bulks
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints  # what a walk is for: kept apart
 from migrator.errors import MigrationError
-from migrator.events import Reporter, silent
+from migrator.events import (
+    CheckpointOfAnotherVersion,
+    MixedIdTypes,
+    ReadingIds,
+    Reporter,
+    ResumedFromCheckpoint,
+    silent,
+)
 from migrator.migration import Outcome
-from migrator.output import log
 from migrator.profile import ServerProfile
-from migrator.progress import DEFAULT_INTERVAL_S, Progress
+from migrator.progress import Progress
 from migrator.retry import Retry
 from migrator.stop import StopRequest
 
@@ -68,12 +75,44 @@ class BatchSettings:
     max_rate: float | None = None  # documents per second, at most
     write_concern: str | None = None  # "majority" or "1"; None: the URL's (MongoDB's default is majority)
     path: str | None = None  # RANGE or STREAM; None: by server
-    progress_interval_s: float = DEFAULT_INTERVAL_S
+
+
+@dataclass
+class Walk:
+    """Where the walk of one step is: saved as its checkpoint after each batch (migrator.checkpoints), under the
+    names earlier versions wrote too (`scanned`: the documents done; `done`: the walk is over), so that a
+    checkpoint of either resumes."""
+    collection: str
+    checksum: str
+    work: str  # a digest of the collection, filter and update
+    path: str
+    last_id: Any = None  # of the last batch done
+    documents_done: int = 0
+    matched: int = 0
+    modified: int = 0
+    batches: int = 0
+    finished: bool = False
+    total: int | None = None  # documents to walk, counted when it starts
+    total_estimated: bool = False  # from the collection's count
+
+    def checkpoint(self) -> dict:
+        """The fields of its checkpoint."""
+        fields = {"collection": self.collection, "checksum": self.checksum, "work": self.work, "path": self.path,
+                  "last_id": self.last_id, "scanned": self.documents_done, "matched": self.matched,
+                  "modified": self.modified, "batches": self.batches, "done": self.finished}
+        if self.total is not None:
+            fields.update(total=self.total, total_estimated=self.total_estimated)
+        return fields
+
+    def resume(self, checkpoint: dict) -> None:
+        """Go on where `checkpoint` says this walk was."""
+        self.last_id, self.documents_done = checkpoint["last_id"], checkpoint["scanned"]
+        self.matched, self.modified, self.batches = checkpoint["matched"], checkpoint["modified"], checkpoint["batches"]
 
 
 class Batches:
     def __init__(self, database: AsyncDatabase, migration: str, checksum: str, settings: BatchSettings,
-                 profile: ServerProfile, between_batches=None, retry: Retry | None = None, action: str = APPLY,
+                 profile: ServerProfile, check_lock=None, retry: Retry | None = None, action: str = APPLY,
                  report: Reporter = silent):
         self.database = database
         self.migration, self.checksum = migration, checksum
@@ -82,7 +121,7 @@ class Batches:
         self.profile = profile
         self.path = settings.path or default_path(profile)
         self.size = settings.size or DEFAULT_SIZE
-        self.between_batches = between_batches or _no_lock  # async (room_s): stop if the lease may not last a batch
+        self.check_lock = check_lock or _no_lock  # async (room_s): raise if the lease may not last a batch
         self._last_batch_s = 0.0  # how long the last batch took: the room the lease must have for the next
         self.retry = retry or Retry()
         self.checkpoints = Checkpoints(database, self.retry)
@@ -106,53 +145,48 @@ class Batches:
         target = self._collection(collection)
         work = _digest(collection, filter, update)
         checkpoint = await self._resume_point(step, work)
-        state = {"collection": collection, "checksum": self.checksum, "work": work, "path": self.path,
-                 "last_id": None, "scanned": 0, "matched": 0, "modified": 0, "batches": 0, "done": False}
+        state = Walk(collection, self.checksum, work, self.path)
         if checkpoint:
-            state.update({key: checkpoint[key] for key in ("last_id", "scanned", "matched", "modified", "batches")})
-            log.info("%s: resuming from the checkpoint: %s documents of %s were done (up to _id %s)", self.migration,
-                     f"{state['scanned']:,}", collection, state["last_id"])
+            state.resume(checkpoint)
+            self.report(ResumedFromCheckpoint(self.migration, collection, state.documents_done, state.last_id))
         path = self.path
         reading = f"{self.migration}: reading the _id range"
         if path == RANGE and await self.retry(reading, partial(mixed_id_types, target)):
-            log.info("%s: %s has _ids of more than one type, which one _id range cannot span: reading its ids "
-                     "instead", self.migration, collection)
+            self.report(MixedIdTypes(self.migration, collection))
             path = STREAM
         walk = self._range if path == RANGE else partial(self._stream, recheck=recheck)
+        progress = Progress(self.migration, self.report, done=state.documents_done, modified=state.modified)
         with self.stop.handled():
-            progress = Progress(self.migration, done=state["scanned"], modified=state["modified"],
-                                interval_s=self.settings.progress_interval_s)
-            self.stop.before_exit = progress.close
             try:
                 await walk(target, filter, update, state, step, progress)
             finally:
-                progress.close()
-        state["done"] = True
-        await self.checkpoints.save(self.migration, step, action=self.action, **state)
-        log.info("%s", progress.line())
-        return Outcome(matched=state["matched"], modified=state["modified"])  # the progress line said the rest
+                progress.end()
+        state.finished = True
+        await self.checkpoints.save(self.migration, step, action=self.action, **state.checkpoint())
+        progress.finish()
+        return Outcome(matched=state.matched, modified=state.modified)  # the progress line said the rest
 
     # ----- the two paths -----
 
-    async def _range(self, target: AsyncCollection, filter: dict, update: dict, state: dict, step: int,
+    async def _range(self, target: AsyncCollection, filter: dict, update: dict, state: Walk, step: int,
                      progress: Progress) -> None:
         """Three round trips a batch: its last `_id` (read from the index, nothing else leaves the server), the
         update_many of that `_id` range, and the checkpoint (saved before the next batch)."""
-        state["total"], state["total_estimated"] = await target.estimated_document_count(), True  # checkpointed
-        progress.set_total(state["total"], estimated=True)
+        state.total, state.total_estimated = await target.estimated_document_count(), True  # checkpointed
+        progress.set_total(state.total, estimated=True)
         self._start_pacing()
         while True:
             await self._between(state, step)
-            after = {} if state["last_id"] is None else {"_id": {"$gt": state["last_id"]}}
+            after = {} if state.last_id is None else {"_id": {"$gt": state.last_id}}
 
-            async def batch():  # whole, again after a failover: the filter is checked again at the write
+            async def batch(after=after):  # whole, again after a failover: the filter is checked again at the write
                 bound = await batch_bound(target, after, self.size)
                 if bound is None:
                     return None
                 last_id, documents = bound
                 within = {"$lte": last_id, **after.get("_id", {})}
                 return last_id, documents, await target.update_many({"$and": [filter, {"_id": within}]}, update)
-            done = await self.retry(f"{self.migration}: batch {state['batches'] + 1:,}", batch)
+            done = await self.retry(f"{self.migration}: batch {state.batches + 1:,}", batch)
             if done is None:
                 return
             last_id, documents, result = done
@@ -160,18 +194,18 @@ class Batches:
             if documents < self.size:  # the collection's last `_id` was this batch's bound
                 return
 
-    async def _stream(self, target: AsyncCollection, filter: dict, update: dict, state: dict, step: int,
+    async def _stream(self, target: AsyncCollection, filter: dict, update: dict, state: Walk, step: int,
                       progress: Progress, recheck: bool = False) -> None:
         # Past the checkpoint: `$nor` of `$lte` rather than `$gt`, so that `_id`s of another type than the
         # last one done (which no comparison with it matches) are done again, not skipped.
-        past = None if state["last_id"] is None else {"$nor": [{"_id": {"$lte": state["last_id"]}}]}
+        past = None if state.last_id is None else {"$nor": [{"_id": {"$lte": state.last_id}}]}
         query = filter if past is None else {"$and": [filter, past]}
-        log.info("%s: reading the _ids of the documents to change in %s ...", self.migration, target.name)
+        self.report(ReadingIds(self.migration, target.name))
         with tempfile.TemporaryFile(prefix="migrator-ids-") as spool:
             count = await self._read_ids(target, query, spool, state)
-            progress.restart(state["scanned"], state["modified"])  # the rate and time left of the writes alone
-            state["total"], state["total_estimated"] = state["scanned"] + count, False  # checkpointed
-            progress.set_total(state["total"])
+            progress.restart(state.documents_done, state.modified)  # the rate and time left of the writes alone
+            state.total, state.total_estimated = state.documents_done + count, False  # checkpointed
+            progress.set_total(state.total)
             self._start_pacing()
             spool.seek(0)
             ids = (document["_id"] for document in bson.decode_file_iter(spool, target.codec_options))
@@ -184,17 +218,14 @@ class Batches:
                         result = await target.bulk_write(bulk, ordered=True)
                         matched, modified = matched + result.matched_count, modified + result.modified_count
                     return matched, modified
-                matched, modified = await self.retry(f"{self.migration}: batch {state['batches'] + 1:,}", write)
+                matched, modified = await self.retry(f"{self.migration}: batch {state.batches + 1:,}", write)
                 self._batch_done(state, len(batch), batch[-1], matched, modified, progress)
 
-    async def _read_ids(self, target: AsyncCollection, query: dict, spool, state: dict) -> int:
+    async def _read_ids(self, target: AsyncCollection, query: dict, spool, state: Walk) -> int:
         """The `_id`s of the documents matching `query`, in `_id` order, into `spool`; how many. All of them before
         the first write: FerretDB must not hold a cursor open. With progress lines, and at most --max-rate ids a
         second (on MongoDB each getMore reads on; FerretDB reads and sorts the whole result for the first reply)."""
-        reading = Progress(f"{self.migration}, reading the _ids", interval_s=self.settings.progress_interval_s,
-                           unit="ids", counts_modified=False)
-        close_others = self.stop.before_exit
-        self.stop.before_exit = lambda: (reading.close(), close_others())
+        reading = Progress(f"{self.migration}, reading the _ids", self.report, unit="ids", counts_modified=False)
 
         async def read() -> int:  # whole, again after a failover
             spool.seek(0)
@@ -213,20 +244,19 @@ class Batches:
         try:
             count = await self.retry(f"{self.migration}: reading the _ids", read)
         finally:
-            reading.close()
-            self.stop.before_exit = close_others
-        log.info("%s", reading.line())
+            reading.end()
+        reading.finish()
         return count
 
     # ----- between batches -----
 
-    def _batch_done(self, state: dict, documents: int, last_id, matched: int, modified: int,
+    def _batch_done(self, state: Walk, documents: int, last_id, matched: int, modified: int,
                     progress: Progress) -> None:
-        state["last_id"] = last_id
-        state["scanned"] += documents
-        state["matched"] += matched
-        state["modified"] += modified
-        state["batches"] += 1
+        state.last_id = last_id
+        state.documents_done += documents
+        state.matched += matched
+        state.modified += modified
+        state.batches += 1
         self._last_batch_s = time.monotonic() - self._batch_started
         self._paced += documents
         progress.advance(documents, modified)
@@ -252,30 +282,30 @@ class Batches:
             return 10_000
         return max(10, min(10_000, int(self.settings.max_rate)))
 
-    async def _ids_read(self, reading: Progress, ids: int, state: dict) -> None:
+    async def _ids_read(self, reading: Progress, ids: int, state: Walk) -> None:
         reading.advance(ids)
         self._paced += ids
         await self._keep_to_rate(burst=self._ids_per_read)
         self._stop_if_asked(state)
 
-    async def _between(self, state: dict, step: int) -> None:
+    async def _between(self, state: Walk, step: int) -> None:
         """Before each batch: save where the last one ended (if the lock is still ours), keep to --max-rate,
         stop if asked."""
-        await self.between_batches(self._last_batch_s)
-        if state["batches"]:
-            await self.checkpoints.save(self.migration, step, action=self.action, **state)
+        await self.check_lock(self._last_batch_s)
+        if state.batches:
+            await self.checkpoints.save(self.migration, step, action=self.action, **state.checkpoint())
         await self._keep_to_rate(burst=self.size)
         self._stop_if_asked(state)
-        await self.between_batches(self._last_batch_s)  # again: the pause may have been long
+        await self.check_lock(self._last_batch_s)  # again: the pause may have been long
         self._batch_started = time.monotonic()
 
-    def _stop_if_asked(self, state: dict) -> None:
+    def _stop_if_asked(self, state: Walk) -> None:
         if self.stop.signal is None:
             return
         name = signal.Signals(self.stop.signal).name
-        where = (f"checkpoint saved (up to _id {state['last_id']})" if state["batches"]
+        where = (f"checkpoint saved (up to _id {state.last_id})" if state.batches
                  else "nothing written yet")
-        raise MigrationError(f"{self.migration}: stopped by {name} after {state['scanned']:,} documents; {where}: "
+        raise MigrationError(f"{self.migration}: stopped by {name} after {state.documents_done:,} documents; {where}: "
                              "run the same command again to resume", self.stop.exit_code)
 
     # ----- set-up -----
@@ -295,8 +325,7 @@ class Batches:
         if checkpoint is None:
             return None
         if checkpoint.get("checksum") != self.checksum or checkpoint.get("work") != work:
-            log.warning("%s: the checkpoint was left by another version of the migration: starting over",
-                        self.migration)
+            self.report(CheckpointOfAnotherVersion(self.migration))
             return None
         return checkpoint
 

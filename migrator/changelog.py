@@ -7,6 +7,7 @@ without entries is pending. Entries are only ever inserted; each says who made i
 the git commit of the migrations, the CI run).
 """
 
+import contextlib
 import os
 import socket
 
@@ -47,10 +48,8 @@ class Changelog:
 
         async def insert() -> None:
             entry["at"] = await server_now(self.database)
-            try:
+            with contextlib.suppress(DuplicateKeyError):  # the first try was applied; its reply was lost
                 await self.collection.insert_one(entry)
-            except DuplicateKeyError:
-                pass  # the first try was applied; its reply was lost
         await self.retry(f"{name}: recording {action} in the changelog", insert)
         return entry
 

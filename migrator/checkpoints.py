@@ -5,7 +5,8 @@ filter and update), path, last_id, scanned, matched, modified, batches, done, to
 started_at, started_from, at}`, written after every batch, deleted when the migration completes. The
 changelog stays insert-only history; this is the one place that is overwritten as work goes on.
 `scanned` counts the documents done of `total` (counted when the walk starts; `total_estimated`: from
-the collection's count); `done` says the walk is over. A runner's first save also sets `started_at`
+the collection's count); `done` says the walk is over (in Python: migrator.batches.Walk's
+`documents_done` and `finished`). A runner's first save also sets `started_at`
 (the server's clock) and `started_from` (`scanned` then): what `--status` measures this run's rate from.
 A rollback's checkpoints are `<migration>/rollback/<step>`, with `action: "rollback"`; an `up`'s have no action.
 
@@ -13,6 +14,8 @@ A save is one round trip, and a small one: `at` is the server's own clock ($curr
 asked first), and once this runner has saved a checkpoint, the next save sets only the fields that
 changed (the last `_id` and the counts), unless the document is gone meanwhile: then all of them.
 """
+
+from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -35,7 +38,7 @@ class Checkpoints:
         return f"{migration}/{step}" if action == APPLY else f"{migration}/{action}/{step}"
 
     async def load(self, migration: str, step: int, action: str = APPLY) -> dict | None:
-        # A string `_id` alone: the one filter FerretDB answers from an index.
+        # A string `_id` alone: a filter every server answers from an index (even where profile.id_lookup_only).
         return await self.retry("reading the checkpoint",
                                 lambda: self.collection.find_one({"_id": self.key(migration, step, action)}))
 
@@ -53,7 +56,7 @@ class Checkpoints:
         """Set `fields`, and `dates` to the server's time; saving twice is the same as once. False: no such
         checkpoint (not upserted)."""
         now = {"$currentDate": {name: True for name in dates}}
-        change = {"$set": fields, **now} if fields else now
+        change: dict[str, Any] = {"$set": fields, **now} if fields else now
         result = await self.retry(f"{migration}: saving the checkpoint",
                                   lambda: self.collection.update_one({"_id": key}, change, upsert=upsert))
         return result.matched_count > 0 or result.upserted_id is not None
@@ -66,7 +69,7 @@ class Checkpoints:
 
     async def clear(self, migration: str, action: str | None = None) -> None:
         """Delete the checkpoints of `migration`: all of them, or those of one action (APPLY or ROLLBACK)."""
-        which = {}
+        which: dict[str, Any] = {}
         if action == APPLY:
             which = {"action": {"$ne": ROLLBACK}}  # an up's has no action
         elif action is not None:

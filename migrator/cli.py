@@ -14,6 +14,7 @@ from pathlib import Path
 
 from migrator import commands, plan
 from migrator.commands import Context, Narration
+from migrator.commands.progress_view import ProgressView
 from migrator.connection import connect, ignored_options
 from migrator.discovery import MIGRATIONS_DIR, discover, find
 from migrator.engine import Engine
@@ -97,7 +98,7 @@ async def _connected(args, settings: Settings, migrations: list[Migration], work
         _say_ignored_options(settings.mongodb_url)
         engine = Engine(database, migrations, lease_s=args.lease, retry_for_s=args.retry_for,
                         batch_settings=batch_settings_from(args), profile=profile,
-                        report=Narration(args.progress_interval), url=settings.mongodb_url)
+                        report=Narration(view=ProgressView(args.progress_interval)), url=settings.mongodb_url)
         return await work(Context(engine, settings, engine_options(args)))
     finally:
         await client.close()

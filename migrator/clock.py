@@ -1,6 +1,6 @@
 """The database server's clock, and the write concern of the toolkit's own collections."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -18,7 +18,7 @@ async def server_now(database: AsyncDatabase) -> datetime:
 
 def as_utc(moment: datetime) -> datetime:
     """A time read without a zone (a client without tz_aware, an ISO text without offset) is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def bookkeeping(database: AsyncDatabase, name: str) -> AsyncCollection:

@@ -26,9 +26,9 @@ from migrator.profile import detect_or_none
 from migrator.redact import redact
 
 AUTHENTICATION_FAILED = (18, 8000)  # MongoDB's AuthenticationFailed; Atlas answers bad credentials with 8000
-RUNNER_OPTIONS = {"readPreference": "primary", "w": "majority", "retryWrites": True, "retryReads": True,
+RUNNER_OPTIONS: dict[str, Any] = {"readPreference": "primary", "w": "majority", "retryWrites": True, "retryReads": True,
                   "socketTimeoutMS": None, "timeoutMS": None}
-INVALID_NAMESPACE = 73  # MongoDB's and FerretDB's answer to a database name the server will not take
+INVALID_NAMESPACE = 73  # the answer to a database name the server will not take
 
 
 def parse_url(url: str, validate: bool = True) -> dict[str, Any]:
@@ -57,7 +57,8 @@ async def connect(url: str, database_name: str, timeout_s: float = 5.0) -> tuple
                              ExitCode.USAGE) from exc
     hosts = parts["fqdn"] or ", ".join(f"{h}:{p}" for h, p in parts["nodelist"])
     try:
-        client = AsyncMongoClient(url, **RUNNER_OPTIONS, appname="flowise-proxy-migrations", tz_aware=True)
+        client: AsyncMongoClient = AsyncMongoClient(url, appname="flowise-proxy-migrations", tz_aware=True,
+                                                    **RUNNER_OPTIONS)
     except (ConfigurationError, ValueError, TypeError, OSError) as exc:
         raise MigrationError(f"MONGODB_URL has an invalid option ({shown}): {redact(exc)}", ExitCode.USAGE) from exc
     try:

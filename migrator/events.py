@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from migrator.backup import BackupFile, PostImages, Restored, Saved
@@ -33,6 +33,95 @@ Reporter = Callable[[Event], None]
 
 def silent(event: Event) -> None:
     """The default reporter: tells no one."""
+
+
+# ----- under the engine: batches, progress, retries, stops (migrator.batches, progress, retry, stop, backup) -----
+
+@dataclass(frozen=True)
+class ProgressEvent(Event):
+    """The counts of long work (a walk of batches, reading its ids, a restore): `done` of `total` (None: not
+    known yet; `estimated`: from the collection's count) in `unit`, `modified` of them when it `counts_modified`,
+    and the rate since the work (re)started, in units a second."""
+    label: str
+    done: int
+    total: int | None = None
+    estimated: bool = False
+    modified: int = 0
+    unit: str = "documents"
+    counts_modified: bool = True
+    rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class ProgressMade(ProgressEvent):
+    """The work went on (or got its total). `restarted`: counting starts again from `done`, the rate too."""
+    restarted: bool = False
+
+
+@dataclass(frozen=True)
+class ProgressEnded(Event):
+    """The work under `label` stopped reporting progress (done, failed or stopped): a bar goes away."""
+    label: str
+
+
+@dataclass(frozen=True)
+class WalkDone(ProgressEvent):
+    """The work under `label` is over: its final counts, once."""
+
+
+@dataclass(frozen=True)
+class ResumedFromCheckpoint(Event):
+    """A walk of `collection` goes on where a checkpoint says `done` documents were done, up to `last_id`."""
+    migration: str
+    collection: str
+    done: int
+    last_id: Any
+
+
+@dataclass(frozen=True)
+class CheckpointOfAnotherVersion(Event):
+    """The checkpoint found was left by other code (or another walk): the walk starts over."""
+    level: ClassVar[str] = "warning"
+    migration: str
+
+
+@dataclass(frozen=True)
+class MixedIdTypes(Event):
+    """`collection` has `_id`s of several types, which one range cannot span: its ids are read instead."""
+    migration: str
+    collection: str
+
+
+@dataclass(frozen=True)
+class ReadingIds(Event):
+    """The ids of the documents to change in `collection` are being read (the stream path)."""
+    migration: str
+    collection: str
+
+
+@dataclass(frozen=True)
+class RetryScheduled(Event):
+    """`what` met a transient error (`error`: its type and text, masked); it is tried again in `wait_s`."""
+    level: ClassVar[str] = "warning"
+    what: str
+    error: str
+    wait_s: float
+
+
+@dataclass(frozen=True)
+class StopRequested(Event):
+    """Ctrl-C or SIGTERM (`signal`: its name): the work stops after the unit under way (`after_unit`: a batch),
+    or at once when none is (a migration's own code is cancelled)."""
+    level: ClassVar[str] = "warning"
+    signal: str
+    after_unit: bool = True
+
+
+@dataclass(frozen=True)
+class StoppingAtOnce(Event):
+    """The same signal again: the process exits right after this event."""
+    level: ClassVar[str] = "error"
+    signal: str
 
 
 # ----- the workflows (migrator.engine): what they tell as they go -----

@@ -16,6 +16,7 @@ from typing import Any
 
 from migrator import backup, batches
 from migrator.commands import Context
+from migrator.commands.progress_view import DEFAULT_INTERVAL_S
 from migrator.engine import Options
 from migrator.errors import ExitCode
 from migrator.lock import LEASE_S, WAIT_S
@@ -157,7 +158,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-for", type=number(float), default=DEFAULT_RETRY_FOR_S, metavar="SECONDS",
                         help="when the server fails over or a connection drops, retry each batch and each write of "
                         f"the lock, changelog and checkpoints for up to SECONDS (default: {DEFAULT_RETRY_FOR_S:g})")
-    parser.add_argument("--progress-interval", type=positive(float), default=batches.DEFAULT_INTERVAL_S,
+    parser.add_argument("--progress-interval", type=positive(float), default=DEFAULT_INTERVAL_S,
                         metavar="SECONDS", help="without a terminal: a progress line every SECONDS (default: 5)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
@@ -219,5 +220,4 @@ def engine_options(args: argparse.Namespace) -> Options:
 def batch_settings_from(args: argparse.Namespace) -> batches.BatchSettings:
     values = vars(args)
     return batches.BatchSettings(size=values.get("batch_size"), max_rate=values.get("max_rate"),
-                                 write_concern=values.get("write_concern"), path=values.get("batch_path"),
-                                 progress_interval_s=args.progress_interval)
+                                 write_concern=values.get("write_concern"), path=values.get("batch_path"))

@@ -9,21 +9,26 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from migrator.errors import MigrationError
+from migrator.events import Reporter, silent
 from migrator.migration import Migration, Outcome, Verification
 from migrator.motor_compat import MotorStyleDatabase
 from migrator.redact import redact
+from migrator.stop import stoppable
 
 
 class Hooks:
-    """`where`: said after "failed" in errors, e.g. " on the scratch copies"."""
+    """`where`: said after "failed" in errors, e.g. " on the scratch copies". Ctrl-C or SIGTERM while a hook
+    awaits (outside its batches) cancels it (migrator.stop.stoppable: exit 130 or 143)."""
 
-    def __init__(self, database: AsyncDatabase, where: str = ""):
+    def __init__(self, database: AsyncDatabase, where: str = "", report: Reporter = silent):
         self.db = MotorStyleDatabase(database)
         self.where = where
+        self.report = report
 
     async def call(self, migration: Migration, hook: str, **options):
         try:
-            return await getattr(migration, hook)(self.db, **options)
+            return await stoppable(getattr(migration, hook)(self.db, **options), f"{migration.name}: {hook}",
+                                   self.report)
         except MigrationError:
             raise
         except PyMongoError as exc:

@@ -3,7 +3,7 @@
 The lock is a series of epochs, documents `{_id: n, owner, acquired_at, expires_at, released_at}`.
 The latest epoch holds the lock unless it is released or its lease has expired by the server's
 clock. To take the lock a runner inserts epoch n+1: the unique `_id` lets exactly one runner win,
-even on servers whose conditional updates are not atomic (FerretDB). What makes it hold on a
+even on servers whose conditional updates are not atomic. What makes it hold on a
 replica set:
 - every write is majority-acknowledged and retried on a failover (migrator.retry); an insert whose
   reply was lost is recognised by reading the epoch back: its owner is this runner's random id;
@@ -16,6 +16,7 @@ replica set:
 """
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -179,10 +180,8 @@ class MigrationLock:
     async def _heartbeat(self) -> None:
         while not self.lost_reason:
             await asyncio.sleep(self.lease_s / 4)
-            try:
+            with contextlib.suppress(PyMongoError, MigrationError):  # check() stops the work once the lease may end
                 await self.renew()
-            except (PyMongoError, MigrationError):
-                pass  # check() stops the work once the lease may have run out
 
     @asynccontextmanager
     async def held(self, timeout_s: float):
@@ -192,16 +191,14 @@ class MigrationLock:
             yield self
         finally:
             heartbeat.cancel()
-            try:
+            with contextlib.suppress(PyMongoError, MigrationError):  # the lease expires by itself
                 await self.release()
-            except (PyMongoError, MigrationError):
-                pass  # the lease expires by itself
 
     async def force_unlock(self) -> dict | None:
         """Free the lock whoever holds it: a released epoch on top tells a live holder it lost it."""
         latest = await self.latest()
         now = await server_now(self.database)
-        if self.is_free(latest, now):
+        if latest is None or self.is_free(latest, now):
             return None
         await self.collection.insert_one({"_id": latest["_id"] + 1, "owner": f"force-unlock by {self.owner}",
                                           "acquired_at": now, "expires_at": now, "released_at": now})

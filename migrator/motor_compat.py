@@ -55,7 +55,8 @@ class _PendingCursor:
         return await self._open()
 
     async def __aexit__(self, *exc):
-        await self._cursor.delegate.close()
+        if self._cursor is not None:
+            await self._cursor.delegate.close()
 
 
 _DEFERRED = {"aggregate", "list_indexes", "watch", "aggregate_raw_batches"}

@@ -2,22 +2,22 @@
 
 The driver retries a single-document write once, and never a multi-document one (update_many), so
 the toolkit retries its own operations: `await retry("batch 4", operation)` runs `operation()` again
-on a transient error, with backoff, for up to `retry_for_s` seconds from the first failure, one log
-line per retry. Every operation handed to it must be safe to run twice (a batch's update re-checks
-its filter; a changelog entry has its own `_id`; a checkpoint is replaced whole), because the first
-try may have been applied although its reply was lost.
+on a transient error, with backoff, for up to `retry_for_s` seconds from the first failure, reporting
+each retry (migrator.events.RetryScheduled). Every operation handed to it must be safe to run twice (a
+batch's update re-checks its filter; a changelog entry has its own `_id`; a checkpoint is replaced
+whole), because the first try may have been applied although its reply was lost.
 """
 
 import asyncio
 import random
 import time
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure, PyMongoError, WriteConcernError
 
 from migrator.errors import MigrationError
-from migrator.events import Reporter, silent
-from migrator.output import log
+from migrator.events import Reporter, RetryScheduled, silent
 from migrator.redact import redact
 
 DEFAULT_RETRY_FOR_S = 120.0
@@ -78,7 +78,7 @@ class Retry:
                     raise MigrationError(f"{what}: the server still fails after {self.retry_for_s:g} s of retries "
                                          f"(--retry-for): {describe(error)}") from error
                 wait = min(delay * random.uniform(0.8, 1.2), deadline - now)
-                log.warning("%s: %s; retrying in %.1f s", what, describe(error), wait)
+                self.report(RetryScheduled(what, describe(error), wait))
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, MAX_DELAY_S)
 

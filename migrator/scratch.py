@@ -1,6 +1,6 @@
 """Scratch copies of collections, and the database a migration is handed to run on them.
 
-`Scratch(database)` keeps its copies in the app's own database (so a self-test needs only the
+`Scratch(database, profile)` keeps its copies in the app's own database (so a self-test needs only the
 readWrite role there), named `_selftest_<run>_<name>`, and removes every one of them when its
 `async with` block ends, however it ends: an error, Ctrl-C, SIGTERM.
 
@@ -14,28 +14,22 @@ copy does not hold is simply empty there.
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import bson
-from bson.codec_options import CodecOptions
-from bson.raw_bson import RawBSONDocument
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.command_cursor import AsyncCommandCursor
+from pymongo.asynchronous.cursor import AsyncRawBatchCursor
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from migrator.errors import ExitCode, MigrationError
+from migrator.profile import ServerProfile
+from migrator.rawbson import RAW, id_key
 from migrator.redact import redact
 
 PREFIX = "_selftest_"
-RAW = CodecOptions(document_class=RawBSONDocument)  # documents as their exact bytes
-COPY_BULK = 50  # documents per insert_many (FerretDB: keep commands small)
 _TARGET = {"$out": "coll", "$merge": "into", "$unionWith": "coll", "$lookup": "from", "$graphLookup": "from"}
-
-
-def id_key(document: Mapping) -> bytes:
-    """A document's `_id` as BSON: a dict key that tells 1 from 1.0 and "1"."""
-    return bson.encode({"_id": document["_id"]})
 
 
 class ScratchDatabase:
@@ -106,7 +100,7 @@ class ScratchDatabase:
             mapped["pipeline"] = self.pipeline(mapped["pipeline"])
         return mapped
 
-    def pipeline(self, pipeline: list) -> list:
+    def pipeline(self, pipeline: Sequence) -> list:
         return [self._stage(stage) for stage in pipeline]
 
     def _stage(self, stage):
@@ -195,18 +189,20 @@ class ScratchCollection(AsyncCollection):
     async def rename(self, new_name: str, *args, **kwargs):
         return await super().rename(self._scratch.scratch_name(new_name), *args, **kwargs)
 
-    async def aggregate(self, pipeline: list, *args, **kwargs):
+    async def aggregate(self, pipeline: Sequence[Mapping[str, Any]], *args: Any, **kwargs: Any
+                        ) -> AsyncCommandCursor:
         return await super().aggregate(self._scratch.pipeline(pipeline), *args, **kwargs)
 
-    async def aggregate_raw_batches(self, pipeline: list, *args, **kwargs):
+    async def aggregate_raw_batches(self, pipeline: Sequence[Mapping[str, Any]], *args: Any, **kwargs: Any
+                                    ) -> AsyncRawBatchCursor:
         return await super().aggregate_raw_batches(self._scratch.pipeline(pipeline), *args, **kwargs)
 
 
 class Scratch:
-    """One run's scratch collections: `async with Scratch(database) as scratch:` removes them at the end."""
+    """One run's scratch collections: `async with Scratch(database, profile) as scratch:` removes them at the end."""
 
-    def __init__(self, real: AsyncDatabase, run_id: str | None = None):
-        self.real = real
+    def __init__(self, real: AsyncDatabase, profile: ServerProfile, run_id: str | None = None):
+        self.real, self.profile = real, profile
         self.prefix = f"{PREFIX}{run_id or uuid.uuid4().hex[:8]}_"
         self.database = ScratchDatabase(real, self.prefix)
 
@@ -228,7 +224,8 @@ class Scratch:
 
     async def copy(self, name: str, filter: Mapping, limit: int) -> list[bytes]:
         """Copy up to `limit` documents of `name` matching `filter`, byte for byte, with its indexes; their id keys.
-        The documents are read whole before the first write: FerretDB must not hold a cursor open meanwhile."""
+        The documents are read whole before the first write: a server where a cursor held open while the same
+        client writes can deadlock (profile.max_bulk says it: see migrator.profile) is never asked to."""
         if limit <= 0:
             return []
         source = self.real.get_collection(name, codec_options=RAW)
@@ -237,9 +234,10 @@ class Scratch:
             return []
         target = self.real.get_collection(self.database.scratch_name(name), codec_options=RAW)
         await _copy_indexes(source, target)
-        for start in range(0, len(documents), COPY_BULK):
-            await target.insert_many(documents[start:start + COPY_BULK], ordered=True)
-        return [id_key(document) for document in documents]
+        bulk = self.profile.max_bulk or len(documents)  # within the server's limits
+        for start in range(0, len(documents), bulk):
+            await target.insert_many(documents[start:start + bulk], ordered=True)
+        return [id_key(document["_id"]) for document in documents]
 
     async def snapshot(self, leave_out: tuple[str, ...] = ()) -> dict[tuple[str, bytes], bytes]:
         """Every document of every scratch collection as its bytes: {(collection, id key): BSON}."""
@@ -249,7 +247,7 @@ class Scratch:
                 continue
             collection = self.real.get_collection(self.database.scratch_name(name), codec_options=RAW)
             async for document in collection.find():
-                found[(name, id_key(document))] = document.raw
+                found[(name, id_key(document["_id"]))] = document.raw
         return found
 
 

@@ -28,28 +28,29 @@ from pymongo.errors import PyMongoError
 from migrator.backup import touched
 from migrator.batches import BatchSettings
 from migrator.errors import ExitCode, MigrationError
+from migrator.events import Reporter, silent
 from migrator.migration import Migration, Outcome, Verification, refuse_if_draft
 from migrator.profile import ServerProfile
 from migrator.redact import redact
 from migrator.scratch import PREFIX, Scratch
 from migrator.selftest_checks import (
-    _STOPPED,
     IDEMPOTENT,
     REVERSIBLE,
+    STOPPED,
     UNTOUCHED,
     UP,
     Check,
     DocumentPreview,
     Key,
-    _attempt,
-    _document_preview,
-    _idempotent,
-    _keys,
-    _OnScratch,
-    _reversible,
-    _snapshot,
-    _untouched,
-    _up_check,
+    OnScratch,
+    attempt,
+    document_preview,
+    idempotent_check,
+    keys_of,
+    reversible_check,
+    snapshot,
+    untouched_check,
+    up_check,
 )
 
 DEFAULT_SAMPLE = 500  # --selftest
@@ -109,56 +110,56 @@ class Estimate:
 # ----- the three runs -----
 
 async def prove(database: AsyncDatabase, migration: Migration, sample_size: int, settings: BatchSettings,
-                profile: ServerProfile) -> Proof:
+                profile: ServerProfile, report: Reporter = silent) -> Proof:
     """--selftest: the four checks, on scratch copies of a sample."""
     refuse_if_draft(migration)
     declared = _declared(migration, "--selftest")
-    async with Scratch(database) as scratch:
+    async with Scratch(database, profile) as scratch:
         samples, changing, untouched = await _copy_sample(scratch, migration, declared, sample_size,
                                                           max(1, sample_size // UNTOUCHED_SHARE))
         if not changing:
             raise MigrationError(_nothing_to_run_on(migration, samples, "prove it"), ExitCode.USAGE)
-        on_scratch = _OnScratch(migration, scratch, settings, profile)
-        original = await _snapshot(scratch)
+        on_scratch = OnScratch(migration, scratch, settings, profile, report)
+        original = await snapshot(scratch)
         started = time.monotonic()
-        outcome, error = await _attempt(on_scratch.up())
+        outcome, error = await attempt(on_scratch.up())
         seconds = time.monotonic() - started
         verification = None
         if error is None:
-            verification, error = await _attempt(on_scratch.verify("verify"))
-        first = _up_check(outcome, verification, error)
+            verification, error = await attempt(on_scratch.verify("verify"))
+        first = up_check(outcome, verification, error)
         if not first.ok:
             return Proof(migration, samples, [first, *(Check(name, None, f"not run: {UP} failed")
                                                        for name in (IDEMPOTENT, UNTOUCHED, REVERSIBLE))])
-        after_up = await _snapshot(scratch)
-        again, error = await _attempt(on_scratch.up())
-        after_again = await _snapshot(scratch)
-        checks = [first, _idempotent(again, error, after_up, after_again),
-                  _untouched(untouched, original, after_up, after_again),
-                  await _reversible(on_scratch, scratch, original, after_up)]
+        after_up = await snapshot(scratch)
+        again, error = await attempt(on_scratch.up())
+        after_again = await snapshot(scratch)
+        checks = [first, idempotent_check(again, error, after_up, after_again),
+                  untouched_check(untouched, original, after_up, after_again),
+                  await reversible_check(on_scratch, scratch, original, after_up)]
         return Proof(migration, samples, checks, seconds, outcome.modified)
 
 
 async def preview(database: AsyncDatabase, migration: Migration, sample_size: int, settings: BatchSettings,
-                  profile: ServerProfile) -> Preview:
+                  profile: ServerProfile, report: Reporter = silent) -> Preview:
     """--preview: each sampled document before and after `up`, on scratch copies."""
     refuse_if_draft(migration)
     declared = _declared(migration, "--preview")
-    async with Scratch(database) as scratch:
+    async with Scratch(database, profile) as scratch:
         samples, changing, _ = await _copy_sample(scratch, migration, declared, sample_size, 0)
         if not changing:
             return Preview(migration, samples)
-        on_scratch = _OnScratch(migration, scratch, settings, profile)
-        original = await _snapshot(scratch)
+        on_scratch = OnScratch(migration, scratch, settings, profile, report)
+        original = await snapshot(scratch)
         outcome = await on_scratch.up()
         verification = await on_scratch.verify("verify")
-        after = await _snapshot(scratch)
-    documents = [_document_preview(key, original.get(key), after.get(key)) for key in _keys(original, after)]
+        after = await snapshot(scratch)
+    documents = [document_preview(key, original.get(key), after.get(key)) for key in keys_of(original, after)]
     return Preview(migration, samples, documents, verification, outcome.modified)
 
 
 async def estimate(database: AsyncDatabase, migration: Migration, documents: int | None, settings: BatchSettings,
-                   profile: ServerProfile, sample_size: int = ESTIMATE_SAMPLE) -> Estimate:
+                   profile: ServerProfile, sample_size: int = ESTIMATE_SAMPLE, report: Reporter = silent) -> Estimate:
     """--dry-run: how long `up` would take, at the rate it runs on a scratch copy of a sample, and whether
     its filter can use an index. Never raises for what it cannot tell: `note` says why."""
     found = Estimate(documents)
@@ -170,19 +171,19 @@ async def estimate(database: AsyncDatabase, migration: Migration, documents: int
     if declared is None:
         found.note = "a draft: not timed" if migration.draft else "it declares no touches(): no sample to time it on"
         return found
-    found.indexes = {name: await index_use(database, name, filter) for name, filter in declared.items()}
+    found.indexes = {name: await index_use(database, name, filter, profile) for name, filter in declared.items()}
     if found.documents is None:
         found.documents = sum([await database[name].count_documents(filter) for name, filter in declared.items()])
     if not found.documents:
         return found
     try:
-        async with Scratch(database) as scratch:
+        async with Scratch(database, profile) as scratch:
             _, changing, _ = await _copy_sample(scratch, migration, declared, sample_size, 0)
             started = time.monotonic()
-            outcome = await _OnScratch(migration, scratch, settings, profile).up() if changing else Outcome()
+            outcome = await OnScratch(migration, scratch, settings, profile, report).up() if changing else Outcome()
             found.sampled, found.modified, found.seconds = len(changing), outcome.modified, time.monotonic() - started
     except MigrationError as exc:
-        if exc.exit_code in _STOPPED:
+        if exc.exit_code in STOPPED:
             raise
         found.note = f"{exc} (run --selftest {migration.name})"
     except PyMongoError as exc:  # a user who may only read, for one
@@ -192,9 +193,12 @@ async def estimate(database: AsyncDatabase, migration: Migration, documents: int
     return found
 
 
-async def index_use(database: AsyncDatabase, collection: str, filter: Mapping) -> str:
+async def index_use(database: AsyncDatabase, collection: str, filter: Mapping, profile: ServerProfile) -> str:
     """Can `filter` use an index on `collection`, from the server's query plan (explain): "yes: index x_1",
-    "no: a full collection scan", or NOT_AVAILABLE (FerretDB's plan, for one, names no such stages)."""
+    "no: a full collection scan", or NOT_AVAILABLE (where the plan names no index stages:
+    not profile.explain_names_indexes)."""
+    if not profile.explain_names_indexes:
+        return NOT_AVAILABLE
     try:
         explained = await database.command({"explain": {"find": collection, "filter": filter},
                                             "verbosity": "queryPlanner"})
@@ -251,7 +255,9 @@ async def _copy_sample(scratch: Scratch, migration: Migration, declared: dict[st
     `untouched_size` that neither its `up` nor its `rollback` should touch."""
     rollback = (touched(migration, "rollback") or {}) if migration.rollback else {}
     existing = set(await scratch.real.list_collection_names())
-    samples, changing, untouched = [], set(), set()
+    samples: list[Sample] = []
+    changing: set[Key] = set()
+    untouched: set[Key] = set()
     for name, filter in declared.items():
         sample = Sample(name)
         samples.append(sample)

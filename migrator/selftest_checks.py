@@ -1,26 +1,25 @@
 """The self-test's checks (migrator.selftest runs them): the migration's functions called on the scratch
 copies, what each check concludes from the snapshots before and after, and one offending document shown."""
 
-import logging
 from collections.abc import Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import bson
+from pymongo.asynchronous.database import AsyncDatabase
 
 from migrator import checkpoints
 from migrator.batches import Batches, BatchSettings
 from migrator.docdiff import MISSING, Change, raw_changes, same, shown
 from migrator.errors import ExitCode, MigrationError
+from migrator.events import Event, Reporter, silent
 from migrator.hooks import Hooks
 from migrator.migration import Migration, Outcome, Verification
-from migrator.output import log
 from migrator.profile import ServerProfile
 from migrator.scratch import Scratch
 from migrator.steps import in_parens
 
-_STOPPED = (ExitCode.INTERRUPTED, ExitCode.TERMINATED)
+STOPPED = (ExitCode.INTERRUPTED, ExitCode.TERMINATED)
 
 UP, IDEMPOTENT, UNTOUCHED, REVERSIBLE = "up, then verify", "idempotent", "leaves other documents alone", "reversible"
 _FAILURES = {UP: "up, then verify failed", IDEMPOTENT: "not idempotent",
@@ -50,22 +49,26 @@ class DocumentPreview:
     changes: list[Change]
 
 
-async def _snapshot(scratch: Scratch) -> Snapshot:
+async def snapshot(scratch: Scratch) -> Snapshot:
     return await scratch.snapshot(leave_out=(checkpoints.COLLECTION,))
 
 
-def _keys(before: Snapshot, after: Snapshot) -> list[Key]:
+def keys_of(before: Snapshot, after: Snapshot) -> list[Key]:
     return [*before, *(key for key in after if key not in before)]
 
 
 # ----- the migration's functions, on the copies -----
 
-class _OnScratch:
+class OnScratch:
     """The migration's functions, called with the scratch database (and a batched `up` with scratch batches)."""
 
-    def __init__(self, migration: Migration, scratch: Scratch, settings: BatchSettings, profile: ServerProfile):
+    def __init__(self, migration: Migration, scratch: Scratch, settings: BatchSettings, profile: ServerProfile,
+                 report: Reporter = silent):
         self.migration, self.scratch, self.profile = migration, scratch, profile
-        self.hooks = Hooks(scratch.database, " on the scratch copies")
+        self.report = warnings_only(report)  # the progress of the copies would read like the real run's
+        # the scratch database stands in for the real one: every collection name leads to its copy
+        database = cast(AsyncDatabase, scratch.database)
+        self.hooks = Hooks(database, " on the scratch copies", self.report)
         self.settings = replace(settings, max_rate=None)  # a sample is no load on the server
 
     async def up(self) -> Outcome:
@@ -74,8 +77,9 @@ class _OnScratch:
     async def _batched(self, hook: str, action: str) -> Outcome:
         options = {}
         if self.migration.accepts(hook, "batches"):  # its checkpoints go to a scratch collection: names lead there
-            options["batches"] = Batches(self.scratch.database, self.migration.name, self.migration.checksum,
-                                         self.settings, self.profile, action=action)
+            options["batches"] = Batches(cast(AsyncDatabase, self.scratch.database), self.migration.name,
+                                         self.migration.checksum, self.settings, self.profile, action=action,
+                                         report=self.report)
         outcome = await self._stopped_said(self.hooks.outcome(self.migration, hook, **options))
         # as after a whole run: the next starts over
         await self.scratch.database.drop_collection(checkpoints.COLLECTION)
@@ -90,52 +94,47 @@ class _OnScratch:
     async def _stopped_said(self, call):
         """Batches stopped by Ctrl-C or SIGTERM on the copies: nothing here resumes, so say so."""
         try:
-            with _quiet():
-                return await call
+            return await call
         except MigrationError as exc:
-            if exc.exit_code in _STOPPED:
+            if exc.exit_code in STOPPED:
                 raise MigrationError(f"{self.migration.name}: stopped on the scratch copies: they are removed, the "
                                      "real collections were not written", exc.exit_code) from exc
             raise
 
 
-@contextmanager
-def _quiet():
-    """Batches narrate their progress; on the copies that would read like the real run: only warnings pass."""
-    def warnings_only(record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING
-    log.addFilter(warnings_only)
-    try:
-        yield
-    finally:
-        log.removeFilter(warnings_only)
+def warnings_only(report: Reporter) -> Reporter:
+    """`report`, handed only the events of level warning or error."""
+    def passing(event: Event) -> None:
+        if event.level != "info":
+            report(event)
+    return passing
 
 
-async def _attempt(work) -> tuple[Any, str | None]:
+async def attempt(work) -> tuple[Any, str | None]:
     """(what `work` returned, None), or (None, why it failed); Ctrl-C and SIGTERM go on up."""
     try:
         return await work, None
     except MigrationError as exc:
-        if exc.exit_code in _STOPPED:
+        if exc.exit_code in STOPPED:
             raise
         return None, str(exc)
 
 
 # ----- the checks -----
 
-def _up_check(outcome: Outcome | None, verification: Verification | None, error: str | None) -> Check:
-    if error:
-        return Check(UP, False, error)
-    counts = in_parens(verification.counts) if verification else ""
+def up_check(outcome: Outcome | None, verification: Verification | None, error: str | None) -> Check:
+    if error or outcome is None or verification is None:
+        return Check(UP, False, error or "up or verify returned nothing")
+    counts = in_parens(verification.counts)
     if not verification.ok:
         return Check(UP, False, f"verify says the change is not in place{counts}")
     return Check(UP, True, f"{outcome.modified:,} documents modified; verified{counts}")
 
 
-def _idempotent(again: Outcome | None, error: str | None, after_up: Snapshot, after_again: Snapshot) -> Check:
-    if error:
+def idempotent_check(again: Outcome | None, error: str | None, after_up: Snapshot, after_again: Snapshot) -> Check:
+    if error or again is None:
         return Check(IDEMPOTENT, False, f"up again failed: {error}")
-    differ = _differing(_keys(after_up, after_again), after_up, after_again)
+    differ = _differing(keys_of(after_up, after_again), after_up, after_again)
     example = _example(differ[0], after_up, after_again) if differ else []
     if again.modified:
         return Check(IDEMPOTENT, False, f"up again modified {again.modified:,} documents", example)
@@ -145,7 +144,7 @@ def _idempotent(again: Outcome | None, error: str | None, after_up: Snapshot, af
     return Check(IDEMPOTENT, True, f"up again modified nothing; all {len(after_up):,} documents byte-identical")
 
 
-def _untouched(untouched: set[Key], original: Snapshot, after_up: Snapshot, after_again: Snapshot) -> Check:
+def untouched_check(untouched: set[Key], original: Snapshot, after_up: Snapshot, after_again: Snapshot) -> Check:
     if not untouched:
         return Check(UNTOUCHED, None, "no document outside touches(\"apply\") in the sample: not checked")
     keys = [key for key in original if key in untouched]
@@ -157,21 +156,21 @@ def _untouched(untouched: set[Key], original: Snapshot, after_up: Snapshot, afte
     return Check(UNTOUCHED, True, f"the {len(keys):,} documents outside touches(\"apply\") unchanged")
 
 
-async def _reversible(on_scratch: _OnScratch, scratch: Scratch, original: Snapshot, after_up: Snapshot) -> Check:
+async def reversible_check(on_scratch: OnScratch, scratch: Scratch, original: Snapshot, after_up: Snapshot) -> Check:
     migration = on_scratch.migration
     if migration.rollback is None:
         return Check(REVERSIBLE, None, "no rollback: not checked (undo it by hand or restore a backup)")
-    _, error = await _attempt(on_scratch.rollback())
+    _, error = await attempt(on_scratch.rollback())
     if error:
         return Check(REVERSIBLE, False, f"rollback failed: {error}")
     if migration.verify_rollback is not None:
-        verification, error = await _attempt(on_scratch.verify("verify_rollback"))
+        verification, error = await attempt(on_scratch.verify("verify_rollback"))
         if error or not verification.ok:
             why = error or f"verify_rollback says the change is not undone{in_parens(verification.counts)}"
             return Check(REVERSIBLE, False, why)
-    after = await _snapshot(scratch)
+    after = await snapshot(scratch)
     kept, differ = [], []
-    for key in _keys(original, after):
+    for key in keys_of(original, after):
         given_back, by_keeping = _given_back(key, original, after_up, after, migration.keeps_on_rollback)
         if not given_back:
             differ.append(key)
@@ -219,9 +218,10 @@ def _get(document: Mapping, path: str) -> Any:
 
 def _pop(document: dict, path: str) -> Any:
     *parents, last = path.split(".")
+    inner: Any = document
     for part in parents:
-        document = document.get(part) if isinstance(document, dict) else None
-    return document.pop(last, MISSING) if isinstance(document, dict) else MISSING
+        inner = inner.get(part) if isinstance(inner, dict) else None
+    return inner.pop(last, MISSING) if isinstance(inner, dict) else MISSING
 
 
 def _differing(keys: list[Key], before: Snapshot, after: Snapshot) -> list[Key]:
@@ -230,7 +230,7 @@ def _differing(keys: list[Key], before: Snapshot, after: Snapshot) -> list[Key]:
 
 # ----- showing documents -----
 
-def _document_preview(key: Key, before: bytes | None, after: bytes | None) -> DocumentPreview:
+def document_preview(key: Key, before: bytes | None, after: bytes | None) -> DocumentPreview:
     collection, id_ = key[0], bson.decode(key[1])["_id"]
     if before is None or after is None:
         return DocumentPreview(collection, id_, "added" if before is None else "removed", [])
@@ -240,7 +240,7 @@ def _document_preview(key: Key, before: bytes | None, after: bytes | None) -> Do
 
 def _example(key: Key, before: Snapshot, after: Snapshot) -> list[str]:
     """One offending document, masked: its collection and _id, then only the fields that differ."""
-    document = _document_preview(key, before.get(key), after.get(key))
+    document = document_preview(key, before.get(key), after.get(key))
     head = f"{document.collection} _id={shown(document.id)}"
     if document.state in ("added", "removed"):
         return [f"{head}: document {document.state}"]

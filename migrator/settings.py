@@ -19,8 +19,8 @@ from migrator.redact import redact, remember_secret_of
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # MongoDB's documented rules for a database name on Linux and Unix ("Limits and Thresholds"), checked
-# before connecting. Servers refuse more (Windows: also *<>:|?; FerretDB: all but letters, digits, _ and
-# -): the server's refusal is reported at run time (migrator.connection), not guessed here.
+# before connecting. Servers refuse more (Windows: also *<>:|?; some take fewer characters, as
+# profile.database_name_rule says): the server's refusal is reported at run time (migrator.connection).
 _FORBIDDEN_IN_DATABASE_NAME = {"/": "/", "\\": "\\", ".": ".", " ": "a space", '"': '"', "$": "$", "\x00": "NUL"}
 _MAX_DATABASE_NAME_BYTES = 63
 _DATABASE_NAME_RULE = (f"a MongoDB database name has at most {_MAX_DATABASE_NAME_BYTES} bytes and none of "

@@ -168,8 +168,7 @@ class Steps:
                        post_images=post_images is not None, force=force, run_id=self.run_id)
         try:
             await backup.restore(self.database, file, await self.server_profile(), done, self.lock.check,
-                                 self.batch_settings.progress_interval_s, post_images, force, self.retry,
-                                 self.report)
+                                 post_images, force, self.retry, self.report)
         except (MigrationError, PyMongoError) as exc:
             with suppress(PyMongoError, MigrationError):  # the server is gone: the error being raised says why
                 await self.changelog.record(file.migration, "restore", plan.FAILED, error=redact(exc),

@@ -1,65 +1,115 @@
-"""Ctrl-C and SIGTERM during long work (batches, restores): finish the unit under way, then stop."""
+"""Ctrl-C and SIGTERM while work runs: batches and restores finish the unit under way, then stop; a migration's
+own code awaiting something (outside batches) is cancelled at once. A second signal exits at once.
+
+The handlers are the event loop's (loop.add_signal_handler), which wake the loop whichever thread the signal
+reaches: a Python-level handler would run only when the main thread wakes up by itself (a migration that sleeps
+a minute would ignore Ctrl-C for that minute). Requests nest: a signal goes to the innermost one in effect (the
+batches of a migration's `up` rather than the `up` itself).
+"""
 
 import asyncio
-import logging
+import contextlib
 import os
 import signal
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TypeVar
 
-from migrator.errors import ExitCode
-from migrator.events import Reporter, silent
-from migrator.output import log
+from migrator.errors import ExitCode, MigrationError
+from migrator.events import Reporter, StoppingAtOnce, StopRequested, silent
+
+T = TypeVar("T")
+_OUTERMOST: ContextVar["StopRequest | None"] = ContextVar("outermost_stop_request", default=None)
 
 
 class StopRequest:
-    """Ctrl-C or SIGTERM while batches run: finish the batch, save the checkpoint, then stop.
-    A second signal exits at once: the batch under way is done again by the next run."""
+    """Ctrl-C or SIGTERM while it is `handled()`: `signal` says which, `received` is set. Without `cancels`, the
+    work stops at the end of its unit (a batch: finish it, save the checkpoint, then stop); with it, that task
+    is cancelled at once (see `stoppable`). A second signal exits at once: the batch under way is done again
+    by the next run."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, report: Reporter = silent):
+    def __init__(self, report: Reporter = silent, cancels: asyncio.Task | None = None):
         self.report = report
+        self.cancels = cancels
         self.signal: int | None = None
-        self.received: asyncio.Event | None = None
-        self.before_exit = lambda: None  # the progress bar's close: give the terminal its cursor back
+        self.received = asyncio.Event()
+        self._nested: list[StopRequest] = []  # of the outermost: every request in effect, innermost last
 
     async def sleep(self, seconds: float) -> None:
         """Sleep, but wake up at once on a stop request."""
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.received.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     @contextmanager
-    def handled(self):
-        self.received = asyncio.Event()
+    def handled(self) -> Iterator["StopRequest"]:
+        outer = _OUTERMOST.get()
+        if outer is not None:  # the signals reach the outermost request, which hands them on
+            outer._nested.append(self)
+            try:
+                yield self
+            finally:
+                outer._nested.remove(self)
+            return
         loop = asyncio.get_running_loop()
         previous = {}
         for number in self.SIGNALS:
             try:
                 handler = signal.getsignal(number)
-                loop.add_signal_handler(number, self._received, number)
+                loop.add_signal_handler(number, self._route, number)
                 previous[number] = handler
             except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
                 pass
+        self._nested = [self]
+        token = _OUTERMOST.set(self)
         try:
             yield self
         finally:
+            _OUTERMOST.reset(token)
+            self._nested = []
             for number, handler in previous.items():
                 loop.remove_signal_handler(number)
                 signal.signal(number, handler)  # asyncio.run's own Ctrl-C handling, not the bare default
 
+    def _route(self, number: int) -> None:
+        stopping = next((request for request in self._nested if request.signal is not None), None)
+        if stopping is not None:
+            self._nested[-1].report(StoppingAtOnce(signal.Signals(number).name))
+            os._exit(stopping.exit_code)  # a raised signal could be ignored (SIGTERM to PID 1 in a container)
+        self._nested[-1]._received(number)
+
     def _received(self, number: int) -> None:
-        if self.signal is not None:
-            self.before_exit()
-            log.error("%s again: stopping at once; the next run does the current batch again",
-                      signal.Signals(number).name)
-            logging.shutdown()
-            os._exit(self.exit_code)  # a raised signal could be ignored (SIGTERM to PID 1 in a container)
         self.signal = number
         self.received.set()
-        log.warning("%s: stopping after the current batch (again to stop at once)", signal.Signals(number).name)
+        self.report(StopRequested(signal.Signals(number).name, after_unit=self.cancels is None))
+        if self.cancels is not None:
+            self.cancels.cancel()
 
     @property
     def exit_code(self) -> ExitCode:
         return ExitCode.TERMINATED if self.signal == signal.SIGTERM else ExitCode.INTERRUPTED
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signal).name if self.signal is not None else ""
+
+
+async def stoppable(work: Awaitable[T], what: str, report: Reporter = silent) -> T:
+    """Await `work` (a migration's own code), cancelled at once by Ctrl-C or SIGTERM unless batches of it are
+    under way (they stop at the end of theirs): MigrationError "`what` stopped by SIGINT", exit 130 or 143."""
+    task = asyncio.current_task()
+    stop = StopRequest(report, cancels=task)
+    with stop.handled():
+        try:
+            result = await work
+        except asyncio.CancelledError:
+            if stop.signal is None:
+                raise
+    if stop.signal is None:
+        return result
+    if task is not None:
+        task.uncancel()  # the cancel was ours: the work after this one (releasing the lock) must not be cancelled
+    raise MigrationError(f"{what} stopped by {stop.signal_name}: run the same command again to finish",
+                         stop.exit_code)

@@ -7,9 +7,8 @@
 import argparse
 import random
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 EVENTS = [
     {"event": "usedTools", "data": [{"tool": "search", "toolInput": {"q": "price"}, "toolOutput": "42"}]},
@@ -27,9 +26,9 @@ def generate_messages(count: int, with_metadata_every: int = 10, seed: int = 7):
     """The same messages one at a time, for counts that should not sit in memory."""
     rng = random.Random(seed)
     text = "".join(rng.choice("abcdefghij klmnop") for _ in range(4000))
-    start = datetime(2025, 6, 1, tzinfo=UTC)
+    start = datetime(2025, 6, 1, tzinfo=timezone.utc)
     for i in range(count):
-        message: dict[str, Any] = {
+        message = {
             "chatflow_id": f"flow-{i % 7}",
             "session_id": f"session-{i // 4}",
             "user_id": f"user-{i % 31}",
@@ -61,7 +60,7 @@ def main() -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=5000)
+    client = MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=5000)
     try:
         collection = client[settings.database_name].chat_messages
         existing = collection.count_documents({})
@@ -75,9 +74,9 @@ def main() -> int:
         return 0
     except Exception as exc:
         if isinstance(exc, OperationFailure) and exc.code == INVALID_NAMESPACE:
-            rule = profile_of(client.admin.command("buildInfo")).database_name_rule or redact(exc)
+            rule = profile_of(client.admin.command("buildInfo")).database_name_rule
             print(f"error: the server refuses the database name {settings.database_name!r} (MONGODB_DATABASE_NAME): "
-                  f"{rule}", file=sys.stderr)
+                  f"{rule or redact(exc)}", file=sys.stderr)
             return 2
         print(f"error: {type(exc).__name__}: {redact(exc)}", file=sys.stderr)
         return 5

@@ -1,8 +1,8 @@
 """Backups of the documents a migration will change, and putting them back exactly.
 
 Modules: file (the format, reading and checking a backup), save (saving before a change; mongodump),
-post_images (the documents as the migration left them), restoring (putting them back). Their public
-names are all importable from here.
+current (a batch's documents as they are now on the server), post_images (the documents as the migration
+left them), restoring (putting them back). Their public names are all importable from here.
 
 A backup file, `<db>-<collection>-<migration>-<action>-<UTC time>.bson.gz` (format 3), is gzip'd:
     line 1     the manifest, JSON: format, migration, migration_checksum, action (apply/rollback), purge,
@@ -15,9 +15,8 @@ A backup file, `<db>-<collection>-<migration>-<action>-<UTC time>.bson.gz` (form
                Decimal128, dates outside years 1-9999, int64, documents up to 16 MB.
 `sha256` is over the documents' bytes, in order (`zcat F | tail -c +N | sha256sum`, N past the first line);
 `manifest_sha256` over the manifest without that field, as `json.dumps(sort_keys=True, separators=(",", ":"))`
-writes it, so an edited manifest (its action, database, count, sha256...) is refused too. Files of formats
-1 and 2 (`.jsonl.gz`: canonical Extended JSON lines) still restore, read as they were written; format 1
-lacks `manifest_sha256` and restores with a warning that its manifest is not covered.
+writes it, so an edited manifest (its action, database, count, sha256...) is refused too. A restore reads
+this format only (`flowise-proxy-migrations backup 3`); a file of another format is refused, in one line.
 The documents stream from a cursor into a gzip member of their own; the manifest, known at the end,
 is then written in front of it (a gzip file may hold several members): memory stays flat. Nothing to
 save (no document matches, or no collection): no file.
@@ -28,7 +27,7 @@ line 1 a manifest (format, backup (its file name), backup_sha256 and backup_mani
 backup's `sha256` and `manifest_sha256`: it belongs to that backup only), count, sha256 of the lines
 that follow, created_at, manifest_sha256 as above), then one line per document of the backup, in its
 order: the hex sha256 of the document's raw BSON as it is after the migration, or `absent` if the
-migration deleted it. A migration that failed half-way leaves no post-images (nor do formats 1 and 2).
+migration deleted it. A migration that failed half-way leaves no post-images.
 
 A migration says what it will change with `touches(action, purge=False) -> {collection: filter}`
 (`{}`: nothing). A restore checks the whole file (and its post-images) first; then, a batch at a time,
@@ -43,8 +42,8 @@ what it wrote:
 No upsert: a sharded collection whose shard key is not `_id` refuses an upsert without the full shard
 key, and a replace by `_id` alone is always allowed. A change the app makes between the read and the
 write of the same batch is not seen. A batch is retried whole on a transient error (it reads the
-documents again). Batches are of 50 on FerretDB (bigger bulks, or many statements at once, can
-deadlock it) and 1,000 on MongoDB, and of 32 MB at most. `mongodump`, when installed, takes a
+documents again). Batches are of 1,000 documents, fewer where the server takes smaller bulks
+(profile.max_bulk), and of 32 MB at most. `mongodump`, when installed, takes a
 whole-database archive instead (--backup-full).
 """
 
@@ -54,13 +53,10 @@ from migrator.backup.file import (
                                   DECODED,
                                   DEFAULT_DIR,
                                   FORMAT,
-                                  FORMAT_1,
-                                  FORMAT_2,
                                   POST_IMAGES_FORMAT,
                                   SUFFIX,
                                   BackupFile,
                                   Entry,
-                                  line_of,
                                   manifest_digest,
                                   manifest_problem,
                                   post_images_path,
@@ -81,8 +77,8 @@ from migrator.backup.save import (
                                   touched,
 )
 
-__all__ = ["ABSENT", "BATCH", "DECODED", "DEFAULT_DIR", "FORMAT", "FORMAT_1", "FORMAT_2", "POST_IMAGES_FORMAT",
+__all__ = ["ABSENT", "BATCH", "DECODED", "DEFAULT_DIR", "FORMAT", "POST_IMAGES_FORMAT",
            "SUFFIX", "BackupFile", "Entry", "PostImages", "Restored", "Saved", "applied_since", "dump_database",
-           "line_of", "manifest_digest", "manifest_problem", "post_images_path", "read",
+           "manifest_digest", "manifest_problem", "post_images_path", "read",
            "read_post_images", "record_post_images", "require_declared", "require_folder", "require_mongodump",
            "restore", "save", "seal", "shown", "shown_id", "touched", "verdict"]

@@ -5,11 +5,11 @@ import gzip
 import hashlib
 import json
 import zlib
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Awaitable, Callable, Iterator
 
 import bson
 from bson import json_util
@@ -20,11 +20,11 @@ from bson.raw_bson import RawBSONDocument
 
 from migrator.clock import as_utc
 from migrator.errors import ExitCode, MigrationError
+from migrator.rawbson import RAW
 from migrator.redact import redact
 
-FORMAT = "flowise-proxy-migrations backup 3"  # raw BSON
-FORMAT_2 = "flowise-proxy-migrations backup 2"  # canonical Extended JSON lines
-FORMAT_1 = "flowise-proxy-migrations backup 1"  # JSON lines; its manifest is not covered by a checksum
+FORMAT = "flowise-proxy-migrations backup 3"  # raw BSON; the one format a restore reads
+BACKUP_FORMATS = "flowise-proxy-migrations backup "  # what every format of this toolkit's backups starts with
 POST_IMAGES_FORMAT = "flowise-proxy-migrations post-images 1"
 SUFFIX, POST_IMAGES_SUFFIX = ".bson.gz", ".after.gz"
 ABSENT = "absent"  # a post-image line: the migration deleted the document
@@ -34,12 +34,8 @@ BATCH_BYTES = 32 * 1024 * 1024  # and at most this much BSON in one batch
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024 + 16 * 1024  # the server's 16 MiB, and its internal slack
 MAX_MANIFEST_BYTES = 1024 * 1024  # a first line longer than this is no manifest
 SHOWN = 5  # _ids listed of the documents a restore left alone
-# How every document is read and written here, whatever the client's options: bytes as the server has them.
-RAW = CodecOptions(document_class=RawBSONDocument, uuid_representation=UuidRepresentation.UNSPECIFIED,
-                   datetime_conversion=DatetimeConversion.DATETIME_AUTO)
-DECODED = CodecOptions(uuid_representation=UuidRepresentation.UNSPECIFIED,
+DECODED: CodecOptions = CodecOptions(uuid_representation=UuidRepresentation.UNSPECIFIED,
                        datetime_conversion=DatetimeConversion.DATETIME_AUTO, tz_aware=True)
-CANONICAL = json_util.CANONICAL_JSON_OPTIONS.with_options(datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 MANIFEST_FIELDS = {"migration": str, "action": str, "database": str, "collection": str, "count": int,
                    "sha256": str, "created_at": str}
 POST_IMAGES_FIELDS = {"backup_sha256": str, "backup_manifest_sha256": str, "count": int, "sha256": str}
@@ -70,17 +66,12 @@ def shown_id(value) -> str:
     return redact(text if len(text) <= 40 else text[:39] + "…")
 
 
-def line_of(document: dict) -> bytes:
-    """A document as formats 1 and 2 wrote it."""
-    return json_util.dumps(document, json_options=CANONICAL).encode() + b"\n"
-
-
-def _stamp(when: datetime | None = None) -> str:
-    return f"{when or datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
+def stamp(when: datetime | None = None) -> str:
+    return f"{when or datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
 
 
 def post_images_path(path: Path) -> Path | None:
-    """Where the post-images of a backup go; None for a file of format 1 or 2 (never has them)."""
+    """Where the post-images of a backup go; None for a file not named like a backup (never has them)."""
     path = Path(path)
     return path.with_name(path.name[:-len(SUFFIX)] + POST_IMAGES_SUFFIX) if path.name.endswith(SUFFIX) else None
 
@@ -101,8 +92,7 @@ def manifest_digest(manifest: dict) -> str:
 @dataclass
 class Entry:
     """One document of a backup file."""
-    raw: bytes  # its BSON, as it is written back
-    counted: bytes  # what the file's checksum covers of it: the BSON (format 3), the JSON line (1, 2)
+    raw: bytes  # its BSON, as it is written back (and as the file's checksum covers it)
 
     @cached_property
     def document(self) -> RawBSONDocument:
@@ -158,28 +148,11 @@ class BackupFile:
     def created_at(self) -> datetime:
         return as_utc(datetime.fromisoformat(self.manifest["created_at"]))
 
-    @property
-    def manifest_covered(self) -> bool:
-        """False for a file of format 1: only its documents are covered by a checksum."""
-        return self.manifest["format"] != FORMAT_1
-
-    @property
-    def is_raw(self) -> bool:
-        return self.manifest["format"] == FORMAT
-
-    def counted(self, raw: bytes) -> bytes:
-        """A document's BSON as this file's checksum covers it."""
-        return raw if self.is_raw else line_of(bson.decode(raw, DECODED))
-
     def entries(self) -> Iterator[Entry]:
         """Every document, in file order; call only on a file `read` accepted."""
         with gzip.open(self.path, "rb") as stream:
             stream.readline()
-            if self.is_raw:
-                yield from (Entry(raw, raw) for raw in _raw_documents(stream))
-                return
-            for line in stream:
-                yield Entry(bson.encode(json_util.loads(line, json_options=CANONICAL), codec_options=DECODED), line)
+            yield from (Entry(raw) for raw in _raw_documents(stream))
 
     def batches(self, size: int = BATCH) -> Iterator[list[Entry]]:
         """The entries `size` (and BATCH_BYTES) at most at a time."""
@@ -196,9 +169,12 @@ class BackupFile:
 
 def manifest_problem(manifest) -> str:
     """What is wrong with a backup's manifest, "" if nothing."""
-    if not isinstance(manifest, dict) or manifest.get("format") not in (FORMAT, FORMAT_2, FORMAT_1):
+    kind = manifest.get("format") if isinstance(manifest, dict) else None
+    if isinstance(kind, str) and kind.startswith(BACKUP_FORMATS) and kind != FORMAT:
+        return f"it is a backup of another format ({kind}): this version restores only {FORMAT}"
+    if kind != FORMAT:
         return "its first line is not the manifest of a backup of this toolkit"
-    if manifest["format"] != FORMAT_1 and manifest.get("manifest_sha256") != manifest_digest(manifest):
+    if manifest.get("manifest_sha256") != manifest_digest(manifest):
         return "manifest checksum mismatch: its manifest was changed after the backup was written"
     missing = [key for key in MANIFEST_FIELDS if key not in manifest]
     if missing:
@@ -229,7 +205,7 @@ def read(path: Path, refuses: Callable[[dict], str] | None = None) -> BackupFile
     try:
         with gzip.open(path, "rb") as stream:
             first = stream.readline(MAX_MANIFEST_BYTES)
-            manifest = json.loads(first) if first.endswith(b"\n") else None
+            manifest = json.loads(first) if first.endswith(b"\n") else {}
             if problem := manifest_problem(manifest):
                 raise refuse(problem)
             file = BackupFile(path, manifest)
@@ -240,7 +216,7 @@ def read(path: Path, refuses: Callable[[dict], str] | None = None) -> BackupFile
                     raise refuse(f"{what} has no _id")
                 if refuses and (why := refuses(document)):
                     raise refuse(f"the server would refuse document {shown_id(document['_id'])} ({why})")
-                digest.update(entry.counted)
+                digest.update(entry.raw)
                 count += 1
                 what = f"document {count + 1}"
     except (OSError, EOFError, zlib.error) as exc:

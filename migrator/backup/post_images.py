@@ -5,20 +5,21 @@ import gzip
 import hashlib
 import json
 import zlib
+from collections.abc import Generator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Iterator
 
 from bson.errors import BSONError
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from migrator.backup.current import batch_size, current_documents
 from migrator.backup.file import (
     ABSENT,
-    FORMAT,
     POST_IMAGES_FIELDS,
     POST_IMAGES_FORMAT,
-    RAW,
+    SUFFIX,
     BackupFile,
     Retrying,
     manifest_digest,
@@ -27,11 +28,11 @@ from migrator.backup.file import (
     seal,
     shown,
 )
-from migrator.backup.restoring import _current, batch_size
-from migrator.backup.save import Saved, _assemble
+from migrator.backup.save import Saved, assemble
 from migrator.clock import server_now
 from migrator.errors import ExitCode, MigrationError
 from migrator.profile import ServerProfile
+from migrator.rawbson import RAW
 from migrator.redact import redact
 
 # ----- post-images: the saved documents as the migration left them -----
@@ -53,12 +54,16 @@ async def _write_post_images(database: AsyncDatabase, path: Path, profile: Serve
         file = BackupFile(path, json.loads(stream.readline()))
     collection = database.get_collection(file.collection, codec_options=RAW)
     target, digest, count = post_images_path(path), hashlib.sha256(), 0
+    if target is None:
+        raise ValueError(f"{shown(path)} is not named like a backup ({SUFFIX})")
     body = target.with_name(target.name + ".part")
     try:
         with gzip.open(body, "wb", compresslevel=6) as out:
             for batch in file.batches(batch_size(profile)):
                 ids = [entry.id for entry in batch]
-                for now in await retry(f"post-images of {file.collection}", lambda: _current(collection, ids, profile)):
+                now_documents = await retry(f"post-images of {file.collection}",
+                                            partial(current_documents, collection, ids, profile))
+                for now in now_documents:
                     line = f"{hashlib.sha256(now).hexdigest() if now is not None else ABSENT}\n".encode()
                     out.write(line)
                     digest.update(line)
@@ -66,7 +71,7 @@ async def _write_post_images(database: AsyncDatabase, path: Path, profile: Serve
         manifest = seal({"format": POST_IMAGES_FORMAT, "backup": path.name, "backup_sha256": file.manifest["sha256"],
                          "backup_manifest_sha256": file.manifest["manifest_sha256"], "count": count,
                          "sha256": digest.hexdigest(), "created_at": (await server_now(database)).isoformat()})
-        _assemble(target, manifest, body)
+        assemble(target, manifest, body)
     finally:
         body.unlink(missing_ok=True)
     return target
@@ -77,7 +82,7 @@ class PostImages:
     path: Path
     manifest: dict
 
-    def digests(self) -> Iterator[str | None]:
+    def digests(self) -> Generator[str | None, None, None]:
         """Each document's digest as the migration left it (None: it deleted it), in the backup's order."""
         with gzip.open(self.path, "rb") as lines:
             next(lines)
@@ -90,7 +95,7 @@ def read_post_images(file: "BackupFile") -> PostImages | None:
     """The post-images of a backup, every line checked; None when it has none. MigrationError (exit 2) when
     they are there but cannot be trusted."""
     path = post_images_path(file.path)
-    if file.manifest["format"] != FORMAT or path is None or not path.is_file():
+    if path is None or not path.is_file():
         return None
 
     def refuse(why: str) -> MigrationError:

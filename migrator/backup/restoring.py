@@ -1,23 +1,19 @@
 """Putting a backup's documents back exactly, a batch at a time, each batch read back; which migrations a
 restore would undo."""
 
-from __future__ import annotations
-
-import asyncio
 import hashlib
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from functools import partial
 
-import bson
 from pymongo import InsertOne, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from migrator import plan
+from migrator.backup.current import batch_size, current_documents
 from migrator.backup.file import (
-    BATCH,
-    RAW,
     SHOWN,
     BackupFile,
     Entry,
@@ -26,19 +22,18 @@ from migrator.backup.file import (
     shown,
     shown_id,
 )
+from migrator.backup.post_images import PostImages
 from migrator.backup.save import touched
 from migrator.clock import as_utc
 from migrator.errors import MigrationError
 from migrator.events import Reporter, silent
 from migrator.migration import Migration
 from migrator.profile import ServerProfile
-from migrator.progress import DEFAULT_INTERVAL_S, Progress
+from migrator.progress import Progress
+from migrator.rawbson import RAW
 from migrator.redact import redact
 from migrator.retry import is_transient
 from migrator.stop import StopRequest
-
-if TYPE_CHECKING:
-    from migrator.backup.post_images import PostImages
 
 
 def applied_since(file: BackupFile, migrations: list[Migration], entries: list[dict]) -> list[str]:
@@ -136,10 +131,10 @@ class Restored:
 
     def add(self, file: BackupFile, batch: list[Entry], verdicts: list[str], back: list[bytes | None]) -> None:
         written = iter(back)
-        for entry, what in zip(batch, verdicts):
+        for entry, what in zip(batch, verdicts, strict=True):
             if what == ALREADY:
                 self.already += 1
-                self.digest.update(entry.counted)
+                self.digest.update(entry.raw)
             elif what in WRITES:
                 self.written += 1
                 self.inserted += what == INSERT
@@ -152,26 +147,20 @@ class Restored:
             self.differing.append(entry.id)
             return
         self.found += 1
-        self.digest.update(file.counted(now))
+        self.digest.update(now)
         if now != entry.raw:
             self.differing.append(entry.id)
 
 
-def batch_size(profile: ServerProfile) -> int:
-    return profile.max_bulk or BATCH
-
-
 async def restore(database: AsyncDatabase, file: BackupFile, profile: ServerProfile, done: Restored,
-                  before_batch: Callable[[], None] = lambda: None,
-                  progress_interval_s: float = DEFAULT_INTERVAL_S, post_images: PostImages | None = None,
+                  before_batch: Callable[[], None] = lambda: None, post_images: PostImages | None = None,
                   force: bool = False, retry: Retrying = once, report: Reporter = silent) -> Restored:
     """Put the documents back as they were (see the module's docstring for which), reading each batch back
     right after writing it; `done` counts as it goes. Between batches `before_batch` may raise, and Ctrl-C or
     SIGTERM stops the restore (MigrationError with exit 130 or 143)."""
     collection, stop = database.get_collection(file.collection, codec_options=RAW), StopRequest(report)
-    progress = Progress(f"restore of {file.collection}", interval_s=progress_interval_s)
+    progress = Progress(f"restore of {file.collection}", report)
     progress.set_total(file.count)
-    stop.before_exit = progress.close
     afters = post_images.digests() if post_images is not None and not force else None
     try:
         with stop.handled():
@@ -180,11 +169,11 @@ async def restore(database: AsyncDatabase, file: BackupFile, profile: ServerProf
                 _stop_if_asked(stop, file, done)
                 after = [next(afters) for _ in batch] if afters else [UNKNOWN] * len(batch)
                 verdicts, back = await retry(f"restore of {file.collection}, batch {number}",
-                                             lambda: _restore_batch(collection, batch, after, profile, file, done))
+                                             partial(_restore_batch, collection, batch, after, profile, file, done))
                 done.add(file, batch, verdicts, back)
                 progress.advance(len(batch), sum(what in WRITES for what in verdicts))
     finally:
-        progress.close()
+        progress.end()
         if afters:
             afters.close()
     return done
@@ -194,14 +183,14 @@ async def _restore_batch(collection: AsyncCollection, batch: list[Entry], after:
                          file: BackupFile, done: Restored) -> tuple[list[str], list[bytes | None]]:
     """Read the batch's documents as they are, write those to write, read those back: (verdicts, read back).
     Safe to run again: a document already written reads as in the backup."""
-    current = await _current(collection, [entry.id for entry in batch], profile)
-    verdicts = [verdict(entry.raw, now, post) for entry, now, post in zip(batch, current, after)]
-    writing = [entry for entry, what in zip(batch, verdicts) if what in WRITES]
+    current = await current_documents(collection, [entry.id for entry in batch], profile)
+    verdicts = [verdict(entry.raw, now, post) for entry, now, post in zip(batch, current, after, strict=True)]
+    writing = [entry for entry, what in zip(batch, verdicts, strict=True) if what in WRITES]
     if writing:
         await _write(collection, [ReplaceOne({"_id": entry.id}, entry.document) if what == REPLACE
                                   else InsertOne(entry.document)
-                                  for entry, what in zip(batch, verdicts) if what in WRITES], file, done)
-    return verdicts, await _current(collection, [entry.id for entry in writing], profile)
+                                  for entry, what in zip(batch, verdicts, strict=True) if what in WRITES], file, done)
+    return verdicts, await current_documents(collection, [entry.id for entry in writing], profile)
 
 
 def _stop_if_asked(stop: StopRequest, file: BackupFile, done: Restored) -> None:
@@ -214,7 +203,7 @@ def _stop_if_asked(stop: StopRequest, file: BackupFile, done: Restored) -> None:
 async def _write(collection: AsyncCollection, writes: list, file: BackupFile, done: Restored) -> None:
     try:
         await collection.bulk_write(writes, ordered=True)
-    except Exception as exc:  # FerretDB's error answers can even break the driver's result parsing (KeyError)
+    except Exception as exc:  # a server's error answer can even break the driver's result parsing (KeyError)
         if is_transient(exc):
             raise  # the batch is tried again whole
         reached = done.restored + done.skipped
@@ -222,26 +211,3 @@ async def _write(collection: AsyncCollection, writes: list, file: BackupFile, do
                              f"{file.count} ({type(exc).__name__}: {redact(exc)}): the {done.restored} before "
                              "them are restored, maybe some of those too; fix the cause and run the same "
                              "restore again") from exc
-
-
-async def _current(collection: AsyncCollection, ids: list, profile: ServerProfile) -> list[bytes | None]:
-    """The raw BSON of the documents of `ids` as they are now, in that order (None: not found)."""
-    if not ids:
-        return []
-    if profile.id_lookup_only:
-        # `$in` would read the whole collection, and many statements at once can stall the server:
-        # a few lookups by _id at a time.
-        at_once = asyncio.Semaphore(profile.lookups_at_once or 1)
-
-        async def one(_id):
-            async with at_once:
-                document = await collection.find_one({"_id": _id})
-                return document.raw if document is not None else None
-        return list(await asyncio.gather(*(one(_id) for _id in ids)))
-    found = {_key(document["_id"]): document.raw async for document in collection.find({"_id": {"$in": ids}})}
-    return [found.get(_key(_id)) for _id in ids]
-
-
-def _key(value) -> bytes:
-    """A hashable stand-in for an _id of any type (an embedded document included)."""
-    return bson.encode({"_id": value}, codec_options=RAW)

@@ -19,10 +19,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from migrator import __version__
-from migrator.backup.file import DECODED, FORMAT, RAW, SUFFIX, TOOLS, _stamp, seal
+from migrator.backup.file import DECODED, FORMAT, SUFFIX, TOOLS, seal, stamp
 from migrator.clock import server_now
 from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration
+from migrator.rawbson import RAW
 from migrator.redact import redact
 
 # ----- what a migration will touch -----
@@ -87,7 +88,8 @@ async def save(database: AsyncDatabase, migration: Migration, action: str, folde
     """Save whole every document `migration` will change; MigrationError (nothing changed) if that fails."""
     collections = touched(migration, action, purge)
     if collections is None:
-        require_declared([migration], action, purge)
+        require_declared([migration], action, purge)  # raises: it declares nothing
+        return []
     return [await _save_one(database, migration, action, purge, name, query, Path(folder))
             for name, query in collections.items()]
 
@@ -107,7 +109,7 @@ async def _save_one(database: AsyncDatabase, migration: Migration, action: str, 
     encoded = _encoded_filter(database, migration, collection, query)
     try:
         created_at = await server_now(database)  # the changelog's clock: a restore compares the two
-        path = folder / f"{database.name}-{collection}-{migration.name}-{action}-{_stamp(created_at)}{SUFFIX}"
+        path = folder / f"{database.name}-{collection}-{migration.name}-{action}-{stamp(created_at)}{SUFFIX}"
         body = path.with_name(path.name + ".part")
         folder.mkdir(parents=True, exist_ok=True)
         try:
@@ -123,7 +125,7 @@ async def _save_one(database: AsyncDatabase, migration: Migration, action: str, 
                              "filter": bson.decode(encoded.raw, DECODED), "count": count,
                              "sha256": digest.hexdigest(), "created_at": created_at.isoformat(),
                              "toolkit_version": __version__})
-            _assemble(path, manifest, body)
+            assemble(path, manifest, body)
         finally:
             body.unlink(missing_ok=True)
     except OSError as exc:
@@ -133,7 +135,7 @@ async def _save_one(database: AsyncDatabase, migration: Migration, action: str, 
     return Saved(path, collection, count, digest.hexdigest())
 
 
-def _assemble(path: Path, manifest: dict, body: Path) -> None:
+def assemble(path: Path, manifest: dict, body: Path) -> None:
     """`path`: the manifest's gzip member, then the gzip'd `body`; whole or not at all."""
     whole = path.with_name(path.name + ".tmp")
     try:
@@ -161,7 +163,7 @@ def require_mongodump() -> str:
 async def dump_database(url: str, database_name: str, folder: Path) -> Path:
     """`mongodump --db --archive --gzip`; the URL goes in a private config file, never on the command line."""
     tool = require_mongodump()
-    path = Path(folder) / f"{database_name}-{_stamp()}.archive.gz"
+    path = Path(folder) / f"{database_name}-{stamp()}.archive.gz"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, config = tempfile.mkstemp(suffix=".yaml")  # readable by this user only

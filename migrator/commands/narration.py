@@ -1,12 +1,12 @@
 """What the commands are handed, and the CLI's one reporter: the engine's events as log lines, as they happen."""
 
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from migrator import backup, events
+from migrator.commands.progress_view import ProgressView
 from migrator.engine import ApplyResult, Engine, Options, RollbackResult
 from migrator.migration import Migration
 from migrator.output import log
@@ -27,29 +27,19 @@ class Narration:
     """The CLI's one reporter (an events.Reporter): the workflows' events become the log lines below; every
     other event (batches, retries, a stop requested, progress) goes to migrator.commands.progress_view."""
 
-    def __init__(self, progress_interval_s: float | None = None, view: Any = None):
-        self.view = view if view is not None else _progress_view(progress_interval_s)
+    def __init__(self, view: ProgressView | None = None):
+        self.view = view or ProgressView()
 
     def __call__(self, event: events.Event) -> None:
         if (line := _LINE.get(type(event))) is not None:
             log.log(LEVELS[event.level], "%s", line(event))
         elif (lines := _LINES.get(type(event))) is not None:
             lines(event)
-        elif self.view is not None:
+        else:
             self.view.handle(event)
 
 
 LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-
-
-def _progress_view(interval_s: float | None) -> Any:
-    """The renderer of the batches' events (a line every `interval_s` without a terminal), when it is there
-    (None: they are not shown)."""
-    try:
-        module = importlib.import_module("migrator.commands.progress_view")
-    except ModuleNotFoundError:
-        return None
-    return module.ProgressView() if interval_s is None else module.ProgressView(interval_s)
 
 
 def _saved(event: events.BackupSaved) -> None:
@@ -169,18 +159,11 @@ def plural(count: int, noun: str) -> str:
 
 
 def warn_of_format(file: backup.BackupFile, post_images: backup.PostImages | None, force: bool) -> None:
-    """One WARNING line for what an older backup, or one without post-images, cannot do."""
-    shown, caveats = backup.shown(file.path), []
-    if not file.manifest_covered:
-        caveats.append("its manifest (migration, action, database, collection) is not covered by its checksum, "
-                       "only its documents are")
+    """One WARNING line for what a backup without post-images cannot do."""
     if post_images is None and not force:
-        caveats.append("it has no post-images (the documents as the migration left them: a backup of an older "
-                       "format, or its migration did not complete), so changes the app made since cannot be told "
-                       "apart: every document is put back")
-    if caveats:
-        older = "a backup of the previous format: " if not file.manifest_covered else ""
-        log.warning("%s: %s%s", shown, older, "; and ".join(caveats))
+        log.warning("%s: it has no post-images (the documents as the migration left them: its migration did not "
+                    "complete), so changes the app made since cannot be told apart: every document is put back",
+                    backup.shown(file.path))
 
 
 def report_left_alone(restored: backup.Restored, file: backup.BackupFile) -> None:

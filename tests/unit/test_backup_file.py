@@ -56,7 +56,7 @@ def test_a_good_file_is_read_whole_and_gives_back_each_documents_bytes(tmp_path)
     file = backup.read(good_file(tmp_path))
     assert (file.database, file.collection, file.migration, file.action, file.count) == \
         ("app", "chat_messages", "add_metadata", "apply", 3)
-    assert file.created_at == CREATED and file.manifest_covered and file.is_raw
+    assert file.created_at == CREATED and file.manifest["format"] == backup.FORMAT
     batches = list(file.batches(2))
     assert [len(batch) for batch in batches] == [2, 1]
     entries = [entry for batch in batches for entry in batch]
@@ -111,38 +111,27 @@ def test_a_document_that_is_not_one_is_named(tmp_path, bad, why):
 
 @pytest.mark.parametrize("manifest, why", [
     ({"format": "something else"}, "its first line is not the manifest of a backup of this toolkit"),
-    ({"format": backup.FORMAT_1, "migration": "m"}, "its manifest lacks action, database, collection, count, "
-                                                     "sha256, created_at"),
-    ({"format": backup.FORMAT_1, "migration": "m", "action": "apply", "database": "d", "collection": "c",
-      "count": True, "sha256": "", "created_at": "x"}, "its manifest's count is not of the right type"),
-    ({"format": backup.FORMAT_1, "migration": "m", "action": "drop", "database": "d", "collection": "c",
-      "count": 0, "sha256": "", "created_at": "x"}, "its manifest's action is 'drop', not one of apply, rollback"),
-    ({"format": backup.FORMAT_1, "migration": "m", "action": "apply", "database": "d", "collection": "c",
-      "count": 0, "sha256": "", "created_at": "yesterday"}, "its manifest's created_at 'yesterday' is not an ISO time"),
+    (backup.seal({"format": backup.FORMAT, "migration": "m"}), "its manifest lacks action, database, collection, "
+                                                                "count, sha256, created_at"),
+    (backup.seal({"format": backup.FORMAT, "migration": "m", "action": "apply", "database": "d", "collection": "c",
+                  "count": True, "sha256": "", "created_at": "x"}), "its manifest's count is not of the right type"),
+    (backup.seal({"format": backup.FORMAT, "migration": "m", "action": "drop", "database": "d", "collection": "c",
+                  "count": 0, "sha256": "", "created_at": "x"}),
+     "its manifest's action is 'drop', not one of apply, rollback"),
+    (backup.seal({"format": backup.FORMAT, "migration": "m", "action": "apply", "database": "d", "collection": "c",
+                  "count": 0, "sha256": "", "created_at": "yesterday"}),
+     "its manifest's created_at 'yesterday' is not an ISO time"),
 ])
 def test_a_manifest_that_is_not_one_is_refused(tmp_path, manifest, why):
     assert refusal(write(tmp_path / f"m{backup.SUFFIX}", manifest, [])) == why
 
 
-def test_a_file_of_format_2_is_read_from_its_json_lines(tmp_path):
-    lines = [backup.line_of(document) for document in DOCUMENTS]
-    file = backup.read(write(tmp_path / "old.jsonl.gz", manifest_for(lines, backup.FORMAT_2), lines))
-    assert file.count == 3 and file.manifest_covered and not file.is_raw
-    assert [entry.id for entry in file.entries()] == [document["_id"] for document in DOCUMENTS]
-    assert backup.read_post_images(file) is None  # formats 1 and 2 never have them
-
-
-def test_a_file_of_format_1_is_read_but_says_its_manifest_is_not_covered(tmp_path):
-    lines = [backup.line_of(document) for document in DOCUMENTS]
-    manifest = {k: v for k, v in manifest_for(lines, backup.FORMAT_1).items() if k != "manifest_sha256"}
-    file = backup.read(write(tmp_path / "older.jsonl.gz", manifest, lines))
-    assert file.count == 3 and not file.manifest_covered
-
-
-def test_a_json_line_that_is_not_json_is_named(tmp_path):
-    lines = [backup.line_of(DOCUMENTS[0]), b'{"_id": 1\n']
-    path = write(tmp_path / "old.jsonl.gz", manifest_for(lines, backup.FORMAT_2), lines)
-    assert refusal(path).startswith("document 2 is not valid (JSONDecodeError: ")
+@pytest.mark.parametrize("older", ["flowise-proxy-migrations backup 1", "flowise-proxy-migrations backup 2"])
+def test_a_file_of_another_format_is_refused_in_one_line(tmp_path, older):
+    lines = [b'{"_id": 1}\n']
+    path = write(tmp_path / "old.jsonl.gz", manifest_for(lines, older), lines)
+    assert refusal(path) == (f"it is a backup of another format ({older}): this version restores only "
+                             "flowise-proxy-migrations backup 3")
 
 
 def test_no_such_file(tmp_path):

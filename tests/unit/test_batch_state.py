@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from migrator.batches import DEFAULT_SIZE, RANGE, STREAM, Batches, BatchSettings, _digest, default_path
+from migrator.batches import DEFAULT_SIZE, RANGE, STREAM, Batches, BatchSettings, Walk, _digest, default_path
 from migrator.checkpoints import Checkpoints
 from migrator.cli import runner_parser
 from migrator.errors import MigrationError
@@ -29,8 +29,8 @@ def batches(settings=BatchSettings(), is_ferretdb=False) -> Batches:
     return Batches(NoDatabase(), "add_metadata", "sum", settings, ferretdb() if is_ferretdb else mongodb())
 
 
-def fresh_state() -> dict:
-    return {"last_id": None, "scanned": 0, "matched": 0, "modified": 0, "batches": 0}
+def fresh_state() -> Walk:
+    return Walk("chat_messages", "sum", "work", RANGE)
 
 
 def test_the_path_is_the_servers_unless_one_is_asked_for():
@@ -62,21 +62,26 @@ def test_a_checkpoint_is_keyed_by_migration_and_step():
 
 
 def test_each_batch_adds_to_the_counts_and_moves_the_last_id():
-    walk, state, progress = batches(), fresh_state(), Progress("t", interval_s=3600)
+    events = []
+    walk, state, progress = batches(), fresh_state(), Progress("t", events.append)
     walk._batch_done(state, 1000, "id-1000", 990, 900, progress)
     walk._batch_done(state, 500, "id-1500", 500, 0, progress)
-    assert state == {"last_id": "id-1500", "scanned": 1500, "matched": 1490, "modified": 900, "batches": 2}
-    progress.close()
+    assert (state.last_id, state.documents_done, state.matched, state.modified, state.batches) == \
+        ("id-1500", 1500, 1490, 900, 2)
+    assert state.checkpoint() == {"collection": "chat_messages", "checksum": "sum", "work": "work", "path": RANGE,
+                                  "last_id": "id-1500", "scanned": 1500, "matched": 1490, "modified": 900,
+                                  "batches": 2, "done": False}  # the names earlier versions stored: they resume
+    progress.finish()
     assert (progress.done, progress.modified) == (1500, 900)
-
-
-def test_no_stop_request_lets_the_walk_go_on():
-    batches()._stop_if_asked(fresh_state())
+    assert [(type(e).__name__, getattr(e, "done", None), getattr(e, "modified", None)) for e in events] == [
+        ("ProgressMade", 1000, 900), ("ProgressMade", 1500, 900), ("ProgressEnded", None, None),
+        ("WalkDone", 1500, 900)]
 
 
 @pytest.mark.parametrize("signum, code, name", [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")])
 def test_a_stop_request_ends_the_walk_with_where_it_stopped(signum, code, name):
     walk = batches()
+    assert walk._stop_if_asked(fresh_state()) is None  # no stop request: the walk goes on
     walk.stop.signal = signum
     with pytest.raises(MigrationError) as caught:
         walk._stop_if_asked(fresh_state())
@@ -84,7 +89,8 @@ def test_a_stop_request_ends_the_walk_with_where_it_stopped(signum, code, name):
                                  "same command again to resume")
     assert caught.value.exit_code == code
 
-    state = {**fresh_state(), "last_id": 41999, "scanned": 42000, "batches": 42}
+    state = fresh_state()
+    state.resume({"last_id": 41999, "scanned": 42000, "matched": 0, "modified": 0, "batches": 42})
     with pytest.raises(MigrationError, match=rf"stopped by {name} after 42,000 documents; checkpoint saved \(up to "
                                              r"_id 41999\)"):
         walk._stop_if_asked(state)
@@ -102,5 +108,6 @@ def test_the_batch_flags_reach_the_batch_settings():
     args = runner_parser().parse_args(["--all", "--batch-size", "250", "--max-rate", "90.5", "--write-concern", "1",
                                        "--batch-path", "range", "--progress-interval", "2"])
     assert batch_settings_from(args) == BatchSettings(
-        size=250, max_rate=90.5, write_concern="1", path=RANGE, progress_interval_s=2.0)
+        size=250, max_rate=90.5, write_concern="1", path=RANGE)
+    assert args.progress_interval == 2.0  # the CLI's (migrator.commands.progress_view), not the engine's
     assert batch_settings_from(runner_parser().parse_args(["--status"])) == BatchSettings()

@@ -1,7 +1,6 @@
 """Which errors are worth sending again (migrator/retry.py), on the driver's own error objects; no server."""
 
 import asyncio
-import logging
 
 import pytest
 from pymongo.errors import (
@@ -21,8 +20,9 @@ from pymongo.errors import (
 )
 
 from migrator import retry
+from migrator.commands.progress_view import event_line
 from migrator.errors import MigrationError
-from migrator.output import log
+from migrator.events import RetryScheduled
 from migrator.retry import Retry, describe, is_transient
 
 
@@ -72,18 +72,20 @@ class Flaky:
 
 @pytest.fixture
 def warnings(monkeypatch):
+    """The events a Retry reports, as their lines (a reporter: `warnings.append`)."""
     monkeypatch.setattr(retry, "FIRST_DELAY_S", 0.001)
-    lines = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: lines.append(record.getMessage())
-    log.addHandler(handler)
-    yield lines
-    log.removeHandler(handler)
+    return Lines()
+
+
+class Lines(list):
+    def append(self, event) -> None:
+        assert isinstance(event, RetryScheduled) and event.level == "warning"
+        super().append(event_line(event))
 
 
 def test_a_transient_error_is_retried_until_the_operation_succeeds(warnings):
     operation = Flaky(AutoReconnect("connection reset"), NotPrimaryError("stepped down"))
-    assert asyncio.run(Retry(10)("batch 4", operation)) == "done"
+    assert asyncio.run(Retry(10, warnings.append)("batch 4", operation)) == "done"
     assert operation.calls == 3
     assert [line.split("; retrying in")[0] for line in warnings] == [
         "batch 4: AutoReconnect: connection reset", "batch 4: NotPrimaryError: stepped down"]
@@ -92,21 +94,21 @@ def test_a_transient_error_is_retried_until_the_operation_succeeds(warnings):
 def test_an_error_that_is_not_transient_is_raised_at_once(warnings):
     operation = Flaky(DuplicateKeyError("E11000", code=11000))
     with pytest.raises(DuplicateKeyError):
-        asyncio.run(Retry(10)("insert", operation))
+        asyncio.run(Retry(10, warnings.append)("insert", operation))
     assert operation.calls == 1 and warnings == []
 
 
 def test_retry_for_zero_raises_a_transient_error_as_it_is(warnings):
     operation = Flaky(AutoReconnect("down"))
     with pytest.raises(AutoReconnect):
-        asyncio.run(Retry(0)("health check", operation))
+        asyncio.run(Retry(0, warnings.append)("health check", operation))
     assert operation.calls == 1 and warnings == []
 
 
 def test_a_server_that_keeps_failing_ends_in_one_error_naming_the_work_and_the_limit(warnings):
     operation = Flaky(*[AutoReconnect("still down")] * 10_000)
     with pytest.raises(MigrationError) as caught:
-        asyncio.run(Retry(0.05)("saving the checkpoint", operation))
+        asyncio.run(Retry(0.05, warnings.append)("saving the checkpoint", operation))
     assert str(caught.value) == ("saving the checkpoint: the server still fails after 0.05 s of retries (--retry-for): "
                                  "AutoReconnect: still down")
     assert caught.value.exit_code == 1 and operation.calls >= 2

@@ -53,17 +53,11 @@ def prints(path: Path) -> bool:
                for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))))
 
 
-# Still logging through migrator.output until their events land (issue 20, the other half of "one voice"):
-# remove each from here as it stops; the merge of both halves empties it.
-NOT_YET = {"migrator.batches", "migrator.progress", "migrator.retry", "migrator.selftest_checks", "migrator.stop"}
-
-
 def test_the_engine_side_never_imports_the_cli_side_nor_prints():
     engine_side = [path for path in sorted(MIGRATOR.rglob("*.py")) if not cli_side(module_name(path))]
     assert len(engine_side) > 20  # the rule reads the real tree
     offenders = {module_name(path): found for path in engine_side
-                 if module_name(path) not in NOT_YET
-                 and (found := sorted({name for name in imports_of(path) if cli_side(name)}))}
+                 if (found := sorted({name for name in imports_of(path) if cli_side(name)}))}
     assert offenders == {}, ("the engine side (all of migrator/ but cli.py, flags.py, output.py and commands/) "
                              "reports events (migrator.events) and never imports the command line's modules")
     assert [module_name(path) for path in engine_side if prints(path)] == []
