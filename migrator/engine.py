@@ -90,7 +90,7 @@ class Engine:
         self._changelog = Changelog(database, self._retry, provenance(folder))
         self._lock = MigrationLock(database, lease_s, retry=self._retry)
         self._checkpoints = Checkpoints(database, self._retry)
-        self._hooks = Hooks(database)
+        self._hooks = Hooks(database, report=report)
         self._steps = Steps(database, self.migrations, self._changelog, self._lock, self._checkpoints, self._hooks,
                             self._retry, self._batch_settings, profile, report)
 
@@ -156,16 +156,16 @@ class Engine:
 
     async def selftest(self, migration: Migration, sample: int = prover.DEFAULT_SAMPLE) -> prover.Proof:
         return await prover.prove(self._database, migration, sample, self._batch_settings,
-                                  await self._steps.server_profile())
+                                  await self._steps.server_profile(), self._report)
 
     async def preview(self, migration: Migration, sample: int = prover.PREVIEW_SAMPLE) -> prover.Preview:
         return await prover.preview(self._database, migration, sample, self._batch_settings,
-                                    await self._steps.server_profile())
+                                    await self._steps.server_profile(), self._report)
 
     async def estimate(self, migration: Migration, documents: int | None) -> prover.Estimate:
         """How fast `up` changes documents, timed on a scratch copy of a sample; can its filter use an index."""
         return await prover.estimate(self._database, migration, documents, self._batch_settings,
-                                     await self._steps.server_profile())
+                                     await self._steps.server_profile(), report=self._report)
 
     async def scratch_leftovers(self) -> list[str]:
         """Scratch collections of another self-test, running now or killed."""
