@@ -60,6 +60,17 @@ class Verification:
     note: str = ""
 
 
+def format_counts(counts: dict[str, int]) -> str:
+    """`total=1,000, left=0`: numbers with thousands separators, like every number the toolkit prints."""
+    return ", ".join(f"{key}={value:,}" if isinstance(value, int) and not isinstance(value, bool) else f"{key}={value}"
+                     for key, value in counts.items())
+
+
+def in_parens(counts: dict[str, int]) -> str:
+    """` (total=1,000)`, or nothing when a verification gave no counts (a bare bool)."""
+    return f" ({format_counts(counts)})" if counts else ""
+
+
 @dataclass
 class Outcome:
     matched: int = 0

@@ -14,10 +14,9 @@ from migrator.docdiff import MISSING, Change, raw_changes, same, shown
 from migrator.errors import ExitCode, MigrationError
 from migrator.events import Event, Reporter, silent
 from migrator.hooks import Hooks
-from migrator.migration import Migration, Outcome, Verification
+from migrator.migration import Migration, Outcome, Verification, in_parens
 from migrator.profile import ServerProfile
 from migrator.scratch import Scratch
-from migrator.steps import in_parens
 
 STOPPED = (ExitCode.INTERRUPTED, ExitCode.TERMINATED)
 

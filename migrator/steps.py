@@ -22,7 +22,7 @@ from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter
 from migrator.hooks import Hooks
 from migrator.lock import LockLost, MigrationLock
-from migrator.migration import Migration, Outcome, Verification, refuse_if_draft
+from migrator.migration import Migration, Outcome, Verification, format_counts, in_parens, refuse_if_draft
 from migrator.profile import ServerProfile, detect
 from migrator.redact import redact
 from migrator.retry import Retry
@@ -243,14 +243,3 @@ class Steps:
 
 def _backup_field(backups: Sequence[backup.Saved]) -> dict:
     return {"backup": [saved.record() for saved in backups]} if backups else {}
-
-
-def format_counts(counts: dict[str, int]) -> str:
-    """`total=1,000, left=0`: numbers with thousands separators, like every number the toolkit prints."""
-    return ", ".join(f"{key}={value:,}" if isinstance(value, int) and not isinstance(value, bool) else f"{key}={value}"
-                     for key, value in counts.items())
-
-
-def in_parens(counts: dict[str, int]) -> str:
-    """` (total=1,000)`, or nothing when a verification gave no counts (a bare bool)."""
-    return f" ({format_counts(counts)})" if counts else ""

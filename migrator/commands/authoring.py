@@ -6,9 +6,8 @@ from pathlib import Path
 from migrator.commands.narration import Context
 from migrator.errors import ExitCode, MigrationError
 from migrator.lock import describe
-from migrator.migration import Migration
+from migrator.migration import Migration, in_parens
 from migrator.output import confirm, log
-from migrator.steps import in_parens
 
 # ----- adopting a database, the lock -----
 

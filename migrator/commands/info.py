@@ -7,9 +7,8 @@ from migrator.commands.narration import Context, all_applied
 from migrator.commands.rows import row_json, running_text
 from migrator.discovery import find
 from migrator.errors import ExitCode
-from migrator.migration import Migration
+from migrator.migration import Migration, in_parens
 from migrator.output import log, say, table
-from migrator.steps import in_parens
 
 
 async def verify(ctx: Context, migrations: list[Migration]) -> int:

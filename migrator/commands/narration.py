@@ -8,10 +8,9 @@ from typing import Any
 from migrator import backup, events
 from migrator.commands.progress_view import ProgressView
 from migrator.engine import ApplyResult, Engine, Options, RollbackResult
-from migrator.migration import Migration
+from migrator.migration import Migration, format_counts, in_parens
 from migrator.output import log
 from migrator.settings import Settings
-from migrator.steps import format_counts, in_parens
 
 __all__ = ["Context", "Narration"]
 

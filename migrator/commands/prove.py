@@ -11,10 +11,9 @@ from migrator import selftest as prover
 from migrator.commands.narration import Context
 from migrator.durations import eta_text
 from migrator.errors import ExitCode, MigrationError
-from migrator.migration import Migration
+from migrator.migration import Migration, in_parens
 from migrator.output import log, say
 from migrator.redact import redact
-from migrator.steps import in_parens
 
 
 async def _warn_of_leftovers(ctx: Context) -> None:
