@@ -6,13 +6,17 @@ its own throwaway database whose name ends in `_test`, dropped afterwards.
 """
 
 import hashlib
+import io
 import json
+import logging
 import os
 import re
+import runpy
 import subprocess
 import sys
 import textwrap
 import time
+import traceback
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +26,7 @@ import pytest
 from pymongo import MongoClient
 
 from local_server import LocalServer, build_local_server
+from migrator import redact as redact_module
 from migrator.migration import Migration
 from migrator.profile import ServerProfile, profile_of
 from sample_messages import generate_messages
@@ -48,8 +53,17 @@ def local_server(tmp_path_factory):
         binary = build_local_server()
     except RuntimeError as exc:
         pytest.exit(str(exc), returncode=1)
-    server = LocalServer(binary, tmp_path_factory.mktemp("ferretdb-data"))
-    server.start()
+    # One per pytest process: with pytest-xdist, one per worker, each with its own data folder (under the
+    # worker's own temporary folder) and a free port; should another worker take that port first, another one.
+    for attempt in range(3):
+        server = LocalServer(binary, tmp_path_factory.mktemp("ferretdb-data"))
+        try:
+            server.start()
+            break
+        except RuntimeError:
+            server.stop()
+            if attempt == 2:
+                raise
     yield server
     server.stop()
 
@@ -108,7 +122,8 @@ class Result:
 
 
 def run(script: str, *args: str, env: dict, input: str | None = None, cwd: Path = REPO, timeout: float = 120) -> Result:
-    """Run a script of migrations/ as a user would: `python migrations/<script> args...`."""
+    """Run a script of migrations/ as a user would, in a process of its own: `python migrations/<script> args...`.
+    For what only a process shows: signals, kill -9, a terminal, what reaches a traceback, the interpreter itself."""
     path = script if os.path.isabs(script) else str(MIGRATIONS / script)
     completed = subprocess.run([sys.executable, path, *args], env=env, cwd=cwd,
                                input=input if input is not None else "",
@@ -116,9 +131,70 @@ def run(script: str, *args: str, env: dict, input: str | None = None, cwd: Path 
     return Result(completed)
 
 
+def run_here(script: str, *args: str, env: dict, input: str | None = None, cwd: Path = REPO,
+             timeout: float | None = None) -> Result:
+    """`run`, in this process: the script's own `__main__` block (runner_main / standalone_main) with that
+    environment, arguments, working folder and stdin, its stdout and stderr captured, its exit code from
+    SystemExit, an escaped exception printed as Python would (exit 1). What a run sets globally (the log
+    handler, the passwords to mask, sys.path) is put back. Ten times cheaper than a process (0.02 s, not 0.3 s).
+    `timeout` is not enforced here."""
+    path = script if os.path.isabs(script) else str(MIGRATIONS / script)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved_environ = dict(os.environ)
+    saved_sys = sys.argv, sys.stdin, sys.stdout, sys.stderr, sys.path[:]
+    saved_cwd = os.getcwd()
+    log = logging.getLogger("migrator")
+    saved_log = log.handlers[:], log.level, log.propagate
+    saved_secrets = redact_module._remembered[:]  # the passwords a run learns from its MONGODB_URL
+    saved_modules = {name for name in sys.modules if name.startswith("migrations.")}
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = [path, *args]
+    sys.stdin = io.StringIO(input or "")
+    sys.stdout, sys.stderr = stdout, stderr
+    os.chdir(cwd)
+    try:
+        runpy.run_path(path, run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        code = _exit_code(exc.code, stderr)
+    except BaseException:  # noqa: BLE001 -- what Python does with an exception nothing caught
+        traceback.print_exc(file=stderr)
+        code = 1
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv, sys.stdin, sys.stdout, sys.stderr, sys.path[:] = saved_sys
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        log.handlers[:], log.level, log.propagate = saved_log
+        redact_module._remembered[:] = saved_secrets
+        for name in [name for name in sys.modules if name.startswith("migrations.")]:
+            if name not in saved_modules:
+                del sys.modules[name]
+    return Result(subprocess.CompletedProcess([sys.executable, path, *args], code, stdout.getvalue(),
+                                              stderr.getvalue()))
+
+
+def _exit_code(code, stderr) -> int:
+    """sys.exit(code) as the interpreter ends with it: None is 0, a number is itself, anything else is printed, 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=stderr)
+    return 1
+
+
 @pytest.fixture
 def cli(env):
-    """`cli("run_migrations.py", "--all")`: run a toolkit command against this test's database."""
+    """`cli("run_migrations.py", "--all")`: run a toolkit command against this test's database, in this process
+    (see run_here). Where the process matters (signals, kill -9, a terminal, tracebacks), use `cli_process`."""
+    return lambda script, *args, **kw: run_here(script, *args, env=kw.pop("env", env), **kw)
+
+
+@pytest.fixture
+def cli_process(env):
+    """`cli`, each command in a process of its own (see run)."""
     return lambda script, *args, **kw: run(script, *args, env=kw.pop("env", env), **kw)
 
 
