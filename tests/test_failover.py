@@ -32,14 +32,15 @@ def updates_per_batch(is_ferretdb: bool, batch: int) -> int:
 
 @pytest.mark.parametrize("path", ["stream", "range"])
 def test_step_downs_shutdowns_and_a_lost_reply_mid_backfill_lose_nothing(db, proxy, proxied_env, is_ferretdb, path):
-    count = 20_000 if path == "stream" else 5_000  # the range path scans the whole table per batch on FerretDB
-    before = load(db, count)
-    per_batch = updates_per_batch(is_ferretdb and path == "stream", 1000)
+    # 9 batches of 200 on the stream path, 5 on the range path (it scans the whole table per batch on FerretDB):
+    # the faults land in the 3rd, 4th and 5th
+    before = load(db, 2_000 if path == "stream" else 1_000)
+    per_batch = updates_per_batch(is_ferretdb and path == "stream", 200)
     faults = [proxy.add(Fault("update", "chat_messages", nth=2 * per_batch + 1, times=2, code=NOT_WRITABLE_PRIMARY)),
               proxy.add(Fault("update", "chat_messages", nth=3 * per_batch + 2, action="lose_reply")),
               proxy.add(Fault("update", "chat_messages", nth=4 * per_batch + 3, times=2, code=SHUTDOWN_IN_PROGRESS))]
 
-    result = finish(start(proxied_env, "--batch-path", path, "--batch-size", "1000", "--progress-interval", "600"))
+    result = finish(start(proxied_env, "--batch-path", path, "--batch-size", "200", "--progress-interval", "600"))
 
     assert result.code == 0, result
     assert [fault.fired for fault in faults] == [2, 1, 2]
@@ -51,10 +52,10 @@ def test_step_downs_shutdowns_and_a_lost_reply_mid_backfill_lose_nothing(db, pro
 
 def test_an_outage_longer_than_retry_for_fails_keeps_the_checkpoint_and_the_next_run_resumes(
         db, proxy, proxied_env, is_ferretdb):
-    before = load(db, 6_000)
-    per_batch = updates_per_batch(is_ferretdb, 1000)
+    before = load(db, 1_200)
+    per_batch = updates_per_batch(is_ferretdb, 200)
     proxy.add(Fault("update", "chat_messages", nth=3 * per_batch + 1, times=10**6, code=NOT_WRITABLE_PRIMARY))
-    run = ("--batch-path", "stream" if is_ferretdb else "range", "--batch-size", "1000", "--progress-interval", "600")
+    run = ("--batch-path", "stream" if is_ferretdb else "range", "--batch-size", "200", "--progress-interval", "600")
 
     started = time.monotonic()
     failed = finish(start(proxied_env, *run, "--retry-for", "3"))
@@ -64,13 +65,13 @@ def test_an_outage_longer_than_retry_for_fails_keeps_the_checkpoint_and_the_next
     errors = [line for line in failed.output.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "--retry-for" in errors[0] and "NotWritablePrimary" in errors[0]
     checkpoint = db.migrations_checkpoints.find_one()
-    assert checkpoint["scanned"] == 3000 and not checkpoint["done"]
+    assert checkpoint["scanned"] == 600 and not checkpoint["done"]  # the three batches before the outage
     assert db.migrations_lock.find_one(sort=[("_id", -1)])["released_at"] is not None
 
     proxy.clear()
     resumed = finish(start(proxied_env, *run))
     assert resumed.code == 0, resumed
-    assert "resuming from the checkpoint: 3,000 documents" in resumed.output
+    assert "resuming from the checkpoint: 600 documents" in resumed.output
     assert_nothing_lost(db, before)
 
 
@@ -90,8 +91,11 @@ def test_a_lost_reply_to_the_runners_own_lock_insert_does_not_make_it_wait(db, p
 
 @pytest.mark.parametrize("how", ["epoch deleted", "newer epoch"])
 def test_a_holder_whose_lock_is_taken_away_stops_before_its_next_write(db, env, how):
-    load(db, 20_000)
-    # A slow run: --max-rate makes each batch of 500 take 1 s; the lease is renewed every 1.25 s.
+    load(db, 3_000)
+    had_metadata = 300  # one message in ten had metadata already
+    # A slow run: --max-rate makes each batch of 500 take 1 s; the lease is renewed every 1.25 s. On the stream
+    # path the 2,700 ids are read first, at --max-rate too (5.4 s); after the two batches waited for, 1,700
+    # documents are left: 3.4 s of batches in which the lock is taken away.
     runner = start(env, "--batch-size", "500", "--max-rate", "500", "--lease", "5", "--progress-interval", "600")
     wait_for(lambda: (db.migrations_checkpoints.find_one() or {}).get("scanned", 0) >= 1000, "two batches", runner)
     holder = db.migrations_lock.find_one(sort=[("_id", -1)])
@@ -107,11 +111,11 @@ def test_a_holder_whose_lock_is_taken_away_stops_before_its_next_write(db, env, 
     assert time.monotonic() - taken_at < 10
     assert "lost the migration lock" in result.output
     scanned = db.migrations_checkpoints.find_one()["scanned"]
-    migrated = db.chat_messages.count_documents(HAS) - 2_000  # one message in ten had metadata already
+    migrated = db.chat_messages.count_documents(HAS) - had_metadata
     assert migrated <= scanned + 500  # at most the batch under way when it noticed
     time.sleep(2)  # nothing more arrives from it
     assert db.migrations_checkpoints.find_one()["scanned"] == scanned
-    assert db.chat_messages.count_documents(HAS) - 2_000 == migrated
+    assert db.chat_messages.count_documents(HAS) - had_metadata == migrated
     assert db.migrations_changelog.count_documents({"state": "applied"}) == 0
     if how == "newer epoch":
         assert db.migrations_lock.find_one({"_id": holder["_id"] + 1})["released_at"] is None  # not its to release
