@@ -1,14 +1,16 @@
 """Nothing lost under faults, against the real server: kill -9 at every stage of a batched migration
-of tens of thousands of messages, concurrent runners, a server restart, a migration that raises."""
+of a collection, concurrent runners, a server restart, a migration that raises."""
 
 import re
 import signal
 import subprocess
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
 from conftest import HAS, assert_nothing_lost, finish, load, start, wait_for
+from wire_proxy import Fault, WireProxy
 
 
 def checkpoint(db) -> dict:
@@ -21,46 +23,63 @@ def kill_9(process: subprocess.Popen) -> None:
     assert process.returncode == -signal.SIGKILL
 
 
-def test_kill_9_before_during_between_batches_and_during_verification_loses_nothing(db, env):
-    before = load(db, 20_000)
-    lacking = sum("metadata" not in doc for doc in before.values())
-    # A dead runner's lock is free once its lease runs out: 10 s here (long enough for a loaded machine to renew
-    # it in time), so the next run goes on soon.
-    run = ("--batch-path", "stream", "--lease", "10", "--lock-timeout", "60", "--progress-interval", "600")
+@pytest.fixture
+def proxy(server_url):
+    where = urlsplit(server_url)
+    with WireProxy(where.hostname, where.port or 27017) as running:
+        yield running
 
-    # 1. before the first batch: while the ids are read
-    first = start(env, *run, "--batch-size", "2000")
+
+def test_kill_9_before_during_between_batches_and_during_verification_loses_nothing(db, env, proxy):
+    before = load(db, 1_500)
+    lacking = sum("metadata" not in doc for doc in before.values())  # 1,350
+    # A dead runner's lock is free once its lease runs out: 5 s here (renewed every 1.25 s, in time on a loaded
+    # machine), so the next run goes on soon.
+    run = ("--batch-path", "stream", "--lease", "5", "--lock-timeout", "60", "--progress-interval", "600")
+    # Where the kill must land inside a step that is quick on a small collection, the proxy holds the step's
+    # replies back: the step has then surely begun and not ended when the kill lands.
+    held = {**env, "MONGODB_URL": proxy.url}
+
+    # 1. before the first batch: while the ids are read (at --max-rate: 9 s for all of them)
+    first = start(env, *run, "--batch-size", "2000", "--max-rate", "150")
     wait_for(lambda: first.stdout.readline().find("applying") >= 0, "the run to start", first)
     kill_9(first)
     assert db.chat_messages.count_documents(HAS) == len(before) - lacking
     assert db.migrations_checkpoints.count_documents({}) == 0
 
-    # 2. mid-batch: some messages of a batch written, its checkpoint not
-    second = start(env, *run, "--batch-size", "6000")
+    # 2. mid-batch: some messages of a batch written, its checkpoint not (each bulk's reply held 0.2 s: the
+    # batch of 450, nine bulks of 50, takes 1.8 s at least)
+    writes = proxy.add(Fault("update", "chat_messages", times=10**6, action="delay", seconds=0.2))
+    second = start(held, *run, "--batch-size", "450")
     wait_for(lambda: db.chat_messages.count_documents(HAS) > len(before) - lacking, "the first writes", second)
     kill_9(second)
+    proxy.clear()
+    assert writes.fired >= 1
     done = db.chat_messages.count_documents(HAS) - (len(before) - lacking)
     assert checkpoint(db)["modified"] < done < lacking, "the kill was meant to land inside a batch"
 
     # 3. between batches: right after a checkpoint, while --max-rate holds the next batch back
-    # (a batch of 1,000 takes about a second even on a loaded machine, well under the 5 s that --max-rate 200
-    # gives it: the rest is the pause, in which the kill lands; the ids are read first, at --max-rate too: 90 s)
+    # (a batch of 450 takes under a second even on a loaded machine, well under the 3 s that --max-rate 150
+    # gives it: the rest is the pause, in which the kill lands; the ids are read first, at --max-rate too: 9 s)
     lacking_ids = {_id for _id, doc in before.items() if "metadata" not in doc}
     migrated = lambda: {doc["_id"] for doc in db.chat_messages.find(HAS, {"_id": 1})} & lacking_ids  # noqa: E731
     before_third = migrated()
-    third = start(env, *run, "--batch-size", "1000", "--max-rate", "200")
+    assert len(lacking_ids - before_third) > 450  # more than one batch left: the kill lands before the last one
+    third = start(env, *run, "--batch-size", "450", "--max-rate", "150")
     resumed_at = checkpoint(db)["scanned"]
-    wait_for(lambda: checkpoint(db)["scanned"] >= resumed_at + 1000, "the next checkpoint", third, timeout=180)
+    wait_for(lambda: checkpoint(db)["scanned"] >= resumed_at + 450, "the next checkpoint", third, timeout=180)
     kill_9(third)
     at_kill = checkpoint(db)
     assert not at_kill["done"]
     # written: what the second run left, and every batch up to the checkpoint; nothing of the next batch
     assert migrated() == before_third | {_id for _id in lacking_ids if _id <= at_kill["last_id"]}
 
-    # 4. during verification: every batch done, the run not recorded yet
-    fourth = start(env, *run, "--batch-size", "1500")
-    wait_for(lambda: checkpoint(db)["done"], "the last batch", fourth)
+    # 4. during verification: every batch done, the run not recorded yet (the verification's reads held 3 s)
+    reads = proxy.add(Fault("aggregate", "chat_messages", times=10**6, action="delay", seconds=3))
+    fourth = start(held, *run, "--batch-size", "1500")
+    wait_for(lambda: checkpoint(db)["done"] and reads.matches >= 1, "the last batch, then the verification", fourth)
     kill_9(fourth)
+    proxy.clear()
     assert db.chat_messages.count_documents(HAS) == len(before)
     assert db.migrations_changelog.count_documents({"state": "applied"}) == 0
 
