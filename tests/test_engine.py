@@ -1,13 +1,11 @@
 """The engine: changelog, status, order, changed files, lock, rollback, adoption, scaffolding, API."""
 
 import asyncio
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 
 from pymongo import AsyncMongoClient
 
-from conftest import MIGRATIONS, SLOW, applies, finish_draft, plant_lock, status_json, write_migration
+from conftest import MIGRATIONS, applies, finish_draft, plant_lock, status_json, write_migration
 from migrator.engine import Engine
 from migrator.lock import MigrationLock
 from sample_messages import chat_messages
@@ -62,22 +60,6 @@ def test_an_edited_migration_is_flagged_and_all_refuses_to_go_on(db, cli, tmp_pa
     allowed = cli(RUNNER, "--all", "--allow-changed", "--migrations-dir", str(tmp_path))
     assert allowed.code == 0, allowed
     assert db.chat_messages.count_documents({"second": 1}) == 3
-
-
-def test_four_runners_started_at_once_apply_each_migration_exactly_once(db, env, tmp_path):
-    for name, day in (("one", "01"), ("two", "02")):
-        write_migration(tmp_path, name, date=f"2025-01-{day}", body=SLOW.replace("{name}", name))
-    db.chat_messages.insert_many(chat_messages(10))
-    command = [sys.executable, str(MIGRATIONS / RUNNER), "--all", "--migrations-dir", str(tmp_path),
-               "--lock-timeout", "30"]
-    runners = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for _ in range(4)]
-    outputs = [(runner.wait(timeout=120), runner.stdout.read()) for runner in runners]
-
-    assert all(code in (0, 3) for code, _ in outputs), outputs
-    assert applies(db, "one") == applies(db, "two") == 1
-    assert db.chat_messages.count_documents({"one": 1, "two": 1}) == 10  # $inc ran once per document
-    assert sum("done: 2 migration(s) applied" in out for _, out in outputs) == 1
 
 
 def test_a_live_lock_makes_a_runner_exit_3_naming_the_holder(db, cli):

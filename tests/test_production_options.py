@@ -1,36 +1,16 @@
 """The runner owns its client options whatever the app's URL says, and reads the URL without DNS."""
 
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import MIGRATIONS, SLOW, applies, assert_nothing_lost, finish, load, start, write_migration
-from sample_messages import chat_messages
+from conftest import assert_nothing_lost, finish, load, start
 
 RUNNER = "run_migrations.py"
 
 
 def with_options(url: str, options: str) -> str:
     return url + ("&" if "?" in url else ("?" if url.endswith("/") else "/?")) + options
-
-
-def test_four_runners_with_w0_in_the_url_apply_each_migration_exactly_once(db, env, tmp_path):
-    for name, day in (("one", "01"), ("two", "02")):
-        write_migration(tmp_path, name, date=f"2025-01-{day}", body=SLOW.replace("{name}", name))
-    db.chat_messages.insert_many(chat_messages(10))
-    unacknowledged = {**env, "MONGODB_URL": with_options(env["MONGODB_URL"], "w=0")}
-    command = [sys.executable, str(MIGRATIONS / RUNNER), "--all", "--migrations-dir", str(tmp_path),
-               "--lock-timeout", "30"]
-    runners = [subprocess.Popen(command, env=unacknowledged, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True) for _ in range(4)]
-    outputs = [(runner.wait(timeout=120), runner.stdout.read()) for runner in runners]
-
-    assert all(code in (0, 3) for code, _ in outputs), outputs
-    assert applies(db, "one") == applies(db, "two") == 1
-    assert db.chat_messages.count_documents({"one": 1, "two": 1}) == 10
-    assert all(sum("w=0" in line and "WARNING" in line for line in out.splitlines()) == 1 for _, out in outputs)
 
 
 def test_app_sized_options_in_the_url_do_not_reach_the_runner(db, env):
