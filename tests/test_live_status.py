@@ -12,7 +12,7 @@ from conftest import RUNNER, finish, start, status_json, wait_for, write_migrati
 from sample_messages import chat_messages
 
 NAME = "add_metadata_to_chat_messages"
-COUNT = 300
+COUNT = 100  # at --max-rate 40: 2.5 s to read the ids (stream path), 2.5 s of batches of 10
 
 
 def scanned(db) -> int:
