@@ -47,9 +47,9 @@ def wait_for(condition, what: str, timeout: float = 60) -> None:
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill -9"])
 def test_rollback_last_stopped_half_way_is_seen_and_the_same_command_goes_on_with_it(db, cli, env, tmp_path, stop):
-    before = applied(db, cli, 1200, every=5)
-    rollback = ("--rollback-last", "--yes", "--batch-size", "50", "--backup-dir", str(tmp_path), "--lock-timeout", "30")
-    process = start(env, *rollback, "--max-rate", "200", "--lease", "2", script=RUNNER)
+    before = applied(db, cli, 300, every=5)  # 240 to give back: 12 batches of 20, 0.2 s each at --max-rate 100
+    rollback = ("--rollback-last", "--yes", "--batch-size", "20", "--backup-dir", str(tmp_path), "--lock-timeout", "30")
+    process = start(env, *rollback, "--max-rate", "100", "--lease", "2", script=RUNNER)
     wait_for(lambda: (db.migrations_checkpoints.find_one({"_id": f"{NAME}/rollback/1", "batches": {"$gte": 2}})
                       or process.poll() is not None), "two batches of the rollback")
     process.send_signal(stop)
@@ -77,10 +77,10 @@ def test_rollback_last_stopped_half_way_is_seen_and_the_same_command_goes_on_wit
 
 @pytest.mark.parametrize("path", [RANGE, STREAM])
 def test_a_rollback_stopped_by_sigterm_resumes_and_gives_every_message_back(db, cli, env, tmp_path, path):
-    before = applied(db, cli, 1200, every=5)
-    added = sum("metadata" not in message for message in before.values())  # 960
-    rollback = ("--rollback", "--yes", "--batch-path", path, "--batch-size", "50", "--backup-dir", str(tmp_path))
-    process = start(env, *rollback, "--max-rate", "200")
+    before = applied(db, cli, 300, every=5)
+    added = sum("metadata" not in message for message in before.values())  # 240: 12 batches of 20
+    rollback = ("--rollback", "--yes", "--batch-path", path, "--batch-size", "20", "--backup-dir", str(tmp_path))
+    process = start(env, *rollback, "--max-rate", "100")  # 0.2 s a batch
     key = f"{NAME}/rollback/1"
     wait_for(lambda: (db.migrations_checkpoints.find_one({"_id": key, "batches": {"$gte": 2}})
                       or process.poll() is not None), "two batches of the rollback")
