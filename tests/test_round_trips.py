@@ -41,18 +41,18 @@ def commands(totals: dict, name: str) -> int:
 
 
 def test_the_range_path_costs_three_round_trips_a_batch_and_reads_no_ids_back(db, env, tmp_path):
-    # Two runs that differ by ten full batches of 100; each ends with a partial batch of 50. The start-up
+    # Two runs that differ by five full batches of 100; each ends with a partial batch of 50. The start-up
     # (settings, lock, changelog, verification) is the same in both; a lease of 600 s renews nothing meanwhile.
     run = ("--batch-path", "range", "--batch-size", "100", "--lease", "600", "--progress-interval", "600")
     fresh_messages(db, 250)
     short, short_totals = counted(env, tmp_path, *run)
     assert short.code == 0, short
-    fresh_messages(db, 1250)
+    fresh_messages(db, 750)
     long, long_totals = counted(env, tmp_path, *run)
     assert long.code == 0, long
-    assert db.chat_messages.count_documents({"metadata": None}) == 1250
+    assert db.chat_messages.count_documents({"metadata": None}) == 750
 
-    batches = 10
+    batches = 5
     per_batch = {name: (commands(long_totals, name) - commands(short_totals, name)) / batches
                  for name in long_totals["by_command"]}
     assert (long_totals["commands"] - short_totals["commands"]) / batches <= 3, per_batch
