@@ -2,11 +2,9 @@
 flagged and refused, and --check's exit 6."""
 
 import os
-import subprocess
-import sys
 import time
 
-from conftest import REPO, Result, start, status_json, wait_for, write_migration
+from conftest import REPO, Result, run_here, start, status_json, wait_for, write_migration
 from sample_messages import chat_messages
 
 RUNNER = "run_migrations.py"
@@ -28,9 +26,9 @@ UNDOABLE = '''
 
 
 def standalone(path, *args, env) -> Result:
+    """`python <path> args...`: a migration run on its own (in this process: see conftest.run_here)."""
     environment = {**env, "PYTHONPATH": str(REPO)}  # outside migrations/ the file cannot find the toolkit itself
-    return Result(subprocess.run([sys.executable, str(path), *args], env=environment, capture_output=True, text=True,
-                                 timeout=120))
+    return run_here(str(path), *args, env=environment)
 
 
 def edit(path) -> None:

@@ -6,7 +6,19 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import HAS, NAME, assert_nothing_lost, finish, load, start, wait_for, without_timestamps, write_migration
+from conftest import (
+    HAS,
+    NAME,
+    SCRIPT,
+    assert_nothing_lost,
+    finish,
+    load,
+    run_here,
+    start,
+    wait_for,
+    without_timestamps,
+    write_migration,
+)
 from sample_messages import chat_messages
 from wire_proxy import Fault, WireProxy
 
@@ -40,7 +52,8 @@ def test_step_downs_shutdowns_and_a_lost_reply_mid_backfill_lose_nothing(db, pro
               proxy.add(Fault("update", "chat_messages", nth=3 * per_batch + 2, action="lose_reply")),
               proxy.add(Fault("update", "chat_messages", nth=4 * per_batch + 3, times=2, code=SHUTDOWN_IN_PROGRESS))]
 
-    result = finish(start(proxied_env, "--batch-path", path, "--batch-size", "200", "--progress-interval", "600"))
+    result = run_here(SCRIPT, "--batch-path", path, "--batch-size", "200", "--progress-interval", "600",
+                      env=proxied_env)
 
     assert result.code == 0, result
     assert [fault.fired for fault in faults] == [2, 1, 2]
@@ -58,7 +71,7 @@ def test_an_outage_longer_than_retry_for_fails_keeps_the_checkpoint_and_the_next
     run = ("--batch-path", "stream" if is_ferretdb else "range", "--batch-size", "200", "--progress-interval", "600")
 
     started = time.monotonic()
-    failed = finish(start(proxied_env, *run, "--retry-for", "3"))
+    failed = run_here(SCRIPT, *run, "--retry-for", "3", env=proxied_env)
 
     assert failed.code == 1, failed
     assert time.monotonic() - started < 60
@@ -69,7 +82,7 @@ def test_an_outage_longer_than_retry_for_fails_keeps_the_checkpoint_and_the_next
     assert db.migrations_lock.find_one(sort=[("_id", -1)])["released_at"] is not None
 
     proxy.clear()
-    resumed = finish(start(proxied_env, *run))
+    resumed = run_here(SCRIPT, *run, env=proxied_env)
     assert resumed.code == 0, resumed
     assert "resuming from the checkpoint: 600 documents" in resumed.output
     assert_nothing_lost(db, before)
@@ -80,7 +93,7 @@ def test_a_lost_reply_to_the_runners_own_lock_insert_does_not_make_it_wait(db, p
     lost = proxy.add(Fault("insert", "migrations_lock", action="lose_reply"))
 
     started = time.monotonic()
-    result = finish(start(proxied_env, "--lock-timeout", "20"))
+    result = run_here(SCRIPT, "--lock-timeout", "20", env=proxied_env)
 
     assert result.code == 0, result
     assert lost.fired == 1
@@ -146,5 +159,5 @@ def test_an_up_that_blocks_past_its_lease_is_applied_once_and_the_first_runner_f
     assert db.migrations_changelog.count_documents({"name": "blocking", "state": "applied"}) == 1
     lost = db.migrations_changelog.find_one({"name": "blocking", "state": "failed"})
     assert lost["lock_lost"] is True
-    status = without_timestamps(finish(start(env, "--status", *run[:2], script="run_migrations.py")).output)
+    status = without_timestamps(run_here("run_migrations.py", "--status", *run[:2], env=env).output)
     assert "blocking" in status and "applied" in status and "failed" not in status

@@ -20,6 +20,7 @@ from conftest import (
     assert_nothing_lost,
     finish,
     load,
+    run_here,
     start,
     wait_for,
     write_migration,
@@ -98,7 +99,7 @@ def test_kill_9_before_during_between_batches_and_during_verification_loses_noth
     assert db.migrations_changelog.count_documents({"state": "applied"}) == 0
 
     # a normal run completes it; nothing lost, nothing migrated twice
-    final = finish(start(env, "--lock-timeout", "60"))
+    final = run_here(SCRIPT, "--lock-timeout", "60", env=env)
     assert final.code == 0, final
     assert "resuming from the checkpoint" in final.output
     assert_nothing_lost(db, before)
@@ -142,7 +143,7 @@ def test_a_server_restart_between_batches_is_survived_or_resumed(db, env, local_
     if result.code != 0:  # it may give up while the server is away: then with a checkpoint to resume from
         assert result.code == 1 and "Traceback" not in result.output, result
         assert checkpoint(db)["scanned"] >= 300
-        result = finish(start(env, "--lock-timeout", "90"))
+        result = run_here(SCRIPT, "--lock-timeout", "90", env=env)
         assert result.code == 0, result
     assert_nothing_lost(db, before)
 
@@ -171,7 +172,7 @@ def test_a_migration_that_raises_half_way_keeps_its_checkpoint_and_shows_as_fail
     db.items.insert_many([{"n": i} for i in range(250)])
     runner = ("run_migrations.py", "--all", "--migrations-dir", str(tmp_path), "--batch-size", "100")
 
-    failed = finish(start({**env, "FAIL_HALFWAY": "1"}, *runner[1:], script=runner[0]))
+    failed = run_here(*runner, env={**env, "FAIL_HALFWAY": "1"})
 
     assert failed.code == 1, failed
     assert "two_steps: up failed: RuntimeError: disk full (simulated)" in failed.output
@@ -179,15 +180,15 @@ def test_a_migration_that_raises_half_way_keeps_its_checkpoint_and_shows_as_fail
     assert db.migrations_checkpoints.find_one({"step": 1})["done"] is True
     assert db.items.count_documents({"a": 1}) == 250 and db.items.count_documents({"b": 2}) == 0
     assert db.migrations_lock.find_one(sort=[("_id", -1)])["released_at"] is not None
-    status = finish(start(env, "--status", "--migrations-dir", str(tmp_path), script="run_migrations.py"))
+    status = run_here("run_migrations.py", "--status", "--migrations-dir", str(tmp_path), env=env)
     assert re.search(r"two_steps .* failed .*resumable: 250 documents done", status.output), status
 
-    rerun = finish(start(env, *runner[1:], script=runner[0]))
+    rerun = run_here(*runner, env=env)
 
     assert rerun.code == 0, rerun
     assert db.items.count_documents({"a": 1, "b": 2}) == 250
     assert db.migrations_checkpoints.count_documents({}) == 0
-    status = finish(start(env, "--status", "--migrations-dir", str(tmp_path), script="run_migrations.py"))
+    status = run_here("run_migrations.py", "--status", "--migrations-dir", str(tmp_path), env=env)
     assert re.search(r"two_steps .* applied ", status.output) and "resumable" not in status.output, status
 
 
@@ -227,7 +228,7 @@ def test_sigterm_outside_batches_releases_the_lock_and_exits_143(db, env, tmp_pa
     assert db.migrations_lock.find_one(sort=[("_id", -1)])["released_at"] is not None
     assert db.migrations_changelog.count_documents({"state": "applied"}) == 0
     # The lock was released, not left to its 60 s lease: a run that waits 1 s for it gets it.
-    again = finish(start({**env, "SLOW_UP_SECONDS": "0"}, *runner, "--lock-timeout", "1", script="run_migrations.py"))
+    again = run_here("run_migrations.py", *runner, "--lock-timeout", "1", env={**env, "SLOW_UP_SECONDS": "0"})
     assert again.code == 0, again
     assert db.migrations_changelog.count_documents({"name": "slow_up", "state": "applied"}) == 1
     assert db.items.count_documents({"a": 1}) == 5

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from conftest import assert_nothing_lost, finish, load, start
+from conftest import SCRIPT, assert_nothing_lost, load, run_here
 
 RUNNER = "run_migrations.py"
 
@@ -17,7 +17,7 @@ def test_app_sized_options_in_the_url_do_not_reach_the_runner(db, env):
     before = load(db, 5_000)
     app_url = with_options(env["MONGODB_URL"], "readPreference=secondaryPreferred&retryWrites=false"
                                                "&socketTimeoutMS=200&timeoutMS=300")
-    result = finish(start({**env, "MONGODB_URL": app_url}, "--batch-size", "5000", "--progress-interval", "600"))
+    result = run_here(SCRIPT, "--batch-size", "5000", "--progress-interval", "600", env={**env, "MONGODB_URL": app_url})
 
     assert result.code == 0, result
     [line] = [line for line in result.output.splitlines() if "its own client options" in line]
