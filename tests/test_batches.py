@@ -172,18 +172,6 @@ def test_progress_in_a_terminal_is_a_bar_with_counts_rate_and_time_left(db, env)
     assert len(before) == db.chat_messages.count_documents({"metadata": None})
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--batch-size", "0"], "--batch-size: must be more than 0"),
-    (["--max-rate", "fast"], "--max-rate: not a number"),
-    (["--write-concern", "2"], "--write-concern: invalid choice"),
-])
-def test_bad_batch_options_are_one_line_and_exit_2(db, cli, flags, message):
-    load(db, 5)
-    result = cli(SCRIPT, *flags)
-    assert result.code == 2 and message in result.output, result
-    assert db.chat_messages.count_documents({"metadata": {"$exists": True}}) == 1
-
-
 def test_write_concern_majority_is_accepted(db, cli):
     before = load(db, 30)
     result = cli("run_migrations.py", "--all", "--write-concern", "majority", "--batch-size", "7")

@@ -44,24 +44,7 @@ def test_an_empty_flag_value_is_exit_2_naming_the_flag_and_leaves_the_lock(db, c
     assert db.migrations_lock.count_documents({}) == 1
 
 
-def test_help_lists_restore_under_exit_code_4(cli):
-    text = cli(RUNNER, "--help").stdout
-    line = next(line for line in text.splitlines() if line.strip().startswith("3  lock held"))
-    assert "4  verification failed (--verify, --mark-applied, --restore, --selftest)" in line
-
-
-# ----- 9: numbers that cannot be a timeout -----
-
-@pytest.mark.parametrize("flag, value", [("--server-timeout", "0"), ("--server-timeout", "-1"),
-                                         ("--server-timeout", "inf"), ("--server-timeout", "nan"),
-                                         ("--lock-timeout", "-1"), ("--lock-timeout", "nan"),
-                                         ("--lock-timeout", "inf"), ("--batch-size", "0")])
-def test_a_timeout_that_is_not_a_finite_positive_number_is_exit_2_naming_the_flag(cli, flag, value):
-    result = cli(RUNNER, "--all", f"{flag}={value}")
-    assert result.code == 2, result
-    [line] = error_lines(result)
-    assert flag in line and value in line
-
+# ----- 9: numbers that cannot be a timeout: refused at parsing (tests/unit/test_cli_arguments.py) -----
 
 def test_a_zero_lock_timeout_still_means_do_not_wait(db, cli):
     plant_lock(db, expires_in_s=300)

@@ -50,19 +50,6 @@ def test_unknown_migration_is_a_usage_error_without_traceback(db, cli):
     assert db.chat_messages.count_documents({"metadata": {"$exists": True}}) == 1
 
 
-def test_bad_flags_exit_2(cli):
-    assert cli("run_migrations.py").code == 2
-    assert cli("run_migrations.py", "--all", "--list").code == 2
-    assert cli("run_migrations.py", "--list", "--dry-run").code == 2
-
-
-def test_help_explains_commands_and_exit_codes(cli):
-    result = cli("run_migrations.py", "--help")
-    assert result.code == 0
-    for text in ("--all", "--migration NAME", "--dry-run", "--rollback NAME", "exit codes:", "cannot reach"):
-        assert text in result.stdout
-
-
 def test_a_failed_verification_fails_the_run_naming_the_migration(db, cli, tmp_path):
     write_migration(tmp_path, "liar", body='''
         async def up(db):

@@ -360,11 +360,6 @@ def test_preview_json_for_machines(mongo, db, cli):
     assert contents(mongo, db) == before
 
 
-def test_sample_and_json_go_with_their_commands_only(cli):
-    assert "--sample goes with --selftest or --preview" in cli(RUNNER, "--all", "--sample", "3").stderr
-    assert cli(RUNNER, "--selftest", EXISTING, "--sample", "0").code == 2
-
-
 # ----- the estimate of --dry-run -----------------------------------------------------------------------
 
 def test_dry_run_estimates_the_time_from_a_scratch_sample_and_says_whether_an_index_serves(mongo, db, cli,
