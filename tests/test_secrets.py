@@ -135,34 +135,62 @@ async def verify(db):
 }
 
 
-def test_every_command_with_a_password_in_the_url_leaks_it_nowhere(mongo, db, db_name, env, server_url,
-                                                                   is_ferretdb, tmp_path):
-    if not is_ferretdb:
-        pytest.skip("needs FerretDB, which accepts any user and password with authMechanism=PLAIN")
-    host = host_of(server_url)
-    url = f"mongodb://migrator:{IN_URL}@{host}/?authMechanism=PLAIN"
-    folder, scratch, backups, bin_dir = (tmp_path / n for n in ("migrations", "new", "backups", "bin"))
-    for path in (folder, scratch, bin_dir):
-        path.mkdir()
-    shutil.copy(MIGRATIONS / f"{MIGRATION}.py", folder)
-    calls = tmp_path / "mongodump-calls.jsonl"
-    (bin_dir / "mongodump").write_text(FAKE_MONGODUMP.format(python=sys.executable, calls=str(calls)))
-    (bin_dir / "mongodump").chmod(0o755)
-    environment = {**env, "MONGODB_URL": url, "MIGRATIONS_BACKUP_DIR": str(backups),
-                   "PATH": f"{bin_dir}:{env.get('PATH', '')}"}
-    db.chat_messages.insert_many(chat_messages(8, with_metadata_every=4))
-    texts: dict[str, str] = {}
+class Scene:
+    """A database of 8 messages (6 lacking metadata), the project's migration in a folder of its own, a stand-in
+    mongodump first on PATH; every command run with a password in MONGODB_URL, its output kept to search."""
 
-    def command(code: int, *args: str, script: str = "run_migrations.py", migrations: Path | None = folder, **changes):
-        argv = [*args, *(("--migrations-dir", str(migrations)) if script == "run_migrations.py" and migrations else ())]
-        result = run(script, *argv, env={**environment, **changes})
-        texts[f"output {len(texts)} of {script} {' '.join(argv)} {changes or ''}"] = result.output
+    def __init__(self, db, env: dict, server_url: str, tmp_path: Path):
+        self.db, self.tmp_path = db, tmp_path
+        self.host = host_of(server_url)
+        self.url = f"mongodb://migrator:{IN_URL}@{self.host}/?authMechanism=PLAIN"
+        self.folder, self.scratch, self.backups, self.bin_dir = (tmp_path / n for n in
+                                                                 ("migrations", "new", "backups", "bin"))
+        for path in (self.folder, self.scratch, self.bin_dir):
+            path.mkdir()
+        shutil.copy(MIGRATIONS / f"{MIGRATION}.py", self.folder)
+        self.calls = tmp_path / "mongodump-calls.jsonl"
+        (self.bin_dir / "mongodump").write_text(FAKE_MONGODUMP.format(python=sys.executable, calls=str(self.calls)))
+        (self.bin_dir / "mongodump").chmod(0o755)
+        self.environment = {**env, "MONGODB_URL": self.url, "MIGRATIONS_BACKUP_DIR": str(self.backups),
+                            "PATH": f"{self.bin_dir}:{env.get('PATH', '')}"}
+        db.chat_messages.insert_many(chat_messages(8, with_metadata_every=4))
+        self.texts: dict[str, str] = {}
+
+    def command(self, code: int, *args: str, script: str = "run_migrations.py", migrations: Path | None = None,
+                **changes):
+        migrations = migrations or self.folder
+        argv = [*args, *(("--migrations-dir", str(migrations)) if script == "run_migrations.py" else ())]
+        result = run(script, *argv, env={**self.environment, **changes})
+        self.texts[f"output {len(self.texts)} of {script} {' '.join(argv)} {changes or ''}"] = result.output
         assert result.code == code, (args, result)
         return result
 
+    def written(self) -> dict[str, str]:
+        """What was printed, and everything written: the database, the backups, the migrations folders, what
+        mongodump was given."""
+        for name in self.db.list_collection_names():
+            self.texts[f"collection {name}"] = json_util.dumps(list(self.db[name].find()))
+        for path in self.tmp_path.rglob("*"):
+            if path.is_file() and path.parent != self.bin_dir:
+                data = path.read_bytes()
+                self.texts[f"file {path.relative_to(self.tmp_path)}"] = (
+                    gzip.decompress(data) if path.suffix == ".gz" and data[:2] == b"\x1f\x8b" else data
+                ).decode(errors="replace")
+        return self.texts
+
+
+@pytest.fixture
+def scene(db, env, server_url, is_ferretdb, tmp_path) -> Scene:
+    if not is_ferretdb:
+        pytest.skip("needs FerretDB, which accepts any user and password with authMechanism=PLAIN")
+    return Scene(db, env, server_url, tmp_path)
+
+
+def test_every_command_with_a_password_in_the_url_leaks_it_nowhere(scene, db):
+    command = scene.command
     # the work, on a database that starts with 6 messages lacking metadata
     command(0, "--list")
-    command(0, "--new", "added_here", migrations=scratch)
+    command(0, "--new", "added_here", migrations=scene.scratch)
     command(0, "--status")
     command(0, "--all", "--dry-run", "--debug")
     command(0, "--migration", MIGRATION, "--dry-run")
@@ -187,10 +215,21 @@ def test_every_command_with_a_password_in_the_url_leaks_it_nowhere(mongo, db, db
                                    "expires_at": datetime(2999, 1, 1), "released_at": None})  # a live lock
     command(3, "--all", "--lock-timeout", "0", "--debug")
     command(0, "--force-unlock", "--yes", "--debug")
-    before_apply = sorted(backups.glob(f"*-{MIGRATION}-apply-*.bson.gz"))[-1]
+    before_apply = sorted(scene.backups.glob(f"*-{MIGRATION}-apply-*.bson.gz"))[-1]
     command(0, "--restore", str(before_apply), "--yes", "--debug")
     command(0, "--status")
 
+    texts = scene.written()
+    assert len(list(scene.backups.glob("*.bson.gz"))) >= 3 and len(list(scene.backups.glob("*.archive.gz"))) == 1
+    dumps = [json.loads(line) for line in scene.calls.read_text().splitlines()]
+    assert len(dumps) == 2 and not any(Path(d["config"]).exists() for d in dumps)  # the URI's file is gone
+    command(0, "--yes", "--debug", script="reset_chat_messages_session_test.py")
+
+    assert leaks(texts) == {}
+
+
+def test_every_failing_command_with_a_password_in_the_url_leaks_it_nowhere(scene, db, tmp_path):
+    command, host, url = scene.command, scene.host, scene.url
     # the failing paths, with and without --debug
     for debug in ((), ("--debug",)):
         command(5, "--all", *debug, MONGODB_URL=f"mongodb://migrator:{IN_URL}@{host}/app?authSource=admin")  # SCRAM
@@ -205,21 +244,10 @@ def test_every_command_with_a_password_in_the_url_leaks_it_nowhere(mongo, db, db
             (leaky / f"{name}.py").write_text(f'"""{name}\n\nDate: 2025-01-01\n"""\n{body}')
             command(2 if name == "fails_to_load" else 1, "--all", *debug, migrations=leaky)
         command(2, "--list", *debug, migrations=tmp_path / "leaky-fails_to_load")  # no database needed, still masked
-    assert "unexpected error: RuntimeError: odd result from mongodb://migrator:****@" in "".join(texts.values())
+    assert "unexpected error: RuntimeError: odd result from mongodb://migrator:****@" in "".join(scene.texts.values())
 
-    # everything written: the database, the backups, the migrations folders, what mongodump was given
-    for name in db.list_collection_names():
-        texts[f"collection {name}"] = json_util.dumps(list(db[name].find()))
+    texts = scene.written()
     assert db.migrations_changelog.count_documents({"error": {"$regex": "mongodb://migrator:"}}) >= 2
-    for path in tmp_path.rglob("*"):
-        if path.is_file() and path.parent != bin_dir:
-            data = path.read_bytes()
-            texts[f"file {path.relative_to(tmp_path)}"] = (gzip.decompress(data) if path.suffix == ".gz" and
-                                                          data[:2] == b"\x1f\x8b" else data).decode(errors="replace")
-    assert len(list(backups.glob("*.bson.gz"))) >= 3 and len(list(backups.glob("*.archive.gz"))) == 1
-    dumps = [json.loads(line) for line in calls.read_text().splitlines()]
-    assert len(dumps) == 2 and not any(Path(d["config"]).exists() for d in dumps)  # the URI's file is gone
-    command(0, "--yes", "--debug", script="reset_chat_messages_session_test.py")
 
     assert leaks(texts) == {}
 
