@@ -35,8 +35,9 @@ if ! unit_tier_only "$@"; then
   if [ -z "${MONGODB_URL:-}" ]; then bash "$REPO_ROOT/scripts/local-db.sh" build >/dev/null; fi
   # The server tests mostly wait (on the server, on subprocesses, on --max-rate): run them in parallel workers
   # (pytest-xdist), each with its own server (tests/conftest.py); with MONGODB_URL, each test its own database.
-  # TEST_WORKERS changes how many (0: none); so does -n among the arguments.
-  if ! chooses_workers "$@"; then workers=(-n "${TEST_WORKERS:-4}"); fi
+  # TEST_WORKERS changes how many (0: none); so does -n among the arguments. Two tests at a time to a worker:
+  # the slow ones, collected first (tests/conftest.py), spread over all workers.
+  if ! chooses_workers "$@"; then workers=(-n "${TEST_WORKERS:-4}" --maxschedchunk 2); fi
 fi
 cd "$REPO_ROOT"
 exec "$PY" -m pytest ${workers[@]+"${workers[@]}"} "$@"

@@ -37,11 +37,14 @@ UNIT = REPO / "tests" / "unit"
 
 
 def pytest_collection_modifyitems(items):
-    """tests/unit/ runs with no server: a test there that asks for one (db, cli, env, mongo...) is refused."""
+    """tests/unit/ runs with no server: a test there that asks for one (db, cli, env, mongo...) is refused.
+    The tests marked slow go first: parallel workers take them one by one before the rest (scripts/test.sh), so
+    that none is left to start at the end."""
     for item in items:
         if UNIT in item.path.parents and "local_server" in item.fixturenames:
             raise pytest.UsageError(f"{item.nodeid} asks for the server, but tests/unit/ runs without one: "
                                     "move it to tests/")
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: otherwise in their order
 
 
 @pytest.fixture(scope="session")

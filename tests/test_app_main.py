@@ -212,6 +212,7 @@ def test_health_is_503_until_the_document_models_are_initialised(settings, db, d
     assert db.chat_messages.index_information()["session_id_1"]["key"] == [("session_id", 1)]
 
 
+@pytest.mark.slow
 def test_models_are_initialised_by_the_first_health_check_that_reaches_the_database(settings, local_server, env,
                                                                                     db_name, cli, tmp_path):
     """The app started while the database was down: /health initialises Beanie once the database answers."""

@@ -141,6 +141,7 @@ def test_uuids_of_both_subtypes_dates_outside_1_to_9999_and_int64_come_back_byte
     assert not lines_of(restored, "WARNING"), restored
 
 
+@pytest.mark.slow
 def test_a_15_mb_document_comes_back_byte_for_byte(db, cli, env, tmp_path):
     env["MIGRATIONS_BACKUP_DIR"] = str(tmp_path)
     messages(db).insert_many([{"_id": "big", "role": "assistant", "content": "x" * FIFTEEN_MB, "tokens": Int64(2**40),

@@ -45,6 +45,7 @@ def wait_for(condition, what: str, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill -9"])
 def test_rollback_last_stopped_half_way_is_seen_and_the_same_command_goes_on_with_it(db, cli, env, tmp_path, stop):
     before = applied(db, cli, 300, every=5)  # 240 to give back: 12 batches of 20, 0.2 s each at --max-rate 100
@@ -75,6 +76,7 @@ def test_rollback_last_stopped_half_way_is_seen_and_the_same_command_goes_on_wit
     assert status_json(cli)[NAME]["state"] == "rolled_back"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", [RANGE, STREAM])
 def test_a_rollback_stopped_by_sigterm_resumes_and_gives_every_message_back(db, cli, env, tmp_path, path):
     before = applied(db, cli, 300, every=5)

@@ -98,6 +98,7 @@ def test_a_signal_stops_at_a_batch_boundary_and_the_next_run_resumes(db, cli, en
     assert "resumable" not in cli("run_migrations.py", "--status").output
 
 
+@pytest.mark.slow
 def test_kill_9_in_the_middle_of_a_batch_loses_nothing_and_the_next_run_completes(db, cli, env):
     before = load(db, 1500, every=0)
     # One batch: every kill is mid-batch. A short lease, so that the next run can take the dead one's lock.

@@ -42,6 +42,7 @@ def updates_per_batch(is_ferretdb: bool, batch: int) -> int:
     return batch // 50 if is_ferretdb else 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["stream", "range"])
 def test_step_downs_shutdowns_and_a_lost_reply_mid_backfill_lose_nothing(db, proxy, proxied_env, is_ferretdb, path):
     # 9 batches of 200 on the stream path, 5 on the range path (it scans the whole table per batch on FerretDB):
@@ -63,6 +64,7 @@ def test_step_downs_shutdowns_and_a_lost_reply_mid_backfill_lose_nothing(db, pro
     assert_nothing_lost(db, before)
 
 
+@pytest.mark.slow
 def test_an_outage_longer_than_retry_for_fails_keeps_the_checkpoint_and_the_next_run_resumes(
         db, proxy, proxied_env, is_ferretdb):
     before = load(db, 1_200)
@@ -102,6 +104,7 @@ def test_a_lost_reply_to_the_runners_own_lock_insert_does_not_make_it_wait(db, p
     assert db.migrations_changelog.count_documents({"name": NAME, "state": "applied"}) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["epoch deleted", "newer epoch"])
 def test_a_holder_whose_lock_is_taken_away_stops_before_its_next_write(db, env, how):
     load(db, 3_000)
@@ -134,6 +137,7 @@ def test_a_holder_whose_lock_is_taken_away_stops_before_its_next_write(db, env, 
         assert db.migrations_lock.find_one({"_id": holder["_id"] + 1})["released_at"] is None  # not its to release
 
 
+@pytest.mark.slow
 def test_an_up_that_blocks_past_its_lease_is_applied_once_and_the_first_runner_fails(db, cli, env, tmp_path):
     write_migration(tmp_path, "blocking", body='''
         import time

@@ -45,6 +45,7 @@ def proxy(server_url):
         yield running
 
 
+@pytest.mark.slow
 def test_kill_9_before_during_between_batches_and_during_verification_loses_nothing(db, env, proxy):
     before = load(db, 1_500)
     lacking = sum("metadata" not in doc for doc in before.values())  # 1,350
@@ -129,6 +130,7 @@ def test_four_runners_started_at_once_apply_each_migration_exactly_once(db, env,
     assert_nothing_lost(db, before)
 
 
+@pytest.mark.slow
 def test_a_server_restart_between_batches_is_survived_or_resumed(db, env, local_server):
     if local_server is None:
         pytest.skip("MONGODB_URL names a server these tests do not control")

@@ -13,6 +13,7 @@ def with_options(url: str, options: str) -> str:
     return url + ("&" if "?" in url else ("?" if url.endswith("/") else "/?")) + options
 
 
+@pytest.mark.slow
 def test_app_sized_options_in_the_url_do_not_reach_the_runner(db, env):
     before = load(db, 5_000)
     app_url = with_options(env["MONGODB_URL"], "readPreference=secondaryPreferred&retryWrites=false"

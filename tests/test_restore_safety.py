@@ -167,6 +167,7 @@ def rewrite(path: Path, target: Path, change) -> Path:
 
 # ----- a restore of thousands of messages -----
 
+@pytest.mark.slow
 def test_a_restore_of_1200_messages_finishes_in_seconds_and_gives_every_one_back(db, cli, env, tmp_path):
     env["MIGRATIONS_BACKUP_DIR"] = str(tmp_path / "backups")
     db.chat_messages.insert_many(chat_messages(1200, with_metadata_every=10))
@@ -208,6 +209,7 @@ def stop_mid_restore(env: dict, saved: Path, signal_number: int) -> Result:
     return Result(subprocess.CompletedProcess(process.args, process.returncode, (seen + rest).decode(), ""))
 
 
+@pytest.mark.slow
 def test_sigterm_and_ctrl_c_stop_a_restore_between_batches_recorded_and_the_next_restore_finishes(db, cli, env,
                                                                                                   tmp_path):
     env["MIGRATIONS_BACKUP_DIR"] = str(tmp_path / "backups")

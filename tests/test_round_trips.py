@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 
+import pytest
 from pymongo import AsyncMongoClient
 
 from conftest import MIGRATIONS, REPO, Result
@@ -40,6 +41,7 @@ def commands(totals: dict, name: str) -> int:
     return totals["by_command"].get(name, {}).get("count", 0)
 
 
+@pytest.mark.slow
 def test_the_range_path_costs_three_round_trips_a_batch_and_reads_no_ids_back(db, env, tmp_path):
     # Two runs that differ by five full batches of 100; each ends with a partial batch of 50. The start-up
     # (settings, lock, changelog, verification) is the same in both; a lease of 600 s renews nothing meanwhile.

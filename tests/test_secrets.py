@@ -186,6 +186,7 @@ def scene(db, env, server_url, is_ferretdb, tmp_path) -> Scene:
     return Scene(db, env, server_url, tmp_path)
 
 
+@pytest.mark.slow
 def test_every_command_with_a_password_in_the_url_leaks_it_nowhere(scene, db):
     command = scene.command
     # the work, on a database that starts with 6 messages lacking metadata
@@ -228,6 +229,7 @@ def test_every_command_with_a_password_in_the_url_leaks_it_nowhere(scene, db):
     assert leaks(texts) == {}
 
 
+@pytest.mark.slow
 def test_every_failing_command_with_a_password_in_the_url_leaks_it_nowhere(scene, db, tmp_path):
     command, host, url = scene.command, scene.host, scene.url
     # the failing paths, with and without --debug

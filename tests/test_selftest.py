@@ -419,6 +419,7 @@ def nested_pytest(test_file, server_url: str):
                           env=environment, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_new_writes_a_test_that_is_skipped_while_a_draft_and_passes_once_written(cli, folder, server_url):
     result = cli(RUNNER, "--new", "add_language", "--migrations-dir", str(folder))
     assert result.code == 0, result
