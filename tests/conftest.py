@@ -98,6 +98,16 @@ def db_name() -> str:
     return f"t{uuid.uuid4().hex[:12]}_test"
 
 
+def databases(mongo, db_name: str) -> list[str]:
+    """The server's databases, sorted, to show that a command created none. On a server of our own, all of them;
+    on the one MONGODB_URL names, which parallel workers share, the other tests create and drop theirs meanwhile:
+    then only those named like this test's (its name's first 13 characters: "t" and 12 hex digits)."""
+    names = sorted(mongo.list_database_names())
+    if os.environ.get("MONGODB_URL"):
+        names = [name for name in names if name.startswith(db_name[:13])]
+    return names
+
+
 @pytest.fixture
 def db(mongo, db_name):
     database = mongo[db_name]

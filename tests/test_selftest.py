@@ -15,7 +15,7 @@ import pytest
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 
-from conftest import MIGRATIONS, REPO, finish_draft, the_error
+from conftest import MIGRATIONS, REPO, databases, finish_draft, the_error
 from migrator.checksum import code_checksum
 from migrator.errors import MigrationError
 from migrator.scratch import PREFIX, ScratchDatabase
@@ -32,7 +32,7 @@ def contents(mongo, db) -> tuple:
     raw = CodecOptions(document_class=RawBSONDocument)
     documents = {name: [d.raw for d in db.get_collection(name, codec_options=raw).find().sort("_id", 1)]
                  for name in sorted(db.list_collection_names())}
-    return sorted(mongo.list_database_names()), sorted(db.list_collection_names()), documents
+    return databases(mongo, db.name), sorted(db.list_collection_names()), documents
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, databases
 from sample_messages import chat_messages
 
 RULE = 'a MongoDB database name has at most 63 bytes and none of / \\ . " $, a space or NUL'
@@ -34,7 +34,7 @@ def without_settings(env, tmp_path) -> dict:
     ("x" * 59 + "_test", "is 64 bytes long"),
 ], ids=["dollar", "space", "dot", "slash", "quote", "backslash", "64 bytes"])
 def test_a_database_name_mongodb_forbids_is_exit_2_naming_the_setting_and_the_rule(cli, env, mongo, name, says):
-    before = set(mongo.list_database_names())
+    before = set(databases(mongo, name))
 
     result = cli("run_migrations.py", "--status", env={**env, "MONGODB_DATABASE_NAME": name})
 
@@ -42,7 +42,7 @@ def test_a_database_name_mongodb_forbids_is_exit_2_naming_the_setting_and_the_ru
     error = the_error(result)
     assert "MONGODB_DATABASE_NAME" in error and "(from the environment)" in error, error
     assert f"{says}: {RULE}" in error, error
-    assert set(mongo.list_database_names()) == before
+    assert set(databases(mongo, name)) == before
 
 
 def test_63_bytes_is_still_a_valid_name(cli, env, mongo):
