@@ -25,7 +25,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import MIGRATIONS, Result, digest, run
+from conftest import MIGRATIONS, Result, digest, run, run_here
 from migrator import backup
 from sample_messages import chat_messages
 
@@ -172,8 +172,8 @@ def seed(database, env: dict, scene: Scene) -> None:
         'async def up(db):\n    return await db.chat_messages.update_many({}, {"$set": {"zz": 1}})\n\n'
         'async def verify(db):\n    return await db.chat_messages.count_documents({"zz": {"$exists": False}}) == 0\n')
     database.chat_messages.insert_many(chat_messages(6, with_metadata_every=3))
-    applied = run("run_migrations.py", "--migration", MIGRATION, "--backup", "--migrations-dir", str(scene.folder),
-                  env=env)
+    applied = run_here("run_migrations.py", "--migration", MIGRATION, "--backup", "--migrations-dir", str(scene.folder),
+                       env=env)
     assert applied.code == 0, applied
     scene.backup = next((scene.tmp / "backups").glob(f"*-{MIGRATION}-apply-*.bson.gz"))
 
