@@ -171,7 +171,7 @@ def run_here(script: str, *args: str, env: dict, input: str | None = None, cwd: 
         code = 0
     except SystemExit as exc:
         code = _exit_code(exc.code, stderr)
-    except BaseException:  # noqa: BLE001 -- what Python does with an exception nothing caught
+    except Exception:  # what Python does with an exception nothing caught (a Ctrl-C of pytest's own goes on up)
         traceback.print_exc(file=stderr)
         code = 1
     finally:
@@ -201,14 +201,9 @@ def _exit_code(code, stderr) -> int:
 @pytest.fixture
 def cli(env):
     """`cli("run_migrations.py", "--all")`: run a toolkit command against this test's database, in this process
-    (see run_here). Where the process matters (signals, kill -9, a terminal, tracebacks), use `cli_process`."""
+    (see run_here). Where the process matters (signals, kill -9, a terminal, what reaches a traceback), a test
+    runs it in a process of its own: `run(script, ..., env=env)`, or `start` and `finish` below."""
     return lambda script, *args, **kw: run_here(script, *args, env=kw.pop("env", env), **kw)
-
-
-@pytest.fixture
-def cli_process(env):
-    """`cli`, each command in a process of its own (see run)."""
-    return lambda script, *args, **kw: run(script, *args, env=kw.pop("env", env), **kw)
 
 
 def without_timestamps(text: str) -> str:
