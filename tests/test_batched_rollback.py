@@ -113,7 +113,8 @@ def test_a_rollback_stopped_by_sigterm_resumes_and_gives_every_message_back(db, 
     assert "rollback verified (left_to_undo=0)" in resumed.output, resumed
     assert by_id(db) == before
     assert db.migrations_checkpoints.count_documents({}) == 0
-    rollbacks = list(db.migrations_changelog.find({"name": NAME, "action": "rollback"}).sort("_id", 1))
+    # in time order, as the changelog reads itself: two processes' ObjectIds of the same second are not
+    rollbacks = list(db.migrations_changelog.find({"name": NAME, "action": "rollback"}).sort([("at", 1), ("_id", 1)]))
     assert [entry["state"] for entry in rollbacks] == ["running", "failed", "running", "rolled_back"], rollbacks
     assert "stopped by SIGTERM" in rollbacks[1]["error"]
     assert rollbacks[3]["modified"] == added

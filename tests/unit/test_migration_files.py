@@ -1,6 +1,8 @@
 """Finding and reading migration files (migrator/discovery.py, migrator/migration.py), and what a migration
 returns; no server."""
 
+import sys
+
 import pytest
 
 from conftest import names, write_migration
@@ -59,7 +61,10 @@ def test_a_file_that_declares_no_migration_is_not_imported(tmp_path):
      'async def verify(db): pass\nstandalone_main(__file__)\n', "broken.py: calls standalone_main() when imported"),
 ], ids=["syntax", "import error", "exit", "not async", "no verify", "no date", "bad date", "bad depends_on",
         "runs the cli"])
-def test_a_broken_file_stops_discovery_named(tmp_path, source, message):
+def test_a_broken_file_stops_discovery_named(tmp_path, monkeypatch, source, message):
+    # discovery runs under the runner's command line, which a file calling the command line at import parses:
+    # not this pytest process's own (a pytest-xdist worker's is empty, and would run the file's migration)
+    monkeypatch.setattr(sys, "argv", ["run_migrations.py", "--all"])
     write_migration(tmp_path, "fine")
     (tmp_path / "broken.py").write_text(source)
     assert message in refused(tmp_path)
