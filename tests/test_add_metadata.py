@@ -145,7 +145,7 @@ def test_standalone_script_and_runner_agree(mongo, db, cli, env):
         lines = lambda r: [RATE.sub("", line).split(" in ")[0]  # noqa: E731 (the rates and times differ)
                            for line in without_timestamps(r.output).splitlines() if "add_metadata" in line]
         assert lines(alone) == lines(runner)
-        strip_ids = lambda c: sorted((str(sorted(d.items())) for d in c.find({}, {"_id": 0})))  # noqa: E731
+        strip_ids = lambda c: sorted(str(sorted(d.items())) for d in c.find({}, {"_id": 0}))  # noqa: E731
         assert strip_ids(db.chat_messages) == strip_ids(twin.chat_messages)
     finally:
         mongo.drop_database(twin.name)

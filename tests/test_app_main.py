@@ -79,9 +79,8 @@ def test_require_migrations_refuses_to_start_until_they_have_run(settings, db, c
     settings.setenv("REQUIRE_MIGRATIONS", "1")
     db.chat_messages.insert_many(chat_messages(3))
 
-    with pytest.raises(RuntimeError, match=f"refusing to start .*REQUIRE_MIGRATIONS.*{MIGRATION}"):
-        with TestClient(app):
-            pass
+    with pytest.raises(RuntimeError, match=f"refusing to start .*REQUIRE_MIGRATIONS.*{MIGRATION}"), TestClient(app):
+        pass
 
     assert cli("run_migrations.py", "--all").code == 0
     with TestClient(app) as client:
@@ -93,9 +92,8 @@ def test_require_migrations_refuses_an_unreachable_database(settings):
     settings.setenv("MONGODB_TIMEOUT_MS", "300")
     settings.setenv("REQUIRE_MIGRATIONS", "true")
 
-    with pytest.raises(RuntimeError, match="refusing to start .*cannot reach database"):
-        with TestClient(app):
-            pass
+    with pytest.raises(RuntimeError, match="refusing to start .*cannot reach database"), TestClient(app):
+        pass
 
 
 def uvicorn(env: dict, **settings: str) -> subprocess.CompletedProcess:

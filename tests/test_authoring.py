@@ -6,7 +6,7 @@ import json
 import re
 import shutil
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -235,7 +235,7 @@ def test_new_writes_the_time_in_utc_and_mentions_depends_on(cli, folder):
     assert cli(RUNNER, "--new", "zz_new", "--migrations-dir", str(folder)).code == 0
     text = (folder / "zz_new.py").read_text()
     written = parse_date(re.search(r"^Date: (.*)$", text, re.MULTILINE).group(1))
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     assert now - timedelta(minutes=2) < written <= now
     assert '\n# depends_on = ["add_metadata_to_chat_messages"]' in text
     assert text.count("if __name__ == \"__main__\":") == 1

@@ -14,7 +14,7 @@ MIGRATION = "add_metadata_to_chat_messages"
 
 
 def odd_messages() -> list[dict]:
-    when = datetime.datetime(2025, 6, 1, 12, 30, 15, 123000, tzinfo=datetime.timezone.utc)
+    when = datetime.datetime(2025, 6, 1, 12, 30, 15, 123000, tzinfo=datetime.UTC)
     return [
         {"_id": ObjectId(), "role": "user", "content": "plain", "created_at": when},
         {"_id": ObjectId(), "role": "assistant", "tokens": Int64(2**40), "cost": 0.0012, "blob": Binary(b"\x00\x01", 0),

@@ -1,7 +1,7 @@
 """The engine: changelog, status, order, changed files, lock, rollback, adoption, scaffolding, API."""
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pymongo import AsyncMongoClient
 
@@ -25,7 +25,7 @@ def test_status_on_a_fresh_and_on_a_migrated_database(db, cli):
     assert cli(RUNNER, "--all").code == 0
     row = status_json(cli)["add_metadata_to_chat_messages"]
     assert row["state"] == "applied" and row["modified"] == 18 and row["flags"] == []
-    assert datetime.fromisoformat(row["at"]) > datetime.now(timezone.utc) - timedelta(minutes=5)
+    assert datetime.fromisoformat(row["at"]) > datetime.now(UTC) - timedelta(minutes=5)
     entry = db.migrations_changelog.find_one({"name": "add_metadata_to_chat_messages", "state": "applied"})
     assert entry["checksum"] and entry["host"] and entry["pid"] and entry["toolkit_version"]
     assert entry["matched"] == entry["modified"] == 18 and entry["duration_s"] >= 0
@@ -216,7 +216,7 @@ def test_new_scaffolds_a_migration_that_runs_forward_verify_rollback(db, cli, en
     created = cli(RUNNER, "--new", "add_language_to_chat_messages", *folder)
     assert created.code == 0, created
     path = tmp_path / "add_language_to_chat_messages.py"
-    assert "Date: " + datetime.now(timezone.utc).date().isoformat() in path.read_text()
+    assert "Date: " + datetime.now(UTC).date().isoformat() in path.read_text()
     finish_draft(path)  # a fresh template is a draft: tests/test_authoring.py
     db.chat_messages.insert_many(chat_messages(3))
 

@@ -190,7 +190,7 @@ def test_each_port_gets_a_data_folder_of_its_own(sandbox, localdb_binary):
         stopped = [box.run("stop", port) for port in (first, second)]
 
     assert [s.code for s in stopped] == [0, 0], stopped
-    for port, result in zip((first, second), started):
+    for port, result in zip((first, second), started, strict=True):
         assert f"(data: {box.state}/data-{port}, log: {box.state}/localdb-{port}.log)" in result.stdout
     assert (box.state / f"data-{first}" / "only_here_test.sqlite").exists()
     assert not (box.state / f"data-{second}" / "only_here_test.sqlite").exists()

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 import bson
@@ -339,7 +340,8 @@ def test_an_edited_manifest_is_refused_and_a_file_of_format_1_restores_with_a_wa
     refused = cli("run_migrations.py", "--restore", str(edited), "--yes", env=env)
     one_error(refused, 2, "manifest checksum mismatch: its manifest was changed after the backup was written")
     assert digest(db) == migrated
-    manifest = json.loads(gzip.open(saved).readline())
+    with gzip.open(saved) as stream:
+        manifest = json.loads(stream.readline())
     assert manifest["format"] == backup.FORMAT and manifest["manifest_sha256"] == backup.manifest_digest(manifest)
 
     older = rewrite(saved, tmp_path / "older.jsonl.gz",
@@ -421,9 +423,9 @@ def test_a_backup_folder_under_a_file_is_one_error_line_and_exit_2(db, cli, env,
 # ----- the pure parts, without a server -----
 
 def test_applied_since_names_what_a_restore_would_undo_and_nothing_else():
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    taken = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    taken = datetime(2026, 1, 1, tzinfo=UTC)
 
     def migration(name, touches):
         async def nothing(db):

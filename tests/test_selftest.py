@@ -340,7 +340,7 @@ def test_preview_shows_the_added_field_of_each_sampled_document_and_writes_nothi
     assert result.code == 0, result
     lines = result.stdout.splitlines()
     assert len(lines) == 6, result
-    for head, change in zip(lines[::2], lines[1::2]):
+    for head, change in zip(lines[::2], lines[1::2], strict=True):
         assert re.fullmatch(r"chat_messages _id=ObjectId\('[0-9a-f]{24}'\): changed", head), head
         assert change == "  + metadata: null"
     assert f"{EXISTING}: would change 15 documents; the preview wrote only scratch copies, now removed" in result.stderr

@@ -7,7 +7,7 @@ with the documents' raw BSON (format 3; formats 1 and 2: canonical Extended JSON
 import gzip
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import bson
 import pytest
@@ -17,7 +17,7 @@ from migrator import backup
 from migrator.errors import MigrationError
 from migrator.profile import ferretdb
 
-CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 DOCUMENTS = [{"_id": ObjectId("650000000000000000000001"), "n": Int64(2**40), "at": datetime(2025, 5, 6, 7, 8, 9),
               "legacy_uuid": Binary(bytes(range(16)), 3), "tags": ["a"]},
              {"_id": "text id", "nested": {"x": None}},

@@ -25,8 +25,9 @@ class NoDatabase:
         raise AssertionError("a unit test reached the database")
 
 
-def batches(settings=BatchSettings(), is_ferretdb=False) -> Batches:
-    return Batches(NoDatabase(), "add_metadata", "sum", settings, ferretdb() if is_ferretdb else mongodb())
+def batches(settings: BatchSettings | None = None, is_ferretdb=False) -> Batches:
+    return Batches(NoDatabase(), "add_metadata", "sum", settings or BatchSettings(),
+                   ferretdb() if is_ferretdb else mongodb())
 
 
 def fresh_state() -> Walk:

@@ -1,14 +1,14 @@
 """The progress of a running migration (migrator/plan.py: add_progress and its text), from its checkpoints and the
 server's clock; no server."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from conftest import a_migration
 from migrator.commands.rows import progress_text, running_text
 from migrator.durations import eta_text
 from migrator.plan import INTERRUPTED, RUNNING, StatusRow, add_progress, status_rows
 
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def running_row() -> StatusRow:

@@ -1,6 +1,6 @@
 """What is applied, pending, failed or changed (migrator/plan.py), from a changelog history; no server."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from conftest import a_migration, names
 from migrator.changelog import sets_state
@@ -21,7 +21,7 @@ from migrator.plan import (
     status_rows,
 )
 
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def at(minute: int) -> datetime:
