@@ -7,7 +7,7 @@
 import argparse
 import random
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 EVENTS = [
@@ -26,7 +26,7 @@ def generate_messages(count: int, with_metadata_every: int = 10, seed: int = 7):
     """The same messages one at a time, for counts that should not sit in memory."""
     rng = random.Random(seed)
     text = "".join(rng.choice("abcdefghij klmnop") for _ in range(4000))
-    start = datetime(2025, 6, 1, tzinfo=timezone.utc)
+    start = datetime(2025, 6, 1, tzinfo=UTC)
     for i in range(count):
         message = {
             "chatflow_id": f"flow-{i % 7}",
