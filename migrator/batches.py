@@ -34,7 +34,6 @@ document (`{_id: value}` with any other key is a scan a document there): a bigge
 """
 
 import hashlib
-import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -73,7 +72,7 @@ DEFAULT_SIZE = 1000
 class BatchSettings:
     size: int | None = None  # documents per batch (and checkpoint); None: DEFAULT_SIZE
     max_rate: float | None = None  # documents per second, at most
-    write_concern: str | None = None  # "majority" or "1"; None: the URL's (MongoDB's default is majority)
+    write_concern: str | None = None  # "majority" or "1"; None: majority, the runner's client's
     path: str | None = None  # RANGE or STREAM; None: by server
 
 
@@ -302,10 +301,10 @@ class Batches:
     def _stop_if_asked(self, state: Walk) -> None:
         if self.stop.signal is None:
             return
-        name = signal.Signals(self.stop.signal).name
         where = (f"checkpoint saved (up to _id {state.last_id})" if state.batches
                  else "nothing written yet")
-        raise MigrationError(f"{self.migration}: stopped by {name} after {state.documents_done:,} documents; {where}: "
+        raise MigrationError(f"{self.migration}: stopped by {self.stop.signal_name} after "
+                             f"{state.documents_done:,} documents; {where}: "
                              "run the same command again to resume", self.stop.exit_code)
 
     # ----- set-up -----

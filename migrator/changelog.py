@@ -15,10 +15,10 @@ from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from migrator import __version__
 from migrator.clock import bookkeeping, server_now
 from migrator.redact import redact
 from migrator.retry import Retry
+from migrator.version import __version__
 
 COLLECTION = "migrations_changelog"
 HOST = socket.gethostname()

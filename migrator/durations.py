@@ -1,4 +1,4 @@
-"""How long something takes, in words: the one duration formatter, for the engine's side and the CLI's."""
+"""How long something takes, in words: the one duration formatter (pure: either side may use it)."""
 
 
 def duration_text(seconds: float) -> str:

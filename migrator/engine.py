@@ -260,7 +260,7 @@ class Engine:
                     done.append(await self._steps.rollback(migration, purge=options.purge, backups=backups))
                     self._report(events.MigrationRolledBack(done[-1], tuple(backups)))
             except MigrationError as exc:
-                if len(targets) == 1 or exc.exit_code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
+                if len(targets) == 1 or exc.stopped_by_signal:
                     raise  # stopped by a signal: its own exit code, and "run the same command again" holds
                 names = [result.migration.name for result in done]
                 left = [m.name for m in targets if m.name not in names]

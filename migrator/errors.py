@@ -21,3 +21,8 @@ class MigrationError(Exception):
     def __init__(self, message: str, exit_code: ExitCode = ExitCode.FAILED):
         super().__init__(message)
         self.exit_code = exit_code
+
+    @property
+    def stopped_by_signal(self) -> bool:
+        """Ctrl-C or SIGTERM stopped the work (exit 130 or 143): the same command again goes on."""
+        return self.exit_code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED)

@@ -38,7 +38,7 @@ class _RedactFilter(logging.Filter):
 class _LogLines(RichHandler):
     """Rich's colours, but each record on one line as long as it is, never folded at the window's width:
     the terminal wraps it, so a path in it stays whole (to copy, to grep). A RichHandler still, so that the
-    progress bar (migrator.progress) draws through the same console and log lines print above it."""
+    progress bar (migrator.commands.progress_view) draws through the same console and log lines print above it."""
 
     def emit(self, record: logging.LogRecord) -> None:
         when = datetime.fromtimestamp(record.created).strftime("[%x %X]")

@@ -40,9 +40,6 @@ class ServerProfile:
     database_name_rule: str | None = None
     explain_names_indexes: bool = True
 
-    def why_refused(self, value: Any) -> str:
-        return self.refuses(value) if self.refuses else ""
-
 
 def mongodb(version: str = "?") -> ServerProfile:
     return ServerProfile(label=f"MongoDB {version}", version=version)

@@ -36,7 +36,6 @@ from migrator.scratch import PREFIX, Scratch
 from migrator.selftest_checks import (
     IDEMPOTENT,
     REVERSIBLE,
-    STOPPED,
     UNTOUCHED,
     UP,
     Check,
@@ -183,7 +182,7 @@ async def estimate(database: AsyncDatabase, migration: Migration, documents: int
             outcome = await OnScratch(migration, scratch, settings, profile, report).up() if changing else Outcome()
             found.sampled, found.modified, found.seconds = len(changing), outcome.modified, time.monotonic() - started
     except MigrationError as exc:
-        if exc.exit_code in STOPPED:
+        if exc.stopped_by_signal:
             raise
         found.note = f"{exc} (run --selftest {migration.name})"
     except PyMongoError as exc:  # a user who may only read, for one

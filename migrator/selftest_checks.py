@@ -11,14 +11,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from migrator import checkpoints
 from migrator.batches import Batches, BatchSettings
 from migrator.docdiff import MISSING, Change, raw_changes, same, shown
-from migrator.errors import ExitCode, MigrationError
+from migrator.errors import MigrationError
 from migrator.events import Event, Reporter, silent
 from migrator.hooks import Hooks
 from migrator.migration import Migration, Outcome, Verification, in_parens
 from migrator.profile import ServerProfile
 from migrator.scratch import Scratch
-
-STOPPED = (ExitCode.INTERRUPTED, ExitCode.TERMINATED)
 
 UP, IDEMPOTENT, UNTOUCHED, REVERSIBLE = "up, then verify", "idempotent", "leaves other documents alone", "reversible"
 _FAILURES = {UP: "up, then verify failed", IDEMPOTENT: "not idempotent",
@@ -95,7 +93,7 @@ class OnScratch:
         try:
             return await call
         except MigrationError as exc:
-            if exc.exit_code in STOPPED:
+            if exc.stopped_by_signal:
                 raise MigrationError(f"{self.migration.name}: stopped on the scratch copies: they are removed, the "
                                      "real collections were not written", exc.exit_code) from exc
             raise
@@ -114,7 +112,7 @@ async def attempt(work) -> tuple[Any, str | None]:
     try:
         return await work, None
     except MigrationError as exc:
-        if exc.exit_code in STOPPED:
+        if exc.stopped_by_signal:
             raise
         return None, str(exc)
 

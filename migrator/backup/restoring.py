@@ -2,7 +2,6 @@
 restore would undo."""
 
 import hashlib
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -195,7 +194,7 @@ async def _restore_batch(collection: AsyncCollection, batch: list[Entry], after:
 
 def _stop_if_asked(stop: StopRequest, file: BackupFile, done: Restored) -> None:
     if stop.signal is not None:
-        raise MigrationError(f"restore of {shown(file.path)} stopped by {signal.Signals(stop.signal).name} after "
+        raise MigrationError(f"restore of {shown(file.path)} stopped by {stop.signal_name} after "
                              f"{done.restored:,} of {file.count:,} documents (restored and read back; the others "
                              "not): run the same restore again to finish", stop.exit_code)
 

@@ -18,13 +18,13 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from migrator import __version__
 from migrator.backup.file import DECODED, FORMAT, SUFFIX, TOOLS, seal, stamp
 from migrator.clock import server_now
 from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration
 from migrator.rawbson import RAW
 from migrator.redact import redact
+from migrator.version import __version__
 
 # ----- what a migration will touch -----
 

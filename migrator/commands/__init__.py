@@ -32,12 +32,12 @@ from migrator.commands.authoring import (
                                      new_migration_with_test,
 )
 from migrator.commands.info import check, history, status, verify, verify_applied
-from migrator.commands.narration import Context, Narration, report_apply, report_rollback
-from migrator.commands.prove import preview, report_estimate, selftest
+from migrator.commands.narration import Context, Narration
+from migrator.commands.prove import preview, selftest
 from migrator.commands.restore import restore
 
 __all__ = ["Context", "Narration", "TEMPLATE", "TEST_TEMPLATE", "apply_one", "apply_pending", "check",
            "dry_run", "force_unlock", "history", "mark_applied", "migration_test_path", "new_migration",
-           "new_migration_with_test", "preview", "report_apply", "report_estimate", "report_rollback", "restore",
+           "new_migration_with_test", "preview", "restore",
            "rollback", "select_after", "select_last", "select_named", "selftest", "status", "up_to", "verify",
            "verify_applied"]

@@ -1,12 +1,11 @@
 """What the commands are handed, and the CLI's one reporter: the engine's events as log lines, as they happen."""
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from migrator import backup, events
-from migrator.commands.progress_view import ProgressView
+from migrator.commands.progress_view import LEVELS, ProgressView
 from migrator.engine import ApplyResult, Engine, Options, RollbackResult
 from migrator.migration import Migration, format_counts, in_parens
 from migrator.output import log
@@ -34,11 +33,10 @@ class Narration:
             log.log(LEVELS[event.level], "%s", line(event))
         elif (lines := _LINES.get(type(event))) is not None:
             lines(event)
-        else:
-            self.view.handle(event)
+        elif not self.view.handle(event):
+            log.warning("an event the command line does not render: %s", event)
 
 
-LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 def _saved(event: events.BackupSaved) -> None:

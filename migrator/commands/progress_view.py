@@ -2,7 +2,7 @@
 them: a rich bar when stderr is a terminal, a plain log line every --progress-interval seconds elsewhere.
 
 Docker logs and CI get lines like
-    add_metadata_to_chat_messages: 40,000 of 100,000 documents (40%), 2,150 docs/s, about 28 s left; 36,000 modified
+    add_metadata_to_chat_messages: 40,000 of 100,000 documents (40%), 2,150 docs/s, 28 s left; 36,000 modified
 or, for work that counts something else and changes nothing (unit="ids", counts_modified=False),
     add_metadata_to_chat_messages, reading the _ids: 30,000 ids, 9,800 ids/s
 """
@@ -34,7 +34,7 @@ from migrator.events import (
 from migrator.output import log
 
 DEFAULT_INTERVAL_S = 5.0
-_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}  # an event's level
 
 
 def progress_line(event: ProgressEvent) -> str:
@@ -102,7 +102,7 @@ class ProgressView:
             return False
         if isinstance(event, StoppingAtOnce):
             self._end(self._bar_label)
-        log.log(_LEVELS[event.level], "%s", line)
+        log.log(LEVELS[event.level], "%s", line)
         if isinstance(event, StoppingAtOnce):  # the process exits right after: nothing left in a buffer
             for handler in log.handlers:
                 handler.flush()

@@ -151,7 +151,7 @@ def test_every_option_the_engine_reads_comes_from_its_flag(monkeypatch):
     assert unset == [], "an Options field no flag sets: give it its line in flags.engine_options"
 
 
-def test_options_from_a_real_command_line(monkeypatch):
+def test_engine_options_from_a_real_command_line(monkeypatch):
     monkeypatch.delenv("MIGRATIONS_BACKUP_DIR", raising=False)
     args = runner_parser().parse_args(["--rollback", "x", "--purge", "--allow-changed", "--backup-full", "--yes",
                                        "--lock-timeout", "7", "--no-backup"])

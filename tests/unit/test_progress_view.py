@@ -1,5 +1,6 @@
 """The CLI's lines for the events under the engine (migrator/commands/progress_view.py); no server, no terminal."""
 
+import dataclasses
 import logging
 
 import pytest
@@ -67,3 +68,31 @@ def test_without_a_terminal_a_line_every_interval_and_the_final_counts_once(line
 def test_an_event_it_does_not_know_is_left_to_the_caller(lines):
     assert ProgressView().handle(Event()) is False
     assert lines == []
+
+
+def _every_event_class(base=Event):
+    for cls in base.__subclasses__():
+        yield cls
+        yield from _every_event_class(cls)
+
+
+SIMPLE = {"str": "x", "int": 1, "float": 1.0, "bool": False, "Any": 1, "int | None": 1}
+
+
+def test_every_event_the_engine_can_report_is_rendered_by_the_command_line(caplog):
+    """An event nobody renders would be lost without a word: the workflows' events have their lines in
+    commands/narration.py; every other one (all of simple data) is shown by the progress view."""
+    from migrator.commands import narration
+
+    workflows = set(narration._LINE) | set(narration._LINES)
+    view = ProgressView(terminal=False)
+    shown_by_view = []
+    for cls in _every_event_class():
+        if cls in workflows or cls.__name__ == "ProgressEvent":  # the base of the progress events
+            continue
+        values = {f.name: SIMPLE[str(f.type)] for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        if cls is StoppingAtOnce:
+            values["signal"] = "SIGINT"
+        assert view.handle(cls(**values)), f"{cls.__name__} is rendered by nobody"
+        shown_by_view.append(cls.__name__)
+    assert len(workflows) >= 15 and len(shown_by_view) >= 8
