@@ -34,6 +34,7 @@ from migrator.migration import Migration, load_migration
 from migrator.output import log, say, setup_logging
 from migrator.profile import detect
 from migrator.redact import redact
+from migrator.selftest import DEFAULT_SAMPLE, PREVIEW_SAMPLE
 from migrator.settings import Settings, SettingsError, load_settings
 
 Work = Callable[[Context], Awaitable[int]]
@@ -138,9 +139,9 @@ APPLY = ("dry_run", *RUN)
 ROLLBACK = ("purge", "allow_changed", *BACKUP_MODIFIERS, *BATCH_MODIFIERS)
 RUNNER = (
     Command("--all", "apply every pending migration, in order, verifying each",
-            lambda ctx, a: commands.apply_pending(ctx, a.dry_run, a.max_rate), accepts=APPLY),
+            lambda ctx, a: commands.apply_pending(ctx, a.dry_run), accepts=APPLY),
     Command("--migration", "apply one migration (again, if it is applied: forward is idempotent)",
-            lambda ctx, a: commands.apply_one(ctx, _named(ctx, a.migration), a.dry_run, a.max_rate), metavar="NAME",
+            lambda ctx, a: commands.apply_one(ctx, _named(ctx, a.migration), a.dry_run), metavar="NAME",
             accepts=APPLY),
     Command("--status", "show every migration: its state and since when, for an applied one how long it took and "
             "how many documents it changed, and problems", lambda ctx, a: commands.status(ctx, a.json),
@@ -178,13 +179,14 @@ RUNNER = (
     Command("--new", "write migrations/NAME.py from the template (a draft until you edit it), and its test "
             "tests/migrations/test_NAME.py (runs --selftest on a small fixture)",
             offline=lambda a: _scaffold(a.migrations_dir, a.new), metavar="NAME"),
-    Command("--selftest", "prove NAME on scratch copies of a sample of its documents (--sample N, default 500): up "
-            "then verify, up again changes nothing, other documents untouched, rollback gives every document back; "
-            "exit 4 if one fails. The real collections are only read",
+    Command("--selftest", "prove NAME on scratch copies of a sample of its documents (--sample N, default "
+            f"{DEFAULT_SAMPLE}): up then verify, up again changes nothing, other documents untouched, rollback gives "
+            "every document back; exit 4 if one fails. The real collections are only read",
             lambda ctx, a: commands.selftest(ctx, _named(ctx, a.selftest), a.sample), metavar="NAME",
             accepts=("sample",)),
-    Command("--preview", "show what NAME would do to a few of its documents (--sample N, default 3), field by field, "
-            "from a run on scratch copies, and what --dry-run would count; writes nothing to the real collections",
+    Command("--preview", "show what NAME would do to a few of its documents (--sample N, default "
+            f"{PREVIEW_SAMPLE}), field by field, from a run on scratch copies, and what --dry-run would count; writes "
+            "nothing to the real collections",
             lambda ctx, a: commands.preview(ctx, _named(ctx, a.preview), a.sample, a.json), metavar="NAME",
             accepts=("sample", "json")),
 )
@@ -244,7 +246,7 @@ STANDALONE = (
                                              a.yes),
             accepts=ROLLBACK),
     Command("--dry-run", "count what would change; write nothing",
-            lambda ctx, a: commands.dry_run(ctx, ctx.engine.migrations[:1], a.max_rate)),
+            lambda ctx, a: commands.dry_run(ctx, ctx.engine.migrations[:1])),
 )
 
 

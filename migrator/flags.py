@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from migrator import backup, batches
+from migrator import backup, batches, selftest
 from migrator.commands import Context
 from migrator.commands.progress_view import DEFAULT_INTERVAL_S
 from migrator.engine import Options
@@ -133,8 +133,9 @@ MODIFIERS = (
     Modifier("--write-concern", dict(choices=["majority", "1"], help="acknowledgement of each batch's writes "
                                      "(default: majority)"), LARGE),
     Modifier("--batch-path", dict(choices=[batches.RANGE, batches.STREAM], help=argparse.SUPPRESS), LARGE),
-    Modifier("--sample", dict(type=positive(int), metavar="N", help="with --selftest (default: 500) or --preview "
-                              "(default: 3): how many of the documents the migration changes to copy and run it on")),
+    Modifier("--sample", dict(type=positive(int), metavar="N", help="with --selftest (default: "
+                              f"{selftest.DEFAULT_SAMPLE}) or --preview (default: {selftest.PREVIEW_SAMPLE}): how many "
+                              "of the documents the migration changes to copy and run it on")),
 )
 BACKUP_MODIFIERS = ("backup", "backup_dir", "backup_full")
 BATCH_MODIFIERS = ("batch_size", "max_rate", "write_concern", "batch_path")

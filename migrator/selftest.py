@@ -99,11 +99,19 @@ class Estimate:
     seconds: float = 0.0
     note: str = ""  # why there is no rate
     indexes: dict[str, str] = field(default_factory=dict)  # collection: can its filter use an index
+    max_rate: float | None = None  # --max-rate: the real run goes no faster
 
     @property
     def rate(self) -> float | None:
         """Documents per second that `up` changed on the scratch sample."""
         return self.modified / self.seconds if self.modified and self.seconds > 0 else None
+
+    @property
+    def expected_rate(self) -> float | None:
+        """The rate the real run would go at: the sample's, kept to max_rate."""
+        if self.rate is None or not self.max_rate:
+            return self.rate
+        return min(self.rate, self.max_rate)
 
 
 # ----- the three runs -----
@@ -161,7 +169,7 @@ async def estimate(database: AsyncDatabase, migration: Migration, documents: int
                    profile: ServerProfile, sample_size: int = ESTIMATE_SAMPLE, report: Reporter = silent) -> Estimate:
     """--dry-run: how long `up` would take, at the rate it runs on a scratch copy of a sample, and whether
     its filter can use an index. Never raises for what it cannot tell: `note` says why."""
-    found = Estimate(documents)
+    found = Estimate(documents, max_rate=settings.max_rate)
     try:
         declared = None if migration.draft else touched(migration, "apply")
     except MigrationError as exc:

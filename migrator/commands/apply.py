@@ -11,22 +11,22 @@ from migrator.output import confirm, log
 
 # ----- applying -----
 
-async def dry_run(ctx: Context, migrations: list[Migration], max_rate: float | None = None) -> int:
+async def dry_run(ctx: Context, migrations: list[Migration]) -> int:
     """--dry-run: what each would change, and how long it would take (at most at --max-rate)."""
     for migration in migrations:
         count = await ctx.engine.count_pending(migration)
         would = "an unknown number of" if count is None else f"{count:,}"
         log.info("%s: dry run: would change %s documents; nothing written", migration.name, would)
-        await report_estimate(ctx, migration, count, max_rate)
+        await report_estimate(ctx, migration, count)
     if not migrations:
         log.info("dry run: no pending migrations")
     return ExitCode.OK
 
 
-async def apply_pending(ctx: Context, dry_run_only: bool = False, max_rate: float | None = None) -> int:
+async def apply_pending(ctx: Context, dry_run_only: bool = False) -> int:
     """--all: every pending migration, in order."""
     if dry_run_only:
-        return await dry_run(ctx, await ctx.engine.pending(), max_rate)
+        return await dry_run(ctx, await ctx.engine.pending())
     report = await ctx.engine.apply_pending(ctx.options)
     if not report.pending:
         log.info("nothing to do: %s", all_applied(report.total))
@@ -37,11 +37,10 @@ async def apply_pending(ctx: Context, dry_run_only: bool = False, max_rate: floa
     return ExitCode.OK
 
 
-async def apply_one(ctx: Context, migration: Migration, dry_run_only: bool = False,
-                    max_rate: float | None = None) -> int:
+async def apply_one(ctx: Context, migration: Migration, dry_run_only: bool = False) -> int:
     """--migration NAME (and a migration run on its own): run it, applied or not; forward is idempotent."""
     if dry_run_only:
-        return await dry_run(ctx, [migration], max_rate)
+        return await dry_run(ctx, [migration])
     await ctx.engine.apply_one(migration, ctx.options)
     return ExitCode.OK
 

@@ -98,18 +98,18 @@ def _say_styled(lines: list[tuple[str, str]]) -> None:
         console.print(Text(redact(text), style=style))
 
 
-async def report_estimate(ctx: Context, migration: Migration, count: int | None, max_rate: float | None) -> None:
-    """--dry-run: how long `up` would take, timed on a scratch copy of a sample (at most at `max_rate`, --max-rate);
-    can its filter use an index."""
+async def report_estimate(ctx: Context, migration: Migration, count: int | None) -> None:
+    """--dry-run: how long `up` would take, timed on a scratch copy of a sample (at most at --max-rate); can its
+    filter use an index."""
     found = await ctx.engine.estimate(migration, count)
     for collection, answer in found.indexes.items():
         log.info("%s: index use of its filter on %s: %s", migration.name, collection, answer)
     if found.note:
         log.info("%s: estimate: none: %s", migration.name, found.note)
         return
-    if not found.documents or found.rate is None:
+    rate = found.expected_rate
+    if not found.documents or rate is None:
         return
-    rate = min(found.rate, max_rate) if max_rate else found.rate
     log.info("%s: estimate: %s for %s documents, at %s documents/s%s (timed on a scratch copy of %s of them, "
              "now removed)", migration.name, eta_text(found.documents / rate), f"{found.documents:,}",
              f"{rate:,.0f}", " (--max-rate)" if rate != found.rate else "", f"{found.sampled:,}")
