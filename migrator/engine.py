@@ -31,11 +31,11 @@ from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter, silent
 from migrator.hooks import Hooks
 from migrator.lock import LEASE_S, WAIT_S, MigrationLock
-from migrator.migration import Migration, Verification, refuse_if_draft
+from migrator.migration import ApplyResult, Migration, RollbackResult, Verification, refuse_if_draft
 from migrator.profile import ServerProfile
 from migrator.provenance import provenance
 from migrator.retry import DEFAULT_RETRY_FOR_S, Retry
-from migrator.steps import ApplyResult, RollbackResult, Steps, check_rollback
+from migrator.steps import Steps, check_rollback
 
 Select = Callable[[list[Migration], dict[str, dict]], list[Migration]]
 

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from migrator.backup import BackupFile, PostImages, Restored, Saved
-    from migrator.migration import Verification
-    from migrator.steps import ApplyResult, RollbackResult
+    from migrator.migration import ApplyResult, RollbackResult, Verification
 
 
 @dataclass(frozen=True)

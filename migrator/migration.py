@@ -104,6 +104,23 @@ class Outcome:
                    counts=counts)
 
 
+@dataclass
+class ApplyResult:
+    """What applying a migration did: its outcome, its verification right after, how long it took."""
+    migration: "Migration"
+    outcome: Outcome
+    after: Verification
+    seconds: float
+
+
+@dataclass
+class RollbackResult:
+    migration: "Migration"
+    outcome: Outcome
+    after: Verification | None  # None when the migration has no verify_rollback
+    seconds: float
+
+
 _OTHER_COUNTS = (("inserted", "inserted_count"), ("upserted", "upserted_count"), ("deleted", "deleted_count"))
 _RESULT_ATTRIBUTES = ("matched_count", "modified_count", "inserted_id", "inserted_ids",
                       *(attribute for _, attribute in _OTHER_COUNTS))

@@ -7,7 +7,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,28 +21,21 @@ from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter
 from migrator.hooks import Hooks
 from migrator.lock import LockLost, MigrationLock
-from migrator.migration import Migration, Outcome, Verification, format_counts, in_parens, refuse_if_draft
+from migrator.migration import (
+    ApplyResult,
+    Migration,
+    Outcome,
+    RollbackResult,
+    Verification,
+    format_counts,
+    in_parens,
+    refuse_if_draft,
+)
 from migrator.profile import ServerProfile, detect
 from migrator.redact import redact
 from migrator.retry import Retry
 
 T = TypeVar("T")
-
-
-@dataclass
-class ApplyResult:
-    migration: Migration
-    outcome: Outcome
-    after: Verification
-    seconds: float
-
-
-@dataclass
-class RollbackResult:
-    migration: Migration
-    outcome: Outcome
-    after: Verification | None  # None when the migration has no verify_rollback
-    seconds: float
 
 
 def check_rollback(migration: Migration, purge: bool = False) -> None:

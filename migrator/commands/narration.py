@@ -6,8 +6,8 @@ from typing import Any
 
 from migrator import backup, events
 from migrator.commands.progress_view import LEVELS, ProgressView
-from migrator.engine import ApplyResult, Engine, Options, RollbackResult
-from migrator.migration import Migration, format_counts, in_parens
+from migrator.engine import Engine, Options
+from migrator.migration import ApplyResult, Migration, RollbackResult, format_counts, in_parens
 from migrator.output import log
 from migrator.settings import Settings
 
