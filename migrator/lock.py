@@ -144,6 +144,26 @@ class MigrationLock:
         else:
             self._renewed_at = sent_at
 
+    def remaining_s(self) -> float:
+        """How long this runner may still write: until SAFETY x lease after the last renewal was sent (0: stop).
+        Every write of a holder is bounded by this (pymongo.timeout), so none is still waiting when the lease ends."""
+        if self.epoch is None:
+            return float("inf")
+        return max(0.0, self.lease_s * SAFETY - (time.monotonic() - self._renewed_at))
+
+    async def touch(self, session) -> None:
+        """Inside a transaction (migrator.fencing): write to the lock document, filtered by this runner's epoch, so
+        that the transaction conflicts with any takeover and aborts once the lock is another's. LockLost when the
+        document is no longer this runner's epoch."""
+        raise NotImplementedError  # CONTRACT: the one-document lock implements it
+
+    async def stamp(self, session=None) -> dict:
+        """For a changelog entry: {"epoch": n, "seq": k}, k the next number of the database's sequence, taken by a
+        conditional update of the lock document by this runner's epoch (so taken under the lock, in order).
+        LockLost when the lock is no longer this runner's. {} when this runner holds no lock (the Python API's
+        steps run without one)."""
+        raise NotImplementedError  # CONTRACT: the one-document lock implements it
+
     def check(self, room_s: float = 0.0) -> None:
         """Call before a write: stop if the lock is lost, or if its lease may not last `room_s` more."""
         if not self.lost_reason and time.monotonic() - self._renewed_at + room_s > self.lease_s * SAFETY:

@@ -60,9 +60,15 @@ class Retry:
     """Run idempotent operations again on transient errors, for up to `retry_for_s` from the first failure
     (0: never, the error is raised as it is: for callers that must answer at once, like a health check)."""
 
-    def __init__(self, retry_for_s: float = DEFAULT_RETRY_FOR_S, report: Reporter = silent):
+    def __init__(self, retry_for_s: float = DEFAULT_RETRY_FOR_S, report: Reporter = silent,
+                 before_retry: Callable[[], None] | None = None):
         self.retry_for_s = retry_for_s
         self.report = report
+        self.before_retry = before_retry  # raises to stop retrying: a holder's lock check (MigrationLock.check)
+
+    def checking(self, before_retry: Callable[[], None]) -> "Retry":
+        """The same retries, that call `before_retry` before each new try (CONTRACT: the fenced writes use it)."""
+        return Retry(self.retry_for_s, self.report, before_retry)
 
     async def __call__(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         deadline, delay = None, FIRST_DELAY_S

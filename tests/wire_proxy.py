@@ -8,6 +8,14 @@ commands a Fault matches:
     drop        close the client's connection without forwarding (a connection lost on the way)
     lose_reply  forward, let the server apply it, then close the client's connection instead of replying
     delay       forward, and hold the reply back for `seconds`
+    hold        hold the command itself for `seconds`, then forward it (a write held on the network: it lands late,
+                even when the client gave up on it meanwhile)
+    silence     forward, and never reply (the connection stays open: a reply that never comes)
+    wce         forward, then add a writeConcernError (`code`) to the server's reply (the write was applied)
+    patch       forward, then pass the reply's body through `patch` (e.g. shift hello's localTime)
+
+A fault can also wait for another (`after=other`: it arms once `other` has fired), look at the command's body
+(`match=lambda body: ...`), and carry error labels (`labels`; an error reply is RetryableWriteError by default).
 
     with WireProxy("127.0.0.1", 27017) as proxy:
         proxy.add(Fault("update", "chat_messages", nth=3, times=2, action="error", code=10107))
@@ -20,6 +28,7 @@ The proxy runs its own event loop in a thread, so that synchronous tests drive s
 import asyncio
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import bson
@@ -40,12 +49,20 @@ class Fault:
     times: int = 1  # how many matching commands in a row it hits
     action: str = "error"  # error, drop, lose_reply, delay
     code: int = 10107
-    seconds: float = 0.0  # for delay
+    seconds: float = 0.0  # for delay and hold
+    labels: tuple[str, ...] = ("RetryableWriteError",)  # of an error reply
+    patch: Callable[[dict], dict] | None = None  # for patch
+    after: "Fault | None" = None  # armed once this one has fired
+    match: Callable[[dict], bool] | None = None  # and the command's body passes this
     matches: int = field(default=0, init=False)
     fired: int = field(default=0, init=False)
 
-    def hits(self, command: str, collection) -> bool:
+    def hits(self, command: str, collection, body: dict | None = None) -> bool:
         if command != self.command or (self.collection is not None and collection != self.collection):
+            return False
+        if self.after is not None and not self.after.fired:
+            return False
+        if self.match is not None and not self.match(body or {}):
             return False
         self.matches += 1
         if self.nth <= self.matches < self.nth + self.times:
@@ -54,21 +71,50 @@ class Fault:
         return False
 
 
+def body_of(op_code: int, payload: bytes) -> dict | None:
+    """The body section of an OP_MSG (its command, or a reply's document); None for anything else."""
+    if op_code != OP_MSG or len(payload) < 5 or payload[4] != 0:  # flagBits, then a kind-0 body section
+        return None
+    length = struct.unpack_from("<i", payload, 5)[0]
+    return bson.decode(payload[5:5 + length])
+
+
 def _command_of(op_code: int, payload: bytes) -> tuple[str, object]:
     """(command name, collection) of an OP_MSG; ("", None) for anything else."""
-    if op_code != OP_MSG or len(payload) < 5 or payload[4] != 0:  # flagBits, then a kind-0 body section
+    body = body_of(op_code, payload)
+    if body is None:
         return "", None
-    length = struct.unpack_from("<i", payload, 5)[0]
-    body = bson.decode(payload[5:5 + length])
     name = next(iter(body), "")
     return name, body.get(name)
 
 
-def _error_reply(request_id: int, code: int) -> bytes:
+def _message(request_id: int, response_to: int, document: dict, rest: bytes = b"") -> bytes:
+    payload = struct.pack("<I", 0) + b"\x00" + bson.encode(document) + rest
+    return HEADER.pack(HEADER.size + len(payload), request_id, response_to, OP_MSG) + payload
+
+
+def _error_reply(request_id: int, fault: "Fault") -> bytes:
+    code = fault.code
     document = {"ok": 0.0, "errmsg": f"injected by the test proxy: {CODE_NAMES.get(code, 'error')}", "code": code,
-                "codeName": CODE_NAMES.get(code, "Error"), "errorLabels": ["RetryableWriteError"]}
-    payload = struct.pack("<I", 0) + b"\x00" + bson.encode(document)
-    return HEADER.pack(HEADER.size + len(payload), 0, request_id, OP_MSG) + payload
+                "codeName": CODE_NAMES.get(code, "Error"), "errorLabels": list(fault.labels)}
+    return _message(0, request_id, document)
+
+
+def _patched_reply(message: bytes, fault: "Fault") -> bytes:
+    """The server's reply with its body changed by the fault (wce: a writeConcernError added; patch: fault.patch)."""
+    _, request_id, response_to, op_code = HEADER.unpack_from(message)
+    body = body_of(op_code, message[HEADER.size:])
+    if body is None:
+        return message
+    if fault.action == "wce":
+        body["writeConcernError"] = {"code": fault.code, "codeName": CODE_NAMES.get(fault.code, "Error"),
+                                     "errmsg": "injected by the test proxy: waiting for replication timed out",
+                                     "errInfo": {"wtimeout": True}}
+        if fault.labels:
+            body["errorLabels"] = list(fault.labels)
+    elif fault.patch is not None:
+        body = fault.patch(body)
+    return _message(request_id, response_to, body)
 
 
 async def _read_message(reader: asyncio.StreamReader) -> tuple[bytes, int, int, int]:
@@ -132,10 +178,12 @@ class WireProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
-    def _fault_for(self, command: str, collection) -> Fault | None:
+    def _fault_for(self, op_code: int, payload: bytes) -> Fault | None:
+        command, collection = _command_of(op_code, payload)
+        body = body_of(op_code, payload) if any(f.match for f in self.faults) else None
         with self._lock:
             self.commands.append((command, collection))
-            hit = [fault for fault in self.faults if fault.hits(command, collection)]  # each counts every command
+            hit = [fault for fault in self.faults if fault.hits(command, collection, body)]  # each counts every command
             return hit[0] if hit else None
 
     async def _client(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
@@ -149,14 +197,17 @@ class WireProxy:
         async def to_server() -> None:
             while True:
                 message, request_id, _, op_code = await _read_message(client_reader)
-                fault = self._fault_for(*_command_of(op_code, message[HEADER.size:]))
+                fault = self._fault_for(op_code, message[HEADER.size:])
                 if fault is None:
                     server_writer.write(message)
                 elif fault.action == "error":
-                    client_writer.write(_error_reply(request_id, fault.code))
+                    client_writer.write(_error_reply(request_id, fault))
                 elif fault.action == "drop":
                     raise ConnectionResetError("dropped by the test proxy")
-                else:  # lose_reply, delay: act when the reply comes
+                elif fault.action == "hold":  # this connection's later commands wait behind it, as on TCP
+                    await asyncio.sleep(fault.seconds)
+                    server_writer.write(message)
+                else:  # lose_reply, delay, silence, wce, patch: act when the reply comes
                     pending[request_id] = fault
                     server_writer.write(message)
 
@@ -166,8 +217,12 @@ class WireProxy:
                 fault = pending.pop(response_to, None)
                 if fault is not None and fault.action == "lose_reply":
                     raise ConnectionResetError("reply lost by the test proxy")
+                if fault is not None and fault.action == "silence":
+                    continue
                 if fault is not None and fault.action == "delay":
                     await asyncio.sleep(fault.seconds)
+                if fault is not None and fault.action in ("wce", "patch"):
+                    message = _patched_reply(message, fault)
                 client_writer.write(message)
 
         pumps = [asyncio.ensure_future(to_server()), asyncio.ensure_future(to_client())]
