@@ -10,12 +10,15 @@ default; FerretDB v1 (our local and test server, on SQLite) is the exception, me
   while the same client writes;
 - it refuses some values MongoDB takes (nested arrays, keys with `.` or `$`, NaN, Decimal128, ...),
   and takes only Latin letters, digits, `_` and `-` in database names;
-- its query plans (explain) name no index stages.
+- its query plans (explain) name no index stages;
+- it has no transactions, no `$$NOW` in a filter's `$expr` nor pipeline updates, and its updates are not atomic
+  (it reads, then writes each document): the lock compares times read from its clock, and fences writes by time.
+A replica set member or a mongos has transactions: there, each batch and the final record are fenced by one.
 """
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bson import DBRef, Decimal128, MaxKey, MinKey
@@ -39,6 +42,10 @@ class ServerProfile:
     # What the server takes as a database name, when it says less than MongoDB's error does.
     database_name_rule: str | None = None
     explain_names_indexes: bool = True
+    # `$$NOW` in an `$expr` filter and pipeline updates: expiry decided on the server's own clock, atomically.
+    server_clock: bool = True
+    # Multi-document transactions (a replica set member or a mongos, not a standalone server): fenced writes.
+    transactions: bool = False
 
 
 def mongodb(version: str = "?") -> ServerProfile:
@@ -72,17 +79,22 @@ def ferretdb(version: str = "?") -> ServerProfile:
     return ServerProfile(label=f"FerretDB (MongoDB {version} wire protocol)", version=version, id_lookup_only=True,
                          max_bulk=50, max_in=10_000, lookups_at_once=4, refuses=_ferretdb_refuses,
                          database_name_rule="FerretDB takes only Latin letters, digits, _ and - (at most 63)",
-                         explain_names_indexes=False)
+                         explain_names_indexes=False, server_clock=False)
 
 
-def profile_of(build_info: dict) -> ServerProfile:
+def profile_of(build_info: dict, hello: dict | None = None) -> ServerProfile:
+    """From `buildInfo` and, for what depends on the topology, `hello` (None: taken as a standalone server)."""
     version = str(build_info.get("version", "?"))
-    return ferretdb(version) if "ferretdbVersion" in build_info else mongodb(version)
+    if "ferretdbVersion" in build_info:
+        return ferretdb(version)
+    hello = hello or {}
+    clustered = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+    return replace(mongodb(version), transactions=clustered and hello.get("logicalSessionTimeoutMinutes") is not None)
 
 
 async def detect(database: AsyncDatabase) -> ServerProfile:
-    """The profile of the server `database` is on (one `buildInfo`)."""
-    return profile_of(await database.command("buildInfo"))
+    """The profile of the server `database` is on (`buildInfo` and `hello`)."""
+    return profile_of(await database.command("buildInfo"), await database.command("hello"))
 
 
 async def detect_or_none(database: AsyncDatabase) -> ServerProfile | None:

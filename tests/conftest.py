@@ -83,7 +83,7 @@ def is_ferretdb(mongo) -> bool:
 
 @pytest.fixture(scope="session")
 def server_profile(mongo) -> ServerProfile:
-    return profile_of(mongo.admin.command("buildInfo"))
+    return profile_of(mongo.admin.command("buildInfo"), mongo.admin.command("hello"))
 
 
 @pytest.fixture(scope="session")
