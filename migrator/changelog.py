@@ -2,34 +2,59 @@
 
 Each entry says what was done (`action`: apply, mark_applied, rollback, restore) and the state the
 migration is in after it (`state`: applied, failed, rolled_back). A migration's state is that of
-its latest entry (but for entries of a runner that had lost the lock, `lock_lost`); a migration
-without entries is pending. Entries are only ever inserted; each says who made it (host, pid, user,
-the git commit of the migrations, the CI run).
+its latest entry; a migration without entries is pending. Entries are only ever inserted; each says
+who made it (host, pid, user, the git commit of the migrations, the CI run).
+
+Order is the lock's, never a clock's: each entry is stamped under the lock with its epoch and the next
+number of the database's sequence (`seq`: MigrationLock.stamp), and entries are ordered by it (those of the
+previous version, without one, first, by their time `at`, which is only shown). The stamp and the insert are
+one write (`fence`: a transaction on servers with them), retried with a lock check before each retry: a
+runner that lost the lock cannot get a stamp, so it never records `applied` or `rolled_back` (LockLost). Its
+failures are kept as history only (`lock_lost`), and decide no state.
 """
 
 import contextlib
 import os
 import socket
+from collections.abc import Awaitable, Callable
 
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from migrator.clock import bookkeeping, server_now
+from migrator.clock import as_utc, bookkeeping, server_now
+from migrator.lock import LockLost
 from migrator.redact import redact
 from migrator.retry import Retry
 from migrator.version import __version__
 
 COLLECTION = "migrations_changelog"
 HOST = socket.gethostname()
+# What only a holder of the lock may record: a state that says the change is (or is no longer) in place.
+DECIDING = frozenset({"applied", "rolled_back", "running"})
+
+Stamp = Callable[..., Awaitable[dict]]  # (session) -> {"epoch": n, "seq": k}, {} without a lock
+Write = Callable[..., Awaitable[None]]  # (session) -> None
+Fence = Callable[[str, Write], Awaitable[None]]  # (what, write): runs write(session), once it is done
+
+
+async def _no_stamp(session=None) -> dict:
+    return {}
 
 
 class Changelog:
-    def __init__(self, database: AsyncDatabase, retry: Retry | None = None, provenance: dict | None = None):
+    """`stamp`: the lock's (MigrationLock.stamp); `fence(what, write)`: how a record is written (default: retried
+    with `check` (MigrationLock.check) before each retry, `write(None)`; migrator.fencing's Fence.run)."""
+
+    def __init__(self, database: AsyncDatabase, retry: Retry | None = None, provenance: dict | None = None,
+                 stamp: Stamp = _no_stamp, fence: Fence | None = None, check: Callable[[], None] | None = None):
         self.database = database
         self.collection = bookkeeping(database, COLLECTION)
         self.retry = retry or Retry()
         self.provenance = provenance or {}  # user, commit, ci: see migrator.provenance
+        self.stamp = stamp
+        recording = self.retry.checking(check) if check else self.retry  # no retry once the lock is lost
+        self.fence: Fence = fence or (lambda what, write: recording(what, lambda: write(None)))
 
     async def record(self, name: str, action: str, state: str, **details) -> dict:
         if details.get("error"):  # a message, which can quote a URL; the other fields stay exact (checksums)
@@ -46,16 +71,32 @@ class Changelog:
             "toolkit_version": __version__,
         }
 
-        async def insert() -> None:
-            entry["at"] = await server_now(self.database)
-            with contextlib.suppress(DuplicateKeyError):  # the first try was applied; its reply was lost
-                await self.collection.insert_one(entry)
-        await self.retry(f"{name}: recording {action} in the changelog", insert)
+        what = f"{name}: recording {action} in the changelog"
+        if entry.get("lock_lost"):  # history only: no stamp to take, the lock is another's
+            await self.retry(what, lambda: self._insert(entry, None))
+            return entry
+
+        async def write(session=None) -> None:
+            entry.update(await self.stamp(session))
+            await self._insert(entry, session)
+        try:
+            await self.fence(what, write)
+        except LockLost:
+            if state in DECIDING:
+                raise
+            entry["lock_lost"] = True  # a failure seen by a runner that lost the lock: kept, decides nothing
+            await self.retry(what, lambda: self._insert(entry, None))
         return entry
 
+    async def _insert(self, entry: dict, session) -> None:
+        entry["at"] = await server_now(self.database)
+        with contextlib.suppress(DuplicateKeyError):  # the first try was applied; its reply was lost
+            await self.collection.insert_one(entry, session=session)
+
     async def entries(self) -> list[dict]:
-        return await self.retry("reading the changelog",
-                                lambda: self.collection.find({}).sort([("at", 1), ("_id", 1)]).to_list(None))
+        """Every entry, in the changelog's order (see order_key)."""
+        found = await self.retry("reading the changelog", lambda: self.collection.find({}).to_list(None))
+        return sorted(found, key=order_key)
 
     async def history(self) -> dict[str, list[dict]]:
         """Every entry of each migration that has one, oldest first."""
@@ -67,6 +108,14 @@ class Changelog:
     async def latest(self) -> dict[str, dict]:
         """The latest entry of each migration that has one, of those that set its state."""
         return {entry["name"]: entry for entry in await self.entries() if sets_state(entry)}
+
+
+def order_key(entry: dict) -> tuple:
+    """Entries of the previous version (no `seq`) first, by their time; then by the lock's sequence (the epoch
+    breaks a tie a server whose updates are not atomic could leave)."""
+    if entry.get("seq") is None:
+        return (0, as_utc(entry["at"]).timestamp(), 0, str(entry["_id"]))
+    return (1, entry["seq"], entry.get("epoch", 0), str(entry["_id"]))
 
 
 def sets_state(entry: dict) -> bool:

@@ -30,7 +30,7 @@ from migrator.discovery import discover
 from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter, silent
 from migrator.hooks import Hooks
-from migrator.lock import LEASE_S, WAIT_S, MigrationLock
+from migrator.lock import LEASE_S, WAIT_S, LockLost, MigrationLock
 from migrator.migration import ApplyResult, Migration, RollbackResult, Verification, refuse_if_draft
 from migrator.profile import ServerProfile
 from migrator.provenance import provenance
@@ -87,8 +87,9 @@ class Engine:
         self._batch_settings = batch_settings or BatchSettings()
         self._retry = Retry(retry_for_s, report)
         folder = self.migrations[0].path.parent if self.migrations and self.migrations[0].path else None
-        self._changelog = Changelog(database, self._retry, provenance(folder))
-        self._lock = MigrationLock(database, lease_s, retry=self._retry)
+        self._lock = MigrationLock(database, lease_s, retry=self._retry, profile=profile)
+        self._changelog = Changelog(database, self._retry, provenance(folder), stamp=self._lock.stamp,
+                                    check=self._lock.check)
         self._checkpoints = Checkpoints(database, self._retry)
         self._hooks = Hooks(database, report=report)
         self._steps = Steps(database, self.migrations, self._changelog, self._lock, self._checkpoints, self._hooks,
@@ -265,7 +266,8 @@ class Engine:
                 names = [result.migration.name for result in done]
                 left = [m.name for m in targets if m.name not in names]
                 raise MigrationError(f"{exc}; rolled back: {', '.join(names) or 'none'}; not rolled back: "
-                                     f"{', '.join(left)}", ExitCode.FAILED) from exc
+                                     f"{', '.join(left)}", exc.exit_code if isinstance(exc, LockLost)
+                                     else ExitCode.FAILED) from exc
         return done
 
     # ----- restoring a backup -----

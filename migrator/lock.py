@@ -1,18 +1,27 @@
-"""One runner at a time: a leased lock that needs nothing but an atomic insert.
+"""One runner at a time: a leased lock, one document per database, that only conditional updates change.
 
-The lock is a series of epochs, documents `{_id: n, owner, acquired_at, expires_at, released_at}`.
-The latest epoch holds the lock unless it is released or its lease has expired by the server's
-clock. To take the lock a runner inserts epoch n+1: the unique `_id` lets exactly one runner win,
-even on servers whose conditional updates are not atomic. What makes it hold on a
-replica set:
-- every write is majority-acknowledged and retried on a failover (migrator.retry); an insert whose
-  reply was lost is recognised by reading the epoch back: its owner is this runner's random id;
-- an epoch inserted from a stale read (its number pruned, a newer one present) does not count;
-- a renewal is one conditional update (this epoch, this owner, not released, not expired by the
-  server's clock); one that matches nothing, or any newer epoch, means the lock is lost;
-- the lease is counted from before a renewal is sent, and a holder stops before a write (`check`)
-  unless the lease has room for it; after a migration's `up`, `confirm` renews once more before
-  the changelog says applied.
+`migrations_lock` holds `{_id: "lock", epoch, owner, acquired_at, expires_at, released_at, seq, took_over}`.
+Acquiring inserts it (epoch 1) when absent: a duplicate key means another runner was first. Taking over,
+renewing, stamping (the changelog's sequence), touching (fenced transactions), releasing and force-unlocking
+are conditional updates of that one document by its epoch (migrator.lock_commands), so at most one of a renewal
+and a takeover succeeds, and a renewal, a stamp or a touch after a takeover or a force-unlock matches nothing.
+A write whose reply was lost is recognised by reading the document back: this runner's random owner id, and
+the epoch it wrote. This runner's own operations on it are serialized (a renewal and a stamp at once would lose
+one update on a server whose updates are not atomic).
+
+Expiry is decided on the server's clock where it can (`profile.server_clock`: `$$NOW` in an `$expr` filter and
+pipeline updates, atomic). Where it cannot (FerretDB: no `$$NOW`, no pipeline updates, an update reads then
+writes), the filters compare with the time its `hello` says (one node, one clock), a renewal needs more than
+a margin left on the lease and a takeover waits a margin past its end, so that clock reads up to a margin
+apart (a round trip) cannot make both match, and each change is read back (the last writer wins). A runner
+whose request is delayed on the network by more than the margin is fenced by time alone: the holder stops
+writing once SAFETY x lease passed without a renewal.
+
+The heartbeat renews every quarter lease; after SAFETY x lease without a successful renewal (its own failures
+included), or once the document is another's, the lock is lost: the task that entered `held()` is cancelled
+and leaves it with LockLost (exit 3). Every operation on the lock is bounded in time.
+Documents of the previous version (integer `_id`s, one per epoch) still count while one is live (a runner of
+that version in a rolling upgrade); the others are pruned.
 """
 
 import asyncio
@@ -22,94 +31,145 @@ import secrets
 import socket
 import time
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from pymongo import DESCENDING
+import pymongo
+from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from migrator import lock_commands as commands
 from migrator.clock import bookkeeping, server_now
 from migrator.errors import ExitCode, MigrationError
+from migrator.lock_commands import describe, is_free
+from migrator.profile import ServerProfile, detect
 from migrator.retry import Retry
 
 COLLECTION = "migrations_lock"
-KEEP_EPOCHS = 20
 SAFETY = 0.8  # of the lease: a holder writes only while less than this has passed since its last renewal
 LEASE_S = 60.0  # a holder renews its epoch well within this; a dead holder's lock is free once it runs out
 WAIT_S = 60.0  # how long a runner waits for another runner's lock before giving up (exit 3)
+MAX_MARGIN_S = 2.0  # the renewal and takeover margin on a server without its own clock: lease / 8, at most this
+MAX_OPERATION_S = 10.0  # a lock operation (retries included) without an answer gives up after this
 
 
 class LockLost(MigrationError):
-    """This runner no longer holds the lock: it must not write, nor record, anything more."""
+    """This runner no longer holds the lock: it must not write, nor record, anything more (exit 3)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, ExitCode.LOCKED)
 
 
 def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def describe(epoch: dict) -> str:
-    return f"{epoch['owner']} since {epoch['acquired_at']:%Y-%m-%d %H:%M:%S} UTC"
-
-
 class MigrationLock:
     def __init__(self, database: AsyncDatabase, lease_s: float = LEASE_S, owner: str | None = None,
-                 retry: Retry | None = None):
+                 retry: Retry | None = None, profile: ServerProfile | None = None):
         self.database = database
         self.collection = bookkeeping(database, COLLECTION)
         self.lease_s = lease_s
+        self.margin_s = min(MAX_MARGIN_S, lease_s / 8)
         self.owner = owner or new_owner()
         self.retry = retry or Retry()
+        self.profile = profile  # None: detected when first needed
         self.epoch: int | None = None
         self.lost_reason = ""
         self._renewed_at = 0.0  # monotonic time at which the last successful renewal was SENT
+        self._serial = asyncio.Lock()  # this runner's operations on the lock document, one at a time
+        self._body: asyncio.Task | None = None  # the task inside held(), cancelled when the lock is lost
+        self._cancelled = False
 
-    async def latest(self) -> dict | None:
-        return await self.retry("reading the lock", lambda: self.collection.find_one({}, sort=[("_id", DESCENDING)]))
+    # ----- reading -----
+
+    async def _server_clock(self) -> bool:
+        if self.profile is None:
+            self.profile = await detect(self.database)
+        return self.profile.server_clock
+
+    async def _now(self) -> datetime | None:
+        """None where the server decides expiry itself ($$NOW); else its time, read by `hello`."""
+        return None if await self._server_clock() else await server_now(self.database)
+
+    async def _bounded(self, what: str, operation, seconds: float = MAX_OPERATION_S):
+        """Run it with retries, all of it within `seconds` (a request that never gets an answer too)."""
+        seconds = max(0.05, seconds)
+        try:
+            async with asyncio.timeout(seconds):
+                with pymongo.timeout(seconds):
+                    return await self.retry(what, operation)
+        except TimeoutError as exc:
+            raise MigrationError(f"{what}: no answer from the server within {seconds:.1f} s") from exc
+
+    async def _documents(self) -> tuple[dict | None, dict | None]:
+        """(the lock document, the newest document of the previous version)."""
+        found = await self._bounded("reading the lock", lambda: self.collection.find({}).to_list(None))
+        lock = next((doc for doc in found if doc["_id"] == commands.LOCK_ID), None)
+        legacy = [doc for doc in found if isinstance(doc["_id"], int)]
+        return lock, max(legacy, key=lambda doc: doc["_id"], default=None)
+
+    async def _read(self) -> dict | None:
+        return await self._bounded("reading the lock", lambda: self.collection.find_one({"_id": commands.LOCK_ID}))
 
     async def holder(self) -> dict | None:
-        """The epoch that holds the lock now, None when it is free."""
-        latest = await self.latest()
-        if latest is None or self.is_free(latest, await server_now(self.database)):
-            return None
-        return latest
+        """The document that holds the lock now, None when it is free."""
+        lock, legacy = await self._documents()
+        now = await self._bounded("reading the server's clock", lambda: server_now(self.database))
+        return next((doc for doc in (legacy, lock) if not is_free(doc, now)), None)
 
-    @staticmethod
-    def is_free(epoch: dict | None, now: datetime) -> bool:
-        return epoch is None or epoch.get("released_at") is not None or epoch["expires_at"] <= now
+    # ----- taking and keeping it -----
 
     async def try_acquire(self) -> dict | None:
-        """Take the lock if it is free; return the epoch that holds it otherwise."""
+        """Take the lock if it is free; return the document that holds it otherwise."""
         sent_at = time.monotonic()
-        latest = await self.latest()
-        now = await self.retry("reading the server's clock", lambda: server_now(self.database))
-        if not self.is_free(latest, now):
-            return latest
-        number = (latest["_id"] + 1) if latest else 1
-        epoch = {"_id": number, "owner": self.owner, "acquired_at": now,
-                 "expires_at": now + timedelta(seconds=self.lease_s), "released_at": None,
-                 "took_over": latest["owner"] if latest and latest.get("released_at") is None else None}
-        if not await self.retry("taking the lock", lambda: self._insert_epoch(epoch)):
-            return await self.latest() or {"owner": "another runner", "acquired_at": now}
-        newer = await self.retry("checking the lock", lambda: self.collection.find_one({"_id": {"$gt": number}}))
-        if newer is not None:  # our number was read before newer epochs were taken (and ours pruned)
-            await self.retry("giving up a stale lock epoch", lambda: self._release_epoch(number, now))
+        lock, legacy = await self._documents()
+        now = await self._bounded("reading the server's clock", lambda: server_now(self.database))
+        if not is_free(legacy, now):  # a runner of the previous version holds it
+            return legacy
+        server_clock = await self._bounded("asking the server what it is", self._server_clock)
+        if lock is None:
+            took = legacy["owner"] if legacy and legacy.get("released_at") is None else None
+            document = commands.new_lock(self.owner, self.lease_s, now, took)
+            if not await self._bounded("taking the lock", lambda: self._insert(document)):
+                return await self._read() or {"owner": "another runner", "acquired_at": now}
+            epoch = 1
+        else:
+            if not is_free(lock, now, 0.0 if server_clock else self.margin_s):
+                return lock
+            epoch = lock["epoch"] + 1
+            taken = await self._bounded("taking the lock over", lambda: self._take_over(lock))
+            if taken is not None:
+                return taken
+        _, newer = await self._documents()
+        if newer is not None and newer != legacy and not is_free(newer, now):
+            self.epoch = epoch  # a runner of the previous version took it meanwhile: give ours back
+            await self.release()
             return newer
-        self.epoch, self._renewed_at, self.lost_reason = number, sent_at, ""
-        await self.retry("pruning old lock epochs",
-                         lambda: self.collection.delete_many({"_id": {"$lte": number - KEEP_EPOCHS}}))
+        async with self._serial:
+            self.epoch, self._renewed_at, self.lost_reason, self._cancelled = epoch, sent_at, "", False
+        await self._bounded("pruning old lock epochs", lambda: self.collection.delete_many(
+            {"_id": {"$ne": commands.LOCK_ID}, "$or": [{"released_at": {"$ne": None}}, {"expires_at": {"$lte": now}}]}))
         return None
 
-    async def _insert_epoch(self, epoch: dict) -> bool:
+    async def _insert(self, document: dict) -> bool:
         """Insert it; True if it is ours, also when a retry finds the first try applied (its reply lost)."""
         try:
-            await self.collection.insert_one(epoch)
+            await self.collection.insert_one(document)
             return True
         except DuplicateKeyError:
-            there = await self.collection.find_one({"_id": epoch["_id"]})
-            return there is not None and there.get("owner") == self.owner
+            return self._is_ours(await self.collection.find_one({"_id": commands.LOCK_ID}), document["epoch"])
 
-    async def _release_epoch(self, number: int, now: datetime) -> None:
-        await self.collection.update_one({"_id": number, "owner": self.owner}, {"$set": {"released_at": now}})
+    async def _take_over(self, read: dict) -> dict | None:
+        """None when the lock is now ours; else the document as it is."""
+        query, update = commands.takeover(read, self.owner, self.lease_s, await self._now(), self.margin_s)
+        await self.collection.update_one(query, update)
+        there = await self.collection.find_one({"_id": commands.LOCK_ID})  # matched nothing: its reply lost?
+        return None if self._is_ours(there, read["epoch"] + 1) else (there or read)
+
+    def _is_ours(self, document: dict | None, epoch: int | None = None) -> bool:
+        return (document is not None and document.get("owner") == self.owner
+                and document.get("epoch") == (epoch or self.epoch))
 
     async def acquire(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -124,50 +184,88 @@ class MigrationLock:
             await asyncio.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
     async def renew(self) -> None:
-        """Extend the lease, if this runner still holds it; otherwise note why it lost it."""
+        """Extend the lease, if this runner still holds it; otherwise note why it lost it. Bounded by the time
+        left before the lease may end."""
+        if self.epoch is None or self.lost_reason:
+            return
         sent_at = time.monotonic()
-
-        async def renew() -> tuple[int, dict | None]:
-            now = await server_now(self.database)
-            result = await self.collection.update_one(
-                {"_id": self.epoch, "owner": self.owner, "released_at": None, "expires_at": {"$gt": now}},
-                {"$set": {"expires_at": now + timedelta(seconds=self.lease_s)}})
-            newer = await self.collection.find_one({"_id": {"$gt": self.epoch}})
-            return result.matched_count, newer
-
-        matched, newer = await self.retry("renewing the lock", renew)
-        if newer is not None:
-            self.lost_reason = (f"another runner took the lock over ({newer['owner']}; the lease had expired, "
-                                "or --force-unlock)")
-        elif not matched:
-            self.lost_reason = "its lease had expired or its lock record was removed"
+        bound = min(MAX_OPERATION_S, max(0.2, self.lease_s * SAFETY - (sent_at - self._renewed_at)))
+        async with self._serial:
+            matched, there = await self._bounded("renewing the lock", self._renew, bound)
+        if matched and self._is_ours(there) and there.get("released_at") is None:
+            self._renewed_at = max(self._renewed_at, sent_at)
         else:
-            self._renewed_at = sent_at
+            self._lose(there)
+
+    async def _renew(self) -> tuple[int, dict | None]:
+        query, update = commands.renewal(self.epoch or 0, self.owner, self.lease_s, await self._now(), self.margin_s)
+        result = await self.collection.update_one(query, update)
+        # read back: on a server whose updates are not atomic, the last writer wins
+        return result.matched_count, await self.collection.find_one({"_id": commands.LOCK_ID})
+
+    def _lose(self, there: dict | None) -> None:
+        """The lock document is not this holder's any more (or its renewal matched nothing): say why."""
+        if self.lost_reason:
+            return
+        if there is None:
+            self.lost_reason = "its lock document was removed"
+        elif str(there.get("owner", "")).startswith("force-unlock"):
+            self.lost_reason = f"it was removed by --force-unlock ({there['owner']})"
+        elif there.get("epoch") != self.epoch:
+            self.lost_reason = f"another runner took it over: {describe(there)}"
+        else:
+            self.lost_reason = "its lease ran out before it could be renewed"
 
     def remaining_s(self) -> float:
         """How long this runner may still write: until SAFETY x lease after the last renewal was sent (0: stop).
         Every write of a holder is bounded by this (pymongo.timeout), so none is still waiting when the lease ends."""
         if self.epoch is None:
             return float("inf")
+        if self.lost_reason:
+            return 0.0
         return max(0.0, self.lease_s * SAFETY - (time.monotonic() - self._renewed_at))
+
+    async def _conditional(self, what: str, build, session=None) -> dict:
+        """find_one_and_update of the lock document by this holder's epoch (after); LockLost if it matches nothing."""
+        self.check()
+
+        async def operation() -> dict | None:
+            query, update = build(self.epoch, self.owner, await self._now())
+            return await self.collection.find_one_and_update(query, update, return_document=ReturnDocument.AFTER,
+                                                             session=session)
+        async with self._serial:
+            if session is not None:  # inside a transaction: the fence retries the whole of it
+                with pymongo.timeout(max(0.05, self.remaining_s())):
+                    after = await operation()
+            else:
+                after = await self._bounded(what, operation, min(MAX_OPERATION_S, max(0.05, self.remaining_s())))
+        if after is None:
+            self._lose(await self._read())
+            self.check()
+        return after or {}
 
     async def touch(self, session) -> None:
         """Inside a transaction (migrator.fencing): write to the lock document, filtered by this runner's epoch, so
         that the transaction conflicts with any takeover and aborts once the lock is another's. LockLost when the
         document is no longer this runner's epoch."""
-        raise NotImplementedError  # CONTRACT: the one-document lock implements it
+        await self._conditional("checking the lock", commands.touch, session)
 
     async def stamp(self, session=None) -> dict:
         """For a changelog entry: {"epoch": n, "seq": k}, k the next number of the database's sequence, taken by a
         conditional update of the lock document by this runner's epoch (so taken under the lock, in order).
         LockLost when the lock is no longer this runner's. {} when this runner holds no lock (the Python API's
         steps run without one)."""
-        raise NotImplementedError  # CONTRACT: the one-document lock implements it
+        if self.epoch is None and not self.lost_reason:
+            return {}
+        after = await self._conditional("numbering the changelog entry", commands.stamp, session)
+        return {"epoch": after["epoch"], "seq": after["seq"]}
 
     def check(self, room_s: float = 0.0) -> None:
         """Call before a write: stop if the lock is lost, or if its lease may not last `room_s` more."""
+        if self.epoch is None and not self.lost_reason:
+            return
         if not self.lost_reason and time.monotonic() - self._renewed_at + room_s > self.lease_s * SAFETY:
-            self.lost_reason = f"the lease could not be renewed in time ({self.lease_s:g} s lease)"
+            self.lost_reason = f"its lease could not be renewed in time ({self.lease_s:g} s lease)"
         if self.lost_reason:
             raise LockLost(f"lost the migration lock: {self.lost_reason}; stopped before writing more")
 
@@ -175,51 +273,90 @@ class MigrationLock:
         """Before a batch that takes about `room_s`: renew now if the lease may not outlast it, then check."""
         self.check()
         if time.monotonic() - self._renewed_at + room_s > self.lease_s * SAFETY:
-            await self.renew()
             if room_s > self.lease_s * SAFETY:
-                raise LockLost(f"a batch takes {room_s:.1f} s, too long for the {self.lease_s:g} s lease of the "
-                               "migration lock: lower --batch-size (or raise --lease)")
+                raise MigrationError(f"a batch takes {room_s:.1f} s, too long for the {self.lease_s:g} s lease of "
+                                     "the migration lock: lower --batch-size (or raise --lease)")
+            await self.renew()
         self.check(room_s)
 
     async def confirm(self) -> None:
         """Renew now and make sure the lock is still ours: before recording that a migration is applied."""
         if self.epoch is None:
             return
-        if not self.lost_reason:
-            await self.renew()
+        await self.renew()
         self.check()
 
-    async def release(self) -> None:
-        if self.epoch is not None:
-            number, self.epoch = self.epoch, None
-            await self.retry("releasing the lock", lambda: self._release_epoch_now(number))
+    # ----- letting it go -----
 
-    async def _release_epoch_now(self, number: int) -> None:
-        await self._release_epoch(number, await server_now(self.database))
+    async def release(self) -> None:
+        if self.epoch is None:
+            return
+        epoch, self.epoch = self.epoch, None
+
+        async def release() -> None:
+            query, update = commands.release(epoch, self.owner, await self._now())
+            await self.collection.update_one(query, update)
+        async with self._serial:
+            await self._bounded("releasing the lock", release, min(MAX_OPERATION_S, max(1.0, self.lease_s / 2)))
 
     async def _heartbeat(self) -> None:
-        while not self.lost_reason:
-            await asyncio.sleep(self.lease_s / 4)
-            with contextlib.suppress(PyMongoError, MigrationError):  # check() stops the work once the lease may end
+        while not self.lost_reason:  # lost in the block (check, stamp): it stops by itself
+            await asyncio.sleep(self.lease_s / 4 if time.monotonic() - self._renewed_at < self.lease_s / 2
+                                else self.lease_s / 16)  # a renewal failed: try again sooner
+            with contextlib.suppress(PyMongoError, MigrationError):  # counted below: no renewal, no lease
                 await self.renew()
+            if not self.lost_reason and time.monotonic() - self._renewed_at > self.lease_s * SAFETY:
+                self.lost_reason = (f"its lease ran out: no renewal succeeded for {self.lease_s * SAFETY:.1f} s "
+                                    f"({self.lease_s:g} s lease)")
+            if self.lost_reason and self._body is not None:
+                self._cancelled = True
+                self._body.cancel()
 
     @asynccontextmanager
     async def held(self, timeout_s: float):
+        """Hold the lock for the block; LockLost out of it (the block cancelled) once the lock is lost."""
         await self.acquire(timeout_s)
+        self._body = asyncio.current_task()
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             yield self
+        except BaseException as exc:
+            if self._cancelled and self._body is not None:
+                others = self._body.uncancel()  # ours, not a Ctrl-C's or SIGTERM's (migrator.stop): theirs go on
+                if isinstance(exc, asyncio.CancelledError) and others or getattr(exc, "stopped_by_signal", False):
+                    raise
+                exc = LockLost(f"lost the migration lock: {self.lost_reason}; stopped before writing more")
+            elif not isinstance(exc, LockLost):
+                raise
+            raise LockLost(f"{exc}{await self._taken_by()}") from exc
         finally:
+            self._body = None
             heartbeat.cancel()
             with contextlib.suppress(PyMongoError, MigrationError):  # the lease expires by itself
                 await self.release()
 
+    async def _taken_by(self) -> str:
+        """For the message of a lost lock: who holds it now, when not said yet."""
+        with contextlib.suppress(PyMongoError, MigrationError):
+            there = await self._bounded("reading the lock", lambda: self.collection.find_one(
+                {"_id": commands.LOCK_ID}), 2.0)
+            if there and there.get("epoch") != self.epoch and "took it over" not in self.lost_reason:
+                return f" (another runner took it over: {describe(there)})"
+        return ""
+
     async def force_unlock(self) -> dict | None:
-        """Free the lock whoever holds it: a released epoch on top tells a live holder it lost it."""
-        latest = await self.latest()
-        now = await server_now(self.database)
-        if latest is None or self.is_free(latest, now):
+        """Free the lock whoever holds it: the epoch moves on, so a live holder's renewals fail."""
+        lock, legacy = await self._documents()
+        now = await self._bounded("reading the server's clock", lambda: server_now(self.database))
+        if legacy is not None and not is_free(legacy, now):
+            await self._bounded("removing the lock", lambda: self.collection.update_one(
+                {"_id": legacy["_id"]}, {"$set": {"released_at": now, "expires_at": now}}))
+            return legacy
+        if lock is None or is_free(lock, now):
             return None
-        await self.collection.insert_one({"_id": latest["_id"] + 1, "owner": f"force-unlock by {self.owner}",
-                                          "acquired_at": now, "expires_at": now, "released_at": now})
-        return latest
+
+        async def unlock() -> None:
+            query, update = commands.force_unlock(lock["epoch"], self.owner, await self._now())
+            await self.collection.update_one(query, update)
+        await self._bounded("removing the lock", unlock)
+        return lock

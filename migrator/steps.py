@@ -3,6 +3,7 @@ backup, each recorded in the changelog. Private to migrator.engine, which holds 
 builds the safe workflows on them: call the Engine. Nothing here prints.
 """
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -219,6 +220,11 @@ class Steps:
             result = await work()
         except MigrationError as exc:
             await self._record_failure(migration, action, exc, time.monotonic() - started, backups)
+            raise
+        except asyncio.CancelledError:
+            if self.lock.lost_reason:  # the lock's heartbeat stopped the work: MigrationLock.held raises LockLost
+                await self._record_failure(migration, action, LockLost(f"lost the migration lock: "
+                                           f"{self.lock.lost_reason}"), time.monotonic() - started, backups)
             raise
         return result, time.monotonic() - started
 

@@ -282,10 +282,15 @@ def status_json(cli, *args):
     return {row["name"]: row for row in json.loads(result.stdout)}
 
 
-def plant_lock(db, expires_in_s, owner="deploy-7:4242:abcd"):
+def plant_lock(db, expires_in_s, owner="deploy-7:4242:abcd", legacy=False):
+    """Another runner's lock: the one lock document, or (legacy) an epoch of the previous version's shape."""
     now = db.command("hello")["localTime"]
-    db.migrations_lock.insert_one({"_id": 1, "owner": owner, "acquired_at": now - timedelta(seconds=5),
-                                   "expires_at": now + timedelta(seconds=expires_in_s), "released_at": None})
+    times = {"acquired_at": now - timedelta(seconds=5), "expires_at": now + timedelta(seconds=expires_in_s),
+             "released_at": None}
+    if legacy:
+        db.migrations_lock.insert_one({"_id": 1, "owner": owner, **times})
+    else:
+        db.migrations_lock.insert_one({"_id": "lock", "epoch": 1, "owner": owner, "seq": 0, **times})
 
 
 def digest(database) -> dict[str, str]:

@@ -40,7 +40,7 @@ def test_an_empty_flag_value_is_exit_2_naming_the_flag_and_leaves_the_lock(db, c
     assert flag in line and "empty" in line
     assert "usage:" not in result.output  # one line, not the usage block
     assert "lock removed" not in result.output
-    assert db.migrations_lock.find_one({"_id": 1})["released_at"] is None
+    assert db.migrations_lock.find_one({"_id": "lock"})["released_at"] is None
     assert db.migrations_lock.count_documents({}) == 1
 
 

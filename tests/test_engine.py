@@ -3,6 +3,7 @@
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from pymongo import AsyncMongoClient
 
 from conftest import MIGRATIONS, applies, finish_draft, plant_lock, status_json, write_migration
@@ -62,22 +63,25 @@ def test_an_edited_migration_is_flagged_and_all_refuses_to_go_on(db, cli, tmp_pa
     assert db.chat_messages.count_documents({"second": 1}) == 3
 
 
-def test_a_live_lock_makes_a_runner_exit_3_naming_the_holder(db, cli):
+@pytest.mark.parametrize("legacy", [False, True], ids=["lock", "previous version's epoch"])
+def test_a_live_lock_makes_a_runner_exit_3_naming_the_holder(db, cli, legacy):
     db.chat_messages.insert_many(chat_messages(3))
-    plant_lock(db, expires_in_s=300)
+    plant_lock(db, expires_in_s=300, legacy=legacy)
     result = cli(RUNNER, "--all", "--lock-timeout", "1")
     assert result.code == 3, result
     assert "the migration lock is held by deploy-7:4242:abcd since" in result.output
     assert db.chat_messages.count_documents({"metadata": {"$exists": True}}) == 1
 
 
-def test_an_expired_lock_is_taken_over(db, cli):
+@pytest.mark.parametrize("legacy", [False, True], ids=["lock", "previous version's epoch"])
+def test_an_expired_lock_is_taken_over(db, cli, legacy):
     db.chat_messages.insert_many(chat_messages(3))
-    plant_lock(db, expires_in_s=-1)
+    plant_lock(db, expires_in_s=-1, legacy=legacy)
     result = cli(RUNNER, "--all", "--lock-timeout", "1")
     assert result.code == 0, result
-    assert db.migrations_lock.find_one({"_id": 2})["took_over"] == "deploy-7:4242:abcd"
-    assert db.migrations_lock.find_one({"_id": 2})["released_at"] is not None
+    [lock] = db.migrations_lock.find()  # the previous version's epoch is pruned
+    assert lock["_id"] == "lock" and lock["epoch"] == (1 if legacy else 2)
+    assert lock["took_over"] == "deploy-7:4242:abcd" and lock["released_at"] is not None
 
 
 def test_force_unlock_asks_then_frees_the_lock(db, cli):
@@ -107,7 +111,7 @@ def test_a_holder_that_loses_its_lock_stops(server_url, db):
         finally:
             await client.close()
 
-    assert "lost the migration lock: another runner took the lock over" in asyncio.run(scenario())
+    assert "lost the migration lock: it was removed by --force-unlock" in asyncio.run(scenario())
 
 
 def test_rollback_to_goes_newest_first_and_is_recorded(db, cli, tmp_path):

@@ -81,7 +81,7 @@ def test_an_outage_longer_than_retry_for_fails_keeps_the_checkpoint_and_the_next
     assert len(errors) == 1 and "--retry-for" in errors[0] and "NotWritablePrimary" in errors[0]
     checkpoint = db.migrations_checkpoints.find_one()
     assert checkpoint["scanned"] == 600 and not checkpoint["done"]  # the three batches before the outage
-    assert db.migrations_lock.find_one(sort=[("_id", -1)])["released_at"] is not None
+    assert db.migrations_lock.find_one({"_id": "lock"})["released_at"] is not None
 
     proxy.clear()
     resumed = run_here(SCRIPT, *run, env=proxied_env)
@@ -114,16 +114,17 @@ def test_a_holder_whose_lock_is_taken_away_stops_before_its_next_write(db, env, 
     # documents are left: 3.4 s of batches in which the lock is taken away.
     runner = start(env, "--batch-size", "500", "--max-rate", "500", "--lease", "5", "--progress-interval", "600")
     wait_for(lambda: (db.migrations_checkpoints.find_one() or {}).get("scanned", 0) >= 1000, "two batches", runner)
-    holder = db.migrations_lock.find_one(sort=[("_id", -1)])
+    holder = db.migrations_lock.find_one({"_id": "lock"})
     if how == "epoch deleted":
         db.migrations_lock.delete_many({})
     else:
-        db.migrations_lock.insert_one({**holder, "_id": holder["_id"] + 1, "owner": "intruder:1:beef"})
+        db.migrations_lock.update_one({"_id": "lock"}, {"$set": {"epoch": holder["epoch"] + 1,
+                                                                 "owner": "intruder:1:beef"}})
     taken_at = time.monotonic()
 
     result = finish(runner)
 
-    assert result.code == 1, result
+    assert result.code == 3, result
     assert time.monotonic() - taken_at < 10
     assert "lost the migration lock" in result.output
     scanned = db.migrations_checkpoints.find_one()["scanned"]
@@ -134,7 +135,9 @@ def test_a_holder_whose_lock_is_taken_away_stops_before_its_next_write(db, env, 
     assert db.chat_messages.count_documents(HAS) - had_metadata == migrated
     assert db.migrations_changelog.count_documents({"state": "applied"}) == 0
     if how == "newer epoch":
-        assert db.migrations_lock.find_one({"_id": holder["_id"] + 1})["released_at"] is None  # not its to release
+        lock = db.migrations_lock.find_one({"_id": "lock"})
+        assert lock["owner"] == "intruder:1:beef" and lock["released_at"] is None  # not its to release
+        assert "intruder:1:beef" in result.output
 
 
 @pytest.mark.slow
@@ -157,7 +160,7 @@ def test_an_up_that_blocks_past_its_lease_is_applied_once_and_the_first_runner_f
 
     first_result, second_result = finish(first), finish(second)
 
-    assert first_result.code == 1, first_result
+    assert first_result.code == 3, first_result
     assert "lost the migration lock" in first_result.output
     assert second_result.code == 0, second_result
     assert db.migrations_changelog.count_documents({"name": "blocking", "state": "applied"}) == 1

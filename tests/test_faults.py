@@ -181,7 +181,7 @@ def test_a_migration_that_raises_half_way_keeps_its_checkpoint_and_shows_as_fail
     assert "Traceback" not in failed.output
     assert db.migrations_checkpoints.find_one({"step": 1})["done"] is True
     assert db.items.count_documents({"a": 1}) == 250 and db.items.count_documents({"b": 2}) == 0
-    assert db.migrations_lock.find_one(sort=[("_id", -1)])["released_at"] is not None
+    assert db.migrations_lock.find_one({"_id": "lock"})["released_at"] is not None
     status = run_here("run_migrations.py", "--status", "--migrations-dir", str(tmp_path), env=env)
     assert re.search(r"two_steps .* failed .*resumable: 250 documents done", status.output), status
 
@@ -227,7 +227,7 @@ def test_sigterm_outside_batches_releases_the_lock_and_exits_143(db, env, tmp_pa
     assert stopped.code == 143, stopped
     assert "stopped by SIGTERM: run the same command again to finish" in stopped.output
     assert "Traceback" not in stopped.output
-    assert db.migrations_lock.find_one(sort=[("_id", -1)])["released_at"] is not None
+    assert db.migrations_lock.find_one({"_id": "lock"})["released_at"] is not None
     assert db.migrations_changelog.count_documents({"state": "applied"}) == 0
     # The lock was released, not left to its 60 s lease: a run that waits 1 s for it gets it.
     again = run_here("run_migrations.py", *runner, "--lock-timeout", "1", env={**env, "SLOW_UP_SECONDS": "0"})
