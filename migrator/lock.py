@@ -3,32 +3,26 @@
 `migrations_lock` holds `{_id: "lock", epoch, owner, acquired_at, expires_at, released_at, seq, took_over}`.
 Acquiring inserts it (epoch 1) when absent: a duplicate key means another runner was first. Taking over,
 renewing, stamping (the changelog's sequence), touching (fenced transactions), releasing and force-unlocking
-are conditional updates of that one document by its epoch (migrator.lock_commands), so at most one of a renewal
-and a takeover succeeds, and a renewal, a stamp or a touch after a takeover or a force-unlock matches nothing.
-A write whose reply was lost is recognised by reading the document back: this runner's random owner id, and
-the epoch it wrote. This runner's own operations on it are serialized (a renewal and a stamp at once would lose
-one update on a server whose updates are not atomic).
+are conditional updates of it by its epoch (migrator.lock_commands): at most one of a renewal and a takeover
+succeeds, and a renewal, stamp or touch after a takeover or a force-unlock matches nothing. A write whose reply
+was lost is recognised by reading the document back (this runner's random owner id, the epoch it wrote).
+This runner's own operations on it go one at a time (a renewal and a stamp at once would lose one update on a
+server whose updates are not atomic).
 
-Expiry is decided on the server's clock where it can (`profile.server_clock`: `$$NOW` in an `$expr` filter and
-pipeline updates, atomic). Where it cannot (FerretDB: no `$$NOW`, no pipeline updates, an update reads then
-writes), the filters compare with the time its `hello` says (one node, one clock), a renewal needs more than
-a margin left on the lease and a takeover waits a margin past its end, so that clock reads up to a margin
-apart (a round trip) cannot make both match, and each change is read back (the last writer wins). A runner
-whose request is delayed on the network by more than the margin is fenced by time alone: the holder stops
-writing once SAFETY x lease passed without a renewal.
-
+Expiry is decided on the server's clock where it can (`profile.server_clock`: `$$NOW` in `$expr` filters and
+pipeline updates, atomic). Where it cannot (FerretDB: neither, and an update reads then writes), filters compare
+with the time `hello` says (one node, one clock); a renewal needs more than a margin left on the lease and a
+takeover waits a margin past its end, so clock reads up to a margin apart (a round trip) cannot both match, and
+each change is read back (the last writer wins). Beyond that margin, fencing is by time alone: a holder stops
+writing once SAFETY x lease passed without a renewal, and every operation on the lock is bounded in time.
 The heartbeat renews every quarter lease; after SAFETY x lease without a successful renewal (its own failures
-included), or once the document is another's, the lock is lost: the task that entered `held()` is cancelled
-and leaves it with LockLost (exit 3). Every operation on the lock is bounded in time.
-Documents of the previous version (integer `_id`s, one per epoch) still count while one is live (a runner of
-that version in a rolling upgrade); the others are pruned.
+included), or once the document is another's, the lock is lost: the task inside `held()` is cancelled and
+leaves it with LockLost (exit 3). A live document of the previous version (integer `_id`s, one per epoch: a
+runner of that version in a rolling upgrade) holds the lock; the others are pruned.
 """
 
 import asyncio
 import contextlib
-import os
-import secrets
-import socket
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -41,7 +35,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from migrator import lock_commands as commands
 from migrator.clock import bookkeeping, server_now
 from migrator.errors import ExitCode, MigrationError
-from migrator.lock_commands import describe, is_free
+from migrator.lock_commands import describe, is_free, new_owner
 from migrator.profile import ServerProfile, detect
 from migrator.retry import Retry
 
@@ -58,10 +52,6 @@ class LockLost(MigrationError):
 
     def __init__(self, message: str):
         super().__init__(message, ExitCode.LOCKED)
-
-
-def new_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class MigrationLock:
@@ -83,14 +73,10 @@ class MigrationLock:
 
     # ----- reading -----
 
-    async def _server_clock(self) -> bool:
-        if self.profile is None:
-            self.profile = await detect(self.database)
-        return self.profile.server_clock
-
     async def _now(self) -> datetime | None:
         """None where the server decides expiry itself ($$NOW); else its time, read by `hello`."""
-        return None if await self._server_clock() else await server_now(self.database)
+        self.profile = self.profile or await detect(self.database)
+        return None if self.profile.server_clock else await server_now(self.database)
 
     async def _bounded(self, what: str, operation, seconds: float = MAX_OPERATION_S):
         """Run it with retries, all of it within `seconds` (a request that never gets an answer too)."""
@@ -109,8 +95,9 @@ class MigrationLock:
         legacy = [doc for doc in found if isinstance(doc["_id"], int)]
         return lock, max(legacy, key=lambda doc: doc["_id"], default=None)
 
-    async def _read(self) -> dict | None:
-        return await self._bounded("reading the lock", lambda: self.collection.find_one({"_id": commands.LOCK_ID}))
+    async def _read(self, seconds: float = MAX_OPERATION_S) -> dict | None:
+        return await self._bounded("reading the lock", lambda: self.collection.find_one({"_id": commands.LOCK_ID}),
+                                   seconds)
 
     async def holder(self) -> dict | None:
         """The document that holds the lock now, None when it is free."""
@@ -127,7 +114,6 @@ class MigrationLock:
         now = await self._bounded("reading the server's clock", lambda: server_now(self.database))
         if not is_free(legacy, now):  # a runner of the previous version holds it
             return legacy
-        server_clock = await self._bounded("asking the server what it is", self._server_clock)
         if lock is None:
             took = legacy["owner"] if legacy and legacy.get("released_at") is None else None
             document = commands.new_lock(self.owner, self.lease_s, now, took)
@@ -135,7 +121,7 @@ class MigrationLock:
                 return await self._read() or {"owner": "another runner", "acquired_at": now}
             epoch = 1
         else:
-            if not is_free(lock, now, 0.0 if server_clock else self.margin_s):
+            if not is_free(lock, now, self.margin_s if await self._bounded("reading the clock", self._now) else 0.0):
                 return lock
             epoch = lock["epoch"] + 1
             taken = await self._bounded("taking the lock over", lambda: self._take_over(lock))
@@ -338,9 +324,8 @@ class MigrationLock:
     async def _taken_by(self) -> str:
         """For the message of a lost lock: who holds it now, when not said yet."""
         with contextlib.suppress(PyMongoError, MigrationError):
-            there = await self._bounded("reading the lock", lambda: self.collection.find_one(
-                {"_id": commands.LOCK_ID}), 2.0)
-            if there and there.get("epoch") != self.epoch and "took it over" not in self.lost_reason:
+            there = await self._read(2.0)
+            if there and there.get("epoch") != self.epoch and there["owner"] not in self.lost_reason:
                 return f" (another runner took it over: {describe(there)})"
         return ""
 

@@ -7,11 +7,19 @@ from both matching: a renewal needs more than `margin_s` left on the lease, a ta
 end. Each function returns (filter, update) for update_one / find_one_and_update on `migrations_lock`.
 """
 
+import os
+import secrets
+import socket
 from datetime import datetime, timedelta
 
 from migrator.clock import as_utc
 
 LOCK_ID = "lock"
+
+
+def new_owner() -> str:
+    """This runner's id: host, pid and a random part, so that its writes are recognised as its own."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def describe(lock: dict) -> str:

@@ -163,3 +163,63 @@ def test_the_changelog_order_survives_a_clock_that_jumps(db, env, proxies, shift
     assert status_of(env) == "rolled_back"
     assert run_here("run_migrations.py", "--check", env=env).code == 6
     assert rolled_back["seq"] > applied["seq"]  # the lock's sequence says what happened
+
+
+# ----- the heartbeat: renewals that fail, or never get an answer, stop a run within about the lease -----
+
+SLEEPY_UP = '''"""Sets a on every item, then awaits a long time (no batches: nothing of its own checks the lock).
+
+Date: 2025-01-01
+"""
+import asyncio
+
+
+async def up(db):
+    result = await db.items.update_many({"a": {"$exists": False}}, {"$set": {"a": 1}})
+    await asyncio.sleep(60)
+    return result
+
+
+async def verify(db):
+    return await db.items.count_documents({"a": {"$exists": False}}) == 0
+'''
+
+
+@pytest.mark.parametrize("renewals", ["error", "silence"])
+def test_a_run_whose_renewals_fail_stops_within_the_lease_with_exit_3(db, env, proxies, tmp_path, renewals):
+    (tmp_path / "sleepy_up.py").write_text(SLEEPY_UP)
+    db.items.insert_many([{"n": i} for i in range(5)])
+    proxy = proxies[0]
+    proxy.add(Fault("update", "migrations_lock", times=10**6, action=renewals, code=HOST_UNREACHABLE))
+
+    started = time.monotonic()
+    result = run_here("run_migrations.py", "--all", "--migrations-dir", str(tmp_path), "--lease", "2",
+                      env={**env, "MONGODB_URL": proxy.url})
+
+    assert result.code == 3, result
+    assert time.monotonic() - started < 10  # not the 60 s of its `up`
+    assert "lost the migration lock: its lease ran out" in result.output, result
+    assert "Traceback" not in result.output
+    assert db.migrations_changelog.count_documents({"name": "sleepy_up", "state": "applied"}) == 0
+
+
+def test_a_cancellation_that_is_not_the_locks_goes_through_held_and_the_lock_is_released(db, server_url):
+    """Ctrl-C (asyncio.run cancels the main task) must stay a cancellation, not become a lost lock."""
+    async def scenario() -> None:
+        client = AsyncMongoClient(server_url, tz_aware=True)
+        lock = MigrationLock(client[db.name], lease_s=2)
+        try:
+            async def work() -> None:
+                async with lock.held(timeout_s=1):
+                    await asyncio.sleep(30)
+            task = asyncio.create_task(work())
+            await asyncio.sleep(0.8)  # past one renewal
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+    lock = db.migrations_lock.find_one({"_id": "lock"})
+    assert lock["released_at"] is not None
