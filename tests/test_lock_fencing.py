@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 from pymongo import AsyncMongoClient
 
-from conftest import HAS, NAME, SCRIPT, finish, load, run_here, start
+from conftest import HAS, NAME, SCRIPT, finish, load, plant_lock, run_here, start
 from migrator.clock import as_utc
 from migrator.errors import MigrationError
 from migrator.lock import LockLost, MigrationLock
@@ -65,6 +65,22 @@ def test_a_runner_that_lost_the_lock_while_recording_exits_3_naming_the_new_hold
     assert db.chat_messages.count_documents(HAS) == had_metadata  # the rollback's result stands
     assert status_of(env) == "rolled_back"
     assert run_here("run_migrations.py", "--check", env=env).code == 6  # not applied: as the data says
+
+
+def test_a_lost_reply_to_a_takeover_is_recognised_by_reading_the_lock_back(db, env, proxies):
+    proxy = proxies[0]
+    load(db, 20)
+    plant_lock(db, expires_in_s=-5, owner="dead:1:beef")
+    lost = proxy.add(Fault("update", "migrations_lock", action="lose_reply"))
+
+    started = time.monotonic()
+    result = run_here(SCRIPT, "--lock-timeout", "20", env={**env, "MONGODB_URL": proxy.url})
+
+    assert result.code == 0, result
+    assert lost.fired == 1
+    assert time.monotonic() - started < 15  # it did not wait for its own lease
+    [lock] = db.migrations_lock.find()
+    assert lock["epoch"] == 2 and lock["took_over"] == "dead:1:beef" and lock["released_at"] is not None
 
 
 # ----- case 3: A's renewal and B's takeover interleaved on the wire -----
