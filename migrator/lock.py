@@ -69,14 +69,15 @@ class MigrationLock:
         self._renewed_at = 0.0  # monotonic time at which the last successful renewal was SENT
         self._serial = asyncio.Lock()  # this runner's operations on the lock document, one at a time
         self._body: asyncio.Task | None = None  # the task inside held(), cancelled when the lock is lost
-        self._cancelled = False
+        self._cancelled = False  # this lock cancelled the task inside held()
 
-    # ----- reading -----
+    async def _server_clock(self) -> bool:
+        self.profile = self.profile or await detect(self.database)
+        return self.profile.server_clock
 
     async def _now(self) -> datetime | None:
         """None where the server decides expiry itself ($$NOW); else its time, read by `hello`."""
-        self.profile = self.profile or await detect(self.database)
-        return None if self.profile.server_clock else await server_now(self.database)
+        return None if await self._server_clock() else await server_now(self.database)
 
     async def _bounded(self, what: str, operation, seconds: float = MAX_OPERATION_S):
         """Run it with retries, all of it within `seconds` (a request that never gets an answer too)."""
@@ -120,22 +121,26 @@ class MigrationLock:
             if not await self._bounded("taking the lock", lambda: self._insert(document)):
                 return await self._read() or {"owner": "another runner", "acquired_at": now}
             epoch = 1
+            _, newer = await self._documents()  # a runner of the previous version may have taken it meanwhile
+            if newer is not None and newer != legacy and not is_free(newer, now):
+                self.epoch = epoch
+                await self.release()
+                return newer
         else:
-            if not is_free(lock, now, self.margin_s if await self._bounded("reading the clock", self._now) else 0.0):
+            server_clock = await self._bounded("asking the server what it is", self._server_clock)
+            if not is_free(lock, now, 0.0 if server_clock else self.margin_s):
                 return lock
             epoch = lock["epoch"] + 1
-            taken = await self._bounded("taking the lock over", lambda: self._take_over(lock))
+            taken = await self._bounded("taking the lock over",
+                                        lambda: self._take_over(lock, None if server_clock else now))
             if taken is not None:
                 return taken
-        _, newer = await self._documents()
-        if newer is not None and newer != legacy and not is_free(newer, now):
-            self.epoch = epoch  # a runner of the previous version took it meanwhile: give ours back
-            await self.release()
-            return newer
         async with self._serial:
             self.epoch, self._renewed_at, self.lost_reason, self._cancelled = epoch, sent_at, "", False
-        await self._bounded("pruning old lock epochs", lambda: self.collection.delete_many(
-            {"_id": {"$ne": commands.LOCK_ID}, "$or": [{"released_at": {"$ne": None}}, {"expires_at": {"$lte": now}}]}))
+        if legacy is not None:  # the previous version's epochs, none of them live
+            await self._bounded("pruning old lock epochs", lambda: self.collection.delete_many(
+                {"_id": {"$ne": commands.LOCK_ID}, "$or": [{"released_at": {"$ne": None}},
+                                                            {"expires_at": {"$lte": now}}]}))
         return None
 
     async def _insert(self, document: dict) -> bool:
@@ -146,10 +151,11 @@ class MigrationLock:
         except DuplicateKeyError:
             return self._is_ours(await self.collection.find_one({"_id": commands.LOCK_ID}), document["epoch"])
 
-    async def _take_over(self, read: dict) -> dict | None:
+    async def _take_over(self, read: dict, now: datetime | None) -> dict | None:
         """None when the lock is now ours; else the document as it is."""
-        query, update = commands.takeover(read, self.owner, self.lease_s, await self._now(), self.margin_s)
-        await self.collection.update_one(query, update)
+        query, update = commands.takeover(read, self.owner, self.lease_s, now, self.margin_s)
+        if (await self.collection.update_one(query, update)).matched_count and now is None:
+            return None  # atomic on a server with its own clock
         there = await self.collection.find_one({"_id": commands.LOCK_ID})  # matched nothing: its reply lost?
         return None if self._is_ours(there, read["epoch"] + 1) else (there or read)
 
@@ -205,10 +211,8 @@ class MigrationLock:
     def remaining_s(self) -> float:
         """How long this runner may still write: until SAFETY x lease after the last renewal was sent (0: stop).
         Every write of a holder is bounded by this (pymongo.timeout), so none is still waiting when the lease ends."""
-        if self.epoch is None:
-            return float("inf")
-        if self.lost_reason:
-            return 0.0
+        if self.epoch is None or self.lost_reason:
+            return float("inf") if self.epoch is None else 0.0
         return max(0.0, self.lease_s * SAFETY - (time.monotonic() - self._renewed_at))
 
     async def _conditional(self, what: str, build, session=None) -> dict:
@@ -231,16 +235,14 @@ class MigrationLock:
         return after or {}
 
     async def touch(self, session) -> None:
-        """Inside a transaction (migrator.fencing): write to the lock document, filtered by this runner's epoch, so
-        that the transaction conflicts with any takeover and aborts once the lock is another's. LockLost when the
-        document is no longer this runner's epoch."""
+        """Inside a transaction (migrator.fencing): write to the lock document by this runner's epoch, so that the
+        transaction conflicts with any takeover. LockLost when it is no longer this runner's."""
         await self._conditional("checking the lock", commands.touch, session)
 
     async def stamp(self, session=None) -> dict:
-        """For a changelog entry: {"epoch": n, "seq": k}, k the next number of the database's sequence, taken by a
-        conditional update of the lock document by this runner's epoch (so taken under the lock, in order).
-        LockLost when the lock is no longer this runner's. {} when this runner holds no lock (the Python API's
-        steps run without one)."""
+        """For a changelog entry: {"epoch": n, "seq": k}, k the database's next number, taken by a conditional update
+        by this runner's epoch (under the lock, in order). LockLost when the lock is no longer this runner's; {} when
+        it holds none (the Python API's steps run without one)."""
         if self.epoch is None and not self.lost_reason:
             return {}
         after = await self._conditional("numbering the changelog entry", commands.stamp, session)
