@@ -69,7 +69,7 @@ class MigrationLock:
         self._renewed_at = 0.0  # monotonic time at which the last successful renewal was SENT
         self._serial = asyncio.Lock()  # this runner's operations on the lock document, one at a time
         self._body: asyncio.Task | None = None  # the task inside held(), cancelled when the lock is lost
-        self._cancelled = False  # this lock cancelled the task inside held()
+        self._cancelled = self._noticed = False  # this lock cancelled the task inside held(); it saw the loss
 
     async def _server_clock(self) -> bool:
         self.profile = self.profile or await detect(self.database)
@@ -97,8 +97,7 @@ class MigrationLock:
         return lock, max(legacy, key=lambda doc: doc["_id"], default=None)
 
     async def _read(self, seconds: float = MAX_OPERATION_S) -> dict | None:
-        return await self._bounded("reading the lock", lambda: self.collection.find_one({"_id": commands.LOCK_ID}),
-                                   seconds)
+        return await self._bounded("reading the lock", lambda: self.collection.find_one(commands.THE_LOCK), seconds)
 
     async def holder(self) -> dict | None:
         """The document that holds the lock now, None when it is free."""
@@ -136,7 +135,8 @@ class MigrationLock:
             if taken is not None:
                 return taken
         async with self._serial:
-            self.epoch, self._renewed_at, self.lost_reason, self._cancelled = epoch, sent_at, "", False
+            self.epoch, self._renewed_at, self.lost_reason = epoch, sent_at, ""
+            self._cancelled = self._noticed = False
         if legacy is not None:  # the previous version's epochs, none of them live
             await self._bounded("pruning old lock epochs", lambda: self.collection.delete_many(
                 {"_id": {"$ne": commands.LOCK_ID}, "$or": [{"released_at": {"$ne": None}},
@@ -149,14 +149,14 @@ class MigrationLock:
             await self.collection.insert_one(document)
             return True
         except DuplicateKeyError:
-            return self._is_ours(await self.collection.find_one({"_id": commands.LOCK_ID}), document["epoch"])
+            return self._is_ours(await self.collection.find_one(commands.THE_LOCK), document["epoch"])
 
     async def _take_over(self, read: dict, now: datetime | None) -> dict | None:
         """None when the lock is now ours; else the document as it is."""
         query, update = commands.takeover(read, self.owner, self.lease_s, now, self.margin_s)
         if (await self.collection.update_one(query, update)).matched_count and now is None:
             return None  # atomic on a server with its own clock
-        there = await self.collection.find_one({"_id": commands.LOCK_ID})  # matched nothing: its reply lost?
+        there = await self.collection.find_one(commands.THE_LOCK)  # matched nothing: its reply lost?
         return None if self._is_ours(there, read["epoch"] + 1) else (there or read)
 
     def _is_ours(self, document: dict | None, epoch: int | None = None) -> bool:
@@ -176,8 +176,7 @@ class MigrationLock:
             await asyncio.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
     async def renew(self) -> None:
-        """Extend the lease, if this runner still holds it; otherwise note why it lost it. Bounded by the time
-        left before the lease may end."""
+        """Extend the lease if this runner still holds it (bounded by the time left), else note why it lost it."""
         if self.epoch is None or self.lost_reason:
             return
         sent_at = time.monotonic()
@@ -193,7 +192,7 @@ class MigrationLock:
         query, update = commands.renewal(self.epoch or 0, self.owner, self.lease_s, await self._now(), self.margin_s)
         result = await self.collection.update_one(query, update)
         # read back: on a server whose updates are not atomic, the last writer wins
-        return result.matched_count, await self.collection.find_one({"_id": commands.LOCK_ID})
+        return result.matched_count, await self.collection.find_one(commands.THE_LOCK)
 
     def _lose(self, there: dict | None) -> None:
         """The lock document is not this holder's any more (or its renewal matched nothing): say why."""
@@ -255,6 +254,7 @@ class MigrationLock:
         if not self.lost_reason and time.monotonic() - self._renewed_at + room_s > self.lease_s * SAFETY:
             self.lost_reason = f"its lease could not be renewed in time ({self.lease_s:g} s lease)"
         if self.lost_reason:
+            self._noticed = True  # the work stops by itself: the heartbeat need not cancel it
             raise LockLost(f"lost the migration lock: {self.lost_reason}; stopped before writing more")
 
     async def ensure_room(self, room_s: float) -> None:
@@ -296,7 +296,7 @@ class MigrationLock:
             if not self.lost_reason and time.monotonic() - self._renewed_at > self.lease_s * SAFETY:
                 self.lost_reason = (f"its lease ran out: no renewal succeeded for {self.lease_s * SAFETY:.1f} s "
                                     f"({self.lease_s:g} s lease)")
-            if self.lost_reason and self._body is not None:
+            if self.lost_reason and self._body is not None and not self._noticed:
                 self._cancelled = True
                 self._body.cancel()
 
@@ -309,8 +309,9 @@ class MigrationLock:
         try:
             yield self
         except BaseException as exc:
-            if self._cancelled and self._body is not None:
-                others = self._body.uncancel()  # ours, not a Ctrl-C's or SIGTERM's (migrator.stop): theirs go on
+            body, self._body = self._body, None  # before any await: the heartbeat cancels it no more
+            if self._cancelled and body is not None:
+                others = body.uncancel()  # ours, not a Ctrl-C's or SIGTERM's (migrator.stop): theirs go on
                 if isinstance(exc, asyncio.CancelledError) and others or getattr(exc, "stopped_by_signal", False):
                     raise
                 exc = LockLost(f"lost the migration lock: {self.lost_reason}; stopped before writing more")

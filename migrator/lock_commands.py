@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from migrator.clock import as_utc
 
 LOCK_ID = "lock"
+THE_LOCK = {"_id": LOCK_ID}
 
 
 def new_owner() -> str:
