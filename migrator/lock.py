@@ -24,6 +24,7 @@ import time
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
+import pymongo
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
@@ -40,7 +41,10 @@ WAIT_S = 60.0  # how long a runner waits for another runner's lock before giving
 
 
 class LockLost(MigrationError):
-    """This runner no longer holds the lock: it must not write, nor record, anything more."""
+    """This runner no longer holds the lock: it must not write, nor record, anything more (exit 3)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, ExitCode.LOCKED)
 
 
 def new_owner() -> str:
@@ -155,7 +159,15 @@ class MigrationLock:
         """Inside a transaction (migrator.fencing): write to the lock document, filtered by this runner's epoch, so
         that the transaction conflicts with any takeover and aborts once the lock is another's. LockLost when the
         document is no longer this runner's epoch."""
-        raise NotImplementedError  # CONTRACT: the one-document lock implements it
+        # STAND-IN on branch fence for its wire tests (the "lock" helper's one-document lock replaces it)
+        self.check()
+        with pymongo.timeout(max(0.05, self.remaining_s())):
+            after = await self.collection.find_one_and_update(
+                {"_id": self.epoch, "owner": self.owner, "released_at": None}, {"$inc": {"touches": 1}},
+                session=session)
+        if after is None:
+            self.lost_reason = "its lock epoch no longer matched in a fenced write (taken over, or removed)"
+            self.check()
 
     async def stamp(self, session=None) -> dict:
         """For a changelog entry: {"epoch": n, "seq": k}, k the next number of the database's sequence, taken by a
