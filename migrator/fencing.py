@@ -23,7 +23,8 @@ checked before every try. Which fence, by server (`fence_for`):
 
 A unit that gets no reply before its deadline is not sent again: the run stops (MigrationError, exit 1, the lock
 released by the engine), within about the lease, instead of waiting for ever on a server that cannot answer
-(a majority down, a partition). `resent` counts the units sent again after an error that may have followed their
+(a majority down, a partition). A deadline met while looking for a primary (an election) is retried like any
+failover, the lock checked first: the heartbeat cannot renew without a primary either. `resent` counts the units sent again after an error that may have followed their
 success (their counts are then a lower bound: see migrator.batches).
 """
 
@@ -33,7 +34,7 @@ from typing import Protocol, TypeVar
 import pymongo
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
+from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
@@ -103,7 +104,7 @@ class TimeFence(NoFence):
                 with pymongo.timeout(seconds):
                     return await write(session)
             except PyMongoError as error:
-                if error.timeout:
+                if error.timeout and not isinstance(error, ServerSelectionTimeoutError):  # no primary: retried
                     self.lock.check()  # a lease run out says more than the timeout it caused
                     raise no_reply(what, seconds, error) from error
                 raise
