@@ -25,7 +25,8 @@ A unit that gets no reply before its deadline is not sent again: the run stops (
 released by the engine), within about the lease, instead of waiting for ever on a server that cannot answer
 (a majority down, a partition). A deadline met while looking for a primary (an election) is retried like any
 failover, the lock checked first: the heartbeat cannot renew without a primary either. `resent` counts the
-units sent again after an error that may have followed their success (their counts are then a lower bound: see migrator.batches).
+units sent again after an error that may have followed their success (their counts are then a lower bound:
+see migrator.batches).
 """
 
 from collections.abc import Awaitable, Callable
