@@ -125,3 +125,17 @@ def test_sigterm_during_a_batch_with_no_reply_cancels_it_after_the_grace_period(
     second = run_here(SCRIPT, "--lock-timeout", "0", "--progress-interval", "600", env=env)
     assert second.code == 0, second
     assert_nothing_lost(db, before)
+
+
+def test_a_batch_sent_again_after_a_lost_reply_records_modified_as_a_lower_bound(db, proxy, proxied_env):
+    before = load(db, 1_000)  # 900 to migrate
+    lost = proxy.add(a_batch_update(BULKS + 1, action="lose_reply"))  # applied, its reply lost: sent again
+
+    result = run_here(SCRIPT, "--batch-size", "200", "--progress-interval", "600", env=proxied_env)
+
+    assert result.code == 0, result
+    assert lost.fired == 1
+    applied = db.migrations_changelog.find_one({"name": NAME, "state": "applied"})
+    assert applied["modified"] <= 900 and applied["modified_at_least"] is True
+    assert f"modified at least {applied['modified']:,} documents" in result.output
+    assert_nothing_lost(db, before)
