@@ -175,11 +175,11 @@ class Batches:
                 await walk(target, filter, update, state, step, progress)
             finally:
                 progress.end()
-        state.finished = True
+        state.finished, resent = True, self.fence.resent > resent_before
         await self.fence.run(f"{self.migration}: saving the checkpoint", partial(self._save, state, step))
         progress.finish()
         return Outcome(matched=state.matched, modified=state.modified,  # the progress line said the rest
-                       modified_at_least=self.fence.resent > resent_before)
+                       modified_at_least=resent)
 
     # ----- the two paths -----
 
