@@ -14,9 +14,9 @@ checked before every try. Which fence, by server (`fence_for`):
   runs under `pymongo.timeout(lock.remaining_s())`, so neither the unit nor those retries outlive the lease.
 - TimeFence (standalone servers, FerretDB: no transactions): `lock.check()`, then `write(None)` under
   `pymongo.timeout(lock.remaining_s())`: no command is sent, nor still waited for, once the lease may have run
-  out. PyMongo turns that deadline into each command's maxTimeMS (which bounds the server's wait for the write
-  concern too) and drops a wtimeout under it (pymongo._csot.apply_write_concern), so the deadline is the one
-  bound. FENCING HERE IS BY TIME ALONE: a command already on the network when the lease ends (a runner paused
+  out. Under that deadline PyMongo drops a write concern's wtimeout (pymongo._csot.apply_write_concern) and
+  sends the time left as maxTimeMS; whatever the server does with them, the client stops waiting at the
+  deadline: it is the one bound. FENCING HERE IS BY TIME ALONE: a command already on the network when the lease ends (a runner paused
   right after sending, a packet held by the network) can still land after another runner took the lock over.
   Only a server with transactions closes that window.
 - NoFence: no lock held (Batches from the Python API): `write(None)` with the retries alone.
