@@ -16,8 +16,9 @@ checked before every try. Which fence, by server (`fence_for`):
   `pymongo.timeout(lock.remaining_s())`: no command is sent, nor still waited for, once the lease may have run
   out. Under that deadline PyMongo drops a write concern's wtimeout (pymongo._csot.apply_write_concern) and
   sends the time left as maxTimeMS; whatever the server does with them, the client stops waiting at the
-  deadline: it is the one bound. FENCING HERE IS BY TIME ALONE: a command already on the network when the lease ends (a runner paused
-  right after sending, a packet held by the network) can still land after another runner took the lock over.
+  deadline: it is the one bound. FENCING HERE IS BY TIME ALONE: a command already on the network when the lease
+  ends (a runner paused right after sending, a packet held by the network) can still land after another runner
+  took the lock over.
   Only a server with transactions closes that window.
 - NoFence: no lock held (Batches from the Python API): `write(None)` with the retries alone.
 
