@@ -27,19 +27,20 @@ def write_bulks(ids: list, filter: dict, update, profile: ServerProfile, recheck
 _NUMBERS = (int, float, bson.Int64, bson.Decimal128)  # one BSON comparison class; bool is not in it
 
 
-async def batch_bound(target: AsyncCollection, after: dict, size: int) -> tuple[object, int] | None:
+async def batch_bound(target: AsyncCollection, after: dict, size: int, session=None) -> tuple[object, int] | None:
     """(last `_id`, documents) of the next batch of `size` past `after`, read from the `_id` index alone.
     A full batch costs one round trip: the index read skips to its last `_id`. Fewer left (the last batch, once
     a walk): the bound is the collection's last `_id` and the count is of what is left up to it, two round trips
     more. (One aggregation with $group's $last could answer both, but not every server has $first and $last.)"""
     ids_only, ascending = {"_id": 1}, [("_id", ASCENDING)]
-    full = await target.find_one(after, ids_only, sort=ascending, skip=size - 1)
+    full = await target.find_one(after, ids_only, sort=ascending, skip=size - 1, session=session)
     if full is not None:
         return full["_id"], size
-    last = await target.find_one(after, ids_only, sort=[("_id", DESCENDING)])
+    last = await target.find_one(after, ids_only, sort=[("_id", DESCENDING)], session=session)
     if last is None:
         return None
-    return last["_id"], await target.count_documents({"_id": {**after.get("_id", {}), "$lte": last["_id"]}})
+    return last["_id"], await target.count_documents({"_id": {**after.get("_id", {}), "$lte": last["_id"]}},
+                                                     session=session)
 
 
 async def mixed_id_types(target: AsyncCollection) -> bool:

@@ -6,10 +6,16 @@ A migration whose `up` accepts `batches` is handed one by the engine:
         return await batches.update_many("chat_messages", {"metadata": {"$exists": False}},
                                          {"$max": {"metadata": None}})
 
-After each batch the last `_id` done and the counts are saved (migrator.checkpoints); a run that is
-killed or interrupted resumes there. Each batch is idempotent, so one cut off half-way is done again.
-Memory stays flat. Ctrl-C or SIGTERM stops at the end of the current batch (exit 130 or 143). A batch
-that meets a failover or a lost connection is done again whole (migrator.retry).
+Each batch is one fenced unit (migrator.fencing): its update and its checkpoint (the last `_id` done and the
+counts, migrator.checkpoints) are written together, in one transaction where the server has them, else bounded
+by the time left on the lock's lease; a run that is killed or interrupted resumes there. Each batch is
+idempotent, so one cut off half-way is done again. Memory stays flat. Ctrl-C or SIGTERM stops at the end of the
+current batch (exit 130 or 143), or cancels it after migrator.stop.GRACE_S. A batch that meets a failover or a
+lost connection is done again whole (migrator.retry), after checking the lock.
+
+The counts are exact with transactions (a batch retried was aborted first, or its commit retried). Without
+them, a batch sent again after an error that may have followed its success (a lost reply) counts only what the
+second try changed: `modified` is then a lower bound, and the Outcome says so (`modified_at_least`).
 
 The path is chosen per server:
 - "range" (MongoDB): find the batch's last `_id` in the `_id` index (a covered read that skips `size - 1`
@@ -36,7 +42,7 @@ document (`{_id: value}` with any other key is a scan a document there): a bigge
 import hashlib
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from itertools import islice
 from typing import Any
@@ -58,7 +64,9 @@ from migrator.events import (
     ResumedFromCheckpoint,
     silent,
 )
+from migrator.fencing import Fence, NoFence
 from migrator.migration import Outcome
+from migrator.pacing import Pace
 from migrator.profile import ServerProfile
 from migrator.progress import Progress
 from migrator.retry import Retry
@@ -103,6 +111,12 @@ class Walk:
             fields.update(total=self.total, total_estimated=self.total_estimated)
         return fields
 
+    def add(self, documents: int, last_id, matched: int, modified: int) -> "Walk":
+        """Count one more batch done (on a copy, `replace(walk).add(...)`, before it is sure); this walk."""
+        self.last_id, self.documents_done, self.batches = last_id, self.documents_done + documents, self.batches + 1
+        self.matched, self.modified = self.matched + matched, self.modified + modified
+        return self
+
     def resume(self, checkpoint: dict) -> None:
         """Go on where `checkpoint` says this walk was."""
         self.last_id, self.documents_done = checkpoint["last_id"], checkpoint["scanned"]
@@ -112,7 +126,7 @@ class Walk:
 class Batches:
     def __init__(self, database: AsyncDatabase, migration: str, checksum: str, settings: BatchSettings,
                  profile: ServerProfile, check_lock=None, retry: Retry | None = None, action: str = APPLY,
-                 report: Reporter = silent):
+                 report: Reporter = silent, fence: Fence | None = None):
         self.database = database
         self.migration, self.checksum = migration, checksum
         self.action = action
@@ -124,12 +138,12 @@ class Batches:
         self._last_batch_s = 0.0  # how long the last batch took: the room the lease must have for the next
         self.retry = retry or Retry()
         self.checkpoints = Checkpoints(database, self.retry)
+        self.fence = fence or NoFence(self.retry)  # every write of a batch goes through it
         self.report = report
         self.stop = StopRequest(report)
         self._steps = 0
-        self._pace_started = 0.0
+        self.pace = Pace(settings.max_rate, self.stop)
         self._batch_started = 0.0
-        self._paced = 0  # documents done since _pace_started
 
     async def update_many(self, collection: str, filter: dict, update: dict,
                           recheck_filter: bool | None = None) -> Outcome:
@@ -155,42 +169,41 @@ class Batches:
             path = STREAM
         walk = self._range if path == RANGE else partial(self._stream, recheck=recheck)
         progress = Progress(self.migration, self.report, done=state.documents_done, modified=state.modified)
+        resent_before = self.fence.resent
         with self.stop.handled():
             try:
                 await walk(target, filter, update, state, step, progress)
             finally:
                 progress.end()
-        state.finished = True
-        await self.checkpoints.save(self.migration, step, action=self.action, **state.checkpoint())
+        state.finished, resent = True, self.fence.resent > resent_before
+        await self.fence.run(f"{self.migration}: saving the checkpoint", partial(self._save, state, step))
         progress.finish()
-        return Outcome(matched=state.matched, modified=state.modified)  # the progress line said the rest
+        return Outcome(matched=state.matched, modified=state.modified,  # the progress line said the rest
+                       modified_at_least=resent)
 
     # ----- the two paths -----
 
     async def _range(self, target: AsyncCollection, filter: dict, update: dict, state: Walk, step: int,
                      progress: Progress) -> None:
         """Three round trips a batch: its last `_id` (read from the index, nothing else leaves the server), the
-        update_many of that `_id` range, and the checkpoint (saved before the next batch)."""
+        update_many of that `_id` range, and the checkpoint, in one fenced unit."""
         state.total, state.total_estimated = await target.estimated_document_count(), True  # checkpointed
         progress.set_total(state.total, estimated=True)
-        self._start_pacing()
+        self.pace.start()
         while True:
             await self._between(state, step)
             after = {} if state.last_id is None else {"_id": {"$gt": state.last_id}}
 
-            async def batch(after=after):  # whole, again after a failover: the filter is checked again at the write
-                bound = await batch_bound(target, after, self.size)
+            async def batch(session, after=after):  # whole, again after a failover: the filter is checked again
+                bound = await batch_bound(target, after, self.size, session)
                 if bound is None:
                     return None
                 last_id, documents = bound
                 within = {"$lte": last_id, **after.get("_id", {})}
-                return last_id, documents, await target.update_many({"$and": [filter, {"_id": within}]}, update)
-            done = await self.retry(f"{self.migration}: batch {state.batches + 1:,}", batch)
-            if done is None:
-                return
-            last_id, documents, result = done
-            self._batch_done(state, documents, last_id, result.matched_count, result.modified_count, progress)
-            if documents < self.size:  # the collection's last `_id` was this batch's bound
+                result = await target.update_many({"$and": [filter, {"_id": within}]}, update, session=session)
+                return documents, last_id, result.matched_count, result.modified_count
+            documents = await self._batch(state, step, batch, progress)
+            if documents is None or documents < self.size:  # none left, or the collection's last `_id` was the bound
                 return
 
     async def _stream(self, target: AsyncCollection, filter: dict, update: dict, state: Walk, step: int,
@@ -205,20 +218,20 @@ class Batches:
             progress.restart(state.documents_done, state.modified)  # the rate and time left of the writes alone
             state.total, state.total_estimated = state.documents_done + count, False  # checkpointed
             progress.set_total(state.total)
-            self._start_pacing()
+            self.pace.start()
             spool.seek(0)
             ids = (document["_id"] for document in bson.decode_file_iter(spool, target.codec_options))
             while batch := list(islice(ids, self.size)):
                 await self._between(state, step)
 
-                async def write(batch=batch) -> tuple[int, int]:  # whole, again after a failover
+                async def write(session, batch=batch) -> tuple[int, object, int, int]:  # whole, again after a failover
                     matched = modified = 0
                     for bulk in write_bulks(batch, filter, update, self.profile, recheck):
-                        result = await target.bulk_write(bulk, ordered=True)
+                        self.fence.check()  # a runner paused mid-batch past its lease sends nothing more
+                        result = await target.bulk_write(bulk, ordered=True, session=session)
                         matched, modified = matched + result.matched_count, modified + result.modified_count
-                    return matched, modified
-                matched, modified = await self.retry(f"{self.migration}: batch {state.batches + 1:,}", write)
-                self._batch_done(state, len(batch), batch[-1], matched, modified, progress)
+                    return len(batch), batch[-1], matched, modified
+                await self._batch(state, step, write, progress)
 
     async def _read_ids(self, target: AsyncCollection, query: dict, spool, state: Walk) -> int:
         """The `_id`s of the documents matching `query`, in `_id` order, into `spool`; how many. All of them before
@@ -230,8 +243,8 @@ class Batches:
             spool.seek(0)
             spool.truncate()
             reading.restart()
-            self._start_pacing()
-            chunk, unreported = self._ids_per_read, 0
+            self.pace.start()
+            chunk, unreported = self.pace.ids_per_read, 0
             async for document in target.find(query, {"_id": 1}).sort("_id", ASCENDING).batch_size(chunk):
                 spool.write(bson.encode({"_id": document["_id"]}, codec_options=target.codec_options))
                 unreported += 1
@@ -247,53 +260,44 @@ class Batches:
         reading.finish()
         return count
 
-    # ----- between batches -----
+    # ----- one batch -----
+
+    async def _batch(self, state: Walk, step: int, send, progress: Progress) -> int | None:
+        """One batch as one fenced unit: `send(session)`'s writes, then the checkpoint of the walk after them.
+        `send` answers (documents, last `_id`, matched, modified), or None when nothing is left. The documents
+        done, or None."""
+        async def unit(session):
+            sent = await send(session)
+            if sent is not None:
+                await self._save(replace(state).add(*sent), step, session)
+            return sent
+        what = f"{self.migration}: batch {state.batches + 1:,}"
+        sent: tuple[int, Any, int, int] | None = await self.stop.within_grace(self.fence.run(what, unit), what)
+        if sent is not None:
+            self._batch_done(state, *sent, progress)
+        return None if sent is None else sent[0]
 
     def _batch_done(self, state: Walk, documents: int, last_id, matched: int, modified: int,
                     progress: Progress) -> None:
-        state.last_id = last_id
-        state.documents_done += documents
-        state.matched += matched
-        state.modified += modified
-        state.batches += 1
+        state.add(documents, last_id, matched, modified)
         self._last_batch_s = time.monotonic() - self._batch_started
-        self._paced += documents
+        self.pace.done += documents
         progress.advance(documents, modified)
 
-    def _start_pacing(self) -> None:
-        self._pace_started, self._paced = time.monotonic(), 0
+    async def _save(self, state: Walk, step: int, session=None) -> None:
+        await self.checkpoints.save(self.migration, step, action=self.action, session=session, **state.checkpoint())
 
-    async def _keep_to_rate(self, burst: int) -> None:
-        """Sleep until the documents done since _start_pacing fit in --max-rate."""
-        if not self.settings.max_rate:
-            return
-        ahead = self._paced / self.settings.max_rate - (time.monotonic() - self._pace_started)
-        if ahead > 0:
-            await self.stop.sleep(ahead)
-        elif ahead < -burst / self.settings.max_rate:  # slower than the rate: no credit for a burst
-            self._start_pacing()
-
-    @property
-    def _ids_per_read(self) -> int:
-        """Ids per getMore of the stream path's read: under --max-rate about a second's worth, so that the
-        server reads at that pace too, not in bursts of 10,000."""
-        if not self.settings.max_rate:
-            return 10_000
-        return max(10, min(10_000, int(self.settings.max_rate)))
+    # ----- between batches -----
 
     async def _ids_read(self, reading: Progress, ids: int, state: Walk) -> None:
         reading.advance(ids)
-        self._paced += ids
-        await self._keep_to_rate(burst=self._ids_per_read)
+        await self.pace.keep(ids, burst=self.pace.ids_per_read)
         self._stop_if_asked(state)
 
     async def _between(self, state: Walk, step: int) -> None:
-        """Before each batch: save where the last one ended (if the lock is still ours), keep to --max-rate,
-        stop if asked."""
+        """Before each batch: renew the lock if the lease may not last it, keep to --max-rate, stop if asked."""
         await self.check_lock(self._last_batch_s)
-        if state.batches:
-            await self.checkpoints.save(self.migration, step, action=self.action, **state.checkpoint())
-        await self._keep_to_rate(burst=self.size)
+        await self.pace.keep(0, burst=self.size)
         self._stop_if_asked(state)
         await self.check_lock(self._last_batch_s)  # again: the pause may have been long
         self._batch_started = time.monotonic()

@@ -13,6 +13,9 @@ A rollback's checkpoints are `<migration>/rollback/<step>`, with `action: "rollb
 A save is one round trip, and a small one: `at` is the server's own clock ($currentDate, no `hello`
 asked first), and once this runner has saved a checkpoint, the next save sets only the fields that
 changed (the last `_id` and the counts), unless the document is gone meanwhile: then all of them.
+A save inside a batch's transaction (`session`: migrator.fencing) sets all of them, once (an aborted
+transaction may have left none of what this runner remembers saving), and is not retried alone: the fence
+retries the whole transaction.
 """
 
 from typing import Any
@@ -42,23 +45,30 @@ class Checkpoints:
         return await self.retry("reading the checkpoint",
                                 lambda: self.collection.find_one({"_id": self.key(migration, step, action)}))
 
-    async def save(self, migration: str, step: int, action: str = APPLY, **fields) -> None:
+    async def save(self, migration: str, step: int, action: str = APPLY, session=None, **fields) -> None:
         key = self.key(migration, step, action)
         document = {"migration": migration, "step": step, **({} if action == APPLY else {"action": action}), **fields}
         last = self._saved.get(key)
-        if last is None or not await self._set(migration, key, _changed(last, document), upsert=False):
+        if session is not None:
+            started = {} if last else {"started_from": fields.get("scanned", 0)}
+            await self._set(migration, key, {**document, **started}, upsert=True, session=session,
+                            dates=("at", "started_at") if started else ("at",))
+        elif last is None or not await self._set(migration, key, _changed(last, document), upsert=False):
             # this runner's first save here (or the document was removed): the rate is measured from here
             await self._set(migration, key, {**document, "started_from": fields.get("scanned", 0)}, upsert=True,
                             dates=("at", "started_at"))
         self._saved[key] = document
 
-    async def _set(self, migration: str, key: str, fields: dict, upsert: bool, dates=("at",)) -> bool:
+    async def _set(self, migration: str, key: str, fields: dict, upsert: bool, dates=("at",), session=None) -> bool:
         """Set `fields`, and `dates` to the server's time; saving twice is the same as once. False: no such
         checkpoint (not upserted)."""
         now = {"$currentDate": {name: True for name in dates}}
         change: dict[str, Any] = {"$set": fields, **now} if fields else now
-        result = await self.retry(f"{migration}: saving the checkpoint",
-                                  lambda: self.collection.update_one({"_id": key}, change, upsert=upsert))
+        if session is not None:  # in a transaction: the fence retries the whole of it
+            result = await self.collection.update_one({"_id": key}, change, upsert=upsert, session=session)
+        else:
+            result = await self.retry(f"{migration}: saving the checkpoint",
+                                      lambda: self.collection.update_one({"_id": key}, change, upsert=upsert))
         return result.matched_count > 0 or result.upserted_id is not None
 
     async def all(self) -> dict[str, list[dict]]:

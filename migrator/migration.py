@@ -77,6 +77,8 @@ class Outcome:
     modified: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    # `modified` counts only what the last try of a resent batch changed (no transactions: migrator.batches)
+    modified_at_least: bool = False
 
     @classmethod
     def of(cls, value: Any) -> "Outcome":

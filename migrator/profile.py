@@ -85,11 +85,10 @@ def ferretdb(version: str = "?") -> ServerProfile:
 def profile_of(build_info: dict, hello: dict | None = None) -> ServerProfile:
     """From `buildInfo` and, for what depends on the topology, `hello` (None: taken as a standalone server)."""
     version = str(build_info.get("version", "?"))
-    if "ferretdbVersion" in build_info:
-        return ferretdb(version)
-    hello = hello or {}
+    profile = ferretdb(version) if "ferretdbVersion" in build_info else mongodb(version)
+    hello = hello or {}  # transactions by topology alone (FerretDB is a standalone server; a test proxy says not)
     clustered = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
-    return replace(mongodb(version), transactions=clustered and hello.get("logicalSessionTimeoutMinutes") is not None)
+    return replace(profile, transactions=clustered and hello.get("logicalSessionTimeoutMinutes") is not None)
 
 
 async def detect(database: AsyncDatabase) -> ServerProfile:

@@ -52,8 +52,21 @@ def is_transient(error: BaseException) -> bool:
 
 
 def describe(error: PyMongoError) -> str:
+    """One line: the error's type and message; a write concern error's code too (its message names none)."""
     text = redact(error).split(", full error:")[0]
-    return f"{type(error).__name__}: {text}"
+    if not isinstance(error, (WriteConcernError, BulkWriteError)):
+        return f"{type(error).__name__}: {text}"
+    codes = sorted(code for code in _codes(error) if code is not None and str(code) not in text)
+    names = _code_names(error)
+    named = ", ".join(f"{code} {names[code]}" if code in names else str(code) for code in codes)
+    return f"{type(error).__name__}: {text}" + (f" (code {named})" if named else "")
+
+
+def _code_names(error: PyMongoError) -> dict[int, str]:
+    details = getattr(error, "details", None) or {}
+    found = [details, *details.get("writeErrors", []), *details.get("writeConcernErrors", [])]
+    return {item["code"]: item["codeName"] for item in found
+            if isinstance(item, dict) and item.get("code") is not None and item.get("codeName")}
 
 
 class Retry:
@@ -67,7 +80,7 @@ class Retry:
         self.before_retry = before_retry  # raises to stop retrying: a holder's lock check (MigrationLock.check)
 
     def checking(self, before_retry: Callable[[], None]) -> "Retry":
-        """The same retries, that call `before_retry` before each new try (CONTRACT: the fenced writes use it)."""
+        """The same retries, that call `before_retry` before each new try (the fenced writes: migrator.fencing)."""
         return Retry(self.retry_for_s, self.report, before_retry)
 
     async def __call__(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
@@ -86,5 +99,7 @@ class Retry:
                 wait = min(delay * random.uniform(0.8, 1.2), deadline - now)
                 self.report(RetryScheduled(what, describe(error), wait))
                 await asyncio.sleep(wait)
+                if self.before_retry is not None:
+                    self.before_retry()  # a holder's lock check: a runner that lost its lock sends nothing more
                 delay = min(delay * 2, MAX_DELAY_S)
 

@@ -20,6 +20,7 @@ from migrator.changelog import Changelog
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints
 from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter
+from migrator.fencing import fence_for
 from migrator.hooks import Hooks
 from migrator.lock import LockLost, MigrationLock
 from migrator.migration import (
@@ -95,6 +96,7 @@ class Steps:
         (outcome, after), seconds = await self._recording_failure(migration, "apply", backups, forward)
         await self.changelog.record(migration.name, "apply", plan.APPLIED, checksum=migration.checksum,
                                     duration_s=round(seconds, 3), matched=outcome.matched, modified=outcome.modified,
+                                    **_lower_bound(outcome),
                                     run_id=self.run_id, **_backup_field(backups))
         await self.checkpoints.clear(migration.name)
         return ApplyResult(migration, outcome, after, seconds)
@@ -138,6 +140,7 @@ class Steps:
         (outcome, after), seconds = await self._recording_failure(migration, "rollback", backups, backward)
         await self.changelog.record(migration.name, "rollback", plan.ROLLED_BACK, checksum=migration.checksum,
                                     duration_s=round(seconds, 3), matched=outcome.matched, modified=outcome.modified,
+                                    **_lower_bound(outcome),
                                     purge=purge, run_id=self.run_id, **_backup_field(backups))
         await self.checkpoints.clear(migration.name)  # a later apply starts from the beginning
         return RollbackResult(migration, outcome, after, seconds)
@@ -206,11 +209,14 @@ class Steps:
             await backup.record_post_images(self.database, saved, await self.server_profile(), self.retry)
 
     async def _batches(self, migration: Migration, action: str = APPLY) -> Batches:
+        """Batches whose every write is fenced by the lock this runner holds (migrator.fencing)."""
         async def check_lock(room_s: float = 0.0) -> None:
-            if self.lock.epoch is not None:  # held: stop before writing more if it may be lost
+            if self.lock.epoch is not None:  # held: renew first if the lease may not last the next batch
                 await self.lock.ensure_room(room_s)
-        return Batches(self.database, migration.name, migration.checksum, self.batch_settings,
-                       await self.server_profile(), check_lock, self.retry, action, report=self.report)
+        profile = await self.server_profile()
+        return Batches(self.database, migration.name, migration.checksum, self.batch_settings, profile, check_lock,
+                       self.retry, action, report=self.report,
+                       fence=fence_for(self.lock, profile, self.database, self.retry))
 
     async def _recording_failure(self, migration: Migration, action: str, backups: Sequence[backup.Saved],
                                  work: Callable[[], Awaitable[T]]) -> tuple[T, float]:
@@ -237,6 +243,11 @@ class Steps:
             await self.changelog.record(migration.name, action, plan.FAILED, checksum=migration.checksum,
                                         duration_s=round(seconds, 3), error=str(error), run_id=self.run_id,
                                         **_backup_field(backups), **lost)
+
+
+def _lower_bound(outcome: Outcome) -> dict:
+    """`modified` counts only the last try of a batch sent again (no transactions): say so in the record."""
+    return {"modified_at_least": True} if outcome.modified_at_least else {}
 
 
 def _backup_field(backups: Sequence[backup.Saved]) -> dict:

@@ -1,6 +1,9 @@
 """Ctrl-C and SIGTERM while work runs: batches and restores finish the unit under way, then stop; a migration's
 own code awaiting something (outside batches) is cancelled at once. A second signal exits at once.
 
+A batch under way is waited for GRACE_S at most after the signal (`StopRequest.within_grace`): one that gets no
+reply by then (a server that cannot answer) is cancelled, and the run stops all the same, its lock released.
+
 The handlers are the event loop's (loop.add_signal_handler), which wake the loop whichever thread the signal
 reaches: a Python-level handler would run only when the main thread wakes up by itself (a migration that sleeps
 a minute would ignore Ctrl-C for that minute). Requests nest: a signal goes to the innermost one in effect (the
@@ -20,6 +23,7 @@ from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter, StoppingAtOnce, StopRequested, silent
 
 T = TypeVar("T")
+GRACE_S = 10.0  # after Ctrl-C or SIGTERM, how long the batch under way may still take before it is cancelled
 _OUTERMOST: ContextVar["StopRequest | None"] = ContextVar("outermost_stop_request", default=None)
 
 
@@ -42,6 +46,29 @@ class StopRequest:
         """Sleep, but wake up at once on a stop request."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.received.wait(), timeout=seconds)
+
+    async def within_grace(self, work: Awaitable[T], what: str, grace_s: float = GRACE_S) -> T:
+        """Await `work` (one unit: a batch); after a stop request, `grace_s` more at most: then it is cancelled and
+        MigrationError (exit 130 or 143) says so. Without a stop request it takes as long as it takes (its own
+        deadline bounds it: migrator.fencing)."""
+        task = asyncio.ensure_future(work)
+        stopped = asyncio.ensure_future(self.received.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                await asyncio.wait({task}, timeout=grace_s)
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                raise MigrationError(f"{what} stopped by {self.signal_name}: the batch under way was not done "
+                                     f"{grace_s:g} s after it and was cancelled (it is done again by the next run: "
+                                     "run the same command again to resume)", self.exit_code)
+            return task.result()
+        finally:
+            stopped.cancel()
+            if not task.done():  # this task was cancelled (the lock lost): the unit goes with it
+                task.cancel()
 
     @contextmanager
     def handled(self) -> Iterator["StopRequest"]:

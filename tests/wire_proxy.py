@@ -17,6 +17,15 @@ commands a Fault matches:
 A fault can also wait for another (`after=other`: it arms once `other` has fired), look at the command's body
 (`match=lambda body: ...`), and carry error labels (`labels`; an error reply is RetryableWriteError by default).
 
+`WireProxy(host, port, replica_set=True)` presents the server as a replica set's primary, so that the client takes
+its transactional path on a server without transactions (FerretDB): `hello` says setName, isWritablePrimary and
+logicalSessionTimeoutMinutes; the fields of a transaction or a retryable write that the server refuses (txnNumber,
+startTransaction, autocommit, a transaction's readConcern) are stripped from what is forwarded; commitTransaction
+and abortTransaction are answered by the proxy itself (a Fault still hits them first: an error with the label
+`TransientTransactionError` or `UnknownTransactionCommitResult`). `proxy.bodies` records every command's body as
+the client sent it. It proves the protocol, not isolation: every statement is applied when it is forwarded, so an
+aborted "transaction" leaves its writes; only a real replica set shows that an abort leaves nothing.
+
     with WireProxy("127.0.0.1", 27017) as proxy:
         proxy.add(Fault("update", "chat_messages", nth=3, times=2, action="error", code=10107))
         ... run the toolkit against proxy.url ...
@@ -123,11 +132,31 @@ async def _read_message(reader: asyncio.StreamReader) -> tuple[bytes, int, int, 
     return header + await reader.readexactly(length - HEADER.size), request_id, response_to, op_code
 
 
+TRANSACTION_FIELDS = ("txnNumber", "startTransaction", "autocommit")
+ANSWERED = ("commitTransaction", "abortTransaction")  # by the proxy itself in replica_set mode
+HELLO = ("hello", "isMaster", "ismaster")
+
+
+def _stripped(message: bytes, body: dict) -> bytes:
+    """The command without what a server without transactions refuses (its other sections kept as they are)."""
+    _, request_id, response_to, op_code = HEADER.unpack_from(message)
+    payload = message[HEADER.size:]
+    length = struct.unpack_from("<i", payload, 5)[0]
+    in_transaction = "autocommit" in body
+    kept = {key: value for key, value in body.items()
+            if key not in TRANSACTION_FIELDS and not (in_transaction and key == "readConcern")}
+    rest = payload[5 + length:]
+    new = struct.pack("<I", struct.unpack_from("<I", payload)[0]) + b"\x00" + bson.encode(kept) + rest
+    return HEADER.pack(HEADER.size + len(new), request_id, response_to, op_code) + new
+
+
 class WireProxy:
-    def __init__(self, upstream_host: str, upstream_port: int):
+    def __init__(self, upstream_host: str, upstream_port: int, replica_set: bool = False):
         self.upstream = (upstream_host, upstream_port)
+        self.replica_set = replica_set
         self.faults: list[Fault] = []
         self.commands: list[tuple[str, object]] = []  # every command seen, in order
+        self.bodies: list[dict] = []  # in replica_set mode: every command's body, as the client sent it
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._server = None
@@ -178,11 +207,19 @@ class WireProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
+    def _as_primary(self, body: dict) -> dict:
+        me = f"127.0.0.1:{self.port}"
+        return {**body, "setName": "rs-proxy", "isWritablePrimary": True, "ismaster": True, "secondary": False,
+                "hosts": [me], "primary": me, "me": me, "logicalSessionTimeoutMinutes": 30}
+
     def _fault_for(self, op_code: int, payload: bytes) -> Fault | None:
         command, collection = _command_of(op_code, payload)
-        body = body_of(op_code, payload) if any(f.match for f in self.faults) else None
+        wanted = self.replica_set or any(f.match for f in self.faults)
+        body = body_of(op_code, payload) if wanted else None
         with self._lock:
             self.commands.append((command, collection))
+            if self.replica_set and body is not None:
+                self.bodies.append(body)
             hit = [fault for fault in self.faults if fault.hits(command, collection, body)]  # each counts every command
             return hit[0] if hit else None
 
@@ -193,11 +230,22 @@ class WireProxy:
             client_writer.close()
             return
         pending: dict[int, Fault] = {}  # requestID -> the fault that acts on its reply
+        hellos: set[int] = set()  # requestIDs of hello commands, whose replies say "primary" in replica_set mode
 
         async def to_server() -> None:
             while True:
                 message, request_id, _, op_code = await _read_message(client_reader)
                 fault = self._fault_for(op_code, message[HEADER.size:])
+                body = body_of(op_code, message[HEADER.size:]) if self.replica_set else None
+                if body is not None:
+                    name = next(iter(body), "")
+                    if fault is None and name in ANSWERED:
+                        client_writer.write(_message(0, request_id, {"ok": 1.0}))
+                        continue
+                    if name in HELLO:
+                        hellos.add(request_id)
+                    if any(key in body for key in TRANSACTION_FIELDS):
+                        message = _stripped(message, body)
                 if fault is None:
                     server_writer.write(message)
                 elif fault.action == "error":
@@ -223,6 +271,9 @@ class WireProxy:
                     await asyncio.sleep(fault.seconds)
                 if fault is not None and fault.action in ("wce", "patch"):
                     message = _patched_reply(message, fault)
+                if response_to in hellos:
+                    hellos.discard(response_to)
+                    message = _patched_reply(message, Fault("hello", action="patch", patch=self._as_primary))
                 client_writer.write(message)
 
         pumps = [asyncio.ensure_future(to_server()), asyncio.ensure_future(to_client())]

@@ -112,14 +112,20 @@ _LINES: dict[type, Callable[[Any], None]] = {  # several lines, or none
 }
 
 
+def _at_least(outcome) -> str:
+    """A batch was sent again without transactions: what its lost first try changed is not counted."""
+    return "at least " if outcome.modified_at_least else ""
+
+
 def report_apply(result: ApplyResult) -> None:
     name, outcome = result.migration.name, result.outcome
     for note in dict.fromkeys([outcome.note, result.after.note]):
         if note:
             log.info("%s: %s", name, note)
     if outcome.modified:
-        log.info("%s: modified %s documents (%s matched%s) in %.2f s", name, f"{outcome.modified:,}",
-                 f"{outcome.matched:,}", f", {format_counts(outcome.counts)}" if outcome.counts else "", result.seconds)
+        log.info("%s: modified %s%s documents (%s matched%s) in %.2f s", name, _at_least(outcome),
+                 f"{outcome.modified:,}", f"{outcome.matched:,}",
+                 f", {format_counts(outcome.counts)}" if outcome.counts else "", result.seconds)
     else:
         log.info("%s: modified 0 documents: nothing to change", name)
     counts = result.after.counts
@@ -128,8 +134,8 @@ def report_apply(result: ApplyResult) -> None:
 
 def report_rollback(result: RollbackResult) -> None:
     name, outcome = result.migration.name, result.outcome
-    log.info("%s: rolled back: %s documents changed in %.2f s%s", name, f"{outcome.modified:,}", result.seconds,
-             in_parens(outcome.counts))
+    log.info("%s: rolled back: %s%s documents changed in %.2f s%s", name, _at_least(outcome), f"{outcome.modified:,}",
+             result.seconds, in_parens(outcome.counts))
     if outcome.note:
         log.info("%s: %s", name, outcome.note)
     if result.after is not None:
