@@ -90,7 +90,7 @@ class Engine:
         self._changelog = Changelog(database, self._retry, provenance(folder))
         self._lock = MigrationLock(database, lease_s, retry=self._retry)
         self._checkpoints = Checkpoints(database, self._retry)
-        self._hooks = Hooks(database, report=report)
+        self._hooks = Hooks(database, report=report, retry=self._retry)
         self._steps = Steps(database, self.migrations, self._changelog, self._lock, self._checkpoints, self._hooks,
                             self._retry, self._batch_settings, profile, report)
 
@@ -142,7 +142,7 @@ class Engine:
         """How many documents `up` would change, or None when the migration cannot tell."""
         if migration.count_pending is None:
             return None
-        return int(await self._hooks.call(migration, "count_pending"))
+        return int(await self._hooks.read(migration, "count_pending"))
 
     async def applied_files(self) -> tuple[list[Migration], list[Migration], list[str]]:
         """(applied migrations whose file changed since, applied migrations oldest first, applied ones whose

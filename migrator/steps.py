@@ -71,7 +71,7 @@ class Steps:
         """Save whole the documents `up` ("apply") or `rollback` will change; pass them on to apply/rollback."""
         if action == "rollback":
             check_rollback(migration, purge)
-        return await backup.save(self.database, migration, action, folder, purge)
+        return await backup.save(self.database, migration, action, folder, purge, self.retry)
 
     async def apply(self, migration: Migration, backups: Sequence[backup.Saved] = ()) -> ApplyResult:
         """Run `up`, verify, record. A failure is recorded too, and raised; a checkpoint of a batched
