@@ -62,6 +62,7 @@ from migrator.migration import Outcome
 from migrator.profile import ServerProfile
 from migrator.progress import Progress
 from migrator.retry import Retry
+from migrator.scope import last_id_of, up_to
 from migrator.stop import StopRequest
 
 RANGE, STREAM = "range", "stream"
@@ -93,12 +94,16 @@ class Walk:
     finished: bool = False
     total: int | None = None  # documents to walk, counted when it starts
     total_estimated: bool = False  # from the collection's count
+    bounded: bool = False  # the walk ends at end_id (migrator.scope): the last `_id` when it began, or the last read
+    end_id: Any = None  # bounded and None: the collection was empty
+    last_read: Any = None  # the stream path's last `_id` read
 
     def checkpoint(self) -> dict:
         """The fields of its checkpoint."""
         fields = {"collection": self.collection, "checksum": self.checksum, "work": self.work, "path": self.path,
                   "last_id": self.last_id, "scanned": self.documents_done, "matched": self.matched,
-                  "modified": self.modified, "batches": self.batches, "done": self.finished}
+                  "modified": self.modified, "batches": self.batches, "done": self.finished,
+                  "bounded": self.bounded, "end_id": self.end_id}
         if self.total is not None:
             fields.update(total=self.total, total_estimated=self.total_estimated)
         return fields
@@ -107,6 +112,7 @@ class Walk:
         """Go on where `checkpoint` says this walk was."""
         self.last_id, self.documents_done = checkpoint["last_id"], checkpoint["scanned"]
         self.matched, self.modified, self.batches = checkpoint["matched"], checkpoint["modified"], checkpoint["batches"]
+        self.bounded, self.end_id = checkpoint.get("bounded", False), checkpoint.get("end_id")
 
 
 class Batches:
@@ -130,6 +136,7 @@ class Batches:
         self._pace_started = 0.0
         self._batch_started = 0.0
         self._paced = 0  # documents done since _pace_started
+        self.walked: dict[str, dict] = {}  # per collection, the `_id` filter its walk covered (migrator.scope)
 
     async def update_many(self, collection: str, filter: dict, update: dict,
                           recheck_filter: bool | None = None) -> Outcome:
@@ -161,6 +168,7 @@ class Batches:
             finally:
                 progress.end()
         state.finished = True
+        self.walked[collection] = up_to(state.end_id) if state.bounded else {}
         await self.checkpoints.save(self.migration, step, action=self.action, **state.checkpoint())
         progress.finish()
         return Outcome(matched=state.matched, modified=state.modified)  # the progress line said the rest
@@ -171,19 +179,25 @@ class Batches:
                      progress: Progress) -> None:
         """Three round trips a batch: its last `_id` (read from the index, nothing else leaves the server), the
         update_many of that `_id` range, and the checkpoint (saved before the next batch)."""
-        state.total, state.total_estimated = await target.estimated_document_count(), True  # checkpointed
+        counting = self.retry(f"{self.migration}: counting", target.estimated_document_count)
+        state.total, state.total_estimated = await counting, True  # checkpointed
         progress.set_total(state.total, estimated=True)
+        if not state.bounded:  # one index lookup: the walk ends at the collection's last `_id` now
+            state.end_id = await self.retry(f"{self.migration}: the last _id", partial(last_id_of, target))
+            state.bounded = True
+        if state.end_id is None:
+            return
         self._start_pacing()
         while True:
             await self._between(state, step)
-            after = {} if state.last_id is None else {"_id": {"$gt": state.last_id}}
+            after = {"_id": {"$lte": state.end_id, **({} if state.last_id is None else {"$gt": state.last_id})}}
 
             async def batch(after=after):  # whole, again after a failover: the filter is checked again at the write
                 bound = await batch_bound(target, after, self.size)
                 if bound is None:
                     return None
                 last_id, documents = bound
-                within = {"$lte": last_id, **after.get("_id", {})}
+                within = {**after["_id"], "$lte": last_id}
                 return last_id, documents, await target.update_many({"$and": [filter, {"_id": within}]}, update)
             done = await self.retry(f"{self.migration}: batch {state.batches + 1:,}", batch)
             if done is None:
@@ -198,10 +212,15 @@ class Batches:
         # Past the checkpoint: `$nor` of `$lte` rather than `$gt`, so that `_id`s of another type than the
         # last one done (which no comparison with it matches) are done again, not skipped.
         past = None if state.last_id is None else {"$nor": [{"_id": {"$lte": state.last_id}}]}
-        query = filter if past is None else {"$and": [filter, past]}
+        bound = up_to(state.end_id) if state.bounded else None  # a resumed walk keeps the bound it began with
+        query = {"$and": [part for part in (filter, past, bound) if part]} if past or bound else filter
         self.report(ReadingIds(self.migration, target.name))
         with tempfile.TemporaryFile(prefix="migrator-ids-") as spool:
             count = await self._read_ids(target, query, spool, state)
+            if not state.bounded:  # the last `_id` read; none read: the collection's last now
+                state.end_id = state.last_read if count else await self.retry(
+                    f"{self.migration}: the last _id", partial(last_id_of, target))
+                state.bounded = True
             progress.restart(state.documents_done, state.modified)  # the rate and time left of the writes alone
             state.total, state.total_estimated = state.documents_done + count, False  # checkpointed
             progress.set_total(state.total)
@@ -234,6 +253,7 @@ class Batches:
             chunk, unreported = self._ids_per_read, 0
             async for document in target.find(query, {"_id": 1}).sort("_id", ASCENDING).batch_size(chunk):
                 spool.write(bson.encode({"_id": document["_id"]}, codec_options=target.codec_options))
+                state.last_read = document["_id"]
                 unreported += 1
                 if unreported == chunk:  # a getMore's worth: count it, keep to --max-rate before the next
                     await self._ids_read(reading, unreported, state)

@@ -66,7 +66,7 @@ def ignored_options(url: str) -> dict[str, str]:
     """The URL's options that the runner replaces with its own or drops: {option as written: value as written}."""
     options = parse_url(runner_url(url), validate=False)["options"]
     ours = {name.lower(): value for name, value in RUNNER_OPTIONS.items()}
-    ignored = {}
+    ignored: dict[str, str] = {}
     for pair in _split(url)[1]:
         name, _, value = pair.partition("=")
         lowered = name.lower()
@@ -143,8 +143,9 @@ async def _why_unanswered(client: AsyncMongoClient, parts: dict) -> str:
                 "(tls=true); does the server use TLS, and are tlsCAFile and the host name right?")
     if options.get("replicaset") and not options.get("directconnection"):
         name = options["replicaset"]
-        return (f"a server takes connections there, but none is a member of the replica set {name!r} that MONGODB_URL "
-                f"names (replicaSet={name}){said}: name the server's own set, or remove replicaSet for a standalone server")
+        return (f"a server takes connections there, but none is a member of the replica set {name!r} that "
+                f"MONGODB_URL names (replicaSet={name}){said}: name the server's own set, or remove replicaSet for a "
+                "standalone server")
     return f"the server takes connections but does not answer as MongoDB{said}" if errors else ""
 
 

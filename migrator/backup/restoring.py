@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from pymongo import InsertOne, ReplaceOne
-from pymongo.errors import BulkWriteError
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from migrator import plan
 from migrator.backup.current import batch_size, current_documents
