@@ -59,7 +59,7 @@ async def verify(db, scope: Scope = WHOLE) -> Verification:
     total = sum(group["n"] for group in by_type)
     with_field = total - sum(group["n"] for group in by_type if group["_id"] == "missing")
     note = ""
-    if total == 0 and not within:
+    if total == 0:
         note = "collection is empty: nothing to migrate" if await _exists(db) else \
             f"collection {COLLECTION} not found: nothing to migrate"
     elif with_field < total and not within:
