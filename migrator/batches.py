@@ -49,6 +49,7 @@ from pymongo.write_concern import WriteConcern
 
 from migrator.batch_paths import batch_bound, mixed_id_types, write_bulks
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints  # what a walk is for: kept apart
+from migrator.connection import WRITE_TIMEOUT_MS
 from migrator.errors import MigrationError
 from migrator.events import (
     CheckpointOfAnotherVersion,
@@ -333,7 +334,8 @@ class Batches:
         collection = self.database[name]
         if self.settings.write_concern:
             w = self.settings.write_concern
-            collection = collection.with_options(write_concern=WriteConcern(w=int(w) if w.isdigit() else w))
+            concern = WriteConcern(w=int(w) if w.isdigit() else w, j=True, wtimeout=WRITE_TIMEOUT_MS)  # as the client's
+            collection = collection.with_options(write_concern=concern)
         return collection
 
     async def _resume_point(self, step: int, work: str) -> dict | None:

@@ -66,20 +66,23 @@ def test_options_of_another_read_preference_are_dropped_with_one_line(db, env, o
     assert_nothing_lost(db, before)
 
 
-def test_the_urls_journal_wtimeout_and_w_do_not_reach_the_batches(db, env, server_url):
+@pytest.mark.parametrize("asked, w", [((), "majority"), (("--write-concern", "majority"), "majority"),
+                                      (("--write-concern", "1"), 1)])
+def test_the_urls_journal_wtimeout_and_w_do_not_reach_the_batches(db, env, server_url, asked, w):
     before = load(db, 300)
     concerns = []  # the writeConcern of every batch write the server got
     where = urlsplit(server_url)
     with WireProxy(where.hostname, where.port or 27017) as proxy:
         proxy.add(Fault("update", "chat_messages", match=lambda body: bool(concerns.append(body.get("writeConcern")))))
         url = with_options(proxy.url, "journal=false&wtimeoutMS=1&w=1")
-        result = run_here(SCRIPT, "--batch-size", "100", "--progress-interval", "600", env={**env, "MONGODB_URL": url})
+        result = run_here(SCRIPT, "--batch-size", "100", "--progress-interval", "600", *asked,
+                          env={**env, "MONGODB_URL": url})
 
     assert result.code == 0, result
     [line] = [line for line in result.output.splitlines() if "its own client options" in line]
     assert all(option in line for option in ("journal=false", "wtimeoutMS=1", "w=1")), line
     assert "WARNING" not in line  # w=1 is replaced, not refused: only w=0 is a warning
-    assert concerns and all(concern["w"] == "majority" and concern["j"] is True and concern["wtimeout"] > 1
+    assert concerns and all(concern["w"] == w and concern["j"] is True and concern["wtimeout"] > 1
                             for concern in concerns), concerns
     assert_nothing_lost(db, before)
 
