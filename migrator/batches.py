@@ -340,8 +340,8 @@ class Batches:
 
     async def _resume_point(self, step: int, work: str) -> dict | None:
         """The checkpoint of this step, if it was left by this very work: same code, collection, filter, update.
-        A step whose checkpoint says done walks on from its last `_id`, which costs little and picks up
-        documents written after it."""
+        A step whose checkpoint says done walks on from its last `_id` to the bound it began with, which costs
+        little."""
         checkpoint = await self.checkpoints.load(self.migration, step, action=self.action)
         if checkpoint is None:
             return None
