@@ -24,6 +24,7 @@ from pymongo.errors import (
     InvalidURI,
     OperationFailure,
 )
+from pymongo.server_type import SERVER_TYPE
 from pymongo.uri_parser_shared import _validate_uri
 
 from migrator.errors import ExitCode, MigrationError
@@ -135,8 +136,11 @@ async def _why_unanswered(client: AsyncMongoClient, parts: dict) -> str:
     options = parts["options"]
     if not parts["nodelist"] or not await _takes_connections(*parts["nodelist"][0]):
         return ""
-    errors = [str(server.error) for server in client.topology_description.server_descriptions().values()
-              if server.error is not None]
+    servers = client.topology_description.server_descriptions().values()
+    if any(server.server_type != SERVER_TYPE.Unknown for server in servers):  # some answered `hello`
+        return ("servers answer, but none is a primary the runner can use: an election under way, or a majority "
+                "of the replica set down?")
+    errors = [str(server.error) for server in servers if server.error is not None]
     said = f" ({redact(errors[0])})" if errors else ""
     if options.get("tls") or options.get("ssl"):
         return (f"the server takes connections, but the TLS handshake did not complete{said}: MONGODB_URL asks for TLS "
