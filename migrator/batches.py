@@ -54,7 +54,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.write_concern import WriteConcern
 
 from migrator.batch_paths import batch_bound, mixed_id_types, write_bulks
-from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints  # what a walk is for: kept apart
+from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints, Walk  # what a walk is for: kept apart
+from migrator.connection import WRITE_TIMEOUT_MS
 from migrator.errors import MigrationError
 from migrator.events import (
     CheckpointOfAnotherVersion,
@@ -70,6 +71,7 @@ from migrator.pacing import Pace
 from migrator.profile import ServerProfile
 from migrator.progress import Progress
 from migrator.retry import Retry
+from migrator.scope import last_id_of, up_to
 from migrator.stop import StopRequest
 
 RANGE, STREAM = "range", "stream"
@@ -82,45 +84,6 @@ class BatchSettings:
     max_rate: float | None = None  # documents per second, at most
     write_concern: str | None = None  # "majority" or "1"; None: majority, the runner's client's
     path: str | None = None  # RANGE or STREAM; None: by server
-
-
-@dataclass
-class Walk:
-    """Where the walk of one step is: saved as its checkpoint after each batch (migrator.checkpoints), under the
-    names earlier versions wrote too (`scanned`: the documents done; `done`: the walk is over), so that a
-    checkpoint of either resumes."""
-    collection: str
-    checksum: str
-    work: str  # a digest of the collection, filter and update
-    path: str
-    last_id: Any = None  # of the last batch done
-    documents_done: int = 0
-    matched: int = 0
-    modified: int = 0
-    batches: int = 0
-    finished: bool = False
-    total: int | None = None  # documents to walk, counted when it starts
-    total_estimated: bool = False  # from the collection's count
-
-    def checkpoint(self) -> dict:
-        """The fields of its checkpoint."""
-        fields = {"collection": self.collection, "checksum": self.checksum, "work": self.work, "path": self.path,
-                  "last_id": self.last_id, "scanned": self.documents_done, "matched": self.matched,
-                  "modified": self.modified, "batches": self.batches, "done": self.finished}
-        if self.total is not None:
-            fields.update(total=self.total, total_estimated=self.total_estimated)
-        return fields
-
-    def add(self, documents: int, last_id, matched: int, modified: int) -> "Walk":
-        """Count one more batch done (on a copy, `replace(walk).add(...)`, before it is sure); this walk."""
-        self.last_id, self.documents_done, self.batches = last_id, self.documents_done + documents, self.batches + 1
-        self.matched, self.modified = self.matched + matched, self.modified + modified
-        return self
-
-    def resume(self, checkpoint: dict) -> None:
-        """Go on where `checkpoint` says this walk was."""
-        self.last_id, self.documents_done = checkpoint["last_id"], checkpoint["scanned"]
-        self.matched, self.modified, self.batches = checkpoint["matched"], checkpoint["modified"], checkpoint["batches"]
 
 
 class Batches:
@@ -144,6 +107,7 @@ class Batches:
         self._steps = 0
         self.pace = Pace(settings.max_rate, self.stop)
         self._batch_started = 0.0
+        self.walked: dict[str, dict] = {}  # per collection, the `_id` filter its walk covered (migrator.scope)
 
     async def update_many(self, collection: str, filter: dict, update: dict,
                           recheck_filter: bool | None = None) -> Outcome:
@@ -176,6 +140,7 @@ class Batches:
             finally:
                 progress.end()
         state.finished, resent = True, self.fence.resent > resent_before
+        self.walked[collection] = up_to(state.end_id) if state.bounded else {}
         await self.fence.run(f"{self.migration}: saving the checkpoint", partial(self._save, state, step))
         progress.finish()
         return Outcome(matched=state.matched, modified=state.modified,  # the progress line said the rest
@@ -187,23 +152,29 @@ class Batches:
                      progress: Progress) -> None:
         """Three round trips a batch: its last `_id` (read from the index, nothing else leaves the server), the
         update_many of that `_id` range, and the checkpoint, in one fenced unit."""
-        state.total, state.total_estimated = await target.estimated_document_count(), True  # checkpointed
+        counting = self.retry(f"{self.migration}: counting", target.estimated_document_count)
+        state.total, state.total_estimated = await counting, True  # checkpointed
         progress.set_total(state.total, estimated=True)
+        if not state.bounded:  # one index lookup: the walk ends at the collection's last `_id` now
+            state.end_id = await self.retry(f"{self.migration}: the last _id", partial(last_id_of, target))
+            state.bounded = True
+        if state.end_id is None:
+            return
         self.pace.start()
         while True:
             await self._between(state, step)
-            after = {} if state.last_id is None else {"_id": {"$gt": state.last_id}}
+            after = {"_id": {"$lte": state.end_id, **({} if state.last_id is None else {"$gt": state.last_id})}}
 
             async def batch(session, after=after):  # whole, again after a failover: the filter is checked again
                 bound = await batch_bound(target, after, self.size, session)
                 if bound is None:
                     return None
                 last_id, documents = bound
-                within = {"$lte": last_id, **after.get("_id", {})}
+                within = {**after["_id"], "$lte": last_id}
                 result = await target.update_many({"$and": [filter, {"_id": within}]}, update, session=session)
                 return documents, last_id, result.matched_count, result.modified_count
             documents = await self._batch(state, step, batch, progress)
-            if documents is None or documents < self.size:  # none left, or the collection's last `_id` was the bound
+            if documents is None or documents < self.size:  # none left, or the walk's last `_id` was the bound
                 return
 
     async def _stream(self, target: AsyncCollection, filter: dict, update: dict, state: Walk, step: int,
@@ -211,10 +182,15 @@ class Batches:
         # Past the checkpoint: `$nor` of `$lte` rather than `$gt`, so that `_id`s of another type than the
         # last one done (which no comparison with it matches) are done again, not skipped.
         past = None if state.last_id is None else {"$nor": [{"_id": {"$lte": state.last_id}}]}
-        query = filter if past is None else {"$and": [filter, past]}
+        bound = up_to(state.end_id) if state.bounded else None  # a resumed walk keeps the bound it began with
+        query = {"$and": [part for part in (filter, past, bound) if part]} if past or bound else filter
         self.report(ReadingIds(self.migration, target.name))
         with tempfile.TemporaryFile(prefix="migrator-ids-") as spool:
             count = await self._read_ids(target, query, spool, state)
+            if not state.bounded:  # the last `_id` read; none read: the collection's last now
+                state.end_id = state.last_read if count else await self.retry(
+                    f"{self.migration}: the last _id", partial(last_id_of, target))
+                state.bounded = True
             progress.restart(state.documents_done, state.modified)  # the rate and time left of the writes alone
             state.total, state.total_estimated = state.documents_done + count, False  # checkpointed
             progress.set_total(state.total)
@@ -247,6 +223,7 @@ class Batches:
             chunk, unreported = self.pace.ids_per_read, 0
             async for document in target.find(query, {"_id": 1}).sort("_id", ASCENDING).batch_size(chunk):
                 spool.write(bson.encode({"_id": document["_id"]}, codec_options=target.codec_options))
+                state.last_read = document["_id"]
                 unreported += 1
                 if unreported == chunk:  # a getMore's worth: count it, keep to --max-rate before the next
                     await self._ids_read(reading, unreported, state)
@@ -317,13 +294,14 @@ class Batches:
         collection = self.database[name]
         if self.settings.write_concern:
             w = self.settings.write_concern
-            collection = collection.with_options(write_concern=WriteConcern(w=int(w) if w.isdigit() else w))
+            concern = WriteConcern(w=int(w) if w.isdigit() else w, j=True, wtimeout=WRITE_TIMEOUT_MS)  # as the client's
+            collection = collection.with_options(write_concern=concern)
         return collection
 
     async def _resume_point(self, step: int, work: str) -> dict | None:
         """The checkpoint of this step, if it was left by this very work: same code, collection, filter, update.
-        A step whose checkpoint says done walks on from its last `_id`, which costs little and picks up
-        documents written after it."""
+        A step whose checkpoint says done walks on from its last `_id` to the bound it began with, which costs
+        little."""
         checkpoint = await self.checkpoints.load(self.migration, step, action=self.action)
         if checkpoint is None:
             return None

@@ -5,7 +5,7 @@ filter and update), path, last_id, scanned, matched, modified, batches, done, to
 started_at, started_from, at}`, written after every batch, deleted when the migration completes. The
 changelog stays insert-only history; this is the one place that is overwritten as work goes on.
 `scanned` counts the documents done of `total` (counted when the walk starts; `total_estimated`: from
-the collection's count); `done` says the walk is over (in Python: migrator.batches.Walk's
+the collection's count); `done` says the walk is over (in Python: Walk's
 `documents_done` and `finished`). A runner's first save also sets `started_at`
 (the server's clock) and `started_from` (`scanned` then): what `--status` measures this run's rate from.
 A rollback's checkpoints are `<migration>/rollback/<step>`, with `action: "rollback"`; an `up`'s have no action.
@@ -18,6 +18,7 @@ transaction may have left none of what this runner remembers saving), and is not
 retries the whole transaction.
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -94,3 +95,47 @@ def _changed(before: dict, after: dict) -> dict:
     """The fields of `after` that differ from `before`, by type too (True == 1 in Python, not as an `_id`)."""
     return {name: value for name, value in after.items()
             if name not in before or type(before[name]) is not type(value) or before[name] != value}
+
+
+@dataclass
+class Walk:
+    """Where the walk of one step is: saved as its checkpoint after each batch (migrator.checkpoints), under the
+    names earlier versions wrote too (`scanned`: the documents done; `done`: the walk is over), so that a
+    checkpoint of either resumes."""
+    collection: str
+    checksum: str
+    work: str  # a digest of the collection, filter and update
+    path: str
+    last_id: Any = None  # of the last batch done
+    documents_done: int = 0
+    matched: int = 0
+    modified: int = 0
+    batches: int = 0
+    finished: bool = False
+    total: int | None = None  # documents to walk, counted when it starts
+    total_estimated: bool = False  # from the collection's count
+    bounded: bool = False  # the walk ends at end_id (migrator.scope): the last `_id` when it began, or the last read
+    end_id: Any = None  # bounded and None: the collection was empty
+    last_read: Any = None  # the stream path's last `_id` read
+
+    def checkpoint(self) -> dict:
+        """The fields of its checkpoint."""
+        fields = {"collection": self.collection, "checksum": self.checksum, "work": self.work, "path": self.path,
+                  "last_id": self.last_id, "scanned": self.documents_done, "matched": self.matched,
+                  "modified": self.modified, "batches": self.batches, "done": self.finished,
+                  "bounded": self.bounded, "end_id": self.end_id}
+        if self.total is not None:
+            fields.update(total=self.total, total_estimated=self.total_estimated)
+        return fields
+
+    def add(self, documents: int, last_id, matched: int, modified: int) -> "Walk":
+        """Count one more batch done (on a copy, `replace(walk).add(...)`, before it is sure); this walk."""
+        self.last_id, self.documents_done, self.batches = last_id, self.documents_done + documents, self.batches + 1
+        self.matched, self.modified = self.matched + matched, self.modified + modified
+        return self
+
+    def resume(self, checkpoint: dict) -> None:
+        """Go on where `checkpoint` says this walk was."""
+        self.last_id, self.documents_done = checkpoint["last_id"], checkpoint["scanned"]
+        self.matched, self.modified, self.batches = checkpoint["matched"], checkpoint["modified"], checkpoint["batches"]
+        self.bounded, self.end_id = checkpoint.get("bounded", False), checkpoint.get("end_id")

@@ -15,7 +15,7 @@ from pathlib import Path
 from migrator import commands, plan
 from migrator.commands import Context, Narration
 from migrator.commands.progress_view import ProgressView
-from migrator.connection import connect, ignored_options
+from migrator.connection import WRITE_TIMEOUT_MS, connect, ignored_options
 from migrator.discovery import MIGRATIONS_DIR, discover, find
 from migrator.engine import Engine
 from migrator.errors import ExitCode, MigrationError
@@ -106,14 +106,18 @@ async def _connected(args, settings: Settings, migrations: list[Migration], work
 
 
 def _say_ignored_options(url: str) -> None:
+    """One line naming every option of the URL the runner replaced or dropped (a warning for w=0)."""
     ignored = ignored_options(url)
-    if ignored.get("w") == "0":
-        log.warning("MONGODB_URL asks for w=0 (unacknowledged writes): the runner never uses it, its writes are "
-                    "acknowledged by a majority (--write-concern 1 for batches asks less)")
-    others = ", ".join(f"{name}={value}" for name, value in ignored.items() if name != "w")
-    if others:
-        log.info("the runner uses its own client options instead of MONGODB_URL's %s (primary reads, majority "
-                 "writes, retries, no socket timeout)", others)
+    if not ignored:
+        return
+    named = ", ".join(f"{name}={value}" for name, value in ignored.items())
+    unacknowledged = any(name.lower() == "w" and value == "0" for name, value in ignored.items())
+    (log.warning if unacknowledged else log.info)(
+        "the runner uses its own client options instead of MONGODB_URL's %s (primary reads, without options of "
+        "other read preferences; majority journaled writes, bounded by %d s; retries; no socket timeout)%s",
+        named, WRITE_TIMEOUT_MS // 1000,
+        ": w=0 (unacknowledged writes) is never used, --write-concern 1 asks the least of batches"
+        if unacknowledged else "")
 
 
 def _offline(args: argparse.Namespace, action: Callable[[], int]) -> int:

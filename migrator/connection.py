@@ -1,13 +1,18 @@
 """Opening the database: the runner's own client options, fast and clear failures.
 
 The URL is the app's, and its options suit the app, not a migration: the runner reads from the
-primary (the lock and the changelog must not be stale), has every write acknowledged by a majority
-(never w=0, which hides a lost lock insert), has the driver retry what it can, and sets no socket or
-operation timeout (a batch may take long; an election takes seconds). The short --server-timeout
-bounds the first contact only.
+primary (the lock and the changelog must not be stale), has every write acknowledged by a majority and
+journaled, with its own bound on the wait for replication (never w=0, which hides a lost lock insert; never
+the URL's wtimeoutMS or journal), has the driver retry what it can, and sets no socket or operation
+timeout (a batch may take long; an election takes seconds). The URL's options that only fit another read
+preference (staleness, tags, hedge) are dropped, not refused: the app reads from secondaries, the runner
+does not. The short --server-timeout bounds the first contact only.
 """
 
+import asyncio
+import re
 from typing import Any
+from urllib.parse import unquote_plus
 
 import pymongo
 from pymongo import AsyncMongoClient
@@ -19,6 +24,7 @@ from pymongo.errors import (
     InvalidURI,
     OperationFailure,
 )
+from pymongo.server_type import SERVER_TYPE
 from pymongo.uri_parser_shared import _validate_uri
 
 from migrator.errors import ExitCode, MigrationError
@@ -26,8 +32,12 @@ from migrator.profile import detect_or_none
 from migrator.redact import redact
 
 AUTHENTICATION_FAILED = (18, 8000)  # MongoDB's AuthenticationFailed; Atlas answers bad credentials with 8000
-RUNNER_OPTIONS: dict[str, Any] = {"readPreference": "primary", "w": "majority", "retryWrites": True, "retryReads": True,
-                  "socketTimeoutMS": None, "timeoutMS": None}
+WRITE_TIMEOUT_MS = 10_000  # a write's wait for a majority; a timeout (64) is transient, so retried (migrator.retry)
+RUNNER_OPTIONS: dict[str, Any] = {"readPreference": "primary", "w": "majority", "journal": True,
+                                  "wTimeoutMS": WRITE_TIMEOUT_MS, "retryWrites": True, "retryReads": True,
+                                  "socketTimeoutMS": None, "timeoutMS": None}
+# What only fits a read preference other than primary: PyMongo refuses them beside the runner's primary.
+OTHER_READ_PREFERENCE_ONLY = frozenset({"maxstalenessseconds", "readpreferencetags", "hedge"})
 INVALID_NAMESPACE = 73  # the answer to a database name the server will not take
 
 
@@ -38,18 +48,39 @@ def parse_url(url: str, validate: bool = True) -> dict[str, Any]:
     return _validate_uri(url, validate=validate)
 
 
+def _split(url: str) -> tuple[str, list[str]]:
+    """(the URL up to its options, its `name=value` options as written)."""
+    scheme, _, rest = url.partition("://")
+    hosts, slash, path = rest.partition("/")
+    path, _, query = path.partition("?")
+    return f"{scheme}://{hosts}{slash}{path}", [pair for pair in re.split("[&;]", query) if pair]
+
+
+def runner_url(url: str) -> str:
+    """The URL without the options that only fit another read preference than the runner's primary."""
+    head, pairs = _split(url)
+    kept = [pair for pair in pairs if pair.partition("=")[0].lower() not in OTHER_READ_PREFERENCE_ONLY]
+    return head + ("?" + "&".join(kept) if kept else "") if kept != pairs else url
+
+
 def ignored_options(url: str) -> dict[str, str]:
-    """The URL's options that the runner replaces with its own: {option as written: its value}."""
-    options = parse_url(url, validate=False)["options"]
+    """The URL's options that the runner replaces with its own or drops: {option as written: value as written}."""
+    options = parse_url(runner_url(url), validate=False)["options"]
     ours = {name.lower(): value for name, value in RUNNER_OPTIONS.items()}
-    return {options.cased_key(name): str(value) for name, value in options.items()
-            if name.lower() in ours and str(value).lower() != str(ours[name.lower()]).lower()}
+    ignored: dict[str, str] = {}
+    for pair in _split(url)[1]:
+        name, _, value = pair.partition("=")
+        lowered = name.lower()
+        if lowered in OTHER_READ_PREFERENCE_ONLY or (
+                lowered in ours and str(options.get(lowered)).lower() != str(ours[lowered]).lower()):
+            ignored[name] = unquote_plus(value) if name not in ignored else f"{ignored[name]},{unquote_plus(value)}"
+    return ignored
 
 
 async def connect(url: str, database_name: str, timeout_s: float = 5.0) -> tuple[AsyncMongoClient, AsyncDatabase]:
     """A client whose server answered `ping` within `timeout_s`; MigrationError (exit 5) when it cannot be
     reached. Later operations wait as long as the URL's serverSelectionTimeoutMS (30 s by default)."""
-    shown = redact(url)
+    shown, url = redact(url), runner_url(url)
     try:
         parts = parse_url(url)
     except (InvalidURI, ConfigurationError, ValueError, OSError) as exc:  # OSError: an unreadable tlsCAFile
@@ -85,10 +116,11 @@ async def connect(url: str, database_name: str, timeout_s: float = 5.0) -> tuple
             ) from exc  # --debug shows the driver's error, masked like every log line
         raise MigrationError(f"the server at {hosts} refused `ping`: {redact(exc)}", ExitCode.UNREACHABLE) from exc
     except ConnectionFailure as exc:
+        why = await _why_unanswered(client, parts)
         await client.close()
         raise MigrationError(
-            f"cannot reach MongoDB at {hosts} within {timeout_s:g} s ({shown}): is the server running, "
-            "and are MONGODB_URL's host and port right?",
+            f"cannot reach MongoDB at {hosts} within {timeout_s:g} s ({shown}): "
+            + (why or "is the server running, and are MONGODB_URL's host and port right?"),
             ExitCode.UNREACHABLE,
         ) from exc
     except ConfigurationError as exc:  # the URL was checked: here it is the SRV lookup of a mongodb+srv:// name
@@ -96,3 +128,35 @@ async def connect(url: str, database_name: str, timeout_s: float = 5.0) -> tuple
         raise MigrationError(f"cannot reach MongoDB at {hosts} ({shown}): {redact(exc)}: check the host name "
                              "and the network's DNS", ExitCode.UNREACHABLE) from exc
     return client, database
+
+
+async def _why_unanswered(client: AsyncMongoClient, parts: dict) -> str:
+    """What is wrong when a server takes connections but the driver found none it could use: a replica set name
+    the server is not a member of, a TLS handshake it does not answer. "" when no server takes a connection."""
+    options = parts["options"]
+    if not parts["nodelist"] or not await _takes_connections(*parts["nodelist"][0]):
+        return ""
+    servers = client.topology_description.server_descriptions().values()
+    if any(server.server_type != SERVER_TYPE.Unknown for server in servers):  # some answered `hello`
+        return ("servers answer, but none is a primary the runner can use: an election under way, or a majority "
+                "of the replica set down?")
+    errors = [str(server.error) for server in servers if server.error is not None]
+    said = f" ({redact(errors[0])})" if errors else ""
+    if options.get("tls") or options.get("ssl"):
+        return (f"the server takes connections, but the TLS handshake did not complete{said}: MONGODB_URL asks for TLS "
+                "(tls=true); does the server use TLS, and are tlsCAFile and the host name right?")
+    if options.get("replicaset") and not options.get("directconnection"):
+        name = options["replicaset"]
+        return (f"a server takes connections there, but none is a member of the replica set {name!r} that "
+                f"MONGODB_URL names (replicaSet={name}){said}: name the server's own set, or remove replicaSet for a "
+                "standalone server")
+    return f"the server takes connections but does not answer as MongoDB{said}" if errors else ""
+
+
+async def _takes_connections(host: str, port: int, timeout_s: float = 2.0) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True

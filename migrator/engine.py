@@ -13,9 +13,10 @@ From Python (see the README's "From Python"):
     report = await engine.apply_pending(Options())      # MigrationError: refused or failed
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -29,6 +30,7 @@ from migrator.clock import server_now
 from migrator.discovery import discover
 from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter, silent
+from migrator.fencing import fence_for
 from migrator.hooks import Hooks
 from migrator.lock import LEASE_S, WAIT_S, LockLost, MigrationLock
 from migrator.migration import ApplyResult, Migration, RollbackResult, Verification, refuse_if_draft
@@ -36,6 +38,8 @@ from migrator.profile import ServerProfile
 from migrator.provenance import provenance
 from migrator.retry import DEFAULT_RETRY_FOR_S, Retry
 from migrator.steps import Steps, check_rollback
+
+T = TypeVar("T")
 
 Select = Callable[[list[Migration], dict[str, dict]], list[Migration]]
 
@@ -89,11 +93,16 @@ class Engine:
         folder = self.migrations[0].path.parent if self.migrations and self.migrations[0].path else None
         self._lock = MigrationLock(database, lease_s, retry=self._retry, profile=profile)
         self._changelog = Changelog(database, self._retry, provenance(folder), stamp=self._lock.stamp,
-                                    check=self._lock.check)
+                                    fence=self._fenced)
         self._checkpoints = Checkpoints(database, self._retry)
-        self._hooks = Hooks(database, report=report)
+        self._hooks = Hooks(database, report=report, retry=self._retry)
         self._steps = Steps(database, self.migrations, self._changelog, self._lock, self._checkpoints, self._hooks,
                             self._retry, self._batch_settings, profile, report)
+
+    async def _fenced(self, what: str, write: Callable[..., Awaitable[T]]) -> T:
+        """A changelog record fenced like a batch: on servers with transactions, the stamp and the insert in one."""
+        profile = await self._steps.server_profile()
+        return await fence_for(self._lock, profile, self._database, self._retry).run(what, write)
 
     # ----- reading the state -----
 
@@ -143,7 +152,7 @@ class Engine:
         """How many documents `up` would change, or None when the migration cannot tell."""
         if migration.count_pending is None:
             return None
-        return int(await self._hooks.call(migration, "count_pending"))
+        return int(await self._hooks.read(migration, "count_pending"))
 
     async def applied_files(self) -> tuple[list[Migration], list[Migration], list[str]]:
         """(applied migrations whose file changed since, applied migrations oldest first, applied ones whose

@@ -5,7 +5,8 @@ a plain `YYYY-MM-DD` counts as the start of that day) and `Description: ...`, an
 of the database:
     up(db)             forward; safe to run again. `up(db, batches)` is handed a migrator.batches.Batches
                        that walks a large collection resumably: `await batches.update_many(coll, filter, update)`
-    verify(db)         read-only: is the change in place? returns Verification (or a bool)
+    verify(db)         read-only: is the change in place? returns Verification (or a bool); `verify(db, scope)`
+                       checks only what `up`'s walks covered, right after it (migrator.scope)
     rollback(db)       optional; may accept `purge` to remove data written since
     verify_rollback(db)  optional, read-only: is the change gone after a rollback? (may accept `purge`)
     count_pending(db)  optional; how many documents `up` would change (for --dry-run)

@@ -36,6 +36,7 @@ from migrator.migration import (
 from migrator.profile import ServerProfile, detect
 from migrator.redact import redact
 from migrator.retry import Retry
+from migrator.scope import Scope
 
 T = TypeVar("T")
 
@@ -73,7 +74,7 @@ class Steps:
         """Save whole the documents `up` ("apply") or `rollback` will change; pass them on to apply/rollback."""
         if action == "rollback":
             check_rollback(migration, purge)
-        return await backup.save(self.database, migration, action, folder, purge)
+        return await backup.save(self.database, migration, action, folder, purge, self.retry)
 
     async def apply(self, migration: Migration, backups: Sequence[backup.Saved] = ()) -> ApplyResult:
         """Run `up`, verify, record. A failure is recorded too, and raised; a checkpoint of a batched
@@ -81,9 +82,11 @@ class Steps:
         refuse_if_draft(migration)
 
         async def forward() -> tuple[Outcome, Verification]:
-            options = {"batches": await self._batches(migration)} if migration.accepts("up", "batches") else {}
-            outcome = await self.hooks.outcome(migration, "up", **options)
-            after = await self.hooks.verification(migration)
+            batches = await self._batches(migration) if migration.accepts("up", "batches") else None
+            outcome = await self.hooks.outcome(migration, "up", **({"batches": batches} if batches else {}))
+            # Only what the walks covered: documents the app's old version wrote since are for a catch-up run.
+            scope = {"scope": Scope(batches.walked if batches else {})} if migration.accepts("verify", "scope") else {}
+            after = await self.hooks.verification(migration, "verify", **scope)
             if not after.ok:
                 await self.checkpoints.clear(migration.name)  # `up` went all the way: a re-run starts over
                 raise MigrationError(f"{migration.name}: verification failed after it ran{in_parens(after.counts)}")

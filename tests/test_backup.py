@@ -10,6 +10,8 @@ import json
 import bson
 from bson import Binary, Int64, ObjectId
 
+from conftest import the_error
+
 MIGRATION = "add_metadata_to_chat_messages"
 
 
@@ -79,3 +81,21 @@ def test_restore_without_confirmation_on_a_non_terminal_changes_nothing(cli, db,
     refused = cli("run_migrations.py", "--restore", str(backup), env=env)
     assert refused.code == 2, refused
     assert everything(db) == migrated
+
+
+def test_a_write_the_server_refuses_during_a_restore_is_named_without_the_documents_bytes(cli, db, env, tmp_path):
+    env["MIGRATIONS_BACKUP_DIR"] = str(tmp_path)
+    messages = [{"_id": ObjectId(), "role": "user", "content": f"message {n}", "ref": n} for n in range(5)]
+    db.chat_messages.insert_many(messages)
+    assert cli("run_migrations.py", "--all", "--backup", env=env).code == 0
+    [backup] = tmp_path.glob(f"*-{MIGRATION}-apply-*.bson.gz")
+    db.chat_messages.delete_one({"_id": messages[2]["_id"]})  # the restore inserts it again...
+    db.chat_messages.create_index("ref", unique=True)
+    db.chat_messages.insert_one({"_id": "newer", "ref": 2})  # ...where the server refuses it: a duplicate ref
+
+    result = cli("run_migrations.py", "--restore", str(backup), "--yes", "--force", env=env)
+
+    assert result.code == 1, result
+    line = the_error(result)
+    assert "code 11000" in line and str(messages[2]["_id"]) in line, line
+    assert "RawBSONDocument" not in result.output and "\\x00" not in result.output, result

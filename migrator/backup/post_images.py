@@ -70,7 +70,8 @@ async def _write_post_images(database: AsyncDatabase, path: Path, profile: Serve
                     count += 1
         manifest = seal({"format": POST_IMAGES_FORMAT, "backup": path.name, "backup_sha256": file.manifest["sha256"],
                          "backup_manifest_sha256": file.manifest["manifest_sha256"], "count": count,
-                         "sha256": digest.hexdigest(), "created_at": (await server_now(database)).isoformat()})
+                         "sha256": digest.hexdigest(), "created_at": (await retry("reading the server's clock",
+                                                                partial(server_now, database))).isoformat()})
         assemble(target, manifest, body)
     finally:
         body.unlink(missing_ok=True)

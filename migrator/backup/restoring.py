@@ -9,6 +9,7 @@ from functools import partial
 from pymongo import InsertOne, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from migrator import plan
 from migrator.backup.current import batch_size, current_documents
@@ -188,7 +189,8 @@ async def _restore_batch(collection: AsyncCollection, batch: list[Entry], after:
     if writing:
         await _write(collection, [ReplaceOne({"_id": entry.id}, entry.document) if what == REPLACE
                                   else InsertOne(entry.document)
-                                  for entry, what in zip(batch, verdicts, strict=True) if what in WRITES], file, done)
+                                  for entry, what in zip(batch, verdicts, strict=True) if what in WRITES],
+                     [entry.id for entry in writing], file, done)
     return verdicts, await current_documents(collection, [entry.id for entry in writing], profile)
 
 
@@ -199,7 +201,7 @@ def _stop_if_asked(stop: StopRequest, file: BackupFile, done: Restored) -> None:
                              "not): run the same restore again to finish", stop.exit_code)
 
 
-async def _write(collection: AsyncCollection, writes: list, file: BackupFile, done: Restored) -> None:
+async def _write(collection: AsyncCollection, writes: list, ids: list, file: BackupFile, done: Restored) -> None:
     try:
         await collection.bulk_write(writes, ordered=True)
     except Exception as exc:  # a server's error answer can even break the driver's result parsing (KeyError)
@@ -207,6 +209,21 @@ async def _write(collection: AsyncCollection, writes: list, file: BackupFile, do
             raise  # the batch is tried again whole
         reached = done.restored + done.skipped
         raise MigrationError(f"restore stopped in documents {reached + 1}-{reached + len(writes)} of "
-                             f"{file.count} ({type(exc).__name__}: {redact(exc)}): the {done.restored} before "
+                             f"{file.count} ({write_error(exc, ids)}): the {done.restored} before "
                              "them are restored, maybe some of those too; fix the cause and run the same "
                              "restore again") from exc
+
+
+def write_error(exc: Exception, ids: list) -> str:
+    """What the server said of a failed bulk write, naming the document by its `_id`: never the error's whole
+    details, whose `op` holds the document's raw BSON (bytes, and data)."""
+    if not isinstance(exc, BulkWriteError):
+        return f"{type(exc).__name__}: {redact(exc).split(', full error:')[0]}"
+    details = exc.details or {}
+    errors = details.get("writeErrors") or details.get("writeConcernErrors") or [{}]
+    first = errors[0]
+    index = first.get("index")
+    which = f" at _id {shown_id(ids[index])}" if isinstance(index, int) and index < len(ids) else ""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"BulkWriteError{which}: code {first.get('code')}: {redact(first.get('errmsg', ''))}{more}"
+

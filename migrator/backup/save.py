@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import bson
@@ -18,7 +19,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from migrator.backup.file import DECODED, FORMAT, SUFFIX, TOOLS, seal, stamp
+from migrator.backup.file import DECODED, FORMAT, SUFFIX, TOOLS, Retrying, once, seal, stamp
 from migrator.clock import server_now
 from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration
@@ -84,13 +85,15 @@ class Saved:
 
 
 async def save(database: AsyncDatabase, migration: Migration, action: str, folder: Path,
-               purge: bool = False) -> list[Saved]:
-    """Save whole every document `migration` will change; MigrationError (nothing changed) if that fails."""
+               purge: bool = False, retry: Retrying = once) -> list[Saved]:
+    """Save whole every document `migration` will change; MigrationError (nothing changed) if that fails.
+    A read that meets a transient error (a failover; a getMore whose connection dropped) is read again whole
+    by `retry` (migrator.retry.Retry), into a file begun again: the backup is exact or not written."""
     collections = touched(migration, action, purge)
     if collections is None:
         require_declared([migration], action, purge)  # raises: it declares nothing
         return []
-    return [await _save_one(database, migration, action, purge, name, query, Path(folder))
+    return [await _save_one(database, migration, action, purge, name, query, Path(folder), retry)
             for name, query in collections.items()]
 
 
@@ -104,20 +107,24 @@ def _encoded_filter(database: AsyncDatabase, migration: Migration, collection: s
 
 
 async def _save_one(database: AsyncDatabase, migration: Migration, action: str, purge: bool,
-                    collection: str, query: dict, folder: Path) -> Saved:
-    digest, count = hashlib.sha256(), 0
+                    collection: str, query: dict, folder: Path, retry: Retrying) -> Saved:
     encoded = _encoded_filter(database, migration, collection, query)
     try:
-        created_at = await server_now(database)  # the changelog's clock: a restore compares the two
+        created_at = await retry("reading the server's clock", partial(server_now, database))  # a restore compares it
         path = folder / f"{database.name}-{collection}-{migration.name}-{action}-{stamp(created_at)}{SUFFIX}"
         body = path.with_name(path.name + ".part")
         folder.mkdir(parents=True, exist_ok=True)
-        try:
+
+        async def read() -> tuple["hashlib._Hash", int]:  # whole, again after a transient error
+            digest, count = hashlib.sha256(), 0
             with gzip.open(body, "wb", compresslevel=6) as out:
                 async for document in database.get_collection(collection, codec_options=RAW).find(encoded):
                     out.write(document.raw)
                     digest.update(document.raw)
                     count += 1
+            return digest, count
+        try:
+            digest, count = await retry(f"backup of {collection}", read)
             if not count:
                 return Saved(None, collection, 0, digest.hexdigest())
             manifest = seal({"format": FORMAT, "migration": migration.name, "migration_checksum": migration.checksum,

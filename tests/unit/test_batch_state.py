@@ -5,8 +5,8 @@ import signal
 
 import pytest
 
-from migrator.batches import DEFAULT_SIZE, RANGE, STREAM, Batches, BatchSettings, Walk, _digest, default_path
-from migrator.checkpoints import Checkpoints
+from migrator.batches import DEFAULT_SIZE, RANGE, STREAM, Batches, BatchSettings, _digest, default_path
+from migrator.checkpoints import Checkpoints, Walk
 from migrator.cli import runner_parser
 from migrator.errors import MigrationError
 from migrator.flags import batch_settings_from
@@ -71,7 +71,8 @@ def test_each_batch_adds_to_the_counts_and_moves_the_last_id():
         ("id-1500", 1500, 1490, 900, 2)
     assert state.checkpoint() == {"collection": "chat_messages", "checksum": "sum", "work": "work", "path": RANGE,
                                   "last_id": "id-1500", "scanned": 1500, "matched": 1490, "modified": 900,
-                                  "batches": 2, "done": False}  # the names earlier versions stored: they resume
+                                  "batches": 2, "done": False, "bounded": False, "end_id": None}  # the names
+    # earlier versions stored: they resume (unbounded, those of a version before the walk's bound)
     progress.finish()
     assert (progress.done, progress.modified) == (1500, 900)
     assert [(type(e).__name__, getattr(e, "done", None), getattr(e, "modified", None)) for e in events] == [

@@ -7,7 +7,8 @@ import signal
 import pytest
 from pymongo.errors import AutoReconnect, NetworkTimeout, WriteConcernError
 
-from migrator.batches import RANGE, Walk
+from migrator.batches import RANGE
+from migrator.checkpoints import Walk
 from migrator.errors import MigrationError
 from migrator.fencing import NoFence, TimeFence, TransactionFence, fence_for
 from migrator.lock import LockLost

@@ -1,0 +1,64 @@
+"""The reads that finish the job ride out failovers like the writes do: the verification after `up`, the backup's
+read of the documents (its find and its getMores), through the fault-injecting wire proxy (tests/wire_proxy.py).
+The driver retries a read once by itself; two errors in a row, or a getMore (never retried by the driver), reach
+the toolkit."""
+
+import gzip
+import json
+from urllib.parse import urlsplit
+
+import bson
+import pytest
+
+from conftest import HAS, SCRIPT, assert_nothing_lost, load, run_here
+from wire_proxy import Fault, WireProxy
+
+NOT_WRITABLE_PRIMARY = 10107
+
+
+@pytest.fixture
+def proxy(server_url):
+    where = urlsplit(server_url)
+    with WireProxy(where.hostname, where.port or 27017) as running:
+        yield running
+
+
+def retries(result) -> list[str]:
+    return [line for line in result.output.splitlines() if "retrying in" in line]
+
+
+def test_two_errors_in_a_row_on_the_verification_are_retried(db, env, proxy):
+    before = load(db, 300)
+    fault = proxy.add(Fault("aggregate", "chat_messages", times=2, code=NOT_WRITABLE_PRIMARY))
+
+    result = run_here(SCRIPT, "--progress-interval", "600", env={**env, "MONGODB_URL": proxy.url})
+
+    assert result.code == 0, result
+    assert fault.fired == 2
+    assert len(retries(result)) == 1 and "verify" in retries(result)[0], result
+    assert_nothing_lost(db, before)
+
+
+def test_a_backup_read_that_fails_twice_then_loses_a_getmore_is_read_again_and_exact(db, env, proxy, tmp_path):
+    before = load(db, 1_000)  # more than a find's first batch (101): the backup's read needs getMores
+    lacking = {doc["_id"]: doc for doc in db.chat_messages.find({"metadata": {"$exists": False}}, sort=[("_id", 1)])}
+    backup_read = lambda body: "projection" not in body  # noqa: E731 (the stream path reads _ids with one)
+    finds = proxy.add(Fault("find", "chat_messages", times=2, code=NOT_WRITABLE_PRIMARY, match=backup_read))
+    get_more = proxy.add(Fault("getMore", None, action="drop", after=finds,
+                               match=lambda body: body.get("collection") == "chat_messages"))
+
+    result = run_here(SCRIPT, "--backup", "--progress-interval", "600",
+                      env={**env, "MONGODB_URL": proxy.url, "MIGRATIONS_BACKUP_DIR": str(tmp_path)})
+
+    assert result.code == 0, result
+    assert (finds.fired, get_more.fired) == (2, 1)
+    assert len(retries(result)) == 2, result
+    [backup] = tmp_path.glob("*.bson.gz")
+    with gzip.open(backup, "rb") as stream:
+        manifest = json.loads(stream.readline())
+        saved = list(bson.decode_file_iter(stream))
+    assert manifest["count"] == len(saved) == len(lacking)
+    as_saved = sorted(bson.encode(doc) for doc in saved)
+    assert as_saved == sorted(bson.encode(doc) for doc in lacking.values())  # each once, byte for byte as it was
+    assert_nothing_lost(db, before)
+    assert db.chat_messages.count_documents(HAS) == len(before)
