@@ -62,6 +62,11 @@ def test_each_batch_is_one_transaction_that_touches_the_lock_first(db, primary, 
     assert len(batches) == 3
     for commands in batches:  # the data, then the checkpoint, in the same transaction
         assert name(commands[-2]) == ("update", "migrations_checkpoints")
+    records = [commands for commands in done if ("insert", "migrations_changelog") in map(name, commands)]
+    assert len(records) == 2  # running, then applied: each stamped and inserted in a transaction that touched the lock
+    for commands in records:
+        assert [name(body) for body in commands] == [TOUCH, TOUCH, ("insert", "migrations_changelog"),
+                                                     ("commitTransaction", 1)]
     assert db.chat_messages.count_documents({"metadata": {"$exists": False}}) == 0
     assert db.migrations_changelog.count_documents({"name": NAME, "state": "applied"}) == 1
 
@@ -108,7 +113,9 @@ def test_an_unknown_commit_result_commits_again_without_running_the_transaction_
 
 def test_a_lock_touch_that_matches_nothing_aborts_and_stops_the_run(db, primary, primary_env):
     load(db, 600)
-    lost = primary.add(Fault("findAndModify", "migrations_lock", nth=2, action="patch",
+    # The 1st transaction records the run's start (the lock touched, then the changelog's stamp); the 2nd is the
+    # first batch; the 2nd batch's touch (the 4th findAndModify in a transaction) finds the lock another's.
+    lost = primary.add(Fault("findAndModify", "migrations_lock", nth=4, action="patch",
                              match=lambda body: "autocommit" in body,
                              patch=lambda reply: {**reply, "value": None,
                                                   "lastErrorObject": {"n": 0, "updatedExisting": False}}))
@@ -119,7 +126,7 @@ def test_a_lock_touch_that_matches_nothing_aborts_and_stops_the_run(db, primary,
     assert lost.fired == 1
     assert "lost the migration lock" in result.output
     done = transactions(primary)
-    assert [name(body)[0] for body in done[1]] == ["findAndModify", "abortTransaction"]  # nothing after the touch
-    assert len(done) == 2  # and no transaction after it
+    assert [name(body)[0] for body in done[2]] == ["findAndModify", "abortTransaction"]  # nothing after the touch
+    assert len(done) == 3  # and no transaction after it
     assert primary.count("update", "chat_messages") == 4  # the first batch's 4 bulks of 50 only
     assert db.migrations_changelog.count_documents({"state": {"$in": ["applied", "rolled_back"]}}) == 0
