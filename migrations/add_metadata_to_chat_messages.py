@@ -26,6 +26,16 @@ ANY_METADATA = {"metadata": {"$exists": True}}
 ADD_NULL = {"$max": {"metadata": None}}
 # The rollback removes only the null metadata it added: metadata the app wrote since stays (--purge removes it).
 keeps_on_rollback = {COLLECTION: ["metadata"]}
+# Its earlier versions made the same change (the later ones added batched rollbacks and the rolling-deploy scope):
+# a database that applied one of them has this migration applied, not changed.
+valid_checksums = [
+    "05b6cabc6240f809b921f5d8ac166ee95d9e9f4987b907c1643558275f4c4701",
+    "373921b5c221b171417dd2b55a396698707ccc108203c4ce4c643987c42b3cd9",
+    "f4d6a203f65497c2dd05aea70864f1173a43552ca2cbb4780113eeb43df5f4fe",
+    "766150416efdd7cb6df5dc5aa0daceedf380d065305495108cfde9099ef3bcfd",
+    "507b832a37ab27ced6c0125a2604519a54d3094ffee6fc5cb40aa22c0ac787eb",
+    "71c8f9e2a8def9e6014cf18fb03191d4616ae671ea251db722be4f50cf429cde",
+]
 
 
 def touches(action: str, purge: bool = False) -> dict[str, dict]:

@@ -4,7 +4,8 @@ The code is parsed and its syntax tree hashed, so whitespace, comments and line 
 count; docstrings and code do. Empty fields are dropped so that Python versions that add new,
 empty node fields (3.12's `type_params`) hash the same code alike. A top-level
 `keeps_on_rollback = ...` does not count either: it tells --selftest what the rollback keeps and
-changes nothing the migration does, so declaring it in an applied migration is not an edit of it.
+changes nothing the migration does, so declaring it in an applied migration is not an edit of it; nor does
+`valid_checksums = [...]`, the checksums of the file's earlier versions that did the same change.
 """
 
 import ast
@@ -25,7 +26,7 @@ def _canonical(node):
     return repr(node)
 
 
-_DECLARATIONS = {"keeps_on_rollback"}  # read by the toolkit's checks only, never by the migration's code
+_DECLARATIONS = {"keeps_on_rollback", "valid_checksums"}  # read by the toolkit's checks only, not the migration
 
 
 def _is_declaration(statement: ast.stmt) -> bool:

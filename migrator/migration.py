@@ -12,7 +12,9 @@ of the database:
     count_pending(db)  optional; how many documents `up` would change (for --dry-run)
 and optionally `depends_on = ["other_migration", ...]` (names of migrations that must run first),
 `keeps_on_rollback = {collection: [field, ...]}` (fields its rollback leaves in place by design, such
-as data the app wrote since: --selftest lets them differ after a rollback), and one plain (not async)
+as data the app wrote since: --selftest lets them differ after a rollback), `valid_checksums = ["<sha256>",
+...]` (earlier versions of this file that did the same change: a database that applied one of them is not
+"changed"; Liquibase's validCheckSum), and one plain (not async)
 function:
     touches(action, purge=False) -> {collection: filter}
                        the documents `up` (action "apply") or `rollback` (action "rollback", with
@@ -46,6 +48,7 @@ _DATE = re.compile(r"^\s*Date:[ \t]*(.*?)\s*$", re.MULTILINE)
 _DATE_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2})?")
 DATE_FORMS = "YYYY-MM-DD HH:MM, or YYYY-MM-DD for the start of that day"
 _DESCRIPTION = re.compile(r"^\s*Description:\s*(.+)$", re.MULTILINE)
+_CHECKSUM = re.compile(r"[0-9a-f]{64}")
 
 # What the --new template carries until its author edits it (migration_template.py.txt says so too).
 DRAFT_MARKER = re.compile(r"^\s*DRAFT:", re.MULTILINE)
@@ -145,6 +148,7 @@ class Migration:
     touches: Callable[..., dict[str, dict]] | None = None
     depends_on: tuple[str, ...] = ()
     keeps_on_rollback: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    valid_checksums: tuple[str, ...] = ()  # earlier versions of its file that did the same change
     path: Path | None = None
     checksum: str = ""
     draft_reasons: tuple[str, ...] = ()  # what is left to edit of the --new template: a draft never runs
@@ -156,6 +160,11 @@ class Migration:
     @property
     def file_name(self) -> str:
         return self.path.name if self.path else self.name
+
+    def is_version(self, checksum: str | None) -> bool:
+        """Was a changelog entry of `checksum` made by this file, or by an earlier version it declares valid?
+        (None: an entry of a version that recorded none.)"""
+        return checksum is None or checksum == self.checksum or checksum in self.valid_checksums
 
     def accepts(self, hook: str, option: str) -> bool:
         function = getattr(self, hook)
@@ -219,6 +228,7 @@ def load_migration(path: Path) -> Migration | None:
     date_of(migration)
     migration.depends_on = _migration_names(migration.depends_on, path)
     migration.keeps_on_rollback = _kept_fields(migration.keeps_on_rollback, path)
+    migration.valid_checksums = _checksums(migration.valid_checksums, path)
     migration.draft_reasons = _draft_reasons(tree, ast.get_docstring(tree) or "", migration.description)
     return migration
 
@@ -241,6 +251,15 @@ def _migration_names(depends_on, path: Path) -> tuple[str, ...]:
         raise MigrationError(f"{path.name}: depends_on must be a list of migration names, e.g. depends_on = "
                              f"[\"add_metadata_to_chat_messages\"], not {redact(repr(depends_on))}", ExitCode.USAGE)
     return tuple(name.removesuffix(".py") for name in names)
+
+
+def _checksums(checksums, path: Path) -> tuple[str, ...]:
+    """`valid_checksums`: a list of the checksums (64 hex digits) of earlier versions of the file."""
+    if isinstance(checksums, (list, tuple)) and all(isinstance(c, str) and _CHECKSUM.fullmatch(c) for c in checksums):
+        return tuple(checksums)
+    raise MigrationError(f"{path.name}: valid_checksums must be a list of checksums of earlier versions (64 hex "
+                         "digits each, as --status --json or the changelog shows them), not "
+                         f"{redact(repr(checksums))[:80]}", ExitCode.USAGE)
 
 
 def _kept_fields(kept, path: Path) -> dict[str, tuple[str, ...]]:
@@ -333,6 +352,7 @@ def _from_functions(module, path: Path, docstring: str) -> Migration:
         description=summary,
         depends_on=getattr(module, "depends_on", ()),
         keeps_on_rollback=getattr(module, "keeps_on_rollback", {}),
+        valid_checksums=getattr(module, "valid_checksums", ()),
         touches=touches,
         path=path,
         **hooks,

@@ -104,7 +104,7 @@ def status_rows(migrations: list[Migration], history: dict[str, list[dict]]) -> 
         row = _row(migration.name, migration.date, entries)
         row.draft = migration.draft
         row.out_of_order = early.get(migration.name, "")
-        row.changed = row.state == APPLIED and entries[-1].get("checksum") not in (None, migration.checksum)
+        row.changed = row.state == APPLIED and not migration.is_version(entries[-1].get("checksum"))
         rows.append(row)
     known = {migration.name for migration in migrations}
     for name, entries in history.items():
@@ -163,7 +163,7 @@ def out_of_order(migrations: list[Migration], latest: dict[str, dict]) -> dict[s
 
 def changed(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
     return [m for m in migrations if state_of(latest.get(m.name)) == APPLIED
-            and latest[m.name].get("checksum") not in (None, m.checksum)]
+            and not m.is_version(latest[m.name].get("checksum"))]
 
 
 # ----- live progress of a running migration -----

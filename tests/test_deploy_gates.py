@@ -165,3 +165,27 @@ def test_a_runner_killed_in_a_non_batched_up_leaves_it_interrupted_and_the_next_
     warnings = [line for line in again.output.splitlines() if "WARNING" in line]
     assert len(warnings) == 1 and f"slow: interrupted: its runner {row['runner']} died" in warnings[0]
     assert status_json(cli, *folder)["slow"]["state"] == "applied"
+
+
+def test_an_edit_whose_earlier_version_is_declared_valid_is_not_changed_and_others_still_are(db, cli, tmp_path):
+    folder = ("--migrations-dir", str(tmp_path))
+    write_migration(tmp_path, "m1", date="2025-01-02", body=UNDOABLE.format(name="m1"))
+    db.chat_messages.insert_many(chat_messages(300))
+    assert cli(RUNNER, "--all", *folder).code == 0
+    applied = db.migrations_changelog.find_one({"name": "m1", "state": "applied"})["checksum"]
+
+    edit(tmp_path / "m1.py")
+    assert cli(RUNNER, "--check", *folder).code == 6  # an edit alone is a change
+    path = tmp_path / "m1.py"
+    path.write_text(path.read_text() + f"\nvalid_checksums = [{applied!r}]\n")
+    accepted = cli(RUNNER, "--check", *folder)
+    assert accepted.code == 0 and "up to date" in accepted.stdout, accepted
+    assert cli(RUNNER, "--all", *folder).code == 0  # runs, refusing nothing
+    row = status_json(cli, *folder)["m1"]
+    assert row["state"] == "applied" and not row.get("changed"), row
+
+    path.write_text(path.read_text().replace(applied, "0" * 64))  # another version's checksum: changed again
+    assert cli(RUNNER, "--check", *folder).code == 6
+    path.write_text(path.read_text().replace("0" * 64, "not a checksum"))
+    bad = cli(RUNNER, "--check", *folder)
+    assert bad.code == 2 and "valid_checksums must be a list of checksums" in bad.output, bad

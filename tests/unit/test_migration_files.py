@@ -114,3 +114,10 @@ def test_outcome_accepts_driver_results_and_refuses_others():
     assert Outcome.of(None) == Outcome()
     with pytest.raises(TypeError):
         Outcome.of(42)
+
+
+def test_the_shipped_migration_is_the_same_migration_for_databases_that_applied_its_earlier_versions():
+    [shipped] = [m for m in discover(MIGRATIONS_DIR) if m.name == "add_metadata_to_chat_messages"]
+    released = "71c8f9e2a8def9e6014cf18fb03191d4616ae671ea251db722be4f50cf429cde"  # as of 2026-11-27
+    assert shipped.checksum != released and shipped.is_version(released) and shipped.is_version(shipped.checksum)
+    assert not shipped.is_version("0" * 64)
