@@ -20,7 +20,7 @@ from migrator.changelog import Changelog
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints
 from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter
-from migrator.fencing import fence_for
+from migrator.fencing import TimeFence, fence_for
 from migrator.hooks import Hooks
 from migrator.lock import LockLost, MigrationLock
 from migrator.migration import (
@@ -167,7 +167,7 @@ class Steps:
                        post_images=post_images is not None, force=force, run_id=self.run_id)
         try:
             await backup.restore(self.database, file, await self.server_profile(), done, self.lock.check,
-                                 post_images, force, self.retry, self.report)
+                                 post_images, force, self._bounded_by_lease, self.report)
         except (MigrationError, PyMongoError) as exc:
             with suppress(PyMongoError, MigrationError):  # the server is gone: the error being raised says why
                 await self.changelog.record(file.migration, "restore", plan.FAILED, error=redact(exc),
@@ -210,6 +210,13 @@ class Steps:
         """The saved documents as the change left them, for a restore to tell the app's later changes apart."""
         for saved in backups:
             await backup.record_post_images(self.database, saved, await self.server_profile(), self.retry)
+
+    async def _bounded_by_lease(self, what: str, write: Callable[[], Awaitable[T]]) -> T:
+        """A restore's batch (its writes and its read-back): fenced by the lease's time, retried with the lock checked
+        (migrator.fencing.TimeFence; not in a transaction: the batch is checked by reading it back)."""
+        if self.lock.epoch is None:
+            return await self.retry(what, write)
+        return await TimeFence(self.lock, self.retry).run(what, lambda session: write())
 
     async def _batches(self, migration: Migration, action: str = APPLY) -> Batches:
         """Batches whose every write is fenced by the lock this runner holds (migrator.fencing)."""

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import HAS, NAME, SCRIPT, assert_nothing_lost, finish, load, run, run_here, start, wait_for
+from conftest import HAS, NAME, RUNNER, SCRIPT, assert_nothing_lost, finish, load, run, run_here, start, wait_for
 from wire_proxy import Fault, WireProxy
 
 BULKS = 4  # `update` commands a batch of 200 sends on FerretDB's stream path (bulks of 50)
@@ -139,3 +139,23 @@ def test_a_batch_sent_again_after_a_lost_reply_records_modified_as_a_lower_bound
     assert applied["modified"] <= 900 and applied["modified_at_least"] is True
     assert f"modified at least {applied['modified']:,} documents" in result.output
     assert_nothing_lost(db, before)
+
+
+def test_a_restore_write_that_never_gets_a_reply_ends_the_restore_within_about_the_lease(db, proxy, proxied_env, env,
+                                                                                         tmp_path):
+    env["MIGRATIONS_BACKUP_DIR"] = proxied_env["MIGRATIONS_BACKUP_DIR"] = str(tmp_path)
+    load(db, 600)
+    assert run_here(SCRIPT, "--backup", "--progress-interval", "600", env=env).code == 0
+    [saved] = tmp_path.glob("*-apply-*.bson.gz")
+    silence = proxy.add(Fault("update", "chat_messages", action="silence", times=10**6))
+
+    started = time.monotonic()
+    result = run_here(RUNNER, "--restore", str(saved), "--yes", "--lease", "4", env=proxied_env)
+
+    assert result.code == 1, result
+    assert time.monotonic() - started < 10
+    assert silence.fired == 1 and "no reply from the server within" in result.output, result.output
+    assert db.migrations_changelog.find_one({"action": "restore", "state": "failed"}) is not None
+    second = run_here(RUNNER, "--restore", str(saved), "--yes", "--lock-timeout", "0", env=env)
+    assert second.code == 0, second  # the lock was released, and the restore done whole now
+    assert db.chat_messages.count_documents(HAS) == 60  # as before the apply: only the app's metadata
