@@ -117,7 +117,9 @@ class Batches:
         self._steps += 1
         step = self._steps
         if step == 1:
-            await self.checkpoints.clear(self.migration, action=ROLLBACK if self.action == APPLY else APPLY)
+            other = ROLLBACK if self.action == APPLY else APPLY
+            await self.fence.run(f"{self.migration}: clearing the checkpoint",
+                                 partial(self.checkpoints.clear, self.migration, other))
         recheck = self.action == ROLLBACK if recheck_filter is None else recheck_filter
         target = self._collection(collection)
         work = _digest(collection, filter, update)

@@ -18,6 +18,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 
+import pymongo
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -35,7 +36,8 @@ DECIDING = frozenset({"applied", "rolled_back", "running"})
 
 Stamp = Callable[..., Awaitable[dict]]  # (session) -> {"epoch": n, "seq": k}, {} without a lock
 Write = Callable[..., Awaitable[None]]  # (session) -> None
-Fence = Callable[[str, Write], Awaitable[None]]  # (what, write): runs write(session), once it is done
+FencedRun = Callable[[str, Write], Awaitable[None]]  # (what, write): runs write(session): migrator.fencing's Fence.run
+HISTORY_ONLY_S = 10.0  # a lost lock's failure is recorded within this, or not at all: the run is ending
 
 
 async def _no_stamp(session=None) -> dict:
@@ -43,18 +45,17 @@ async def _no_stamp(session=None) -> dict:
 
 
 class Changelog:
-    """`stamp`: the lock's (MigrationLock.stamp); `fence(what, write)`: how a record is written (default: retried
-    with `check` (MigrationLock.check) before each retry, `write(None)`; migrator.fencing's Fence.run)."""
+    """`stamp`: the lock's (MigrationLock.stamp); `fence(what, write)`: how a record is written (the engine's is
+    migrator.fencing's Fence.run; without one, retried)."""
 
     def __init__(self, database: AsyncDatabase, retry: Retry | None = None, provenance: dict | None = None,
-                 stamp: Stamp = _no_stamp, fence: Fence | None = None, check: Callable[[], None] | None = None):
+                 stamp: Stamp = _no_stamp, fence: FencedRun | None = None):
         self.database = database
         self.collection = bookkeeping(database, COLLECTION)
         self.retry = retry or Retry()
         self.provenance = provenance or {}  # user, commit, ci: see migrator.provenance
         self.stamp = stamp
-        recording = self.retry.checking(check) if check else self.retry  # no retry once the lock is lost
-        self.fence: Fence = fence or (lambda what, write: recording(what, lambda: write(None)))
+        self.fence: FencedRun = fence or (lambda what, write: self.retry(what, lambda: write(None)))
 
     async def record(self, name: str, action: str, state: str, **details) -> dict:
         if details.get("error"):  # a message, which can quote a URL; the other fields stay exact (checksums)
@@ -73,7 +74,7 @@ class Changelog:
 
         what = f"{name}: recording {action} in the changelog"
         if entry.get("lock_lost"):  # history only: no stamp to take, the lock is another's
-            await self.retry(what, lambda: self._insert(entry, None))
+            await self._history_only(what, entry)
             return entry
 
         async def write(session=None) -> None:
@@ -85,8 +86,13 @@ class Changelog:
             if state in DECIDING:
                 raise
             entry["lock_lost"] = True  # a failure seen by a runner that lost the lock: kept, decides nothing
-            await self.retry(what, lambda: self._insert(entry, None))
+            await self._history_only(what, entry)
         return entry
+
+    async def _history_only(self, what: str, entry: dict) -> None:
+        """A failure seen by a runner that lost the lock: kept if the server answers soon, never waited for long."""
+        with pymongo.timeout(HISTORY_ONLY_S):
+            await self.retry(what, lambda: self._insert(entry, None))
 
     async def _insert(self, entry: dict, session) -> None:
         entry["at"] = await server_now(self.database)

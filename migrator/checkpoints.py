@@ -78,15 +78,19 @@ class Checkpoints:
             found.setdefault(checkpoint["migration"], []).append(checkpoint)
         return found
 
-    async def clear(self, migration: str, action: str | None = None) -> None:
-        """Delete the checkpoints of `migration`: all of them, or those of one action (APPLY or ROLLBACK)."""
+    async def clear(self, migration: str, action: str | None = None, session=None) -> None:
+        """Delete the checkpoints of `migration`: all of them, or those of one action (APPLY or ROLLBACK). With a
+        `session` (a fenced unit: migrator.fencing), once: the fence retries it."""
         which: dict[str, Any] = {}
         if action == APPLY:
             which = {"action": {"$ne": ROLLBACK}}  # an up's has no action
         elif action is not None:
             which = {"action": action}
-        await self.retry(f"{migration}: clearing the checkpoint",
-                         lambda: self.collection.delete_many({"migration": migration, **which}))
+        if session is not None:
+            await self.collection.delete_many({"migration": migration, **which}, session=session)
+        else:
+            await self.retry(f"{migration}: clearing the checkpoint",
+                             lambda: self.collection.delete_many({"migration": migration, **which}))
         self._saved = {key: fields for key, fields in self._saved.items()
                        if fields["migration"] != migration or action not in (None, fields.get("action", APPLY))}
 

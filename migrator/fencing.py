@@ -59,10 +59,12 @@ class Fence(Protocol):
         """Before each command of a unit that sends several (the stream path's bulks): stop if the lock is lost."""
 
 
-def fence_for(lock: MigrationLock | None, profile: ServerProfile, database: AsyncDatabase, retry: Retry) -> Fence:
+def fence_for(lock: MigrationLock | None, profile: ServerProfile, database: AsyncDatabase, retry: Retry,
+              by_time_only: bool = False) -> Fence:
+    """`by_time_only`: for work that is not one transaction's (a restore's batch, checked by reading it back)."""
     if lock is None or lock.epoch is None:
         return NoFence(retry)
-    if profile.transactions:
+    if profile.transactions and not by_time_only:
         return TransactionFence(lock, database, retry)
     return TimeFence(lock, retry)
 
@@ -129,7 +131,7 @@ class TransactionFence(TimeFence):
             return await write(session)
 
         async def transaction(_: AsyncClientSession | None) -> T:
-            async with self.client.start_session(causal_consistency=False) as session:
+            async with self.lock.exclusive(), self.client.start_session(causal_consistency=False) as session:
                 return await session.with_transaction(
                     fenced, read_concern=ReadConcern("majority"), write_concern=WriteConcern("majority"),
                     read_preference=ReadPreference.PRIMARY)

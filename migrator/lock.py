@@ -1,6 +1,7 @@
 """One runner at a time: a leased lock, one document per database, that only conditional updates change.
 
-`migrations_lock` holds `{_id: "lock", epoch, owner, acquired_at, expires_at, released_at, seq, took_over}`.
+`migrations_lock` holds `{_id: "lock", epoch, owner, acquired_at, expires_at, released_at, seq, touches,
+took_over}`.
 Acquiring inserts it (epoch 1) when absent: a duplicate key means another runner was first. Taking over,
 renewing, stamping (the changelog's sequence), touching (fenced transactions), releasing and force-unlocking
 are conditional updates of it by its epoch (migrator.lock_commands): at most one of a renewal and a takeover
@@ -26,6 +27,7 @@ import contextlib
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import partial
 
 import pymongo
 from pymongo import ReturnDocument
@@ -214,6 +216,13 @@ class MigrationLock:
             return float("inf") if self.epoch is None else 0.0
         return max(0.0, self.lease_s * SAFETY - (time.monotonic() - self._renewed_at))
 
+    @asynccontextmanager
+    async def exclusive(self):
+        """For a transaction that writes the lock document (migrator.fencing): no renewal of this runner's starts
+        meanwhile (the server would hold it behind the transaction's own write until the transaction ends)."""
+        async with self._serial:
+            yield
+
     async def _conditional(self, what: str, build, session=None) -> dict:
         """find_one_and_update of the lock document by this holder's epoch (after); LockLost if it matches nothing."""
         self.check()
@@ -222,11 +231,11 @@ class MigrationLock:
             query, update = build(self.epoch, self.owner, await self._now())
             return await self.collection.find_one_and_update(query, update, return_document=ReturnDocument.AFTER,
                                                              session=session)
-        async with self._serial:
-            if session is not None:  # inside a transaction: the fence retries the whole of it
-                with pymongo.timeout(max(0.05, self.remaining_s())):
-                    after = await operation()
-            else:
+        if session is not None:  # inside a transaction (held exclusively: see `exclusive`); the fence retries it whole
+            with pymongo.timeout(max(0.05, self.remaining_s())):
+                after = await operation()
+        else:
+            async with self._serial:
                 after = await self._bounded(what, operation, min(MAX_OPERATION_S, max(0.05, self.remaining_s())))
         if after is None:
             self._lose(await self._read())
@@ -244,7 +253,8 @@ class MigrationLock:
         it holds none (the Python API's steps run without one)."""
         if self.epoch is None and not self.lost_reason:
             return {}
-        after = await self._conditional("numbering the changelog entry", commands.stamp, session)
+        numbering = partial(commands.stamp, margin_s=self.margin_s)
+        after = await self._conditional("numbering the changelog entry", numbering, session)
         return {"epoch": after["epoch"], "seq": after["seq"]}
 
     def check(self, room_s: float = 0.0) -> None:

@@ -86,9 +86,10 @@ def renewal(epoch: int, owner: str, lease_s: float, now: datetime | None, margin
     return {**held_by(epoch, owner), **_live(now, margin_s)}, _set(now, {}, lease_s)
 
 
-def stamp(epoch: int, owner: str, now: datetime | None) -> tuple[dict, dict]:
-    """The next number of the database's sequence, for a changelog entry of this live holder."""
-    return {**held_by(epoch, owner), **_live(now)}, {"$inc": {"seq": 1}}
+def stamp(epoch: int, owner: str, now: datetime | None, margin_s: float = 0.0) -> tuple[dict, dict]:
+    """The next number of the database's sequence, for a changelog entry of this live holder (with, where the
+    clock is read by `hello`, the renewal's margin left: a takeover cannot match meanwhile)."""
+    return {**held_by(epoch, owner), **_live(now, margin_s)}, {"$inc": {"seq": 1}}
 
 
 def touch(epoch: int, owner: str, now: datetime | None) -> tuple[dict, dict]:

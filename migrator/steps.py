@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,7 +21,7 @@ from migrator.changelog import Changelog
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints
 from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter
-from migrator.fencing import TimeFence, fence_for
+from migrator.fencing import fence_for
 from migrator.hooks import Hooks
 from migrator.lock import LockLost, MigrationLock
 from migrator.migration import (
@@ -88,7 +89,7 @@ class Steps:
             scope = {"scope": Scope(batches.walked if batches else {})} if migration.accepts("verify", "scope") else {}
             after = await self.hooks.verification(migration, "verify", **scope)
             if not after.ok:
-                await self.checkpoints.clear(migration.name)  # `up` went all the way: a re-run starts over
+                await self._clear_checkpoints(migration.name)  # `up` went all the way: a re-run starts over
                 raise MigrationError(f"{migration.name}: verification failed after it ran{in_parens(after.counts)}")
             await self._record_post_images(backups)
             await self.lock.confirm()  # a runner whose lease ran out while `up` ran must not record it applied
@@ -101,7 +102,7 @@ class Steps:
                                     duration_s=round(seconds, 3), matched=outcome.matched, modified=outcome.modified,
                                     **_lower_bound(outcome),
                                     run_id=self.run_id, **_backup_field(backups))
-        await self.checkpoints.clear(migration.name)
+        await self._clear_checkpoints(migration.name)
         return ApplyResult(migration, outcome, after, seconds)
 
     async def mark_applied(self, migration: Migration, force: bool = False) -> Verification:
@@ -113,7 +114,7 @@ class Steps:
                                  "not recorded (--force records it anyway)", ExitCode.VERIFY_FAILED)
         await self.changelog.record(migration.name, "mark_applied", plan.APPLIED, checksum=migration.checksum,
                                     verified=verification.ok, run_id=self.run_id)
-        await self.checkpoints.clear(migration.name)
+        await self._clear_checkpoints(migration.name)
         return verification
 
     async def rollback(self, migration: Migration, purge: bool = False,
@@ -134,7 +135,7 @@ class Steps:
             check_options = options if migration.accepts("verify_rollback", "purge") else {}
             after = await self.hooks.verification(migration, "verify_rollback", **check_options)
             if not after.ok:
-                await self.checkpoints.clear(migration.name)  # the rollback went all the way: a re-run starts over
+                await self._clear_checkpoints(migration.name)  # the rollback went all the way: a re-run starts over
                 raise MigrationError(f"{migration.name}: rollback verification failed{in_parens(after.counts)}")
             await self._record_post_images(backups)
             await self.lock.confirm()
@@ -145,7 +146,7 @@ class Steps:
                                     duration_s=round(seconds, 3), matched=outcome.matched, modified=outcome.modified,
                                     **_lower_bound(outcome),
                                     purge=purge, run_id=self.run_id, **_backup_field(backups))
-        await self.checkpoints.clear(migration.name)  # a later apply starts from the beginning
+        await self._clear_checkpoints(migration.name)  # a later apply starts from the beginning
         return RollbackResult(migration, outcome, after, seconds)
 
     async def restore(self, file: backup.BackupFile, post_images: backup.PostImages | None = None,
@@ -177,7 +178,7 @@ class Steps:
             raise MigrationError(f"restore failed after {done.restored} of {file.count} documents: {redact(exc)}; "
                                  "run the same restore again") from exc
         state = plan.ROLLED_BACK if file.action == "apply" else plan.APPLIED
-        await self.checkpoints.clear(file.migration)  # they describe documents as they no longer are
+        await self._clear_checkpoints(file.migration)  # they describe documents as they no longer are
         await self.changelog.record(file.migration, "restore", state, duration_s=round(time.monotonic() - started, 3),
                                     verified=not done.problem(file), **done.record(file), **details)
         done.not_in_place = await self._verify_after_restore(file)
@@ -211,12 +212,15 @@ class Steps:
         for saved in backups:
             await backup.record_post_images(self.database, saved, await self.server_profile(), self.retry)
 
+    async def _clear_checkpoints(self, name: str) -> None:
+        """Fenced like a batch: a runner that lost the lock must not delete its successor's checkpoints."""
+        fence = fence_for(self.lock, await self.server_profile(), self.database, self.retry)
+        await fence.run(f"{name}: clearing the checkpoint", partial(self.checkpoints.clear, name, None))
+
     async def _bounded_by_lease(self, what: str, write: Callable[[], Awaitable[T]]) -> T:
-        """A restore's batch (its writes and its read-back): fenced by the lease's time, retried with the lock checked
-        (migrator.fencing.TimeFence; not in a transaction: the batch is checked by reading it back)."""
-        if self.lock.epoch is None:
-            return await self.retry(what, write)
-        return await TimeFence(self.lock, self.retry).run(what, lambda session: write())
+        """A restore's batch (its writes, then its read-back): fenced by the lease's time, not one transaction."""
+        fence = fence_for(self.lock, await self.server_profile(), self.database, self.retry, by_time_only=True)
+        return await fence.run(what, lambda session: write())
 
     async def _batches(self, migration: Migration, action: str = APPLY) -> Batches:
         """Batches whose every write is fenced by the lock this runner holds (migrator.fencing)."""

@@ -113,9 +113,10 @@ def test_an_unknown_commit_result_commits_again_without_running_the_transaction_
 
 def test_a_lock_touch_that_matches_nothing_aborts_and_stops_the_run(db, primary, primary_env):
     load(db, 600)
-    # The 1st transaction records the run's start (the lock touched, then the changelog's stamp); the 2nd is the
-    # first batch; the 2nd batch's touch (the 4th findAndModify in a transaction) finds the lock another's.
-    lost = primary.add(Fault("findAndModify", "migrations_lock", nth=4, action="patch",
+    # The 1st transaction records the run's start (the lock touched, then the changelog's stamp); the 2nd clears a
+    # rollback's checkpoints; the 3rd is the first batch; the 2nd batch's touch (the 5th findAndModify in a
+    # transaction) finds the lock another's.
+    lost = primary.add(Fault("findAndModify", "migrations_lock", nth=5, action="patch",
                              match=lambda body: "autocommit" in body,
                              patch=lambda reply: {**reply, "value": None,
                                                   "lastErrorObject": {"n": 0, "updatedExisting": False}}))
@@ -126,7 +127,8 @@ def test_a_lock_touch_that_matches_nothing_aborts_and_stops_the_run(db, primary,
     assert lost.fired == 1
     assert "lost the migration lock" in result.output
     done = transactions(primary)
-    assert [name(body)[0] for body in done[2]] == ["findAndModify", "abortTransaction"]  # nothing after the touch
-    assert len(done) == 3  # and no transaction after it
+    assert [name(body)[0] for body in done[1]] == ["findAndModify", "delete", "commitTransaction"]
+    assert [name(body)[0] for body in done[3]] == ["findAndModify", "abortTransaction"]  # nothing after the touch
+    assert len(done) == 4  # and no transaction after it
     assert primary.count("update", "chat_messages") == 4  # the first batch's 4 bulks of 50 only
     assert db.migrations_changelog.count_documents({"state": {"$in": ["applied", "rolled_back"]}}) == 0
