@@ -30,7 +30,7 @@ from migrator.flags import (
     engine_options,
     nonempty_path,
 )
-from migrator.migration import Migration, load_migration
+from migrator.migration import Migration
 from migrator.output import log, say, setup_logging
 from migrator.profile import detect
 from migrator.redact import redact
@@ -241,16 +241,21 @@ def _scaffold(folder: Path, name: str) -> int:
 
 # ----- one migration on its own: python migrations/<name>.py -----------------------------------
 
+def _this(ctx, args) -> Migration:
+    """The script's own migration, among all of its folder's: the engine checks order and dependencies as for
+    run_migrations.py --migration (one door)."""
+    return find(ctx.engine.migrations, args.this)
+
+
 STANDALONE = (
-    Command(None, "apply it", lambda ctx, a: commands.apply_one(ctx, ctx.engine.migrations[0]), accepts=RUN),
+    Command(None, "apply it", lambda ctx, a: commands.apply_one(ctx, _this(ctx, a)), accepts=RUN),
     Command("--verify", "check the change is in place; exit 4 if not",
-            lambda ctx, a: commands.verify(ctx, ctx.engine.migrations[:1])),
+            lambda ctx, a: commands.verify(ctx, [_this(ctx, a)])),
     Command("--rollback", "undo the change (asks first)",
-            lambda ctx, a: commands.rollback(ctx, commands.select_named(ctx.engine, ctx.engine.migrations[0].name),
-                                             a.yes),
+            lambda ctx, a: commands.rollback(ctx, commands.select_named(ctx.engine, a.this), a.yes),
             accepts=ROLLBACK),
     Command("--dry-run", "count what would change; write nothing",
-            lambda ctx, a: commands.dry_run(ctx, ctx.engine.migrations[:1])),
+            lambda ctx, a: commands.dry_run(ctx, [_this(ctx, a)])),
 )
 
 
@@ -261,11 +266,13 @@ def standalone_main(file: str, argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = chosen(parser, args, STANDALONE)
 
+    args.this = path.stem
+
     def this_migration() -> list[Migration]:
-        migration = load_migration(path)
-        if migration is None:
+        found = discover(path.parent)  # all of them: the order and the dependencies are checked as by the runner
+        if not any(migration.name == path.stem for migration in found):
             raise MigrationError(f"{path.name} declares no migration", ExitCode.USAGE)
-        return [migration]
+        return found
 
     return run(args, this_migration, lambda ctx: _run(command, ctx, args))
 

@@ -189,3 +189,22 @@ def test_an_edit_whose_earlier_version_is_declared_valid_is_not_changed_and_othe
     path.write_text(path.read_text().replace("0" * 64, "not a checksum"))
     bad = cli(RUNNER, "--check", *folder)
     assert bad.code == 2 and "valid_checksums must be a list of checksums" in bad.output, bad
+
+
+def test_a_migration_run_as_a_script_is_refused_what_the_runner_refuses(db, cli, env, tmp_path):
+    folder = ("--migrations-dir", str(tmp_path))
+    write_migration(tmp_path, "m1", date="2025-01-02", body=UNDOABLE.format(name="m1"))
+    write_migration(tmp_path, "m2", date="2025-01-03", body=UNDOABLE.format(name="m2"), depends_on=["m1"])
+    db.chat_messages.insert_many(chat_messages(200))
+    assert cli(RUNNER, "--all", *folder).code == 0
+
+    dependent = standalone(tmp_path / "m1.py", "--rollback", "--yes", env=env)
+    assert dependent.code == 2 and "m2 depends on m1" in dependent.output, dependent
+    assert db.chat_messages.count_documents({"m1": 1}) == 200  # nothing rolled back
+
+    write_migration(tmp_path, "m0", date="2025-01-01", body=UNDOABLE.format(name="m0"))
+    early = standalone(tmp_path / "m0.py", env=env)
+    assert early.code == 1 and "m0 comes before m2" in early.output, early
+    assert db.chat_messages.count_documents({"m0": 1}) == 0  # not applied
+    assert standalone(tmp_path / "m0.py", "--allow-out-of-order", env=env).code == 0
+    assert db.chat_messages.count_documents({"m0": 1}) == 200
