@@ -160,12 +160,14 @@ class Steps:
         between batches) is recorded as failed with how far it got, then raised. After a whole restore
         every applied migration is verified again: each no longer in place is recorded as failed (so
         `--all` applies it again) and listed in `not_in_place`; `problem(file)` says what did not read
-        back as saved.
+        back as saved. Its start is recorded first, like an apply's: a restore killed half-way stays
+        visible (running, then interrupted) and fails the gates until it is done again or undone.
         """
         started, done = time.monotonic(), backup.Restored()
         details = dict(checksum=file.manifest.get("migration_checksum"), file=str(Path(file.path).resolve()),
                        database=self.database.name, collection=file.collection, backup_of=file.action,
                        post_images=post_images is not None, force=force, run_id=self.run_id)
+        await self.changelog.record(file.migration, "restore", plan.RUNNING, **details)
         try:
             await backup.restore(self.database, file, await self.server_profile(), done, self.lock.check,
                                  post_images, force, self._bounded_by_lease, self.report)

@@ -185,7 +185,7 @@ def test_a_restore_of_1200_messages_finishes_in_seconds_and_gives_every_one_back
     assert seconds < 45, f"{seconds:.1f} s\n{restored}"
     assert "restored 1080 documents of chat_messages and read them back" in restored.output, restored
     assert by_id(db) == before  # 1,080 lack metadata again, the 120 that had it keep it, nothing else moved
-    [entry] = db.migrations_changelog.find({"action": "restore"})
+    [entry] = db.migrations_changelog.find({"action": "restore", "state": {"$ne": "running"}})
     assert (entry["state"], entry["modified"], entry["verified"]) == ("rolled_back", 1080, True)
     assert db.migrations_lock.find_one({"_id": "lock"})["released_at"] is not None
 
@@ -230,7 +230,7 @@ def test_sigterm_and_ctrl_c_stop_a_restore_between_batches_recorded_and_the_next
         done = int(re.search(rf"stopped by {name} after ([\d,]+) of 720 documents", error)[1].replace(",", ""))
         assert 0 < done < 720 and "run the same restore again to finish" in error, stopped
         assert "Traceback" not in stopped.output
-        entry = db.migrations_changelog.find_one({"action": "restore"}, sort=[("at", -1), ("_id", -1)])
+        entry = db.migrations_changelog.find_one({"action": "restore", "state": {"$ne": "running"}}, sort=[("seq", -1)])
         assert (entry["state"], entry["restored"], entry["left"]) == ("failed", done, 720 - done)
         assert f"stopped by {name}" in entry["error"]
         assert db.migrations_lock.find_one({"_id": "lock"})["released_at"] is not None
@@ -467,3 +467,41 @@ def test_the_manifest_checksum_covers_every_field_and_survives_extended_json():
     assert sealed["manifest_sha256"] == backup.manifest_digest(json.loads(json.dumps(sealed)))
     for key, value in (("action", "rollback"), ("filter", {}), ("extra", 1)):
         assert backup.manifest_problem({**sealed, key: value}).startswith("manifest checksum mismatch")
+
+
+@pytest.mark.slow
+def test_a_restore_killed_half_way_stays_visible_and_fails_the_gates_until_it_is_done_again(db, cli, env, tmp_path,
+                                                                                           server_url):
+    from urllib.parse import urlsplit
+
+    from wire_proxy import Fault, WireProxy
+
+    env["MIGRATIONS_BACKUP_DIR"] = str(tmp_path / "backups")
+    db.chat_messages.insert_many(chat_messages(1200, with_metadata_every=10))
+    assert cli("run_migrations.py", "--all", "--backup", env=env).code == 0
+    saved = backup_of(tmp_path / "backups")
+    where = urlsplit(server_url)
+    with WireProxy(where.hostname, where.port or 27017) as proxy:  # each restore write held: the kill lands inside
+        held = proxy.add(Fault("update", "chat_messages", times=10**6, action="delay", seconds=0.3))
+        process = subprocess.Popen([sys.executable, str(MIGRATIONS / "run_migrations.py"), "--restore", str(saved),
+                                    "--yes", "--lease", "4"], env={**env, "MONGODB_URL": proxy.url}, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while not held.fired and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.kill()
+        process.communicate(timeout=30)
+    assert held.fired
+
+    status = cli("run_migrations.py", "--status", "--json", env=env)
+    [row] = [r for r in json.loads(status.stdout) if r["name"] == MIGRATION]
+    assert row["state"] in ("running", "interrupted"), row
+    check = cli("run_migrations.py", "--check", env=env)
+    assert check.code == 6 and MIGRATION in check.stdout, check
+    history = cli("run_migrations.py", "--history", "--json", env=env)
+    assert any(entry["action"] == "restore" for entry in json.loads(history.stdout)), history.stdout
+
+    again = cli("run_migrations.py", "--restore", str(saved), "--yes", env=env)  # once the dead runner's lease ends
+    assert again.code == 0, again
+    assert cli("run_migrations.py", "--check", env=env).code == 6  # pending again: the apply was undone
+    assert db.chat_messages.count_documents({"metadata": {"$exists": False}}) == 1080
