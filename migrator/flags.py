@@ -106,6 +106,17 @@ class Modifier:
 
 BACKUPS = "backups (see README, Backups and restore)"
 LARGE = "large collections (migrations that walk a collection in batches)"
+class EitherNotBoth(argparse.BooleanOptionalAction):
+    """--X or --no-X, refused together (argparse would let the last one win silently)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None and option_string:
+            given_before = getattr(namespace, self.dest)
+            if given_before != (not option_string.startswith("--no-")):
+                parser.error(f"{self.option_strings[0]} and {self.option_strings[1]} contradict each other: give one")
+        super().__call__(parser, namespace, values, option_string)
+
+
 MODIFIERS = (
     Modifier("--dry-run", dict(action="store_true", help="count what would change; write nothing, not even the "
                                "changelog or the lock")),
@@ -119,7 +130,7 @@ MODIFIERS = (
                              "first); with --restore: restore a backup of another database, or one older than "
                              "migrations applied since, and overwrite or insert documents the app changed or deleted "
                              "since")),
-    Modifier("--backup", dict(action=argparse.BooleanOptionalAction, default=None, help="save whole every document "
+    Modifier("--backup", dict(action=EitherNotBoth, default=None, help="save whole every document "
                               "the migration (or rollback) will change, before it runs, to a file that --restore puts "
                               "back; on by default for rollbacks (--no-backup skips)"), BACKUPS),
     Modifier("--backup-dir", dict(type=nonempty_path("a folder"), metavar="DIR", help="where backups go (default: "

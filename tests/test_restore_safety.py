@@ -484,8 +484,8 @@ def test_a_restore_killed_half_way_stays_visible_and_fails_the_gates_until_it_is
     with WireProxy(where.hostname, where.port or 27017) as proxy:  # each restore write held: the kill lands inside
         held = proxy.add(Fault("update", "chat_messages", times=10**6, action="delay", seconds=0.3))
         process = subprocess.Popen([sys.executable, str(MIGRATIONS / "run_migrations.py"), "--restore", str(saved),
-                                    "--yes", "--lease", "4"], env={**env, "MONGODB_URL": proxy.url}, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
+                                    "--yes", "--lease", "4"], env={**env, "MONGODB_URL": proxy.url},
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 60
         while not held.fired and time.monotonic() < deadline:
             time.sleep(0.05)

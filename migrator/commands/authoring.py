@@ -37,11 +37,19 @@ async def force_unlock(ctx: Context, yes: bool = False) -> int:
 # ----- scaffolding -----
 
 TEMPLATE = Path(__file__).parents[1] / "migration_template.py.txt"
+MAX_NAME = 100  # characters of a migration's name: its file and its test's must fit any file system's names
+
+
+def check_name(name: str) -> None:
+    if len(name) > MAX_NAME:
+        raise MigrationError(f"a migration name of {len(name)} characters is too long: at most {MAX_NAME}",
+                             ExitCode.USAGE)
+    if not name.isidentifier() or name.startswith("_") or not name.islower():
+        raise MigrationError(f"{name!r} is not a valid migration name: use lower_case_with_underscores", ExitCode.USAGE)
 
 
 def new_migration(folder: Path, name: str, migrations: list[Migration]) -> Path:
-    if not name.isidentifier() or name.startswith("_") or not name.islower():
-        raise MigrationError(f"{name!r} is not a valid migration name: use lower_case_with_underscores", ExitCode.USAGE)
+    check_name(name)
     path = folder / f"{name}.py"
     if path.exists() or any(m.name == name for m in migrations):
         raise MigrationError(f"a migration named {name} already exists ({path})", ExitCode.USAGE)
@@ -64,6 +72,7 @@ def migration_test_path(folder: Path, name: str) -> Path:
 def new_migration_with_test(folder: Path, name: str, migrations: list[Migration]) -> tuple[Path, Path]:
     """--new: the migration from the template, and tests/migrations/test_NAME.py, which runs --selftest on a
     small fixture (and is skipped while the migration is a draft)."""
+    check_name(name)
     test = migration_test_path(folder, name)
     if test.exists():
         raise MigrationError(f"{test} already exists: remove it, or choose another name; nothing was written",

@@ -74,3 +74,13 @@ def test_sample_and_json_go_with_their_commands_only(capsys):
     assert "--sample goes with --selftest or --preview" in parsed(
         lambda: runner_main(["--all", "--sample", "3"]), capsys)[2]
     assert parsed(lambda: runner_main(["--selftest", EXISTING, "--sample", "0"]), capsys)[0] == 2
+
+
+def test_backup_and_no_backup_together_are_refused_and_either_alone_is_taken(capsys):
+    for argv in (["--all", "--backup", "--no-backup"], ["--rollback-last", "--no-backup", "--backup"]):
+        code, _, err = parsed(lambda argv=argv: runner_main(argv), capsys)
+        assert code == 2 and "--backup and --no-backup contradict each other" in err, err
+    code, _, err = parsed(lambda: standalone_main(str(SCRIPT), ["--backup", "--no-backup"]), capsys)
+    assert code == 2 and "contradict" in err
+    code, out, _ = parsed(lambda: runner_main(["--all", "--backup", "--backup", "--help"]), capsys)
+    assert code == 0 and "--no-backup" in out

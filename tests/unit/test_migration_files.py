@@ -121,3 +121,14 @@ def test_the_shipped_migration_is_the_same_migration_for_databases_that_applied_
     released = "71c8f9e2a8def9e6014cf18fb03191d4616ae671ea251db722be4f50cf429cde"  # as of 2026-11-27
     assert shipped.checksum != released and shipped.is_version(released) and shipped.is_version(shipped.checksum)
     assert not shipped.is_version("0" * 64)
+
+
+def test_a_migration_name_too_long_for_a_file_is_one_clear_refusal(tmp_path):
+    from migrator.commands.authoring import MAX_NAME, new_migration_with_test
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    with pytest.raises(MigrationError, match=f"300 characters is too long: at most {MAX_NAME}") as refused:
+        new_migration_with_test(folder, "a" * 300, [])
+    assert refused.value.exit_code == 2 and list(tmp_path.rglob("*.py")) == []
+    path, test = new_migration_with_test(folder, "a" * MAX_NAME, [])  # the longest fits, with its test
+    assert path.exists() and test.exists()
