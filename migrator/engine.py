@@ -91,7 +91,7 @@ class Engine:
         self._batch_settings = batch_settings or BatchSettings()
         self._retry = Retry(retry_for_s, report)
         folder = self.migrations[0].path.parent if self.migrations and self.migrations[0].path else None
-        self._lock = MigrationLock(database, lease_s, retry=self._retry, profile=profile)
+        self._lock = MigrationLock(database, lease_s, retry=self._retry, profile=profile, report=report)
         self._changelog = Changelog(database, self._retry, provenance(folder), stamp=self._lock.stamp,
                                     fence=self._fenced)
         self._checkpoints = Checkpoints(database, self._retry)

@@ -154,6 +154,14 @@ class DatabaseDumped(Event):
 
 
 @dataclass(frozen=True)
+class WaitingForLock(Event):
+    """Another runner holds the lock: this one waits for it (said once, before the wait)."""
+    level: ClassVar[str] = "info"
+    holder: str  # its owner and since when
+    timeout_s: float
+
+
+@dataclass(frozen=True)
 class RunInterrupted(Event):
     """A start recorded and no end, found while holding the lock: its runner died; it runs again now."""
     level: ClassVar[str] = "warning"

@@ -37,6 +37,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from migrator import lock_commands as commands
 from migrator.clock import bookkeeping, server_now
 from migrator.errors import ExitCode, MigrationError
+from migrator.events import Reporter, WaitingForLock, silent
 from migrator.lock_commands import describe, is_free, new_owner
 from migrator.profile import ServerProfile, detect
 from migrator.retry import Retry
@@ -58,8 +59,9 @@ class LockLost(MigrationError):
 
 class MigrationLock:
     def __init__(self, database: AsyncDatabase, lease_s: float = LEASE_S, owner: str | None = None,
-                 retry: Retry | None = None, profile: ServerProfile | None = None):
+                 retry: Retry | None = None, profile: ServerProfile | None = None, report: Reporter = silent):
         self.database = database
+        self.report = report
         self.collection = bookkeeping(database, COLLECTION)
         self.lease_s = lease_s
         self.margin_s = min(MAX_MARGIN_S, lease_s / 8)
@@ -166,11 +168,14 @@ class MigrationLock:
                 and document.get("epoch") == (epoch or self.epoch))
 
     async def acquire(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
+        deadline, said = time.monotonic() + timeout_s, False
         while True:
             holder = await self.try_acquire()
             if holder is None:
                 return
+            if not said and timeout_s > 0:
+                self.report(WaitingForLock(describe(holder), timeout_s))
+                said = True
             if time.monotonic() >= deadline:
                 raise MigrationError(
                     f"the migration lock is held by {describe(holder)}; waited {timeout_s:g} s "

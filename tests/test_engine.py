@@ -70,6 +70,8 @@ def test_a_live_lock_makes_a_runner_exit_3_naming_the_holder(db, cli, legacy):
     result = cli(RUNNER, "--all", "--lock-timeout", "1")
     assert result.code == 3, result
     assert "the migration lock is held by deploy-7:4242:abcd since" in result.output
+    waiting = [line for line in result.output.splitlines() if "waiting up to 1 s (--lock-timeout)" in line]
+    assert len(waiting) == 1 and "held by deploy-7:4242:abcd since" in waiting[0], result.output  # said once, first
     assert db.chat_messages.count_documents({"metadata": {"$exists": True}}) == 1
 
 

@@ -89,6 +89,8 @@ _LINE: dict[type, Callable[[Any], str]] = {  # one line, at the event's level
     events.DatabaseDumping: lambda e: f"backup: dumping database {e.database} with mongodump ...",
     events.DatabaseDumped: lambda e: f"backup: database {e.database} dumped to {backup.shown(e.path)} (to put it "
                                      f"back: mongorestore --gzip --archive={backup.shown(e.path)} --drop)",
+    events.WaitingForLock: lambda e: f"waiting up to {e.timeout_s:g} s (--lock-timeout) for the migration lock, held "
+                                     f"by {e.holder}",
     events.RunInterrupted: lambda e: f"{e.migration}: interrupted: its runner {e.runner} died while running it "
                                      f"(started {e.started_at:%Y-%m-%d %H:%M:%S} UTC); running it again",
     events.Applying: lambda e: f"{e.migration}: applying ({e.description})",
