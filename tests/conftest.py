@@ -20,6 +20,7 @@ import traceback
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import bson
 import pytest
@@ -30,6 +31,7 @@ from migrator import redact as redact_module
 from migrator.migration import Migration
 from migrator.profile import ServerProfile, profile_of
 from sample_messages import generate_messages
+from wire_proxy import WireProxy
 
 REPO = Path(__file__).resolve().parents[1]
 MIGRATIONS = REPO / "migrations"
@@ -113,6 +115,24 @@ def db(mongo, db_name):
     database = mongo[db_name]
     yield database
     mongo.drop_database(db_name)
+
+
+def proxy_to(server_url: str, **options) -> WireProxy:
+    """The fault-injecting proxy (tests/wire_proxy.py) in front of the test server, to use with `with`."""
+    where = urlsplit(server_url)
+    return WireProxy(where.hostname, where.port or 27017, **options)
+
+
+@pytest.fixture
+def proxy(server_url):
+    with proxy_to(server_url) as running:
+        yield running
+
+
+@pytest.fixture
+def proxied_env(env, proxy):
+    """The test's environment, through `proxy`."""
+    return {**env, "MONGODB_URL": proxy.url}
 
 
 @pytest.fixture

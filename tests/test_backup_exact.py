@@ -27,10 +27,10 @@ from bson.dbref import DBRef
 from bson.raw_bson import RawBSONDocument
 
 import wire_proxy
-from conftest import Result
+from conftest import Result, proxy_to
 from migrator import backup
 from sample_messages import chat_messages
-from wire_proxy import Fault, WireProxy
+from wire_proxy import Fault
 
 MIGRATION = "add_metadata_to_chat_messages"
 # How the app writes with uuidRepresentation=standard: a uuid.UUID becomes a BSON binary of subtype 4.
@@ -318,8 +318,7 @@ def sharded_proxy(server_url, monkeypatch):
         return name, collection
 
     monkeypatch.setattr(wire_proxy, "_command_of", command_of)
-    where = urlsplit(server_url)
-    with WireProxy(where.hostname, where.port or 27017) as proxy:
+    with proxy_to(server_url) as proxy:
         proxy.add(Fault("update with upsert", "chat_messages", times=10**6, code=SHARD_KEY_NOT_FOUND))
         yield proxy
 
@@ -374,8 +373,7 @@ def test_replies_lost_mid_restore_are_retried_and_nothing_is_written_twice(db, c
     assert cli("run_migrations.py", "--all", "--backup", env=env).code == 0
     deleted = [document["_id"] for document in db.chat_messages.find({"metadata": None}).limit(10)]
     db.chat_messages.delete_many({"_id": {"$in": deleted}})  # inserted again by the restore
-    where = urlsplit(server_url)
-    with WireProxy(where.hostname, where.port or 27017) as proxy:  # the server applies the write, the reply is lost
+    with proxy_to(server_url) as proxy:  # the server applies the write, the reply is lost
         lost = [proxy.add(Fault(command, "chat_messages", action="lose_reply")) for command in ("update", "insert")]
         restored = cli("run_migrations.py", "--restore", str(backup_of(tmp_path)), "--yes", "--force",
                        env={**env, "MONGODB_URL": proxy.url})

@@ -2,7 +2,6 @@
 step-downs, shutdowns, replies lost after the server applied the write, outages, a lock taken away."""
 
 import time
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -20,21 +19,9 @@ from conftest import (
     write_migration,
 )
 from sample_messages import chat_messages
-from wire_proxy import Fault, WireProxy
+from wire_proxy import Fault
 
 NOT_WRITABLE_PRIMARY, SHUTDOWN_IN_PROGRESS = 10107, 91
-
-
-@pytest.fixture
-def proxy(server_url):
-    where = urlsplit(server_url)
-    with WireProxy(where.hostname, where.port or 27017) as running:
-        yield running
-
-
-@pytest.fixture
-def proxied_env(env, proxy):
-    return {**env, "MONGODB_URL": proxy.url}
 
 
 def updates_per_batch(is_ferretdb: bool, batch: int) -> int:

@@ -6,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import time
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -25,7 +24,7 @@ from conftest import (
     wait_for,
     write_migration,
 )
-from wire_proxy import Fault, WireProxy
+from wire_proxy import Fault
 
 
 def checkpoint(db) -> dict:
@@ -36,13 +35,6 @@ def kill_9(process: subprocess.Popen) -> None:
     process.kill()
     process.wait()
     assert process.returncode == -signal.SIGKILL
-
-
-@pytest.fixture
-def proxy(server_url):
-    where = urlsplit(server_url)
-    with WireProxy(where.hostname, where.port or 27017) as running:
-        yield running
 
 
 @pytest.mark.slow

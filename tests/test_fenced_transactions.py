@@ -4,11 +4,10 @@ so the proxy presents it as a replica set's primary and answers commitTransactio
 first, MongoDB's retry rules are followed, and a lost lock aborts. What it cannot: isolation (that an aborted
 transaction left nothing): every statement is applied when the proxy forwards it. A real replica set shows that."""
 
-from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import NAME, SCRIPT, load, run_here
+from conftest import NAME, SCRIPT, load, proxy_to, run_here
 from wire_proxy import Fault, WireProxy
 
 WRITE_CONFLICT, SHUTDOWN_IN_PROGRESS = 112, 91
@@ -17,8 +16,7 @@ TOUCH = ("findAndModify", "migrations_lock")
 
 @pytest.fixture
 def primary(server_url):
-    where = urlsplit(server_url)
-    with WireProxy(where.hostname, where.port or 27017, replica_set=True) as running:
+    with proxy_to(server_url, replica_set=True) as running:
         yield running
 
 

@@ -6,26 +6,13 @@ network when the lease ends can still land (the held-write test shows it landing
 import os
 import signal
 import time
-from urllib.parse import urlsplit
 
 import pytest
 
 from conftest import HAS, NAME, RUNNER, SCRIPT, assert_nothing_lost, finish, load, run, run_here, start, wait_for
-from wire_proxy import Fault, WireProxy
+from wire_proxy import Fault
 
 BULKS = 4  # `update` commands a batch of 200 sends on FerretDB's stream path (bulks of 50)
-
-
-@pytest.fixture
-def proxy(server_url):
-    where = urlsplit(server_url)
-    with WireProxy(where.hostname, where.port or 27017) as running:
-        yield running
-
-
-@pytest.fixture
-def proxied_env(env, proxy):
-    return {**env, "MONGODB_URL": proxy.url}
 
 
 def a_batch_update(nth: int, **fault) -> Fault:

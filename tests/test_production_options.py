@@ -1,12 +1,11 @@
 """The runner owns its client options whatever the app's URL says, and reads the URL without DNS."""
 
 import time
-from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import SCRIPT, assert_nothing_lost, load, run_here, the_error
-from wire_proxy import Fault, WireProxy
+from conftest import SCRIPT, assert_nothing_lost, load, proxy_to, run_here, the_error
+from wire_proxy import Fault
 
 RUNNER = "run_migrations.py"
 
@@ -71,8 +70,7 @@ def test_options_of_another_read_preference_are_dropped_with_one_line(db, env, o
 def test_the_urls_journal_wtimeout_and_w_do_not_reach_the_batches(db, env, server_url, asked, w):
     before = load(db, 300)
     concerns = []  # the writeConcern of every batch write the server got
-    where = urlsplit(server_url)
-    with WireProxy(where.hostname, where.port or 27017) as proxy:
+    with proxy_to(server_url) as proxy:
         proxy.add(Fault("update", "chat_messages", match=lambda body: bool(concerns.append(body))))
         url = with_options(proxy.url, "journal=false&wtimeoutMS=1&w=1")
         result = run_here(SCRIPT, "--batch-size", "100", "--progress-interval", "600", *asked,

@@ -5,22 +5,13 @@ the toolkit."""
 
 import gzip
 import json
-from urllib.parse import urlsplit
 
 import bson
-import pytest
 
 from conftest import HAS, SCRIPT, assert_nothing_lost, load, run_here
-from wire_proxy import Fault, WireProxy
+from wire_proxy import Fault
 
 NOT_WRITABLE_PRIMARY = 10107
-
-
-@pytest.fixture
-def proxy(server_url):
-    where = urlsplit(server_url)
-    with WireProxy(where.hostname, where.port or 27017) as running:
-        yield running
 
 
 def retries(result) -> list[str]:

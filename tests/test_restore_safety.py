@@ -30,7 +30,7 @@ import pytest
 from bson import Int64, ObjectId
 from pymongo import AsyncMongoClient
 
-from conftest import MIGRATIONS, Result
+from conftest import MIGRATIONS, Result, proxy_to
 from migrator import backup
 from migrator.migration import Migration
 from migrator.profile import ferretdb, mongodb
@@ -472,16 +472,13 @@ def test_the_manifest_checksum_covers_every_field_and_survives_extended_json():
 @pytest.mark.slow
 def test_a_restore_killed_half_way_stays_visible_and_fails_the_gates_until_it_is_done_again(db, cli, env, tmp_path,
                                                                                            server_url):
-    from urllib.parse import urlsplit
-
-    from wire_proxy import Fault, WireProxy
+    from wire_proxy import Fault
 
     env["MIGRATIONS_BACKUP_DIR"] = str(tmp_path / "backups")
     db.chat_messages.insert_many(chat_messages(1200, with_metadata_every=10))
     assert cli("run_migrations.py", "--all", "--backup", env=env).code == 0
     saved = backup_of(tmp_path / "backups")
-    where = urlsplit(server_url)
-    with WireProxy(where.hostname, where.port or 27017) as proxy:  # each restore write held: the kill lands inside
+    with proxy_to(server_url) as proxy:  # each restore write held: the kill lands inside
         held = proxy.add(Fault("update", "chat_messages", times=10**6, action="delay", seconds=0.3))
         process = subprocess.Popen([sys.executable, str(MIGRATIONS / "run_migrations.py"), "--restore", str(saved),
                                     "--yes", "--lease", "4"], env={**env, "MONGODB_URL": proxy.url},
