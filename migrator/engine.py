@@ -30,7 +30,6 @@ from migrator.clock import server_now
 from migrator.discovery import discover
 from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter, silent
-from migrator.fencing import fence_for
 from migrator.hooks import Hooks
 from migrator.lock import LEASE_S, WAIT_S, LockLost, MigrationLock
 from migrator.migration import ApplyResult, Migration, RollbackResult, Verification, refuse_if_draft
@@ -101,8 +100,7 @@ class Engine:
 
     async def _fenced(self, what: str, write: Callable[..., Awaitable[T]]) -> T:
         """A changelog record fenced like a batch: on servers with transactions, the stamp and the insert in one."""
-        profile = await self._steps.server_profile()
-        return await fence_for(self._lock, profile, self._database, self._retry).run(what, write)
+        return await (await self._steps.fence()).run(what, write)
 
     # ----- reading the state -----
 

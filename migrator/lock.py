@@ -219,7 +219,11 @@ class MigrationLock:
         Every write of a holder is bounded by this (pymongo.timeout), so none is still waiting when the lease ends."""
         if self.epoch is None or self.lost_reason:
             return float("inf") if self.epoch is None else 0.0
-        return max(0.0, self.lease_s * SAFETY - (time.monotonic() - self._renewed_at))
+        return max(0.0, self._lease_left())
+
+    def _lease_left(self) -> float:
+        """Seconds until SAFETY x lease has passed since the last successful renewal was sent (negative: past)."""
+        return self.lease_s * SAFETY - (time.monotonic() - self._renewed_at)
 
     @asynccontextmanager
     async def exclusive(self):
@@ -266,7 +270,7 @@ class MigrationLock:
         """Call before a write: stop if the lock is lost, or if its lease may not last `room_s` more."""
         if self.epoch is None and not self.lost_reason:
             return
-        if not self.lost_reason and time.monotonic() - self._renewed_at + room_s > self.lease_s * SAFETY:
+        if not self.lost_reason and self._lease_left() < room_s:
             self.lost_reason = f"its lease could not be renewed in time ({self.lease_s:g} s lease)"
         if self.lost_reason:
             self._noticed = True  # the work stops by itself: the heartbeat need not cancel it
@@ -275,7 +279,7 @@ class MigrationLock:
     async def ensure_room(self, room_s: float) -> None:
         """Before a batch that takes about `room_s`: renew now if the lease may not outlast it, then check."""
         self.check()
-        if time.monotonic() - self._renewed_at + room_s > self.lease_s * SAFETY:
+        if self._lease_left() < room_s:
             if room_s > self.lease_s * SAFETY:
                 raise MigrationError(f"a batch takes {room_s:.1f} s, too long for the {self.lease_s:g} s lease of "
                                      "the migration lock: lower --batch-size (or raise --lease)")
@@ -308,7 +312,7 @@ class MigrationLock:
                                 else self.lease_s / 16)  # a renewal failed: try again sooner
             with contextlib.suppress(PyMongoError, MigrationError):  # counted below: no renewal, no lease
                 await self.renew()
-            if not self.lost_reason and time.monotonic() - self._renewed_at > self.lease_s * SAFETY:
+            if not self.lost_reason and self._lease_left() < 0:
                 self.lost_reason = (f"its lease ran out: no renewal succeeded for {self.lease_s * SAFETY:.1f} s "
                                     f"({self.lease_s:g} s lease)")
             if self.lost_reason and self._body is not None and not self._noticed:

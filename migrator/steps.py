@@ -21,7 +21,7 @@ from migrator.changelog import Changelog
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints
 from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter
-from migrator.fencing import fence_for
+from migrator.fencing import Fence, fence_for
 from migrator.hooks import Hooks
 from migrator.lock import LockLost, MigrationLock
 from migrator.migration import (
@@ -214,25 +214,26 @@ class Steps:
         for saved in backups:
             await backup.record_post_images(self.database, saved, await self.server_profile(), self.retry)
 
+    async def fence(self, by_time_only: bool = False) -> Fence:
+        """How this runner's writes are fenced by the lock it holds (migrator.fencing), on this server."""
+        return fence_for(self.lock, await self.server_profile(), self.database, self.retry, by_time_only)
+
     async def _clear_checkpoints(self, name: str) -> None:
         """Fenced like a batch: a runner that lost the lock must not delete its successor's checkpoints."""
-        fence = fence_for(self.lock, await self.server_profile(), self.database, self.retry)
-        await fence.run(f"{name}: clearing the checkpoint", partial(self.checkpoints.clear, name, None))
+        await (await self.fence()).run(f"{name}: clearing the checkpoint", partial(self.checkpoints.clear, name, None))
 
     async def _bounded_by_lease(self, what: str, write: Callable[[], Awaitable[T]]) -> T:
         """A restore's batch (its writes, then its read-back): fenced by the lease's time, not one transaction."""
-        fence = fence_for(self.lock, await self.server_profile(), self.database, self.retry, by_time_only=True)
-        return await fence.run(what, lambda session: write())
+        return await (await self.fence(by_time_only=True)).run(what, lambda session: write())
 
     async def _batches(self, migration: Migration, action: str = APPLY) -> Batches:
         """Batches whose every write is fenced by the lock this runner holds (migrator.fencing)."""
         async def check_lock(room_s: float = 0.0) -> None:
             if self.lock.epoch is not None:  # held: renew first if the lease may not last the next batch
                 await self.lock.ensure_room(room_s)
-        profile = await self.server_profile()
-        return Batches(self.database, migration.name, migration.checksum, self.batch_settings, profile, check_lock,
-                       self.retry, action, report=self.report,
-                       fence=fence_for(self.lock, profile, self.database, self.retry))
+        return Batches(self.database, migration.name, migration.checksum, self.batch_settings,
+                       await self.server_profile(), check_lock, self.retry, action, report=self.report,
+                       fence=await self.fence())
 
     async def _recording_failure(self, migration: Migration, action: str, backups: Sequence[backup.Saved],
                                  work: Callable[[], Awaitable[T]]) -> tuple[T, float]:
