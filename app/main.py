@@ -14,14 +14,17 @@ e.g. ENV_FILE=.env.test; see migrator/settings.py):
 Settings that cannot be used (a missing URL, an invalid database name, an env file that is not UTF-8)
 stop the start-up with one line; uvicorn then exits with its code for a failed start-up, 3.
 
-GET /health: 200 when the database answers, no migration is pending and the document models (Beanie)
+GET /health: 200 when the database answers, every migration is current (as --check: applied, its file there and
+unchanged, in order) and the document models (Beanie)
 are initialised, else 503. Models not initialised at start-up (the database was down) are initialised
 by the next /health that finds the database answering. The JSON says why:
-    {"status": "ok" | "migrations pending" | "migration files broken" | "database unreachable" |
-               "models not initialised",
+    {"status": "ok" | "migrations pending" | "migrations not current" | "migration files broken" |
+               "database unreachable" | "models not initialised",
      "database": "<name>", "reachable": true | false, "pending_migrations": ["<name>", ...],
      "running_migrations": [{"name", "host", "pid", "since", "done", "total", "percent", "rate_per_s",
                              "eta_s", ...}] (only while a runner is applying one: it is pending until it is applied),
+     "problems": [{"name", "kind"}] (only if any: why the database is not current, the reasons --check gives;
+                 kind: pending, failed, rolled_back, running, interrupted, changed, missing_file, out_of_order),
      "error": "..." (unless ok or pending)}
 """
 
@@ -49,6 +52,7 @@ from migrator.settings import SettingsError, load_settings
 log = logging.getLogger("uvicorn.error")  # uvicorn's own logger: shown, formatted, under any log config
 
 OK, PENDING, BROKEN = "ok", "migrations pending", "migration files broken"
+NOT_CURRENT = "migrations not current"  # none pending, but an applied file changed or is gone, or one is out of order
 UNREACHABLE, NO_MODELS = "database unreachable", "models not initialised"
 
 
@@ -83,7 +87,10 @@ class Readiness:
                     "error": f"no answer from the database server within {self.timeout_ms} ms"}
         except PyMongoError as exc:  # e.g. authentication failed
             return {**state, "status": UNREACHABLE, "reachable": False, "error": redact(exc)}
+        problems = plan.not_current(rows)
         state["pending_migrations"] = [row.name for row in rows if row.state != plan.APPLIED]
+        if problems:
+            state["problems"] = [{"name": reason.name, "kind": reason.kind} for reason in problems]
         running = [running_json(row) for row in rows if row.state == plan.RUNNING]
         if running:  # pending too, until it is applied
             state["running_migrations"] = running
@@ -94,6 +101,8 @@ class Readiness:
             return {**state, "status": BROKEN, "error": f"{self.broken}: fix it and restart the app"}
         if state["pending_migrations"]:
             state["status"] = PENDING
+        elif problems:
+            state["status"] = NOT_CURRENT
         return state
 
     async def _initialise_models(self) -> str | None:
@@ -114,6 +123,9 @@ def _problem(state: dict) -> str:
         return f"cannot reach database {database}: {state['error']}"
     if state["status"] in (BROKEN, NO_MODELS):
         return f"database {database}: {state['error']}"
+    if state["status"] == NOT_CURRENT:
+        reasons = ", ".join(f"{problem['name']} ({problem['kind'].replace('_', ' ')})" for problem in state["problems"])
+        return f"database {database} is not current: {reasons}: see `python migrations/run_migrations.py --check`"
     names = ", ".join(state["pending_migrations"])
     return (f"{len(state['pending_migrations'])} migration(s) pending on database {database} ({names}): "
             "run `python migrations/run_migrations.py --all`")

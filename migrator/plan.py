@@ -116,6 +116,35 @@ def status_rows(migrations: list[Migration], history: dict[str, list[dict]]) -> 
     return rows
 
 
+@dataclass(frozen=True)
+class NotCurrent:
+    """One reason a database is not current: `kind` is the row's state (pending, failed, rolled_back, running,
+    interrupted) or changed, missing_file, out_of_order; `row` holds its details (error, runner, ...)."""
+    name: str
+    kind: str
+    row: StatusRow
+
+
+CHANGED, MISSING_FILE, OUT_OF_ORDER = "changed", "missing_file", "out_of_order"
+
+
+def not_current(rows: list[StatusRow]) -> list[NotCurrent]:
+    """Why the database is not current, in the rows' order: the one rule --check, --status and /health share.
+    An applied migration whose file is gone counts: older code deployed onto a newer database."""
+    reasons = []
+    for row in rows:
+        if row.missing_file:
+            reasons.append(NotCurrent(row.name, MISSING_FILE, row))
+            continue
+        if row.state != APPLIED:
+            reasons.append(NotCurrent(row.name, row.state, row))
+        if row.changed:
+            reasons.append(NotCurrent(row.name, CHANGED, row))
+        if row.out_of_order:
+            reasons.append(NotCurrent(row.name, OUT_OF_ORDER, row))
+    return reasons
+
+
 def pending(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:
     return [m for m in migrations if state_of(latest.get(m.name)) != APPLIED]
 

@@ -55,9 +55,34 @@ def test_health_is_503_and_start_up_warns_while_a_migration_is_pending(settings,
 
     assert response.status_code == 503
     assert response.json() == {"status": "migrations pending", "database": db_name, "reachable": True,
-                               "pending_migrations": [MIGRATION]}
+                               "pending_migrations": [MIGRATION],
+                               "problems": [{"name": MIGRATION, "kind": "pending"}]}
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(MIGRATION in w and "run_migrations.py --all" in w for w in warnings), warnings
+
+
+def test_health_is_503_naming_an_applied_migration_whose_file_is_gone_or_changed(settings, db, db_name, cli,
+                                                                                    tmp_path):
+    """/health and --check agree: older code on a newer database, or an applied file edited, is not current."""
+    migration_file = REPO / "migrations" / f"{MIGRATION}.py"
+    settings.setenv("MIGRATIONS_DIR", str(tmp_path))
+    (tmp_path / f"{MIGRATION}.py").write_text(migration_file.read_text())
+    db.chat_messages.insert_many(chat_messages(3))
+    assert cli("run_migrations.py", "--all", "--migrations-dir", str(tmp_path)).code == 0
+
+    (tmp_path / f"{MIGRATION}.py").write_text(migration_file.read_text().replace("async def up(", "async def up_(", 1)
+                                         + "\nup = up_\n")
+    with TestClient(app) as client:
+        changed = client.get("/health")
+    assert changed.status_code == 503
+    assert changed.json() == {"status": "migrations not current", "database": db_name, "reachable": True,
+                              "pending_migrations": [], "problems": [{"name": MIGRATION, "kind": "changed"}]}
+
+    (tmp_path / f"{MIGRATION}.py").unlink()
+    with TestClient(app) as client:
+        gone = client.get("/health")
+    assert gone.status_code == 503
+    assert gone.json()["problems"] == [{"name": MIGRATION, "kind": "missing_file"}]
 
 
 def test_health_is_503_without_the_password_when_the_database_is_unreachable(settings, caplog):

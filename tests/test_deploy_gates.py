@@ -208,3 +208,38 @@ def test_a_migration_run_as_a_script_is_refused_what_the_runner_refuses(db, cli,
     assert db.chat_messages.count_documents({"m0": 1}) == 0  # not applied
     assert standalone(tmp_path / "m0.py", "--allow-out-of-order", env=env).code == 0
     assert db.chat_messages.count_documents({"m0": 1}) == 200
+
+
+def test_an_applied_migration_whose_file_is_gone_fails_check_and_is_a_problem_in_status(db, cli, tmp_path):
+    """Older code deployed onto a newer database: --check must not say "up to date"."""
+    folder = ("--migrations-dir", str(tmp_path))
+    for name, date in (("m1", "2025-01-01"), ("m2", "2025-01-02")):
+        write_migration(tmp_path, name, date=date, body=UNDOABLE.format(name=name))
+    db.chat_messages.insert_many(chat_messages(3))
+    assert cli(RUNNER, "--all", *folder).code == 0
+    (tmp_path / "m2.py").unlink()
+
+    check = cli(RUNNER, "--check", *folder)
+    assert check.code == 6, check
+    assert check.stdout.splitlines() == ["m2: applied, but its file is gone (older code on a newer database?)"]
+    summary = cli(RUNNER, "--status", *folder).stdout.splitlines()
+    assert "2 applied, 0 pending, 1 with problems" in summary, summary
+
+
+def test_status_counts_a_failed_migration_once_not_as_pending_too(db, cli, tmp_path):
+    folder = ("--migrations-dir", str(tmp_path))
+    write_migration(tmp_path, "m1", date="2025-01-01", body=UNDOABLE.format(name="m1"))
+    write_migration(tmp_path, "boom", date="2025-01-02", body='''
+        async def up(db):
+            raise RuntimeError("disk on fire")
+
+        async def verify(db):
+            return False
+        ''')
+    write_migration(tmp_path, "m3", date="2025-01-03", body=UNDOABLE.format(name="m3"))
+    db.chat_messages.insert_many(chat_messages(3))
+    assert cli(RUNNER, "--all", *folder).code != 0
+
+    status = cli(RUNNER, "--status", *folder)
+    summary = status.stdout.splitlines()
+    assert "1 applied, 1 pending, 1 failed, 1 with problems" in summary, status

@@ -47,27 +47,29 @@ async def verify_applied(ctx: Context) -> int:
 async def check(ctx: Context) -> int:
     """--check: exit 6, one line per reason, unless every migration is applied as its file says."""
     rows = await ctx.engine.status()
-    reasons = []
-    for row in rows:
-        if row.missing_file:
-            continue
-        if row.state != plan.APPLIED:
-            why = {plan.FAILED: f"failed: {row.error}" if row.error else "failed", plan.ROLLED_BACK: "rolled back",
-                   plan.RUNNING: running_text(row),
-                   plan.INTERRUPTED: f"interrupted: its runner {row.runner} died"}.get(row.state, "pending")
-            if row.checkpoint_done is not None and row.state != plan.RUNNING:
-                why += f" (interrupted: {row.checkpoint_done:,} documents done)"
-            reasons.append(f"{row.name}: {why}")
-        if row.changed:
-            reasons.append(f"{row.name}: its file changed since it was applied")
-        if row.out_of_order:
-            reasons.append(f"{row.name}: out of order: it comes before the applied {row.out_of_order}")
+    reasons = [f"{reason.name}: {_why(reason)}" for reason in plan.not_current(rows)]
     for reason in reasons:
         say(reason)
     if reasons:
         return ExitCode.NOT_CURRENT
     say(f"up to date: {all_applied(len(rows))}")
     return ExitCode.OK
+
+
+def _why(reason: plan.NotCurrent) -> str:
+    row = reason.row
+    if reason.kind == plan.MISSING_FILE:
+        return "applied, but its file is gone (older code on a newer database?)"
+    if reason.kind == plan.CHANGED:
+        return "its file changed since it was applied"
+    if reason.kind == plan.OUT_OF_ORDER:
+        return f"out of order: it comes before the applied {row.out_of_order}"
+    why = {plan.FAILED: f"failed: {row.error}" if row.error else "failed", plan.ROLLED_BACK: "rolled back",
+           plan.RUNNING: running_text(row),
+           plan.INTERRUPTED: f"interrupted: its runner {row.runner} died"}.get(row.state, "pending")
+    if row.checkpoint_done is not None and row.state != plan.RUNNING:
+        why += f" (interrupted: {row.checkpoint_done:,} documents done)"
+    return why
 
 
 async def status(ctx: Context, as_json: bool = False) -> int:
@@ -79,17 +81,26 @@ async def status(ctx: Context, as_json: bool = False) -> int:
         [row.name, row.date, row.state.replace("_", " "), f"{row.at:%Y-%m-%d %H:%M:%S}" if row.at else "",
          f"{row.duration_s:.2f} s" if row.duration_s is not None else "", _docs_cell(row), ", ".join(row.flags)]
         for row in rows])
-    pending = sum(row.state != plan.APPLIED for row in rows if not row.missing_file)
-    running = sum(row.state == plan.RUNNING for row in rows)
-    problems = [row for row in rows if row.changed or row.missing_file or row.state == plan.FAILED]
-    say(f"{len(rows) - pending} applied, {pending} pending" + (f" ({running} running now)" if running else "")
-        + (f", {len(problems)} with problems" if problems else ""))
+    say(_summary(rows))
     for row in rows:
         if row.state == plan.RUNNING:
             say(f"{row.name}: {running_text(row)}")
         if row.state == plan.FAILED and row.error:
             say(f"{row.name} failed: {row.error}")
     return ExitCode.OK
+
+
+def _summary(rows: list[plan.StatusRow]) -> str:
+    """Each migration counted once, by its state; then those --check fails on for more than being pending."""
+    applied = sum(row.state == plan.APPLIED for row in rows)
+    pending = sum(row.state in (plan.PENDING, plan.RUNNING, plan.INTERRUPTED) for row in rows)
+    failed = sum(row.state == plan.FAILED for row in rows)
+    rolled_back = sum(row.state == plan.ROLLED_BACK for row in rows)
+    running = sum(row.state == plan.RUNNING for row in rows)
+    problems = {reason.name for reason in plan.not_current(rows) if reason.kind not in (plan.PENDING, plan.RUNNING)}
+    return (f"{applied} applied, {pending} pending" + (f" ({running} running now)" if running else "")
+            + (f", {failed} failed" if failed else "") + (f", {rolled_back} rolled back" if rolled_back else "")
+            + (f", {len(problems)} with problems" if problems else ""))
 
 
 def _docs_cell(row: plan.StatusRow) -> str:

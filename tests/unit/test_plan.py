@@ -15,6 +15,7 @@ from migrator.plan import (
     applied,
     changed,
     latest_of,
+    not_current,
     out_of_order,
     pending,
     rollbackable,
@@ -181,3 +182,12 @@ def test_rollback_order_follows_the_migrations_not_the_changelog_times():
     ordered = migrations("a", "b")
     state = latest(entry("b", "apply", APPLIED, 1), entry("a", "apply", APPLIED, 2))  # a re-run of a: newest
     assert names(applied(ordered, state)) == ["b", "a"]
+
+
+def test_not_current_names_each_reason_once_as_data_and_an_applied_row_without_a_file_is_one():
+    rows = [StatusRow("a", "2025-01-01", APPLIED), StatusRow("b", "2025-01-02", APPLIED, changed=True),
+            StatusRow("c", "2025-01-03", PENDING, out_of_order="d"), StatusRow("d", "2025-01-04", APPLIED),
+            StatusRow("e", "2025-01-05", FAILED, error="boom"), StatusRow("gone", "?", APPLIED, missing_file=True)]
+    assert [(r.name, r.kind) for r in not_current(rows)] == [
+        ("b", "changed"), ("c", "pending"), ("c", "out_of_order"), ("e", "failed"), ("gone", "missing_file")]
+    assert not_current(rows[:1]) == []
