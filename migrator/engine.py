@@ -219,6 +219,7 @@ class Engine:
         if missing:
             raise MigrationError(f"{migration.name} depends on {', '.join(missing)}, not applied yet: run --all",
                                  ExitCode.USAGE)
+        self._refuse_skipping(migration, latest, options.allow_out_of_order)
         self._check_backups([migration], "apply", options)
         async with self._lock.held(options.lock_timeout_s):
             await self._dump_database(options)
@@ -383,6 +384,17 @@ class Engine:
                                  "anyway with --allow-out-of-order")
         for name in named:
             self._report(events.AllowedOutOfOrder(name, early[name]))
+
+    def _refuse_skipping(self, migration: Migration, latest: dict, allow: bool) -> None:
+        """Applying one ahead of earlier pending ones would leave those out of order (and --all would refuse them)."""
+        if allow or plan.state_of(latest.get(migration.name)) == plan.APPLIED:
+            return
+        names = [m.name for m in self.migrations]
+        before = self.migrations[:names.index(migration.name)] if migration.name in names else []
+        earlier = [m.name for m in plan.pending(before, latest)]
+        if earlier:
+            raise MigrationError(f"{migration.name} comes after {', '.join(earlier)}, not applied yet: run --all, or "
+                                 "apply it first anyway with --allow-out-of-order")
 
     def _check_backups(self, migrations: list[Migration], action: str, options: Options) -> None:
         """Before anything changes: refuse a backup that cannot be taken."""

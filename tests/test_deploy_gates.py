@@ -243,3 +243,21 @@ def test_status_counts_a_failed_migration_once_not_as_pending_too(db, cli, tmp_p
     status = cli(RUNNER, "--status", *folder)
     summary = status.stdout.splitlines()
     assert "1 applied, 1 pending, 1 failed, 1 with problems" in summary, status
+
+
+def test_migration_ahead_of_earlier_pending_ones_is_refused_by_name_unless_allowed(db, cli, tmp_path, env):
+    """Else --all would then refuse the earlier ones as out of order."""
+    folder = ("--migrations-dir", str(tmp_path))
+    for name, date in (("m1", "2025-01-01"), ("m2", "2025-01-02"), ("m3", "2025-01-03")):
+        write_migration(tmp_path, name, date=date, body=UNDOABLE.format(name=name))
+    db.chat_messages.insert_many(chat_messages(50))
+
+    ahead = cli(RUNNER, "--migration", "m3", *folder)
+    assert ahead.code == 1 and "m3 comes after m1, m2, not applied yet: run --all" in error_line(ahead), ahead
+    script = standalone(tmp_path / "m3.py", env=env)
+    assert script.code == 1 and "m3 comes after m1, m2" in script.output, script
+    assert db.chat_messages.count_documents({"m3": 1}) == 0  # not applied
+
+    assert cli(RUNNER, "--migration", "m1", *folder).code == 0  # the first pending one: nothing skipped
+    assert cli(RUNNER, "--migration", "m3", "--allow-out-of-order", *folder).code == 0
+    assert db.chat_messages.count_documents({"m3": 1}) == 50
