@@ -184,12 +184,7 @@ class Engine:
     async def apply_pending(self, options: Options | None = None) -> RunReport:
         """Every pending migration, in order."""
         options = options or Options()
-        latest = await self._changelog.latest()
-        pending = plan.pending(self.migrations, latest)
-        self._refuse_changed(self.migrations, latest, options.allow_changed)
-        self._refuse_out_of_order(pending, latest, options.allow_out_of_order)
-        for migration in pending:  # before any of them runs (the step refuses a draft too)
-            refuse_if_draft(migration)
+        pending = await self.plan_apply(options)
         report = RunReport(total=len(self.migrations), pending=len(pending))
         if not pending:
             return report
@@ -208,8 +203,28 @@ class Engine:
                 report.applied.append(await self._apply_backed_up(migration, options))
         return report
 
+    async def plan_apply(self, options: Options | None = None) -> list[Migration]:
+        """What --all would run, or its refusal (MigrationError): the checks of the real run and of --dry-run."""
+        options = options or Options()
+        latest = await self._changelog.latest()
+        pending = plan.pending(self.migrations, latest)
+        self._refuse_changed(self.migrations, latest, options.allow_changed)
+        self._refuse_out_of_order(pending, latest, options.allow_out_of_order)
+        for migration in pending:  # before any of them runs (the step refuses a draft too)
+            refuse_if_draft(migration)
+        return pending
+
     async def apply_one(self, migration: Migration, options: Options | None = None) -> ApplyResult:
         """One migration, applied or not (forward is idempotent), once those it depends on are applied."""
+        options = options or Options()
+        await self.plan_apply_one(migration, options)
+        self._check_backups([migration], "apply", options)
+        async with self._lock.held(options.lock_timeout_s):
+            await self._dump_database(options)
+            return await self._apply_backed_up(migration, options)
+
+    async def plan_apply_one(self, migration: Migration, options: Options | None = None) -> None:
+        """Refuse (MigrationError) what --migration NAME would refuse: the checks of the real run and of --dry-run."""
         options = options or Options()
         refuse_if_draft(migration)  # before the lock (the step refuses a draft too)
         latest = await self._changelog.latest()
@@ -220,10 +235,6 @@ class Engine:
             raise MigrationError(f"{migration.name} depends on {', '.join(missing)}, not applied yet: run --all",
                                  ExitCode.USAGE)
         self._refuse_skipping(migration, latest, options.allow_out_of_order)
-        self._check_backups([migration], "apply", options)
-        async with self._lock.held(options.lock_timeout_s):
-            await self._dump_database(options)
-            return await self._apply_backed_up(migration, options)
 
     async def _apply_backed_up(self, migration: Migration, options: Options) -> ApplyResult:
         self._report(events.Applying(migration.name, migration.description))

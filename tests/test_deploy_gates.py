@@ -261,3 +261,21 @@ def test_migration_ahead_of_earlier_pending_ones_is_refused_by_name_unless_allow
     assert cli(RUNNER, "--migration", "m1", *folder).code == 0  # the first pending one: nothing skipped
     assert cli(RUNNER, "--migration", "m3", "--allow-out-of-order", *folder).code == 0
     assert db.chat_messages.count_documents({"m3": 1}) == 50
+
+
+def test_dry_run_refuses_what_the_real_run_refuses_with_the_same_exit_code(db, cli, tmp_path):
+    folder = ("--migrations-dir", str(tmp_path))
+    write_migration(tmp_path, "m1", date="2025-01-02", body=UNDOABLE.format(name="m1"))
+    db.chat_messages.insert_many(chat_messages(20))
+    assert cli(RUNNER, "--all", *folder).code == 0
+
+    write_migration(tmp_path, "m0", date="2025-01-01", body=UNDOABLE.format(name="m0"))  # out of order
+    for args in (("--all",), ("--migration", "m0")):
+        real, dry = cli(RUNNER, *args, *folder), cli(RUNNER, *args, "--dry-run", *folder)
+        assert dry.code == real.code == 1 and "m0 comes before m1" in error_line(dry), dry
+    (tmp_path / "m0.py").unlink()
+
+    edit(tmp_path / "m1.py")  # an applied file edited
+    real, dry = cli(RUNNER, "--all", *folder), cli(RUNNER, "--all", "--dry-run", *folder)
+    assert dry.code == real.code != 0 and error_line(dry).split("ERROR")[1] == error_line(real).split("ERROR")[1]
+    assert db.chat_messages.count_documents({"m0": 1}) == 0

@@ -26,7 +26,7 @@ async def dry_run(ctx: Context, migrations: list[Migration]) -> int:
 async def apply_pending(ctx: Context, dry_run_only: bool = False) -> int:
     """--all: every pending migration, in order."""
     if dry_run_only:
-        return await dry_run(ctx, await ctx.engine.pending())
+        return await dry_run(ctx, await ctx.engine.plan_apply(ctx.options))  # refused as the real run would be
     report = await ctx.engine.apply_pending(ctx.options)
     if not report.pending:
         log.info("nothing to do: %s", all_applied(report.total))
@@ -40,6 +40,7 @@ async def apply_pending(ctx: Context, dry_run_only: bool = False) -> int:
 async def apply_one(ctx: Context, migration: Migration, dry_run_only: bool = False) -> int:
     """--migration NAME (and a migration run on its own): run it, applied or not; forward is idempotent."""
     if dry_run_only:
+        await ctx.engine.plan_apply_one(migration, ctx.options)
         return await dry_run(ctx, [migration])
     await ctx.engine.apply_one(migration, ctx.options)
     return ExitCode.OK
