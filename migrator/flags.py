@@ -125,7 +125,7 @@ MODIFIERS = (
     Modifier("--allow-changed", dict(action="store_true", help="run or roll back although an applied migration's "
                                      "file has changed since it ran")),
     Modifier("--allow-out-of-order", dict(action="store_true", help="run a migration that comes before one already "
-                                          "applied")),
+                                          "applied, or --migration NAME ahead of earlier pending ones")),
     Modifier("--force", dict(action="store_true", help="with --mark-applied: record even if it does not verify (asks "
                              "first); with --restore: restore a backup of another database, or one older than "
                              "migrations applied since, and overwrite or insert documents the app changed or deleted "
