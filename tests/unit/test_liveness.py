@@ -49,11 +49,11 @@ def test_a_runner_name_that_is_not_host_pid_is_unknown():
 
 def test_died_is_said_only_when_known_and_a_rollback_is_named():
     assert runner_stopped("vm:1", DEAD) == "its runner vm:1 died"
-    assert "died" not in runner_stopped("vm:1", UNKNOWN) and "stopped without recording an end" in \
-        runner_stopped("vm:1", UNKNOWN)
+    unknown = runner_stopped("vm:1", UNKNOWN)
+    assert "died" not in unknown and "stopped without recording an end" in unknown
     assert "still alive on this host" in runner_stopped("vm:1", ALIVE)
-    assert runner_stopped("vm:1", DEAD, "lost the migration lock: x") == "its runner vm:1 stopped: lost the migration " \
-                                                                         "lock: x"
+    lost = runner_stopped("vm:1", DEAD, "lost the migration lock: x")
+    assert lost == "its runner vm:1 stopped: lost the migration lock: x"
     row = StatusRow("m", "2025-01-01", INTERRUPTED, "rollback", runner="vm:1", runner_state=DEAD)
     assert interrupted_text(row) == "rollback interrupted: its runner vm:1 died"
 
