@@ -95,6 +95,7 @@ class MigrationLock:
         self._serial = asyncio.Lock()  # this runner's operations on the lock document, one at a time
         self._body: asyncio.Task | None = None  # the task inside held(), cancelled when the lock is lost
         self._cancelled = self._noticed = False  # this lock cancelled the task inside held(); it saw the loss
+        self._heartbeat_due = float("inf")  # monotonic time the heartbeat is due to wake: later means a blocked loop
 
     async def _server_clock(self) -> bool:
         self.profile = self.profile or await detect(self.database)
@@ -246,6 +247,15 @@ class MigrationLock:
             self.lost_reason = f"another runner took it over: {describe(there)}"
         else:
             self.lost_reason = "its lease ran out before it could be renewed"
+        self.lost_reason += self._blocked_note()
+
+    def _blocked_note(self) -> str:
+        """The heartbeat woke (or is) far later than due: the event loop was blocked, so no renewal could run."""
+        late_s = time.monotonic() - self._heartbeat_due
+        if late_s < self.lease_s / 8:
+            return ""
+        return (f" (the event loop was blocked for {late_s:.1f} s, longer than the heartbeat allows: synchronous "
+                "calls or CPU work in a migration; run them with `await asyncio.to_thread(...)`)")
 
     def remaining_s(self) -> float:
         """How long this runner may still write: until SAFETY x lease after the last renewal was sent (0: stop).
@@ -341,8 +351,9 @@ class MigrationLock:
 
     async def _heartbeat(self) -> None:
         while not self.lost_reason:  # lost in the block (check, stamp): it stops by itself
-            await asyncio.sleep(self.lease_s / 4 if time.monotonic() - self._renewed_at < self.lease_s / 2
-                                else self.lease_s / 16)  # a renewal failed: try again sooner
+            pause_s = self.lease_s / 4 if time.monotonic() - self._renewed_at < self.lease_s / 2 else self.lease_s / 16
+            self._heartbeat_due = time.monotonic() + pause_s  # a renewal failed: try again sooner (lease / 16)
+            await asyncio.sleep(pause_s)
             with contextlib.suppress(PyMongoError, MigrationError):  # counted below: no renewal, no lease
                 await self.renew()
             if not self.lost_reason and self._lease_left() < 0:

@@ -4,7 +4,7 @@
 
 import re
 
-from conftest import RUNNER, plant_lock, start, status_json, wait_for, write_migration
+from conftest import RUNNER, plant_lock, run, start, status_json, wait_for, write_migration
 from sample_messages import chat_messages
 
 # `up` and `rollback` change every document, then wait a minute unless the `flags` collection says go on
@@ -86,3 +86,27 @@ def test_a_rollback_killed_half_way_is_shown_as_an_interrupted_rollback(db, cli,
     assert checked.code == 6 and checked.stdout.splitlines() == [line], checked
     assert line in cli(RUNNER, "--status", *folder).stdout.splitlines()
 
+
+
+def test_an_up_that_blocks_the_event_loop_past_the_lease_is_named_and_its_stop_shown_not_as_died(db, cli, env,
+                                                                                                  tmp_path):
+    write_migration(tmp_path, "blocking", body='''
+        import time
+
+        async def up(db):
+            await db.chat_messages.update_many({}, {"$set": {"blocking": 1}})
+            time.sleep(2.5)  # synchronous: the lock's heartbeat cannot run meanwhile
+
+        async def verify(db):
+            return await db.chat_messages.count_documents({"blocking": {"$exists": False}}) == 0
+        ''')
+    folder = ("--migrations-dir", str(tmp_path))
+    db.chat_messages.insert_many(chat_messages(3))
+    result = run(RUNNER, "--all", *folder, "--lease", "1.5", env=env)
+    assert result.code == 3, result
+    assert re.search(r"the event loop was blocked for [\d.]+ s.*await asyncio\.to_thread", result.output), result
+
+    row = status_json(cli, *folder)["blocking"]
+    assert row["state"] == "interrupted" and row["error"].startswith("lost the migration lock"), row
+    [line] = cli(RUNNER, "--check", *folder).stdout.splitlines()
+    assert line.startswith(f"blocking: interrupted: its runner {row['runner']} stopped: lost the migration lock"), line
