@@ -15,7 +15,6 @@ failures are kept as history only (`lock_lost`), and decide no state.
 
 import contextlib
 import os
-import socket
 from collections.abc import Awaitable, Callable
 
 import pymongo
@@ -24,13 +23,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from migrator.clock import as_utc, bookkeeping, server_now
+from migrator.liveness import HOST, PID_SPACE
 from migrator.lock import LockLost
 from migrator.redact import redact
 from migrator.retry import Retry
 from migrator.version import __version__
 
 COLLECTION = "migrations_changelog"
-HOST = socket.gethostname()
 # What only a holder of the lock may record: a state that says the change is (or is no longer) in place.
 DECIDING = frozenset({"applied", "rolled_back", "running"})
 
@@ -68,6 +67,7 @@ class Changelog:
             **details,
             "host": HOST,
             "pid": os.getpid(),
+            "pid_space": PID_SPACE,  # where the pid names this process (migrator.liveness)
             **self.provenance,
             "toolkit_version": __version__,
         }

@@ -20,18 +20,18 @@ from typing import TypeVar
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from migrator import backup, events, plan
+from migrator import backup, events, liveness, plan
 from migrator import selftest as prover
 from migrator.backup import DEFAULT_DIR as DEFAULT_BACKUP_DIR
 from migrator.batches import BatchSettings
-from migrator.changelog import Changelog
+from migrator.changelog import Changelog, sets_state
 from migrator.checkpoints import Checkpoints
 from migrator.clock import server_now
 from migrator.discovery import discover
 from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter, silent
 from migrator.hooks import Hooks
-from migrator.lock import LEASE_S, WAIT_S, LockLost, MigrationLock
+from migrator.lock import LEASE_S, WAIT_S, Holder, LockLost, MigrationLock
 from migrator.migration import ApplyResult, Migration, RollbackResult, Verification, refuse_if_draft
 from migrator.profile import ServerProfile
 from migrator.provenance import provenance
@@ -106,7 +106,8 @@ class Engine:
 
     async def status(self) -> list[plan.StatusRow]:
         """Each migration's row; one running now with its progress (the server's clock is read only then)."""
-        rows = plan.status_rows(self.migrations, await self._changelog.history())
+        history = await self._changelog.history()
+        rows = plan.status_rows(self.migrations, history)
         checkpoints = await self._checkpoints.all()
         holder = await self._lock.holder()
         running = []
@@ -114,8 +115,8 @@ class Engine:
             steps = plan.checkpoints_of(row, checkpoints.get(row.name, []))
             if row.state != plan.APPLIED and steps:
                 row.checkpoint_done = sum(step.get("scanned", 0) for step in steps)
-            if row.state == plan.RUNNING and not (holder and holder["owner"].startswith(row.runner + ":")):
-                row.state = plan.INTERRUPTED  # its runner no longer holds the lock: it died
+            if row.state == plan.RUNNING:
+                self._mark_interrupted(row, holder, history[row.name])
             if row.state == plan.RUNNING:
                 running.append((row, steps))
         if running:
@@ -123,6 +124,18 @@ class Engine:
             for row, steps in running:
                 plan.add_progress(row, steps, now)
         return rows
+
+    @staticmethod
+    def _mark_interrupted(row: plan.StatusRow, holder: dict | None, entries: list[dict]) -> None:
+        """A running row is interrupted once its runner no longer holds the lock, or at once when it is known dead
+        (on this host, its pid gone: migrator.liveness); with the failure it recorded when it lost the lock."""
+        holds = holder is not None and str(holder["owner"]).startswith(row.runner + ":")
+        started = [entry for entry in entries if sets_state(entry)][-1]
+        pid_space = holder.get("pid_space") if holder is not None and holds else started.get("pid_space")
+        row.runner_state = liveness.runner_state(row.host, row.pid, pid_space)
+        if not holds or row.runner_state == liveness.DEAD:
+            row.state = plan.INTERRUPTED
+            row.error = plan.lost_lock_error(entries)
 
     async def pending(self) -> list[Migration]:
         return plan.pending(self.migrations, await self._changelog.latest())
@@ -138,13 +151,14 @@ class Engine:
         """Every changelog entry, oldest first."""
         return await self._changelog.entries()
 
-    async def lock_holder(self) -> dict | None:
-        """The epoch that holds the lock now, None when it is free."""
-        return await self._lock.holder()
+    async def lock_holder(self) -> Holder | None:
+        """Who holds the lock now and whether that runner is alive, None when it is free."""
+        return await self._lock.holder_state()
 
     async def force_unlock(self) -> dict | None:
-        """Free the lock whoever holds it (only if that runner is dead); the epoch it removed, if any."""
-        return await self._lock.force_unlock()
+        """Free the lock of a runner that is not alive on this host (refused, exit 3, for one that is: it would go
+        on writing beside the next runner); the epoch it removed, if any."""
+        return await self._lock.force_unlock(spare_live=True)
 
     async def count_pending(self, migration: Migration) -> int | None:
         """How many documents `up` would change, or None when the migration cannot tell."""

@@ -164,7 +164,10 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-y", "--yes", action="store_true", help="answer yes to every confirmation (for scripts)")
     parser.add_argument("--lock-timeout", type=number(float, minimum=0), default=WAIT_S, metavar="SECONDS",
                         help=f"wait this long for another runner's lock before exit 3 (default: {WAIT_S:g})")
-    parser.add_argument("--lease", type=positive(float), default=LEASE_S, metavar="SECONDS", help=argparse.SUPPRESS)
+    parser.add_argument("--lease", type=positive(float), default=LEASE_S, metavar="SECONDS",
+                        help="the migration lock's lease: a runner that cannot renew it (killed, or its event loop "
+                        "blocked by synchronous work in a migration) loses the lock after 0.8 x SECONDS, and a dead "
+                        f"runner's lock is free after SECONDS (default: {LEASE_S:g})")
     parser.add_argument("--server-timeout", type=positive(float), default=5.0, metavar="SECONDS",
                         help="give up reaching the server at the first contact after SECONDS (default: 5)")
     parser.add_argument("--retry-for", type=number(float), default=DEFAULT_RETRY_FOR_S, metavar="SECONDS",

@@ -1,7 +1,7 @@
 """One runner at a time: a leased lock, one document per database, that only conditional updates change.
 
-`migrations_lock` holds `{_id: "lock", epoch, owner, acquired_at, expires_at, released_at, seq, touches,
-took_over}`.
+`migrations_lock` holds `{_id: "lock", epoch, owner, acquired_at, renewed_at, expires_at, released_at, seq, touches,
+took_over, pid_space}` (owner: host:pid:random; pid_space: where that pid is known, see migrator.liveness).
 Acquiring inserts it (epoch 1) when absent: a duplicate key means another runner was first. Taking over,
 renewing, stamping (the changelog's sequence), touching (fenced transactions), releasing and force-unlocking
 are conditional updates of it by its epoch (migrator.lock_commands): at most one of a renewal and a takeover
@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import time
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
@@ -34,11 +35,12 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from migrator import liveness
 from migrator import lock_commands as commands
-from migrator.clock import bookkeeping, server_now
+from migrator.clock import as_utc, bookkeeping, server_now
 from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter, WaitingForLock, silent
-from migrator.lock_commands import describe, is_free, new_owner
+from migrator.lock_commands import describe, is_free, last_renewed, new_owner
 from migrator.profile import ServerProfile, detect
 from migrator.retry import Retry
 
@@ -55,6 +57,25 @@ class LockLost(MigrationError):
 
     def __init__(self, message: str):
         super().__init__(message, ExitCode.LOCKED)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds the lock: its document, whether that runner is alive (migrator.liveness: ALIVE, DEAD or UNKNOWN),
+    how long ago it last renewed its lease and how long that lease still runs (by the server's clock)."""
+    lock: dict
+    runner: str
+    renewed_s_ago: float
+    expires_in_s: float
+
+
+def refusal_to_unlock(lock: dict) -> MigrationError:
+    """--force-unlock of a runner alive on this host: refused, saying how to stop it instead."""
+    pid = str(lock["owner"]).rsplit(":", 2)[1]
+    return MigrationError(
+        f"the migration lock is held by {describe(lock)}, a runner still alive on this host (pid {pid}): not removed "
+        f"(it would go on writing beside the next runner). Stop it instead: Ctrl-C in its terminal, or "
+        f"`kill -TERM {pid}`; it stops at its next batch or write and releases the lock", ExitCode.LOCKED)
 
 
 class MigrationLock:
@@ -74,6 +95,7 @@ class MigrationLock:
         self._serial = asyncio.Lock()  # this runner's operations on the lock document, one at a time
         self._body: asyncio.Task | None = None  # the task inside held(), cancelled when the lock is lost
         self._cancelled = self._noticed = False  # this lock cancelled the task inside held(); it saw the loss
+        self._heartbeat_due = float("inf")  # monotonic time the heartbeat is due to wake: later means a blocked loop
 
     async def _server_clock(self) -> bool:
         self.profile = self.profile or await detect(self.database)
@@ -105,9 +127,21 @@ class MigrationLock:
 
     async def holder(self) -> dict | None:
         """The document that holds the lock now, None when it is free."""
+        return (await self._holding())[0]
+
+    async def _holding(self) -> tuple[dict | None, datetime]:
         lock, legacy = await self._documents()
         now = await self._bounded("reading the server's clock", lambda: server_now(self.database))
-        return next((doc for doc in (legacy, lock) if not is_free(doc, now)), None)
+        return next((doc for doc in (legacy, lock) if not is_free(doc, now)), None), now
+
+    async def holder_state(self) -> Holder | None:
+        """Who holds the lock now, whether that runner is alive, when it last renewed it; None when it is free."""
+        lock, now = await self._holding()
+        if lock is None:
+            return None
+        return Holder(lock, liveness.state_of_runner(str(lock["owner"]), lock.get("pid_space")),
+                      (as_utc(now) - last_renewed(lock)).total_seconds(),
+                      (as_utc(lock["expires_at"]) - as_utc(now)).total_seconds())
 
     # ----- taking and keeping it -----
 
@@ -213,6 +247,15 @@ class MigrationLock:
             self.lost_reason = f"another runner took it over: {describe(there)}"
         else:
             self.lost_reason = "its lease ran out before it could be renewed"
+        self.lost_reason += self._blocked_note()
+
+    def _blocked_note(self) -> str:
+        """The heartbeat woke (or is) far later than due: the event loop was blocked, so no renewal could run."""
+        late_s = time.monotonic() - self._heartbeat_due
+        if late_s < self.lease_s / 8:
+            return ""
+        return (f" (the event loop was blocked for {late_s:.1f} s, longer than the heartbeat allows: synchronous "
+                "calls or CPU work in a migration; run them with `await asyncio.to_thread(...)`)")
 
     def remaining_s(self) -> float:
         """How long this runner may still write: until SAFETY x lease after the last renewal was sent (0: stop).
@@ -308,8 +351,9 @@ class MigrationLock:
 
     async def _heartbeat(self) -> None:
         while not self.lost_reason:  # lost in the block (check, stamp): it stops by itself
-            await asyncio.sleep(self.lease_s / 4 if time.monotonic() - self._renewed_at < self.lease_s / 2
-                                else self.lease_s / 16)  # a renewal failed: try again sooner
+            pause_s = self.lease_s / 4 if time.monotonic() - self._renewed_at < self.lease_s / 2 else self.lease_s / 16
+            self._heartbeat_due = time.monotonic() + pause_s  # a renewal failed: try again sooner (lease / 16)
+            await asyncio.sleep(pause_s)
             with contextlib.suppress(PyMongoError, MigrationError):  # counted below: no renewal, no lease
                 await self.renew()
             if not self.lost_reason and self._lease_left() < 0:
@@ -351,10 +395,15 @@ class MigrationLock:
                 return f" (another runner took it over: {describe(there)})"
         return ""
 
-    async def force_unlock(self) -> dict | None:
-        """Free the lock whoever holds it: the epoch moves on, so a live holder's renewals fail."""
+    async def force_unlock(self, spare_live: bool = False) -> dict | None:
+        """Free the lock whoever holds it: the epoch moves on, so a live holder's renewals fail. `spare_live`:
+        refuse (MigrationError, exit 3) when its runner is alive on this host (migrator.liveness)."""
         lock, legacy = await self._documents()
         now = await self._bounded("reading the server's clock", lambda: server_now(self.database))
+        holding = next((doc for doc in (legacy, lock) if not is_free(doc, now)), None)
+        if spare_live and holding is not None and liveness.state_of_runner(
+                str(holding["owner"]), holding.get("pid_space")) == liveness.ALIVE:
+            raise refusal_to_unlock(holding)
         if legacy is not None and not is_free(legacy, now):
             await self._bounded("removing the lock", lambda: self.collection.update_one(
                 {"_id": legacy["_id"]}, {"$set": {"released_at": now, "expires_at": now}}))

@@ -9,10 +9,10 @@ end. Each function returns (filter, update) for update_one / find_one_and_update
 
 import os
 import secrets
-import socket
 from datetime import datetime, timedelta
 
 from migrator.clock import as_utc
+from migrator.liveness import HOST, PID_SPACE
 
 LOCK_ID = "lock"
 THE_LOCK = {"_id": LOCK_ID}
@@ -20,11 +20,16 @@ THE_LOCK = {"_id": LOCK_ID}
 
 def new_owner() -> str:
     """This runner's id: host, pid and a random part, so that its writes are recognised as its own."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    return f"{HOST}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def describe(lock: dict) -> str:
     return f"{lock['owner']} since {as_utc(lock['acquired_at']):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def last_renewed(lock: dict) -> datetime:
+    """When its holder last renewed the lease (taking it, for one not renewed yet or of the previous version)."""
+    return as_utc(lock.get("renewed_at") or lock["acquired_at"])
 
 
 def is_free(lock: dict | None, now: datetime, margin_s: float = 0.0) -> bool:
@@ -70,20 +75,22 @@ def held_by(epoch: int, owner: str) -> dict:
 def new_lock(owner: str, lease_s: float, now: datetime, took_over: str | None = None) -> dict:
     """Epoch 1, inserted when there is no lock document: a duplicate key means another runner was first."""
     return {"_id": LOCK_ID, "epoch": 1, "owner": owner, "acquired_at": now,
-            "expires_at": now + timedelta(seconds=lease_s), "released_at": None, "seq": 0, "took_over": took_over}
+            "expires_at": now + timedelta(seconds=lease_s), "released_at": None, "seq": 0, "took_over": took_over,
+            "pid_space": PID_SPACE}
 
 
 def takeover(read: dict, owner: str, lease_s: float, now: datetime | None, margin_s: float) -> tuple[dict, dict | list]:
     """Take the lock as read (its epoch), if it is still released or expired: epoch + 1, this owner."""
     took_over = read.get("owner") if read.get("released_at") is None else None
-    fields = {"epoch": read["epoch"] + 1, "owner": owner, "released_at": None, "took_over": took_over}
+    fields = {"epoch": read["epoch"] + 1, "owner": owner, "released_at": None, "took_over": took_over,
+              "pid_space": PID_SPACE}
     return ({"_id": LOCK_ID, "epoch": read["epoch"], **_free(now, margin_s)},
             _set(now, fields, lease_s, times=("acquired_at",)))
 
 
 def renewal(epoch: int, owner: str, lease_s: float, now: datetime | None, margin_s: float) -> tuple[dict, dict | list]:
     """Extend this holder's lease, if it is still this holder's and not (nearly) run out."""
-    return {**held_by(epoch, owner), **_live(now, margin_s)}, _set(now, {}, lease_s)
+    return {**held_by(epoch, owner), **_live(now, margin_s)}, _set(now, {}, lease_s, times=("renewed_at",))
 
 
 def stamp(epoch: int, owner: str, now: datetime | None, margin_s: float = 0.0) -> tuple[dict, dict]:

@@ -9,8 +9,9 @@ from migrator.clock import as_utc
 from migrator.migration import Migration
 
 APPLIED, PENDING, FAILED, ROLLED_BACK = "applied", "pending", "failed", "rolled_back"
-# Recorded before `up` runs. Read with the lock, it is RUNNING while its runner holds the lock, else
-# INTERRUPTED: the runner died (the next --all runs it again).
+# Recorded before `up` runs. Read with the lock, it is RUNNING while its runner holds the lock and is not known
+# dead (migrator.liveness), else INTERRUPTED: the runner died or stopped without recording an end (the next --all
+# runs it again).
 RUNNING, INTERRUPTED = "running", "interrupted"
 DRAFT_FLAG = "draft: template not edited"
 
@@ -35,6 +36,7 @@ class StatusRow:
     # running or interrupted: its runner; running: since when, and how far its batches are (add_progress)
     host: str | None = None
     pid: int | None = None
+    runner_state: str | None = None  # running or interrupted: its runner is alive, dead or unknown (migrator.liveness)
     since: datetime | None = None  # running: when this runner started it (the server's clock)
     step: int | None = None  # running, batched: which walk of its `up` is under way (1 for the first)
     documents_done: int | None = None  # documents done of that walk's collection
@@ -60,6 +62,15 @@ class StatusRow:
 
 def state_of(entry: dict | None) -> str:
     return entry["state"] if entry else PENDING
+
+
+def lost_lock_error(entries: list[dict]) -> str:
+    """The failure a runner that lost the lock recorded about its run that started last (kept as history only,
+    migrator.changelog): why an interrupted run stopped. Empty when it recorded none."""
+    starts = [entry for entry in entries if sets_state(entry)]
+    run_id = starts[-1].get("run_id") if starts and starts[-1]["state"] == RUNNING else None
+    return next((entry.get("error", "") for entry in reversed(entries)
+                 if run_id and entry.get("lock_lost") and entry.get("run_id") == run_id), "")
 
 
 def latest_of(history: dict[str, list[dict]]) -> dict[str, dict]:

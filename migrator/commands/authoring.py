@@ -3,9 +3,11 @@
 from datetime import UTC, datetime
 from pathlib import Path
 
+from migrator import liveness
 from migrator.commands.narration import Context
+from migrator.durations import duration_text
 from migrator.errors import ExitCode, MigrationError
-from migrator.lock import describe
+from migrator.lock import describe, refusal_to_unlock
 from migrator.migration import Migration, in_parens
 from migrator.output import confirm, log
 
@@ -24,11 +26,23 @@ async def mark_applied(ctx: Context, migrations: list[Migration], yes: bool = Fa
 
 
 async def force_unlock(ctx: Context, yes: bool = False) -> int:
+    """Refused for a runner alive on this host; one elsewhere cannot be known dead: say when it last renewed."""
     holder = await ctx.engine.lock_holder()
     if holder is None:
         log.info("the migration lock is free: nothing to unlock")
         return ExitCode.OK
-    confirm(f"remove the migration lock held by {describe(holder)} (only if that runner is dead)", yes)
+    if holder.runner == liveness.ALIVE:
+        raise refusal_to_unlock(holder.lock)
+    if holder.runner == liveness.DEAD:
+        log.info("its runner is no longer running on this host: it died without releasing the lock")
+    else:
+        log.warning("its runner is not on this host (%s), or in another container: whether it is alive cannot be "
+                    "known from here. It last renewed its lease %s ago (a live runner renews it every quarter of "
+                    "its lease: every 15 s by default); the lease ends by itself in %s",
+                    liveness.HOST, duration_text(max(0.0, holder.renewed_s_ago)),
+                    duration_text(max(0.0, holder.expires_in_s)))
+    confirm(f"remove the migration lock held by {describe(holder.lock)} (only if that runner is dead: a live one "
+            "would go on writing beside the next runner)", yes)
     removed = await ctx.engine.force_unlock()
     log.info("lock removed%s", f" (was held by {describe(removed)})" if removed else "")
     return ExitCode.OK

@@ -4,7 +4,7 @@ import json
 
 from migrator import plan
 from migrator.commands.narration import Context, all_applied
-from migrator.commands.rows import row_json, running_text
+from migrator.commands.rows import interrupted_text, row_json, running_text
 from migrator.discovery import find
 from migrator.errors import ExitCode
 from migrator.migration import Migration, in_parens
@@ -66,7 +66,7 @@ def _why(reason: plan.NotCurrent) -> str:
         return f"out of order: it comes before the applied {row.out_of_order}"
     why = {plan.FAILED: f"failed: {row.error}" if row.error else "failed", plan.ROLLED_BACK: "rolled back",
            plan.RUNNING: running_text(row),
-           plan.INTERRUPTED: f"interrupted: its runner {row.runner} died"}.get(row.state, "pending")
+           plan.INTERRUPTED: interrupted_text(row)}.get(row.state, "pending")
     if row.checkpoint_done is not None and row.state != plan.RUNNING:
         why += f" (interrupted: {row.checkpoint_done:,} documents done)"
     return why
@@ -85,6 +85,8 @@ async def status(ctx: Context, as_json: bool = False) -> int:
     for row in rows:
         if row.state == plan.RUNNING:
             say(f"{row.name}: {running_text(row)}")
+        if row.state == plan.INTERRUPTED:
+            say(f"{row.name}: {interrupted_text(row)}")
         if row.state == plan.FAILED and row.error:
             say(f"{row.name} failed: {row.error}")
     return ExitCode.OK

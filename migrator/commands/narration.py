@@ -4,8 +4,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from migrator import backup, events
+from migrator import backup, events, liveness
 from migrator.commands.progress_view import LEVELS, ProgressView
+from migrator.commands.rows import runner_stopped
 from migrator.engine import Engine, Options
 from migrator.migration import ApplyResult, Migration, RollbackResult, format_counts, in_parens
 from migrator.output import log
@@ -91,7 +92,8 @@ _LINE: dict[type, Callable[[Any], str]] = {  # one line, at the event's level
                                      f"back: mongorestore --gzip --archive={backup.shown(e.path)} --drop)",
     events.WaitingForLock: lambda e: f"waiting up to {e.timeout_s:g} s (--lock-timeout) for the migration lock, held "
                                      f"by {e.holder}",
-    events.RunInterrupted: lambda e: f"{e.migration}: interrupted: its runner {e.runner} died while running it "
+    events.RunInterrupted: lambda e: f"{e.migration}: interrupted: "
+                                     f"{runner_stopped(e.runner, liveness.state_of_runner(e.runner))} "
                                      f"(started {e.started_at:%Y-%m-%d %H:%M:%S} UTC); running it again",
     events.Applying: lambda e: f"{e.migration}: applying ({e.description})",
     events.NoTouchesDeclared: lambda e: f"{e.migration}: declares no touches(), so its documents are not saved "

@@ -6,6 +6,7 @@ The JSON's keys are a contract with scripts and the app: they keep their names w
 from datetime import datetime
 from typing import Any
 
+from migrator import liveness
 from migrator.durations import eta_text
 from migrator.plan import StatusRow
 
@@ -48,3 +49,22 @@ def running_text(row: StatusRow) -> str:
     progress = progress_text(row)
     doing = "rolling back" if row.action == "rollback" else "running"
     return f"{doing} on {row.runner}{since}" + (f": {progress}" if progress else "")
+
+
+def interrupted_text(row: StatusRow) -> str:
+    """`interrupted: its runner host:pid died`; `rollback interrupted: ...` for a rollback, a restore's likewise."""
+    what = "interrupted" if row.action in ("", "apply") else f"{row.action.replace('_', ' ')} interrupted"
+    return f"{what}: {runner_stopped(row.runner, row.runner_state, row.error)}"
+
+
+def runner_stopped(runner: str, state: str | None, error: str = "") -> str:
+    """Why a run recorded a start and no end, saying only what is known: "died" only for a runner of this host whose
+    process is gone (migrator.liveness), the error it recorded when it lost the lock, else that it stopped."""
+    if error:
+        return f"its runner {runner} stopped: {error}"
+    if state == liveness.DEAD:
+        return f"its runner {runner} died"
+    if state == liveness.ALIVE:
+        return (f"its runner {runner} no longer holds the lock; it is still alive on this host and stops at its next "
+                "check of the lock")
+    return f"its runner {runner} stopped without recording an end (it no longer holds the lock)"

@@ -9,6 +9,7 @@ from bson import ObjectId
 from migrator import lock_commands as commands
 from migrator.changelog import order_key
 from migrator.errors import ExitCode
+from migrator.liveness import PID_SPACE
 from migrator.lock import LockLost, MigrationLock
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -18,14 +19,14 @@ LIVE = {"$expr": {"$gt": ["$expires_at", "$$NOW"]}}
 def test_on_the_servers_clock_a_renewal_is_one_pipeline_update_by_epoch_owner_and_live_lease():
     query, update = commands.renewal(4, "a:1:x", 2.5, None, 0.3)
     assert query == {"_id": "lock", "epoch": 4, "owner": "a:1:x", "released_at": None, **LIVE}
-    assert update == [{"$set": {"expires_at": {"$add": ["$$NOW", 2500]}}}]
+    assert update == [{"$set": {"renewed_at": "$$NOW", "expires_at": {"$add": ["$$NOW", 2500]}}}]
 
 
 def test_on_a_read_clock_a_renewal_needs_more_than_the_margin_left():
     query, update = commands.renewal(4, "a:1:x", 2.5, NOW, 0.3)
     assert query == {"_id": "lock", "epoch": 4, "owner": "a:1:x", "released_at": None,
                      "expires_at": {"$gt": NOW + timedelta(seconds=0.3)}}
-    assert update == {"$set": {"expires_at": NOW + timedelta(seconds=2.5)}}
+    assert update == {"$set": {"renewed_at": NOW, "expires_at": NOW + timedelta(seconds=2.5)}}
 
 
 def test_a_takeover_moves_the_epoch_on_from_the_one_read_and_only_when_free():
@@ -103,7 +104,7 @@ def test_stamp_touch_release_and_force_unlock_are_conditional_on_the_epoch(now):
 def test_a_new_lock_is_epoch_1_with_its_lease_and_an_empty_sequence():
     assert commands.new_lock("a:1:x", 2.0, NOW) == {
         "_id": "lock", "epoch": 1, "owner": "a:1:x", "acquired_at": NOW, "expires_at": NOW + timedelta(seconds=2),
-        "released_at": None, "seq": 0, "took_over": None}
+        "released_at": None, "seq": 0, "took_over": None, "pid_space": PID_SPACE}
 
 
 def test_a_lock_is_free_once_released_or_run_out_by_the_margin():
