@@ -1,6 +1,6 @@
 """What a migration is, and how one is read from its file.
 
-A migration file is a module with a docstring holding `Date: YYYY-MM-DD HH:MM` (its place in the order;
+A migration file is a module with a docstring holding `Date: YYYY-MM-DD HH:MM[:SS]` (its place in the order;
 a plain `YYYY-MM-DD` counts as the start of that day) and `Description: ...`, and these async functions
 of the database:
     up(db)             forward; safe to run again. `up(db, batches)` is handed a migrator.batches.Batches
@@ -45,8 +45,9 @@ from migrator.redact import redact
 
 HOOKS = ("up", "verify", "rollback", "count_pending", "verify_rollback")
 _DATE = re.compile(r"^\s*Date:[ \t]*(.*?)\s*$", re.MULTILINE)
-_DATE_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2})?")
-DATE_FORMS = "YYYY-MM-DD HH:MM, or YYYY-MM-DD for the start of that day"
+_DATE_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2})?)?")
+DATE_FORMS = "YYYY-MM-DD HH:MM (or HH:MM:SS), or YYYY-MM-DD for the start of that day"
+_DATE_FORMATS = {10: "%Y-%m-%d", 16: "%Y-%m-%d %H:%M", 19: "%Y-%m-%d %H:%M:%S"}  # by length
 _DESCRIPTION = re.compile(r"^\s*Description:\s*(.+)$", re.MULTILINE)
 _CHECKSUM = re.compile(r"[0-9a-f]{64}")
 
@@ -172,11 +173,12 @@ class Migration:
 
 
 def parse_date(text: str) -> datetime | None:
-    """A `Date:` as a datetime: `YYYY-MM-DD HH:MM` (or with a T), or `YYYY-MM-DD` at 00:00; None if invalid."""
+    """A `Date:` as a datetime: `YYYY-MM-DD HH:MM` or `YYYY-MM-DD HH:MM:SS` (or with a T), or `YYYY-MM-DD` at
+    00:00; None if invalid."""
     if not _DATE_SHAPE.fullmatch(text):
         return None
     try:
-        return datetime.strptime(text.replace("T", " "), "%Y-%m-%d %H:%M" if len(text) > 10 else "%Y-%m-%d")
+        return datetime.strptime(text.replace("T", " "), _DATE_FORMATS[len(text)])
     except ValueError:
         return None
 

@@ -207,8 +207,8 @@ def test_an_invalid_date_is_named_and_nothing_runs(db, cli, folder, date):
     for argv in (("--all",), ("--list",)):
         result = cli(RUNNER, *argv, "--migrations-dir", str(folder))
         assert result.code == 2, result
-        assert (f"zz_dated.py: Date '{date}' is not a valid date: write YYYY-MM-DD HH:MM, or YYYY-MM-DD for the "
-                "start of that day") in the_error(result)
+        assert (f"zz_dated.py: Date '{date}' is not a valid date: write YYYY-MM-DD HH:MM (or HH:MM:SS), or "
+                "YYYY-MM-DD for the start of that day") in the_error(result)
     assert digest(db) == before
 
 
@@ -239,6 +239,14 @@ def test_new_writes_the_time_in_utc_and_mentions_depends_on(cli, folder):
     assert now - timedelta(minutes=2) < written <= now
     assert '\n# depends_on = ["add_metadata_to_chat_messages"]' in text
     assert text.count("if __name__ == \"__main__\":") == 1
+
+
+def test_three_new_in_a_row_are_listed_in_the_order_they_were_written(cli, folder):
+    for name in ("zz_written_first", "mm_written_second", "aa_written_third"):
+        assert cli(RUNNER, "--new", name, "--migrations-dir", str(folder)).code == 0
+    listed = cli(RUNNER, "--list", "--migrations-dir", str(folder))
+    assert [line.split()[2] for line in listed.stdout.splitlines()[1:]] == [
+        "zz_written_first", "mm_written_second", "aa_written_third"], listed
 
 
 def test_same_day_migrations_run_by_time_and_a_plain_date_first(db, cli, folder):
