@@ -12,7 +12,9 @@ of the database:
     count_pending(db)  optional; how many documents `up` would change (for --dry-run)
 and optionally `depends_on = ["other_migration", ...]` (names of migrations that must run first),
 `keeps_on_rollback = {collection: [field, ...]}` (fields its rollback leaves in place by design, such
-as data the app wrote since: --selftest lets them differ after a rollback), `valid_checksums = ["<sha256>",
+as data the app wrote since: --selftest lets them differ after a rollback), `field_order_matters = False`
+(its rollback may give a document back with its fields in another order, as `$rename` does: --selftest then
+compares them ignoring the order), `valid_checksums = ["<sha256>",
 ...]` (earlier versions of this file that did the same change: a database that applied one of them is not
 "changed"; Liquibase's validCheckSum), and one plain (not async)
 function:
@@ -149,6 +151,7 @@ class Migration:
     touches: Callable[..., dict[str, dict]] | None = None
     depends_on: tuple[str, ...] = ()
     keeps_on_rollback: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    field_order_matters: bool = True  # False: --selftest's "reversible" accepts the fields in another order
     valid_checksums: tuple[str, ...] = ()  # earlier versions of its file that did the same change
     path: Path | None = None
     checksum: str = ""
@@ -230,6 +233,9 @@ def load_migration(path: Path) -> Migration | None:
     date_of(migration)
     migration.depends_on = _migration_names(migration.depends_on, path)
     migration.keeps_on_rollback = _kept_fields(migration.keeps_on_rollback, path)
+    if not isinstance(migration.field_order_matters, bool):
+        raise MigrationError(f"{path.name}: field_order_matters must be True or False, not "
+                             f"{redact(repr(migration.field_order_matters))[:80]}", ExitCode.USAGE)
     migration.valid_checksums = _checksums(migration.valid_checksums, path)
     migration.draft_reasons = _draft_reasons(tree, ast.get_docstring(tree) or "", migration.description)
     return migration
@@ -354,6 +360,7 @@ def _from_functions(module, path: Path, docstring: str) -> Migration:
         description=summary,
         depends_on=getattr(module, "depends_on", ()),
         keeps_on_rollback=getattr(module, "keeps_on_rollback", {}),
+        field_order_matters=getattr(module, "field_order_matters", True),
         valid_checksums=getattr(module, "valid_checksums", ()),
         touches=touches,
         path=path,

@@ -13,7 +13,8 @@ The self-test's checks, on the copies:
     leaves other documents alone  the documents outside `touches("apply")` are unchanged
     reversible                    `rollback`, then `verify_rollback`, gives every document back
                                   byte-identical, but for the fields the migration declares it keeps
-                                  (`keeps_on_rollback`), which may also keep the value `up` gave them;
+                                  (`keeps_on_rollback`), which may also keep the value `up` gave them,
+                                  and in any field order where it says `field_order_matters = False`;
                                   a migration without rollback is not checked, and not failed
 Nothing here prints: migrator.commands narrates the results.
 """

@@ -204,6 +204,43 @@ def test_a_field_the_rollback_keeps_by_design_may_differ_only_when_declared(db, 
                                       "but for chat_messages.tag, which it keeps by design, on 6")
 
 
+RENAMES_A_FIELD = '''
+    async def up(db):
+        return await db.chat_messages.update_many({"user_id": {"$exists": True}}, {"$rename": {"user_id": "owner"}})
+
+    async def verify(db):
+        return await db.chat_messages.count_documents({"user_id": {"$exists": True}}) == 0
+
+    async def rollback(db):  # the field comes back last: the same document, its fields in another order
+        return await db.chat_messages.update_many({"owner": {"$exists": True}}, {"$rename": {"owner": "user_id"}})
+    '''
+
+
+def test_a_rename_passes_reversible_once_it_declares_that_field_order_does_not_matter(db, cli, folder):
+    db.chat_messages.insert_many(chat_messages(5))
+    touches = '{"chat_messages": {"user_id": {"$exists": True}} if action == "apply" else {"owner": {"$exists": True}}}'
+    write(folder, "rename_user_id", RENAMES_A_FIELD, touches=touches)
+    ordered = selftest(cli, folder, "rename_user_id")
+    assert ordered.code == 4, ordered
+    assert "      ~ the same fields in another order" in ordered.stdout
+    assert "self-test failed: not reversible" in the_error(ordered)
+
+    write(folder, "rename_user_id", "field_order_matters = False\n" + textwrap.dedent(RENAMES_A_FIELD), touches=touches)
+    unordered = selftest(cli, folder, "rename_user_id")
+    assert unordered.code == 0, unordered
+    assert verdicts(unordered)[-1] == ("PASS  reversible: rollback: all 5 documents byte-identical to the originals; "
+                                       "5 with their fields in another order (field_order_matters = False)")
+
+
+def test_field_order_matters_is_true_or_false_and_not_part_of_the_checksum(db, cli, folder):
+    write(folder, "rename_user_id", "field_order_matters = 'no'\n" + textwrap.dedent(RENAMES_A_FIELD))
+    result = selftest(cli, folder, "rename_user_id")
+    assert result.code == 2, result
+    assert "rename_user_id.py: field_order_matters must be True or False, not 'no'" in the_error(result)
+    source = (folder / "rename_user_id.py").read_text()
+    assert code_checksum(source) == code_checksum(source.replace("field_order_matters = 'no'\n", ""))
+
+
 def test_keeps_on_rollback_of_the_wrong_shape_is_a_clear_usage_error(db, cli, folder):
     write(folder, "bad_keeps", 'keeps_on_rollback = ["metadata"]\n' + textwrap.dedent(KEEPS_ITS_FIELD))
     result = selftest(cli, folder, "bad_keeps")
