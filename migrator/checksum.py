@@ -5,7 +5,8 @@ count; docstrings and code do. Empty fields are dropped so that Python versions 
 empty node fields (3.12's `type_params`) hash the same code alike. A top-level
 `keeps_on_rollback = ...` does not count either: it tells --selftest what the rollback keeps and
 changes nothing the migration does, so declaring it in an applied migration is not an edit of it; nor does
-`field_order_matters = False` (for --selftest too), nor `valid_checksums = [...]`, the checksums of the file's earlier versions that did the same change.
+`field_order_matters = False` (for --selftest too), nor `valid_checksums = [...]`, the checksums of the file's
+earlier versions that did the same change.
 """
 
 import ast

@@ -86,6 +86,7 @@ class Outcome:
     note: str = ""
     # `modified` counts only what the last try of a resent batch changed (no transactions: migrator.batches)
     modified_at_least: bool = False
+    counted: bool = True  # False: the migration returned None, so nothing says how many it changed
 
     @classmethod
     def of(cls, value: Any) -> "Outcome":
@@ -95,7 +96,7 @@ class Outcome:
         if isinstance(value, Outcome):
             return value
         if value is None:
-            return cls()
+            return cls(counted=False)
         if isinstance(value, str):
             return cls(note=f"index {value} in place")
         if not any(hasattr(value, attribute) for attribute in _RESULT_ATTRIBUTES):

@@ -125,7 +125,8 @@ def up_check(outcome: Outcome | None, verification: Verification | None, error: 
     counts = in_parens(verification.counts)
     if not verification.ok:
         return Check(UP, False, f"verify says the change is not in place{counts}")
-    return Check(UP, True, f"{outcome.modified:,} documents modified; verified{counts}")
+    modified = f"{outcome.modified:,} documents modified" if outcome.counted else "up returned no counts"
+    return Check(UP, True, f"{modified}; verified{counts}")
 
 
 def idempotent_check(again: Outcome | None, error: str | None, after_up: Snapshot, after_again: Snapshot) -> Check:

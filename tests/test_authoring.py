@@ -273,3 +273,18 @@ def test_same_day_migrations_run_by_time_and_a_plain_date_first(db, cli, folder)
     assert applying == [EXISTING, "z_plain", "b_morning", "c_iso_noon", "a_afternoon", "y_next_day"]
     assert db.migrations_changelog.count_documents({"state": "applied"}) == 6
 
+
+
+def test_an_up_that_returns_nothing_is_not_said_to_have_changed_nothing(db, cli, folder):
+    write_migration(folder, "zz_inserts", body="""
+        async def up(db):
+            await db.settings.insert_one({"_id": "theme", "value": "dark"})
+
+        async def verify(db):
+            return await db.settings.count_documents({"_id": "theme"}) == 1
+        """)
+    result = cli(RUNNER, "--migration", "zz_inserts", "--migrations-dir", str(folder))
+    assert result.code == 0, result
+    assert "zz_inserts: up ran in " in result.stderr
+    assert "it returned no counts (return its write result or an Outcome to have them)" in result.stderr
+    assert "nothing to change" not in result.stderr
