@@ -4,15 +4,18 @@ What a batch writes is a Change: the same update for every document (`SameUpdate
 computed from each document in Python (`EachUpdate`: update_each's)."""
 
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import bson
 from pymongo import ASCENDING, DESCENDING, UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, OperationFailure
 
 from migrator.errors import MigrationError
 from migrator.profile import ServerProfile
+from migrator.retry import is_transient
 
 Check = Callable[[], None]  # raises when the runner may no longer write (migrator.fencing: Fence.check)
 Compute = Callable[[dict], dict | list | None | Awaitable[dict | list | None]]
@@ -34,7 +37,12 @@ class SameUpdate:
     async def range_batch(self, target: AsyncCollection, filter: dict, within: dict, check: Check,
                           session=None) -> tuple[int, int]:
         """(matched, modified) of the documents matching `filter` within the `_id` range `within`."""
-        result = await target.update_many({"$and": [filter, {"_id": within}]}, self.update, session=session)
+        try:
+            result = await target.update_many({"$and": [filter, {"_id": within}]}, self.update, session=session)
+        except OperationFailure as exc:
+            if is_transient(exc):
+                raise
+            raise refused(target, exc) from exc  # the server's message names the document, where it can
         return result.matched_count, result.modified_count
 
     async def stream_batch(self, target: AsyncCollection, documents: list[dict], filter: dict,
@@ -113,15 +121,77 @@ async def _still_matching(target: AsyncCollection, filter: dict, updates: list[t
 
 
 async def send(target: AsyncCollection, bulks: list[list], check: Check, session=None) -> tuple[int, int]:
-    """Write `bulks` in order, each an ordered bulk_write; (matched, modified)."""
+    """Write `bulks` in order, each an ordered bulk_write; (matched, modified). A statement the server refuses
+    is raised as WriteFailed: its errmsg, code and the document's `_id`."""
     matched = modified = 0
     for bulk in bulks:
         if not bulk:
             continue
         check()  # a runner paused mid-batch past its lease sends nothing more
-        result = await target.bulk_write(bulk, ordered=True, session=session)
+        try:
+            result = await target.bulk_write(bulk, ordered=True, session=session)
+        except BulkWriteError as exc:  # MongoDB: which statement failed, and why
+            errors = (exc.details or {}).get("writeErrors") or []
+            if not errors:
+                raise
+            error = errors[0]
+            raise WriteFailed(target.name, _id_of(bulk[error.get("index", 0)]), error.get("errmsg", ""),
+                              error.get("code")) from exc
+        except (KeyError, OperationFailure) as exc:
+            # FerretDB: a reply with a write error lacks nModified, which PyMongo's bulk_write reads (KeyError),
+            # or the whole command fails (a unique index: InternalError) naming no statement. Each statement
+            # alone names its error: sending the batch's statements again is what a retry of the batch does.
+            if isinstance(exc, OperationFailure) and is_transient(exc):
+                raise
+            if isinstance(exc, OperationFailure) and len(bulk) == 1:
+                raise refused(target, exc, _id_of(bulk[0])) from exc
+            await _first_refused(target, bulk, session)
+            raise
         matched, modified = matched + result.matched_count, modified + result.modified_count
     return matched, modified
+
+
+class WriteFailed(OperationFailure):
+    """The server refused a batch's write: one line with the collection, the document's `_id` (when one
+    statement names one) and the server's errmsg and code."""
+
+    def __init__(self, collection: str, _id: Any, errmsg: str, code: int | None):
+        where = f"{collection} _id={_id!r}" if _id is not _NO_ID else collection
+        said = _FRAMES.sub("", errmsg or "").strip() or "no message"
+        super().__init__(f"write error on {where}: {said}{f' (code {code})' if code is not None else ''}", code)
+
+
+_NO_ID: Any = object()
+_FRAMES = re.compile(r"^(\[[^\]]*\] ?)+")  # FerretDB's source locations before its message: `[msg_update.go:133 ...] `
+
+
+def _id_of(operation) -> Any:
+    """The `_id` an UpdateOne of a batch names ({_id} or {$and: [{_id}, filter]}); _NO_ID for an UpdateMany."""
+    filter = operation._filter  # PyMongo keeps an operation's filter there; nothing public reads it back
+    if isinstance(operation, UpdateOne):
+        found = filter.get("_id", _NO_ID)
+        if found is _NO_ID and filter.get("$and"):
+            found = filter["$and"][0].get("_id", _NO_ID)
+        return found
+    return _NO_ID
+
+
+async def _first_refused(target: AsyncCollection, bulk: list, session=None) -> None:
+    """Send `bulk`'s statements one at a time until one is refused: raise WriteFailed for it (else return)."""
+    for operation in bulk:
+        update = target.update_one if isinstance(operation, UpdateOne) else target.update_many
+        try:
+            await update(operation._filter, operation._doc, session=session)
+        except OperationFailure as exc:
+            if is_transient(exc):
+                raise
+            raise refused(target, exc, _id_of(operation)) from exc
+
+
+def refused(target: AsyncCollection, exc: OperationFailure, _id: Any = None) -> "WriteFailed":
+    """A write of one statement the server refused, as WriteFailed (`_id`: the document it names, if one)."""
+    details = exc.details or {}
+    return WriteFailed(target.name, _NO_ID if _id is None else _id, details.get("errmsg", str(exc)), exc.code)
 
 
 def write_bulks(ids: list, filter: dict, update, profile: ServerProfile, recheck: bool) -> list[list]:
