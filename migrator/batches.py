@@ -53,7 +53,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.write_concern import WriteConcern
 
-from migrator.batch_paths import batch_bound, mixed_id_types, write_bulks
+from migrator.batch_paths import Compute, EachUpdate, SameUpdate, batch_bound, mixed_id_types
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints, Walk  # what a walk is for: kept apart
 from migrator.connection import WRITE_TIMEOUT_MS
 from migrator.errors import MigrationError
@@ -75,6 +75,7 @@ from migrator.scope import last_id_of, up_to
 from migrator.stop import StopRequest
 
 RANGE, STREAM = "range", "stream"
+Change = SameUpdate | EachUpdate  # what a walk writes (migrator.batch_paths)
 DEFAULT_SIZE = 1000
 
 
@@ -109,11 +110,24 @@ class Batches:
         self._batch_started = 0.0
         self.walked: dict[str, dict] = {}  # per collection, the `_id` filter its walk covered (migrator.scope)
 
-    async def update_many(self, collection: str, filter: dict, update: dict,
+    async def update_many(self, collection: str | AsyncCollection, filter: dict, update: dict,
                           recheck_filter: bool | None = None) -> Outcome:
-        """Apply `update` to the documents of `collection` matching `filter`, batch by batch.
-        `recheck_filter`: check the filter again at each write on FerretDB's stream path too (slower there; see
-        the module's docstring); by default only a rollback's batches do."""
+        """Apply `update` to the documents of `collection` (a name, or the collection: `db.chat_messages`) matching
+        `filter`, batch by batch. `recheck_filter`: check the filter again at each write on FerretDB's stream path
+        too (slower there; see the module's docstring); by default only a rollback's batches do."""
+        return await self._walk(collection, filter, SameUpdate(update), recheck_filter)
+
+    async def update_each(self, collection: str | AsyncCollection, filter: dict, compute: Compute,
+                          projection: dict | None = None, recheck_filter: bool | None = None) -> Outcome:
+        """A computed backfill: for each document of `collection` matching `filter`, the update `compute(document)`
+        returns (None: leave it), batch by batch like update_many (checkpointed, resumable, fenced, with progress):
+        each batch's documents are read (`projection`: only those fields), their updates computed in Python (a
+        function or an `async def`), then written in one bulk_write of UpdateOne({_id, filter}, update)."""
+        return await self._walk(collection, filter, EachUpdate(compute, projection), recheck_filter)
+
+    async def _walk(self, collection: str | AsyncCollection, filter: dict, change: Change,
+                    recheck_filter: bool | None) -> Outcome:
+        collection = collection if isinstance(collection, str) else collection.name
         self._steps += 1
         step = self._steps
         if step == 1:
@@ -122,7 +136,7 @@ class Batches:
                                  partial(self.checkpoints.clear, self.migration, other))
         recheck = self.action == ROLLBACK if recheck_filter is None else recheck_filter
         target = self._collection(collection)
-        work = _digest(collection, filter, update)
+        work = _digest(collection, filter, change.key)
         checkpoint = await self._resume_point(step, work)
         state = Walk(collection, self.checksum, work, self.path)
         if checkpoint:
@@ -138,7 +152,7 @@ class Batches:
         resent_before = self.fence.resent
         with self.stop.handled():
             try:
-                await walk(target, filter, update, state, step, progress)
+                await walk(target, filter, change, state, step, progress)
             finally:
                 progress.end()
         state.finished, resent = True, self.fence.resent > resent_before
@@ -150,10 +164,11 @@ class Batches:
 
     # ----- the two paths -----
 
-    async def _range(self, target: AsyncCollection, filter: dict, update: dict, state: Walk, step: int,
+    async def _range(self, target: AsyncCollection, filter: dict, change: Change, state: Walk, step: int,
                      progress: Progress) -> None:
         """Three round trips a batch: its last `_id` (read from the index, nothing else leaves the server), the
-        update_many of that `_id` range, and the checkpoint, in one fenced unit."""
+        update_many of that `_id` range (update_each: a read of its documents, then a bulk_write), and the
+        checkpoint, in one fenced unit."""
         counting = self.retry(f"{self.migration}: counting", target.estimated_document_count)
         state.total, state.total_estimated = await counting, True  # checkpointed
         progress.set_total(state.total, estimated=True)
@@ -173,13 +188,13 @@ class Batches:
                     return None
                 last_id, documents = bound
                 within = {**after["_id"], "$lte": last_id}
-                result = await target.update_many({"$and": [filter, {"_id": within}]}, update, session=session)
-                return documents, last_id, result.matched_count, result.modified_count
+                matched, modified = await change.range_batch(target, filter, within, self.fence.check, session)
+                return documents, last_id, matched, modified
             documents = await self._batch(state, step, batch, progress)
             if documents is None or documents < self.size:  # none left, or the walk's last `_id` was the bound
                 return
 
-    async def _stream(self, target: AsyncCollection, filter: dict, update: dict, state: Walk, step: int,
+    async def _stream(self, target: AsyncCollection, filter: dict, change: Change, state: Walk, step: int,
                       progress: Progress, recheck: bool = False) -> None:
         # Past the checkpoint: `$nor` of `$lte` rather than `$gt`, so that `_id`s of another type than the
         # last one done (which no comparison with it matches) are done again, not skipped.
@@ -188,7 +203,7 @@ class Batches:
         query = {"$and": [part for part in (filter, past, bound) if part]} if past or bound else filter
         self.report(ReadingIds(self.migration, target.name))
         with tempfile.TemporaryFile(prefix="migrator-ids-") as spool:
-            count = await self._read_ids(target, query, spool, state)
+            count = await self._read_ids(target, query, spool, state, change)
             if not state.bounded:  # the last `_id` read; none read: the collection's last now
                 state.end_id = state.last_read if count else await self.retry(
                     f"{self.migration}: the last _id", partial(last_id_of, target))
@@ -198,24 +213,23 @@ class Batches:
             progress.set_total(state.total)
             self.pace.start()
             spool.seek(0)
-            ids = (document["_id"] for document in bson.decode_file_iter(spool, target.codec_options))
-            while batch := list(islice(ids, self.size)):
+            documents = bson.decode_file_iter(spool, target.codec_options)
+            while batch := list(islice(documents, self.size)):
                 await self._between(state, step)
 
                 async def write(session, batch=batch) -> tuple[int, object, int, int]:  # whole, again after a failover
-                    matched = modified = 0
-                    for bulk in write_bulks(batch, filter, update, self.profile, recheck):
-                        self.fence.check()  # a runner paused mid-batch past its lease sends nothing more
-                        result = await target.bulk_write(bulk, ordered=True, session=session)
-                        matched, modified = matched + result.matched_count, modified + result.modified_count
-                    return len(batch), batch[-1], matched, modified
+                    matched, modified = await change.stream_batch(target, batch, filter, self.profile, recheck,
+                                                                  self.fence.check, session)
+                    return len(batch), batch[-1]["_id"], matched, modified
                 await self._batch(state, step, write, progress)
 
-    async def _read_ids(self, target: AsyncCollection, query: dict, spool, state: Walk) -> int:
-        """The `_id`s of the documents matching `query`, in `_id` order, into `spool`; how many. All of them before
-        the first write: FerretDB must not hold a cursor open. With progress lines, and at most --max-rate ids a
-        second (on MongoDB each getMore reads on; FerretDB reads and sorts the whole result for the first reply)."""
-        reading = Progress(f"{self.migration}, reading the _ids", self.report, unit="ids", counts_modified=False)
+    async def _read_ids(self, target: AsyncCollection, query: dict, spool, state: Walk, change: Change) -> int:
+        """The `_id`s of the documents matching `query` (update_each: the documents, in its projection), in `_id`
+        order, into `spool`; how many. All of them before the first write: FerretDB must not hold a cursor open.
+        With progress lines, and at most --max-rate ids a second (on MongoDB each getMore reads on; FerretDB reads
+        and sorts the whole result for the first reply)."""
+        reading = Progress(f"{self.migration}, reading {change.reading}", self.report, unit="ids",
+                           counts_modified=False)
 
         async def read() -> int:  # whole, again after a failover
             spool.seek(0)
@@ -223,8 +237,8 @@ class Batches:
             reading.restart()
             self.pace.start()
             chunk, unreported = self.pace.ids_per_read, 0
-            async for document in target.find(query, {"_id": 1}).sort("_id", ASCENDING).batch_size(chunk):
-                spool.write(bson.encode({"_id": document["_id"]}, codec_options=target.codec_options))
+            async for document in target.find(query, change.projection).sort("_id", ASCENDING).batch_size(chunk):
+                spool.write(bson.encode(document, codec_options=target.codec_options))
                 state.last_read = document["_id"]
                 unreported += 1
                 if unreported == chunk:  # a getMore's worth: count it, keep to --max-rate before the next

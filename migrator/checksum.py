@@ -5,7 +5,8 @@ count; docstrings and code do. Empty fields are dropped so that Python versions 
 empty node fields (3.12's `type_params`) hash the same code alike. A top-level
 `keeps_on_rollback = ...` does not count either: it tells --selftest what the rollback keeps and
 changes nothing the migration does, so declaring it in an applied migration is not an edit of it; nor does
-`valid_checksums = [...]`, the checksums of the file's earlier versions that did the same change.
+`field_order_matters = False` (for --selftest too), nor `valid_checksums = [...]`, the checksums of the file's
+earlier versions that did the same change.
 """
 
 import ast
@@ -26,7 +27,8 @@ def _canonical(node):
     return repr(node)
 
 
-_DECLARATIONS = {"keeps_on_rollback", "valid_checksums"}  # read by the toolkit's checks only, not the migration
+# read by the toolkit's checks only, not the migration
+_DECLARATIONS = {"keeps_on_rollback", "field_order_matters", "valid_checksums"}
 
 
 def _is_declaration(statement: ast.stmt) -> bool:

@@ -161,9 +161,10 @@ class Engine:
         return await self._lock.force_unlock(spare_live=True)
 
     async def count_pending(self, migration: Migration) -> int | None:
-        """How many documents `up` would change, or None when the migration cannot tell."""
+        """How many documents `up` would change (`count_pending`, else what `touches("apply")` names, counted), or
+        None when the migration cannot tell."""
         if migration.count_pending is None:
-            return None
+            return await prover.count_declared(self._database, migration)
         return int(await self._hooks.read(migration, "count_pending"))
 
     async def applied_files(self) -> tuple[list[Migration], list[Migration], list[str]]:

@@ -1,6 +1,6 @@
 """What a migration is, and how one is read from its file.
 
-A migration file is a module with a docstring holding `Date: YYYY-MM-DD HH:MM` (its place in the order;
+A migration file is a module with a docstring holding `Date: YYYY-MM-DD HH:MM[:SS]` (its place in the order;
 a plain `YYYY-MM-DD` counts as the start of that day) and `Description: ...`, and these async functions
 of the database:
     up(db)             forward; safe to run again. `up(db, batches)` is handed a migrator.batches.Batches
@@ -12,7 +12,9 @@ of the database:
     count_pending(db)  optional; how many documents `up` would change (for --dry-run)
 and optionally `depends_on = ["other_migration", ...]` (names of migrations that must run first),
 `keeps_on_rollback = {collection: [field, ...]}` (fields its rollback leaves in place by design, such
-as data the app wrote since: --selftest lets them differ after a rollback), `valid_checksums = ["<sha256>",
+as data the app wrote since: --selftest lets them differ after a rollback), `field_order_matters = False`
+(its rollback may give a document back with its fields in another order, as `$rename` does: --selftest then
+compares them ignoring the order), `valid_checksums = ["<sha256>",
 ...]` (earlier versions of this file that did the same change: a database that applied one of them is not
 "changed"; Liquibase's validCheckSum), and one plain (not async)
 function:
@@ -45,8 +47,9 @@ from migrator.redact import redact
 
 HOOKS = ("up", "verify", "rollback", "count_pending", "verify_rollback")
 _DATE = re.compile(r"^\s*Date:[ \t]*(.*?)\s*$", re.MULTILINE)
-_DATE_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2})?")
-DATE_FORMS = "YYYY-MM-DD HH:MM, or YYYY-MM-DD for the start of that day"
+_DATE_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2})?)?")
+DATE_FORMS = "YYYY-MM-DD HH:MM (or HH:MM:SS), or YYYY-MM-DD for the start of that day"
+_DATE_FORMATS = {10: "%Y-%m-%d", 16: "%Y-%m-%d %H:%M", 19: "%Y-%m-%d %H:%M:%S"}  # by length
 _DESCRIPTION = re.compile(r"^\s*Description:\s*(.+)$", re.MULTILINE)
 _CHECKSUM = re.compile(r"[0-9a-f]{64}")
 
@@ -83,6 +86,7 @@ class Outcome:
     note: str = ""
     # `modified` counts only what the last try of a resent batch changed (no transactions: migrator.batches)
     modified_at_least: bool = False
+    counted: bool = True  # False: the migration returned None, so nothing says how many it changed
 
     @classmethod
     def of(cls, value: Any) -> "Outcome":
@@ -92,7 +96,7 @@ class Outcome:
         if isinstance(value, Outcome):
             return value
         if value is None:
-            return cls()
+            return cls(counted=False)
         if isinstance(value, str):
             return cls(note=f"index {value} in place")
         if not any(hasattr(value, attribute) for attribute in _RESULT_ATTRIBUTES):
@@ -148,6 +152,7 @@ class Migration:
     touches: Callable[..., dict[str, dict]] | None = None
     depends_on: tuple[str, ...] = ()
     keeps_on_rollback: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    field_order_matters: bool = True  # False: --selftest's "reversible" accepts the fields in another order
     valid_checksums: tuple[str, ...] = ()  # earlier versions of its file that did the same change
     path: Path | None = None
     checksum: str = ""
@@ -172,11 +177,12 @@ class Migration:
 
 
 def parse_date(text: str) -> datetime | None:
-    """A `Date:` as a datetime: `YYYY-MM-DD HH:MM` (or with a T), or `YYYY-MM-DD` at 00:00; None if invalid."""
+    """A `Date:` as a datetime: `YYYY-MM-DD HH:MM` or `YYYY-MM-DD HH:MM:SS` (or with a T), or `YYYY-MM-DD` at
+    00:00; None if invalid."""
     if not _DATE_SHAPE.fullmatch(text):
         return None
     try:
-        return datetime.strptime(text.replace("T", " "), "%Y-%m-%d %H:%M" if len(text) > 10 else "%Y-%m-%d")
+        return datetime.strptime(text.replace("T", " "), _DATE_FORMATS[len(text)])
     except ValueError:
         return None
 
@@ -228,6 +234,9 @@ def load_migration(path: Path) -> Migration | None:
     date_of(migration)
     migration.depends_on = _migration_names(migration.depends_on, path)
     migration.keeps_on_rollback = _kept_fields(migration.keeps_on_rollback, path)
+    if not isinstance(migration.field_order_matters, bool):
+        raise MigrationError(f"{path.name}: field_order_matters must be True or False, not "
+                             f"{redact(repr(migration.field_order_matters))[:80]}", ExitCode.USAGE)
     migration.valid_checksums = _checksums(migration.valid_checksums, path)
     migration.draft_reasons = _draft_reasons(tree, ast.get_docstring(tree) or "", migration.description)
     return migration
@@ -352,6 +361,7 @@ def _from_functions(module, path: Path, docstring: str) -> Migration:
         description=summary,
         depends_on=getattr(module, "depends_on", ()),
         keeps_on_rollback=getattr(module, "keeps_on_rollback", {}),
+        field_order_matters=getattr(module, "field_order_matters", True),
         valid_checksums=getattr(module, "valid_checksums", ()),
         touches=touches,
         path=path,

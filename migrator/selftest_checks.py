@@ -10,7 +10,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from migrator import checkpoints
 from migrator.batches import Batches, BatchSettings
-from migrator.docdiff import MISSING, Change, raw_changes, same, shown
+from migrator.docdiff import MISSING, Change, changes, raw_changes, same, shown
 from migrator.errors import MigrationError
 from migrator.events import Event, Reporter, silent
 from migrator.hooks import Hooks
@@ -125,7 +125,8 @@ def up_check(outcome: Outcome | None, verification: Verification | None, error: 
     counts = in_parens(verification.counts)
     if not verification.ok:
         return Check(UP, False, f"verify says the change is not in place{counts}")
-    return Check(UP, True, f"{outcome.modified:,} documents modified; verified{counts}")
+    modified = f"{outcome.modified:,} documents modified" if outcome.counted else "up returned no counts"
+    return Check(UP, True, f"{modified}; verified{counts}")
 
 
 def idempotent_check(again: Outcome | None, error: str | None, after_up: Snapshot, after_again: Snapshot) -> Check:
@@ -166,13 +167,16 @@ async def reversible_check(on_scratch: OnScratch, scratch: Scratch, original: Sn
             why = error or f"verify_rollback says the change is not undone{in_parens(verification.counts)}"
             return Check(REVERSIBLE, False, why)
     after = await snapshot(scratch)
-    kept, differ = [], []
+    kept, reordered, differ = [], [], []
     for key in keys_of(original, after):
-        given_back, by_keeping = _given_back(key, original, after_up, after, migration.keeps_on_rollback)
+        given_back, by_keeping = _given_back(key, original, after_up, after, migration.keeps_on_rollback,
+                                             migration.field_order_matters)
         if not given_back:
             differ.append(key)
         elif by_keeping:
             kept.append(key)
+        elif original.get(key) != after.get(key):
+            reordered.append(key)
     checked = "rollback, then verify_rollback" if migration.verify_rollback else "rollback"
     if differ:
         return Check(REVERSIBLE, False, f"after {checked}, {len(differ):,} of {len(original):,} documents differ from "
@@ -182,19 +186,22 @@ async def reversible_check(on_scratch: OnScratch, scratch: Scratch, original: Sn
         fields = ", ".join(f"{name}.{path}" for name in sorted({key[0] for key in kept})
                            for path in migration.keeps_on_rollback[name])
         keeping = f", but for {fields}, which it keeps by design, on {len(kept):,}"
+    if reordered:
+        keeping += f"; {len(reordered):,} with their fields in another order (field_order_matters = False)"
     return Check(REVERSIBLE, True, f"{checked}: all {len(original):,} documents byte-identical to the originals"
                  f"{keeping}")
 
 
 def _given_back(key: Key, original: Snapshot, after_up: Snapshot, after: Snapshot,
-                kept: dict[str, tuple[str, ...]]) -> tuple[bool, bool]:
+                kept: dict[str, tuple[str, ...]], order_matters: bool = True) -> tuple[bool, bool]:
     """(as it was, as it was only by leaving out the fields the migration keeps). A kept field may hold
-    its original value or the one `up` gave it; every other byte must be the original's."""
+    its original value or the one `up` gave it; every other byte must be the original's, but for the order
+    of the fields where the migration says that it does not matter."""
     before, now = original.get(key), after.get(key)
     if before == now:
         return True, False
     fields = kept.get(key[0], ())
-    if not fields or before is None or now is None:
+    if (not fields and order_matters) or before is None or now is None:
         return False, False
     old, new = bson.decode(before), bson.decode(now)
     up = bson.decode(after_up[key]) if key in after_up else {}
@@ -202,7 +209,8 @@ def _given_back(key: Key, original: Snapshot, after_up: Snapshot, after: Snapsho
         value = _pop(new, path)
         if not (same(value, _pop(old, path)) or same(value, _get(up, path))):
             return False, False
-    return bson.encode(old) == bson.encode(new), True
+    alike = bson.encode(old) == bson.encode(new) or (not order_matters and not changes(old, new))
+    return alike, alike and bool(fields)
 
 
 def _get(document: Mapping, path: str) -> Any:

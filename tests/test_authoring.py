@@ -207,8 +207,8 @@ def test_an_invalid_date_is_named_and_nothing_runs(db, cli, folder, date):
     for argv in (("--all",), ("--list",)):
         result = cli(RUNNER, *argv, "--migrations-dir", str(folder))
         assert result.code == 2, result
-        assert (f"zz_dated.py: Date '{date}' is not a valid date: write YYYY-MM-DD HH:MM, or YYYY-MM-DD for the "
-                "start of that day") in the_error(result)
+        assert (f"zz_dated.py: Date '{date}' is not a valid date: write YYYY-MM-DD HH:MM (or HH:MM:SS), or "
+                "YYYY-MM-DD for the start of that day") in the_error(result)
     assert digest(db) == before
 
 
@@ -241,6 +241,14 @@ def test_new_writes_the_time_in_utc_and_mentions_depends_on(cli, folder):
     assert text.count("if __name__ == \"__main__\":") == 1
 
 
+def test_three_new_in_a_row_are_listed_in_the_order_they_were_written(cli, folder):
+    for name in ("zz_written_first", "mm_written_second", "aa_written_third"):
+        assert cli(RUNNER, "--new", name, "--migrations-dir", str(folder)).code == 0
+    listed = cli(RUNNER, "--list", "--migrations-dir", str(folder))
+    assert [line.split()[2] for line in listed.stdout.splitlines()[1:]] == [
+        "zz_written_first", "mm_written_second", "aa_written_third"], listed
+
+
 def test_same_day_migrations_run_by_time_and_a_plain_date_first(db, cli, folder):
     write_migration(folder, "a_afternoon", date="2026-11-27 14:05")
     write_migration(folder, "b_morning", date="2026-11-27 09:30")
@@ -265,3 +273,18 @@ def test_same_day_migrations_run_by_time_and_a_plain_date_first(db, cli, folder)
     assert applying == [EXISTING, "z_plain", "b_morning", "c_iso_noon", "a_afternoon", "y_next_day"]
     assert db.migrations_changelog.count_documents({"state": "applied"}) == 6
 
+
+
+def test_an_up_that_returns_nothing_is_not_said_to_have_changed_nothing(db, cli, folder):
+    write_migration(folder, "zz_inserts", body="""
+        async def up(db):
+            await db.settings.insert_one({"_id": "theme", "value": "dark"})
+
+        async def verify(db):
+            return await db.settings.count_documents({"_id": "theme"}) == 1
+        """)
+    result = cli(RUNNER, "--migration", "zz_inserts", "--migrations-dir", str(folder))
+    assert result.code == 0, result
+    assert "zz_inserts: up ran in " in result.stderr
+    assert "it returned no counts (return its write result or an Outcome to have them)" in result.stderr
+    assert "nothing to change" not in result.stderr

@@ -4,14 +4,16 @@ progress lines. Each test forces the path with --batch-path, so both run on any 
 import os
 import pty
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import MIGRATIONS, Result
+from conftest import MIGRATIONS, REPO, Result, the_error
 from sample_messages import chat_messages
 
 SCRIPT = "add_metadata_to_chat_messages.py"
@@ -284,3 +286,151 @@ def test_a_signal_during_the_paced_id_read_stops_at_once_with_nothing_written(db
     assert time.monotonic() - started < 5  # not after the rest of the read
     assert "stopped by SIGINT after 0 documents; nothing written yet" in stopped.output, stopped
     assert db.chat_messages.count_documents({"metadata": {"$exists": True}}) == 0
+
+
+# ----- computed backfills: batches.update_each ------------------------------------------------------------
+
+EXAMPLE = REPO / "tests" / "example_migrations" / "add_content_length_to_chat_messages.py"
+BACKFILL = EXAMPLE.stem
+
+
+@pytest.fixture
+def backfill(tmp_path, env):
+    """A migrations folder holding the example of update_each; run by run_migrations.py --migrations-dir."""
+    env["PYTHONPATH"] = str(REPO)
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    shutil.copy(EXAMPLE, folder)
+    return ("--migrations-dir", str(folder))
+
+
+def assert_lengths_right(db, before: dict) -> None:
+    """Every message has content_length = len(content), every other field as it was, none gained or lost."""
+    after = {doc["_id"]: doc for doc in db.chat_messages.find()}
+    assert after == {_id: {**old, "content_length": len(old["content"])} for _id, old in before.items()}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_computed_backfill_stopped_half_way_resumes_with_every_document_right_once(db, cli, env, backfill, path):
+    before = load(db, 300)
+    runner = [sys.executable, str(MIGRATIONS / "run_migrations.py"), "--migration", BACKFILL, *backfill,
+              "--batch-path", path, "--batch-size", "25", "--max-rate", "200", "--progress-interval", "0.001"]
+    process = subprocess.Popen(runner, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: db.migrations_checkpoints.find_one() or process.poll() is not None, "the first checkpoint")
+    process.send_signal(signal.SIGTERM)
+    stopped = finish(process)
+
+    assert stopped.code == 143, stopped
+    checkpoint = db.migrations_checkpoints.find_one()
+    assert checkpoint["done"] is False and checkpoint["scanned"] % 25 == 0 and 0 < checkpoint["scanned"] < 300
+    written = list(db.chat_messages.find({"content_length": {"$exists": True}}))
+    assert len(written) == checkpoint["scanned"] == checkpoint["modified"]  # stopped at a batch boundary
+    assert all(doc["_id"] <= checkpoint["last_id"] and doc["content_length"] == len(doc["content"]) for doc in written)
+    progress = rf"INFO    {BACKFILL}: [\d,]+ of ~?[\d,]+ documents \(\d+%\), [\d,]+ docs/s"
+    assert re.search(progress, stopped.output), stopped
+
+    resumed = cli("run_migrations.py", "--migration", BACKFILL, *backfill, "--batch-path", path, "--batch-size", "25")
+
+    assert resumed.code == 0, resumed
+    done = checkpoint["scanned"]
+    assert f"resuming from the checkpoint: {done} documents of chat_messages were done" in resumed.output
+    assert f"{BACKFILL}: modified 300 documents (300 matched)" in resumed.output
+    assert_lengths_right(db, before)
+    applied = db.migrations_changelog.find_one({"name": BACKFILL, "state": "applied"})
+    assert (applied["matched"], applied["modified"]) == (300, 300)  # each document written once, counted once
+    assert db.migrations_checkpoints.count_documents({}) == 0
+
+    undone = cli("run_migrations.py", "--rollback", BACKFILL, *backfill, "--batch-path", path, "--yes", "--no-backup")
+    assert undone.code == 0, undone
+    assert {doc["_id"]: doc for doc in db.chat_messages.find()} == before
+
+
+MOTOR_STYLE_BACKFILL = '''"""motor_style_backfill
+
+Date: 2026-12-05 04:00:00
+Description: words = the number of words of content, written in Motor's style
+"""
+
+
+async def words(message):  # an async function of the document works too
+    return None if message["role"] == "user" else {"$set": {"words": len(message["content"].split())}}
+
+
+async def up(db, batches):
+    return await batches.update_each(db.chat_messages, {"words": {"$exists": False}}, words)
+
+
+async def verify(db):
+    return await db.chat_messages.count_documents({"role": "assistant", "words": {"$exists": False}}) == 0
+'''
+
+
+def test_update_each_takes_the_collection_and_an_async_function_and_leaves_what_it_returns_none_for(db, cli,
+                                                                                                    backfill):
+    before = load(db, 60)
+    (Path(backfill[1]) / "motor_style_backfill.py").write_text(MOTOR_STYLE_BACKFILL)
+    result = cli("run_migrations.py", "--migration", "motor_style_backfill", *backfill, "--batch-size", "7")
+    assert result.code == 0, result
+    assert "motor_style_backfill: modified 30 documents (30 matched)" in result.output
+    after = {doc["_id"]: doc for doc in db.chat_messages.find()}
+    assert after == {_id: {**old, "words": len(old["content"].split())} if old["role"] == "assistant" else old
+                     for _id, old in before.items()}
+
+
+# ----- a write the server refuses: its message, code and document, in one line ------------------------------
+
+REFUSED_INC = '''"""counts_views
+
+Date: 2026-12-05 04:00:00
+Description: one more view on each message; one message holds its views as a string
+"""
+
+
+async def up(db, batches):
+    return await batches.update_many("chat_messages", {"counted": {"$exists": False}},
+                                     {"$inc": {"views": 1}, "$set": {"counted": True}})
+
+
+async def verify(db):
+    return await db.chat_messages.count_documents({"counted": {"$exists": False}}) == 0
+'''
+
+REFUSED_UNIQUE = '''"""slugs_by_role
+
+Date: 2026-12-05 04:00:00
+Description: a slug computed from each message, which a unique index refuses on the third
+"""
+
+
+async def up(db, batches):
+    return await batches.update_each("chat_messages", {"slug": {"$exists": False}},
+                                     lambda message: {"$set": {"slug": message["role"]}})
+
+
+async def verify(db):
+    return await db.chat_messages.count_documents({"slug": {"$exists": False}}) == 0
+'''
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_write_the_server_refuses_is_its_message_code_and_document_in_one_line(db, cli, backfill, path):
+    folder = Path(backfill[1])
+    db.chat_messages.insert_many([{"_id": n, "views": n} for n in range(1, 8)] + [{"_id": 9, "views": "nine"}])
+    (folder / "counts_views.py").write_text(REFUSED_INC)
+    refused = cli("run_migrations.py", "--migration", "counts_views", *backfill, "--batch-path", path,
+                  "--batch-size", "20")
+    assert refused.code == 1, refused
+    line = the_error(refused)
+    assert "counts_views: up failed: write error on chat_messages" in line and "KeyError" not in refused.output
+    assert "Cannot apply $inc to a value of non-numeric type" in line and "(code 14)" in line
+    assert ("_id=9: " if path == "stream" else "{_id: 9}") in line  # the range path's one update_many: its message
+
+    db.chat_messages.drop()
+    db.chat_messages.create_index("slug", unique=True)
+    db.chat_messages.insert_many([{"_id": n, "role": role} for n, role in enumerate(["user", "assistant", "user"])])
+    (folder / "slugs_by_role.py").write_text(REFUSED_UNIQUE)
+    unique = cli("run_migrations.py", "--migration", "slugs_by_role", *backfill, "--batch-path", path)
+    assert unique.code == 1, unique
+    line = the_error(unique)
+    assert "slugs_by_role: up failed: write error on chat_messages _id=2: " in line, unique
+    assert "KeyError" not in unique.output and re.search(r"(duplicate key|UNIQUE constraint).* \(code \d+\)", line)

@@ -204,6 +204,43 @@ def test_a_field_the_rollback_keeps_by_design_may_differ_only_when_declared(db, 
                                       "but for chat_messages.tag, which it keeps by design, on 6")
 
 
+RENAMES_A_FIELD = '''
+    async def up(db):
+        return await db.chat_messages.update_many({"user_id": {"$exists": True}}, {"$rename": {"user_id": "owner"}})
+
+    async def verify(db):
+        return await db.chat_messages.count_documents({"user_id": {"$exists": True}}) == 0
+
+    async def rollback(db):  # the field comes back last: the same document, its fields in another order
+        return await db.chat_messages.update_many({"owner": {"$exists": True}}, {"$rename": {"owner": "user_id"}})
+    '''
+
+
+def test_a_rename_passes_reversible_once_it_declares_that_field_order_does_not_matter(db, cli, folder):
+    db.chat_messages.insert_many(chat_messages(5))
+    touches = '{"chat_messages": {"user_id": {"$exists": True}} if action == "apply" else {"owner": {"$exists": True}}}'
+    write(folder, "rename_user_id", RENAMES_A_FIELD, touches=touches)
+    ordered = selftest(cli, folder, "rename_user_id")
+    assert ordered.code == 4, ordered
+    assert "      ~ the same fields in another order" in ordered.stdout
+    assert "self-test failed: not reversible" in the_error(ordered)
+
+    write(folder, "rename_user_id", "field_order_matters = False\n" + textwrap.dedent(RENAMES_A_FIELD), touches=touches)
+    unordered = selftest(cli, folder, "rename_user_id")
+    assert unordered.code == 0, unordered
+    assert verdicts(unordered)[-1] == ("PASS  reversible: rollback: all 5 documents byte-identical to the originals; "
+                                       "5 with their fields in another order (field_order_matters = False)")
+
+
+def test_field_order_matters_is_true_or_false_and_not_part_of_the_checksum(db, cli, folder):
+    write(folder, "rename_user_id", "field_order_matters = 'no'\n" + textwrap.dedent(RENAMES_A_FIELD))
+    result = selftest(cli, folder, "rename_user_id")
+    assert result.code == 2, result
+    assert "rename_user_id.py: field_order_matters must be True or False, not 'no'" in the_error(result)
+    source = (folder / "rename_user_id.py").read_text()
+    assert code_checksum(source) == code_checksum(source.replace("field_order_matters = 'no'\n", ""))
+
+
 def test_keeps_on_rollback_of_the_wrong_shape_is_a_clear_usage_error(db, cli, folder):
     write(folder, "bad_keeps", 'keeps_on_rollback = ["metadata"]\n' + textwrap.dedent(KEEPS_ITS_FIELD))
     result = selftest(cli, folder, "bad_keeps")
@@ -393,7 +430,7 @@ def test_without_count_pending_the_estimate_counts_what_touches_declares(db, cli
     db.chat_messages.update_one({}, {"$set": {"x": 0}})
     result = cli(RUNNER, "--migration", "add_x", "--dry-run", "--allow-out-of-order", "--migrations-dir", str(folder))
     assert result.code == 0, result
-    assert "add_x: dry run: would change an unknown number of documents; nothing written" in result.stderr
+    assert "add_x: dry run: would change 6 documents; nothing written" in result.stderr  # touches("apply")
     assert re.search(r"add_x: estimate: .* for 6 documents, at [\d,]+ documents/s \(timed on a scratch copy of 6 ",
                      result.stderr), result
     assert db.chat_messages.count_documents({"x": {"$exists": False}}) == 6
@@ -437,6 +474,69 @@ def test_new_writes_a_test_that_is_skipped_while_a_draft_and_passes_once_written
 
     again = cli(RUNNER, "--new", "add_language", "--migrations-dir", str(folder))
     assert again.code == 2 and "already exists" in the_error(again)
+
+
+INDEX_MIGRATION = '''"""{name}
+
+Date: 2026-12-05 04:00:00
+Description: an index on session_id: it changes no document
+"""
+
+
+def touches(action, purge=False):
+    return {}
+
+
+async def up(db):
+    return await db.chat_messages.create_index("session_id", name="session_id_1")
+
+
+async def verify(db):
+    return "session_id_1" in await db.chat_messages.index_information()
+
+
+async def rollback(db):
+    await db.chat_messages.drop_index("session_id_1")
+
+
+async def verify_rollback(db):
+    return "session_id_1" not in await db.chat_messages.index_information()
+'''
+
+
+@pytest.mark.slow
+def test_the_test_new_writes_passes_for_an_index_migration_and_shows_a_failure_whole(cli, folder, server_url):
+    name = "add_session_id_index_to_chat_messages_" + "x" * 50  # long: its test still fits 120 columns
+    assert cli(RUNNER, "--new", name, "--migrations-dir", str(folder)).code == 0
+    test_file = folder.parent / "tests" / "migrations" / f"test_{name}.py"
+    (folder / f"{name}.py").write_text(INDEX_MIGRATION.replace("{name}", name))
+    index = nested_pytest(test_file, server_url)
+    assert index.returncode == 0 and "1 passed" in index.stdout, index.stdout + index.stderr
+
+    creates = "    return await db.chat_messages.create_index("
+    not_idempotent = INDEX_MIGRATION.replace("return {}", 'return {"chat_messages": {}}').replace(
+        creates, '    await db.chat_messages.update_many({}, {"$inc": {"views": 1}})\n' + creates)
+    (folder / f"{name}.py").write_text(not_idempotent.replace("{name}", name))
+    failing = nested_pytest(test_file, server_url)
+    assert failing.returncode == 1 and "1 failed" in failing.stdout, failing.stdout + failing.stderr
+    assert re.search(r"FAIL  idempotent: 40 of 40 documents differ after up again\n +chat_messages _id=ObjectId\(.*\n"
+                     r" +~ views: 1 -> 2\n", failing.stdout), failing.stdout
+    assert "self-test failed: not idempotent" in failing.stdout and "truncated" not in failing.stdout
+
+
+def test_an_index_migration_is_proven_on_empty_copies_and_its_preview_says_why_none_is_shown(db, cli, folder):
+    (folder / "add_index.py").write_text(INDEX_MIGRATION.replace("{name}", "add_index"))
+    db.chat_messages.insert_many(chat_messages(3))
+    proof = selftest(cli, folder, "add_index")
+    assert proof.code == 0, proof
+    assert ('add_index: touches("apply") names no collection: it changes no document (an index, say): the checks run '
+            "on empty scratch copies") in proof.stderr
+    preview = cli(RUNNER, "--preview", "add_index", "--migrations-dir", str(folder))
+    assert preview.code == 0, preview
+    assert ('add_index: nothing to preview: touches("apply") names no collection: it changes no document (an index, '
+            "say)\n") in preview.stderr
+    assert "add_index: would change 0 documents" in preview.stderr
+    assert "session_id_1" not in db.chat_messages.index_information()
 
 
 def test_new_refuses_when_only_the_test_exists_and_writes_nothing(cli, folder):

@@ -1,6 +1,6 @@
 """--mark-applied, --force-unlock, --new: adopting a database, freeing the lock, scaffolding a migration."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from migrator import liveness
@@ -8,7 +8,7 @@ from migrator.commands.narration import Context
 from migrator.durations import duration_text
 from migrator.errors import ExitCode, MigrationError
 from migrator.lock import describe, refusal_to_unlock
-from migrator.migration import Migration, in_parens
+from migrator.migration import Migration, date_of, in_parens
 from migrator.output import confirm, log
 
 # ----- adopting a database, the lock -----
@@ -67,10 +67,17 @@ def new_migration(folder: Path, name: str, migrations: list[Migration]) -> Path:
     path = folder / f"{name}.py"
     if path.exists() or any(m.name == name for m in migrations):
         raise MigrationError(f"a migration named {name} already exists ({path})", ExitCode.USAGE)
-    # UTC: migrations written the same day in different time zones keep the order they were written in
-    written = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
-    path.write_text(TEMPLATE.read_text().replace("{name}", name).replace("{date}", written))
+    written = date_to_write(datetime.now(UTC).replace(tzinfo=None, microsecond=0), migrations)
+    path.write_text(TEMPLATE.read_text().replace("{name}", name).replace("{date}", f"{written:%Y-%m-%d %H:%M:%S}"))
     return path
+
+
+def date_to_write(now: datetime, migrations: list[Migration]) -> datetime:
+    """The Date of a migration written `now` (UTC, so that time zones keep the order they were written in), to
+    the second; and a second after the latest migration's, should that be as late (by less than a minute):
+    migrations written within a second (by a script, say) run in the order they were written, not by name."""
+    latest = max((date_of(migration) for migration in migrations), default=now - timedelta(days=1))
+    return latest + timedelta(seconds=1) if now <= latest < now + timedelta(minutes=1) else now
 
 
 # ----- scaffolding: a new migration's own test -----

@@ -130,6 +130,9 @@ def report_apply(result: ApplyResult) -> None:
         log.info("%s: modified %s%s documents (%s matched%s) in %.2f s", name, _at_least(outcome),
                  f"{outcome.modified:,}", f"{outcome.matched:,}",
                  f", {format_counts(outcome.counts)}" if outcome.counts else "", result.seconds)
+    elif not outcome.counted:  # `up` returned None: it may have changed documents all the same
+        log.info("%s: up ran in %.2f s; it returned no counts (return its write result or an Outcome to have them)",
+                 name, result.seconds)
     else:
         log.info("%s: modified 0 documents: nothing to change", name)
     counts = result.after.counts

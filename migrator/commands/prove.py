@@ -39,6 +39,8 @@ async def selftest(ctx: Context, migration: Migration, sample: int | None = None
     log.info("%s: self-test on scratch copies of up to %s of the documents it changes", migration.name, f"{size:,}")
     proof = await ctx.engine.selftest(migration, size)
     _report_samples(migration, proof.samples)
+    if not proof.samples:
+        log.info("%s: %s: the checks run on empty scratch copies", migration.name, prover.why_none(proof.samples))
     for check in proof.checks:
         say(f"{_VERDICT[check.ok]}  {check.name}: {check.detail}")
         for line in check.example:
@@ -73,7 +75,7 @@ async def preview(ctx: Context, migration: Migration, sample: int | None = None,
         _say_styled([(f"{document.collection} _id={docdiff.shown(document.id)}: {document.state}", "bold")]
                     + [(f"  {change.line()}", _STYLES[change.line()[0]]) for change in document.changes])
     if not found.documents:
-        log.info("%s: nothing to preview: %s", migration.name, "; ".join(s.note for s in found.samples if s.note))
+        log.info("%s: nothing to preview: %s", migration.name, prover.why_none(found.samples))
     elif found.verification is not None:
         log.info("%s: on the copies: up modified %s of %s documents; verify %s%s", migration.name,
                  f"{found.modified:,}", f"{len(found.documents):,}", "passes" if found.verification.ok else "FAILS",

@@ -1,11 +1,12 @@
 """Finding and reading migration files (migrator/discovery.py, migrator/migration.py), and what a migration
 returns; no server."""
 
+import subprocess
 import sys
 
 import pytest
 
-from conftest import names, write_migration
+from conftest import REPO, names, write_migration
 from migrator.commands import new_migration
 from migrator.discovery import MIGRATIONS_DIR, discover, find
 from migrator.errors import MigrationError
@@ -111,7 +112,7 @@ def test_outcome_accepts_driver_results_and_refuses_others():
     class Result:
         matched_count, modified_count = 3, 2
     assert Outcome.of(Result()) == Outcome(matched=3, modified=2)
-    assert Outcome.of(None) == Outcome()
+    assert Outcome.of(None) == Outcome(counted=False)  # "nothing to change" would be a guess
     with pytest.raises(TypeError):
         Outcome.of(42)
 
@@ -132,3 +133,15 @@ def test_a_migration_name_too_long_for_a_file_is_one_clear_refusal(tmp_path):
     assert refused.value.exit_code == 2 and list(tmp_path.rglob("*.py")) == []
     path, test = new_migration_with_test(folder, "a" * MAX_NAME, [])  # the longest fits, with its test
     assert path.exists() and test.exists()
+
+
+def test_new_writes_files_that_pass_the_project_s_lint_whatever_the_name_s_length(tmp_path):
+    """A --new alone must not turn CI red: ruff (scripts/lint.sh, 120 columns) on both files, with a long name."""
+    from migrator.commands.authoring import MAX_NAME, new_migration_with_test
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    written = [path for length in (23, 90, MAX_NAME)
+               for path in new_migration_with_test(folder, "add_" + "x" * (length - 4), [])]
+    linted = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--config",
+                             str(REPO / "pyproject.toml"), *map(str, written)], capture_output=True, text=True)
+    assert linted.returncode == 0, linted.stdout + linted.stderr

@@ -5,6 +5,7 @@ from datetime import datetime
 import pytest
 
 from conftest import a_migration, names
+from migrator.commands.authoring import date_to_write
 from migrator.errors import MigrationError
 from migrator.migration import parse_date
 from migrator.order import order_migrations
@@ -36,8 +37,28 @@ def test_order_errors_are_usage_errors(migrations, message):
 def test_parse_date_takes_a_date_or_a_date_and_time():
     assert parse_date("2026-11-27") == datetime(2026, 11, 27)
     assert parse_date("2026-11-27 14:05") == parse_date("2026-11-27T14:05") == datetime(2026, 11, 27, 14, 5)
-    for bad in ("2026-13-45", "2026-11-27 14:05:00", "2026-11-27 14", " 2026-11-27", "20261127", "2026-W48-5"):
+    assert parse_date("2026-11-27 14:05:09") == parse_date("2026-11-27T14:05:09") == datetime(2026, 11, 27, 14, 5, 9)
+    for bad in ("2026-13-45", "2026-11-27 14:05:60", "2026-11-27 14:05:0", "2026-11-27 14", " 2026-11-27",
+                "20261127", "2026-W48-5"):
         assert parse_date(bad) is None, bad
+
+
+def test_migrations_written_in_the_same_minute_run_in_the_order_they_were_written():
+    """`--new` writes the time to the second; within one second, a second after the latest: never by name."""
+    written: list = []
+    now = datetime(2026, 12, 5, 3, 30, 20)
+    for name, second in (("zz_first", 0), ("mm_second", 0), ("aa_third", 0), ("bb_fourth", 25)):
+        date = date_to_write(now.replace(second=now.second + second), written)
+        written.append(m(name, f"{date:%Y-%m-%d %H:%M:%S}"))
+    assert [w.date for w in written] == ["2026-12-05 03:30:20", "2026-12-05 03:30:21", "2026-12-05 03:30:22",
+                                         "2026-12-05 03:30:45"]
+    assert names(order_migrations([*written, m("old_same_minute", "2026-12-05 03:30")])) == [
+        "old_same_minute", "zz_first", "mm_second", "aa_third", "bb_fourth"]
+
+
+def test_a_migration_dated_far_ahead_by_hand_does_not_move_new_ones():
+    now = datetime(2026, 12, 5, 3, 30, 20)
+    assert date_to_write(now, [m("future", "2030-01-01")]) == now
 
 
 def test_a_plain_date_is_the_start_of_its_day_and_times_order_within_it():
