@@ -92,11 +92,12 @@ def run(args: argparse.Namespace, migrations: Callable[[], list[Migration]], wor
 
 
 async def _connected(args, settings: Settings, migrations: list[Migration], work: Work) -> int:
-    client, database = await connect(settings.mongodb_url, settings.database_name, args.server_timeout)
+    client, database = await connect(settings.mongodb_url, settings.database_name, args.server_timeout,
+                                     args.retry_for)
     try:
         profile = await detect(database)
         log.info("database %s at %s (%s)", settings.database_name, redact(settings.mongodb_url), profile.label)
-        _say_ignored_options(settings.mongodb_url)
+        _say_ignored_options(settings.mongodb_url, args.retry_for)
         engine = Engine(database, migrations, lease_s=args.lease, retry_for_s=args.retry_for,
                         batch_settings=batch_settings_from(args), profile=profile,
                         report=Narration(view=ProgressView(args.progress_interval)), url=settings.mongodb_url)
@@ -105,9 +106,9 @@ async def _connected(args, settings: Settings, migrations: list[Migration], work
         await client.close()
 
 
-def _say_ignored_options(url: str) -> None:
+def _say_ignored_options(url: str, retry_for_s: float) -> None:
     """One line naming every option of the URL the runner replaced or dropped (a warning for w=0)."""
-    ignored = ignored_options(url)
+    ignored = ignored_options(url, retry_for_s)
     if not ignored:
         return
     named = ", ".join(f"{name}={value}" for name, value in ignored.items())

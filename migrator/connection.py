@@ -6,7 +6,8 @@ journaled, with its own bound on the wait for replication (never w=0, which hide
 the URL's wtimeoutMS or journal), has the driver retry what it can, and sets no socket or operation
 timeout (a batch may take long; an election takes seconds). The URL's options that only fit another read
 preference (staleness, tags, hedge) are dropped, not refused: the app reads from secondaries, the runner
-does not. The short --server-timeout bounds the first contact only.
+does not. The short --server-timeout bounds the first contact only; later, the wait for a server is bounded by
+--retry-for too (a server selection timeout no longer than it: see migrator.retry).
 """
 
 import asyncio
@@ -30,6 +31,7 @@ from pymongo.uri_parser_shared import _validate_uri
 from migrator.errors import ExitCode, MigrationError
 from migrator.profile import detect_or_none
 from migrator.redact import redact
+from migrator.retry import DEFAULT_RETRY_FOR_S
 
 AUTHENTICATION_FAILED = (18, 8000)  # MongoDB's AuthenticationFailed; Atlas answers bad credentials with 8000
 WRITE_TIMEOUT_MS = 10_000  # a write's wait for a majority; a timeout (64) is transient, so retried (migrator.retry)
@@ -39,6 +41,8 @@ RUNNER_OPTIONS: dict[str, Any] = {"readPreference": "primary", "w": "majority", 
 # What only fits a read preference other than primary: PyMongo refuses them beside the runner's primary.
 OTHER_READ_PREFERENCE_ONLY = frozenset({"maxstalenessseconds", "readpreferencetags", "hedge"})
 INVALID_NAMESPACE = 73  # the answer to a database name the server will not take
+SERVER_SELECTION = "serverSelectionTimeoutMS"
+DRIVER_SERVER_SELECTION_S = 30.0  # PyMongo's default
 
 
 def parse_url(url: str, validate: bool = True) -> dict[str, Any]:
@@ -63,10 +67,18 @@ def runner_url(url: str) -> str:
     return head + ("?" + "&".join(kept) if kept else "") if kept != pairs else url
 
 
-def ignored_options(url: str) -> dict[str, str]:
+def server_selection_ms(options: dict, retry_for_s: float = DEFAULT_RETRY_FOR_S) -> float:
+    """How long an operation waits for a server: the URL's serverSelectionTimeoutMS (PyMongo's 30 s by default), at
+    most --retry-for (0: no retries, the URL's), so that no try outlives the retries' budget."""
+    url_s = options.get(SERVER_SELECTION, DRIVER_SERVER_SELECTION_S)
+    return 1000 * (min(url_s, retry_for_s) if retry_for_s > 0 else url_s)
+
+
+def ignored_options(url: str, retry_for_s: float = DEFAULT_RETRY_FOR_S) -> dict[str, str]:
     """The URL's options that the runner replaces with its own or drops: {option as written: value as written}."""
     options = parse_url(runner_url(url), validate=False)["options"]
     ours = {name.lower(): value for name, value in RUNNER_OPTIONS.items()}
+    ours[SERVER_SELECTION.lower()] = server_selection_ms(options, retry_for_s) / 1000  # parsed: in seconds
     ignored: dict[str, str] = {}
     for pair in _split(url)[1]:
         name, _, value = pair.partition("=")
@@ -77,9 +89,11 @@ def ignored_options(url: str) -> dict[str, str]:
     return ignored
 
 
-async def connect(url: str, database_name: str, timeout_s: float = 5.0) -> tuple[AsyncMongoClient, AsyncDatabase]:
+async def connect(url: str, database_name: str, timeout_s: float = 5.0,
+                  retry_for_s: float = DEFAULT_RETRY_FOR_S) -> tuple[AsyncMongoClient, AsyncDatabase]:
     """A client whose server answered `ping` within `timeout_s`; MigrationError (exit 5) when it cannot be
-    reached. Later operations wait as long as the URL's serverSelectionTimeoutMS (30 s by default)."""
+    reached. Later operations wait for a server as long as the URL's serverSelectionTimeoutMS (30 s by default),
+    at most `retry_for_s` (the runner's --retry-for)."""
     shown, url = redact(url), runner_url(url)
     try:
         parts = parse_url(url)
@@ -88,8 +102,9 @@ async def connect(url: str, database_name: str, timeout_s: float = 5.0) -> tuple
                              ExitCode.USAGE) from exc
     hosts = parts["fqdn"] or ", ".join(f"{h}:{p}" for h, p in parts["nodelist"])
     try:
-        client: AsyncMongoClient = AsyncMongoClient(url, appname="flowise-proxy-migrations", tz_aware=True,
-                                                    **RUNNER_OPTIONS)
+        client: AsyncMongoClient = AsyncMongoClient(
+            url, appname="flowise-proxy-migrations", tz_aware=True,
+            serverSelectionTimeoutMS=server_selection_ms(parts["options"], retry_for_s), **RUNNER_OPTIONS)
     except (ConfigurationError, ValueError, TypeError, OSError) as exc:
         raise MigrationError(f"MONGODB_URL has an invalid option ({shown}): {redact(exc)}", ExitCode.USAGE) from exc
     try:

@@ -15,6 +15,7 @@ From Python (see the README's "From Python"):
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -88,7 +89,7 @@ class Engine:
         self._report = report
         self._url = url
         self._batch_settings = batch_settings or BatchSettings()
-        self._retry = Retry(retry_for_s, report)
+        self._retry = Retry(retry_for_s, report, ping=partial(database.command, "ping"))  # see migrator.retry
         folder = self.migrations[0].path.parent if self.migrations and self.migrations[0].path else None
         self._lock = MigrationLock(database, lease_s, retry=self._retry, profile=profile, report=report)
         self._changelog = Changelog(database, self._retry, provenance(folder), stamp=self._lock.stamp,

@@ -32,6 +32,8 @@ MASK = "****"
 # A mistyped scheme (`mongodb//`, `mongodb:/`) still carries a password.
 _SCHEME = r"mongodb(?:\+srv)?(?::/{1,2}|//)"
 _URL_PASSWORD = re.compile(rf"""({_SCHEME}[^\s:/?#@"'<>\[\]]*:)([^\s/?#"'<>]+)(?=@)""", re.IGNORECASE)
+# scheme://user%3Apassword@ -- userinfo percent-encoded whole (no `:` to split it at): all of it is masked
+_WHOLE_USERINFO = re.compile(rf"""({_SCHEME})([^\s:/?#@"'<>]*%3A[^\s:/?#"'<>]*)(?=@)""", re.IGNORECASE)
 # authMechanismProperties=KEY:value,KEY:value (`:` and `,` may be percent-encoded)
 _MECHANISM_PROPERTIES = re.compile(r"""(authMechanismProperties=)([^\s&;"'<>]+)""", re.IGNORECASE)
 _PROPERTY = re.compile(r"(^|,|%2C)(\w+)(:|%3A)((?:(?!,|%2C).)*)", re.IGNORECASE)
@@ -79,6 +81,7 @@ def redact(text) -> str:
     for pattern in sorted(_remembered, key=lambda p: len(p.pattern), reverse=True):  # a longer form first
         text = pattern.sub(rf"\1{MASK}", text)
     text = _URL_PASSWORD.sub(rf"\1{MASK}", text)
+    text = _WHOLE_USERINFO.sub(rf"\1{MASK}", text)
     text = _MECHANISM_PROPERTIES.sub(lambda m: m.group(1) + _PROPERTY.sub(_mask_property, m.group(2)), text)
     return _KEY_VALUE.sub(_mask_value, text)
 

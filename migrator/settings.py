@@ -96,7 +96,9 @@ def load_settings(env_file: str | None = None) -> Settings:
     requested = env_file or os.environ.get("ENV_FILE")
     path = _find_env_file(requested or ".env")
     if requested and path is None:
-        raise SettingsError(f"env file {requested!r} not found (looked in {Path.cwd()} and {REPO_ROOT})")
+        places = " and ".join(str(base) for base in dict.fromkeys((Path.cwd(), REPO_ROOT)))
+        raise SettingsError(f"env file {requested!r} not found"
+                            + ("" if Path(requested).is_absolute() else f" (looked in {places})"))
     from_file = read_env_file(path) if path else {}
 
     url = (os.environ.get("MONGODB_URL") or from_file.get("MONGODB_URL") or "").strip()

@@ -5,10 +5,11 @@ the toolkit."""
 
 import gzip
 import json
+import time
 
 import bson
 
-from conftest import HAS, SCRIPT, assert_nothing_lost, load, run_here
+from conftest import HAS, RUNNER, SCRIPT, assert_nothing_lost, load, run_here, the_error
 from wire_proxy import Fault
 
 NOT_WRITABLE_PRIMARY = 10107
@@ -53,3 +54,19 @@ def test_a_backup_read_that_fails_twice_then_loses_a_getmore_is_read_again_and_e
     assert as_saved == sorted(bson.encode(doc) for doc in lacking.values())  # each once, byte for byte as it was
     assert_nothing_lost(db, before)
     assert db.chat_messages.count_documents(HAS) == len(before)
+
+
+def test_retry_for_bounds_the_whole_wait_for_a_server_that_went_away(db, env, proxy):
+    load(db, 300)
+    gone = proxy.add(Fault("update", "chat_messages", action="drop"))  # then the server answers nothing more
+    for command in ("hello", "ping", "find", "aggregate", "update", "insert", "getMore", "findAndModify", "delete"):
+        proxy.add(Fault(command, None, action="drop", times=10**6, after=gone))
+
+    started = time.monotonic()
+    result = run_here(RUNNER, "--all", "--retry-for", "5", "--progress-interval", "600",
+                      env={**env, "MONGODB_URL": proxy.url})
+
+    assert time.monotonic() - started < 20, result  # each try used to wait 30 s for a server
+    assert result.code == 1, result
+    error = the_error(result)
+    assert "still fails after 5 s of retries (--retry-for)" in error and "Topology Description" not in result.output

@@ -29,7 +29,7 @@ import pytest
 from bson import json_util
 from pymongo.errors import ConfigurationError
 
-from conftest import MIGRATIONS, run
+from conftest import MIGRATIONS, RUNNER, run
 from migrator import connection
 from migrator.errors import MigrationError
 from migrator.output import _RedactFilter
@@ -364,3 +364,10 @@ def test_the_password_password_leaves_the_hint_whole(env, server_url):
     assert result.code == 5, result
     assert "check the user name, password and authSource" in result.output, result
     assert "migrator:****@" in result.output and "migrator:password@" not in result.output, result
+
+
+def test_a_userinfo_percent_encoded_whole_never_appears_in_the_output(env):
+    result = run(RUNNER, "--status", env={**env, "MONGODB_URL": "mongodb://admin%3AZq9SecretPa55@127.0.0.1:9/"})
+    assert result.code == 2, result
+    assert "Zq9SecretPa55" not in result.stdout + result.stderr
+    assert "mongodb://****@127.0.0.1:9/" in result.stderr, result

@@ -199,8 +199,14 @@ def read(path: Path, refuses: Callable[[dict], str] | None = None) -> BackupFile
     def refuse(why: str) -> MigrationError:
         return MigrationError(f"refusing to restore {shown(path)}: {why}; nothing was changed", ExitCode.USAGE)
 
+    if path.is_dir():
+        newest = sorted(path.glob("*.bson.gz"), key=lambda found: found.stat().st_mtime, reverse=True)[:5]
+        raise refuse("it is a directory: name one backup file in it" + (
+            f", e.g. (newest first) {', '.join(found.name for found in newest)}" if newest else " (it holds none)"))
     if not path.is_file():
         raise refuse("no such file")
+    if path.name.endswith(".part"):
+        raise refuse("incomplete backup: it was being written when its run stopped")
     digest, count, what = hashlib.sha256(), 0, "its first line"
     try:
         with gzip.open(path, "rb") as stream:

@@ -195,3 +195,16 @@ def test_edited_post_images_are_refused(tmp_path):
     manifest = json.loads(gzip.decompress(path.read_bytes()).split(b"\n")[0])
     write(path, {**manifest, "count": 2}, [b"absent\n"] * 2)
     assert "has a manifest that was changed after it was written" in post_images_refusal(file)
+
+
+def test_a_part_file_and_a_directory_are_refused_saying_what_they_are(tmp_path):
+    from migrator.backup.file import read
+    from migrator.errors import MigrationError
+    part = tmp_path / "db-chat_messages-m-apply-20261204T1000.bson.gz.part"
+    part.write_bytes(b"\x1f\x8b truncated")
+    (tmp_path / "db-chat_messages-m-apply-20261204T0900.bson.gz").write_bytes(b"")
+    with pytest.raises(MigrationError, match="incomplete backup: it was being written when its run stopped"):
+        read(part)
+    with pytest.raises(MigrationError, match="it is a directory: name one backup file in it, e.g. .newest first. "
+                                             "db-chat_messages-m-apply-20261204T0900.bson.gz"):
+        read(tmp_path)

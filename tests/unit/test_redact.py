@@ -167,3 +167,9 @@ def test_redact_masks_userinfo_and_a_password_where_it_stands():
     assert redact("mongodb://h:1/db") == "mongodb://h:1/db"
     remember_secret_of("mongodb://admin:Zq9-distinct@h/")
     assert redact("server said: bad password=Zq9-distinct") == "server said: bad password=****"
+
+
+def test_userinfo_percent_encoded_whole_is_masked_whole_and_other_text_is_left_alone():
+    line = "MONGODB_URL has an invalid option (mongodb://admin%3AZq9SecretPa55@127.0.0.1:9/): A password is required"
+    assert redact(line) == "MONGODB_URL has an invalid option (mongodb://****@127.0.0.1:9/): A password is required"
+    assert redact("mongodb://admin@127.0.0.1:9/ and 50%3A50") == "mongodb://admin@127.0.0.1:9/ and 50%3A50"

@@ -117,3 +117,12 @@ def test_a_server_that_keeps_failing_ends_in_one_error_naming_the_work_and_the_l
 def test_describe_masks_a_password_and_drops_the_full_error():
     error = OperationFailure("cannot reach mongodb://u:Pq8-secret@h:1/app", code=6, details={"errmsg": "x"})
     assert describe(error) == "OperationFailure: cannot reach mongodb://u:****@h:1/app"
+
+
+def test_describe_says_the_server_and_the_reason_without_the_drivers_topology_description():
+    error = ServerSelectionTimeoutError(
+        "10.0.0.5:27017: connection closed (configured timeouts: socketTimeoutMS: 20000.0ms, connectTimeoutMS: "
+        "20000.0ms), Timeout: 4.99s, Topology Description: <TopologyDescription id: 6b13, topology_type: Single, "
+        "servers: [<ServerDescription ('10.0.0.5', 27017) server_type: Unknown, rtt: None, error=AutoReconnect("
+        "'10.0.0.5:27017: connection closed')>]>")
+    assert describe(error) == "ServerSelectionTimeoutError: 10.0.0.5:27017: connection closed"

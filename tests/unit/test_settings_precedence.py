@@ -155,3 +155,10 @@ def test_ignored_options_names_only_what_the_runner_replaces():
     assert ignored_options("mongodb://h/?w=0&readPreference=secondary&appname=app&maxPoolSize=5") == \
         {"w": "0", "readPreference": "secondary"}
     assert ignored_options("mongodb://h/?w=majority&readPreference=primary&retryWrites=true") == {}
+
+
+def test_a_missing_env_file_is_named_once():
+    from migrator.settings import SettingsError, load_settings
+    with pytest.raises(SettingsError) as caught:
+        load_settings("/nonexistent.env")
+    assert str(caught.value) == "env file '/nonexistent.env' not found"
