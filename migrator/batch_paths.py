@@ -141,8 +141,8 @@ async def send(target: AsyncCollection, bulks: list[list], check: Check, session
             # FerretDB: a reply with a write error lacks nModified, which PyMongo's bulk_write reads (KeyError),
             # or the whole command fails (a unique index: InternalError) naming no statement. Each statement
             # alone names its error: sending the batch's statements again is what a retry of the batch does.
-            if isinstance(exc, OperationFailure) and is_transient(exc):
-                raise
+            if isinstance(exc, OperationFailure) and (is_transient(exc) or (session and session.in_transaction)):
+                raise  # sent again whole: by the retry, or with its transaction (migrator.fencing)
             if isinstance(exc, OperationFailure) and len(bulk) == 1:
                 raise refused(target, exc, _id_of(bulk[0])) from exc
             await _first_refused(target, bulk, session)

@@ -32,12 +32,14 @@ imported (it lacks `if __name__ == "__main__":`) is refused, named, with one lin
 import ast
 import importlib.util
 import inspect
+import os
 import re
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -304,6 +306,8 @@ def _import(path: Path):
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     _importing.add(path)
+    real_exit = os._exit
+    os._exit = partial(_exit_at_import, path, real_exit)  # type: ignore[assignment]
     try:
         spec.loader.exec_module(module)
     except KeyboardInterrupt:
@@ -313,8 +317,22 @@ def _import(path: Path):
         del sys.modules[module_name]
         raise MigrationError(f"{path.name}: {_import_failure(exc)}", ExitCode.USAGE) from exc
     finally:
+        os._exit = real_exit
         _importing.discard(path)
     return module
+
+
+class _ExitAtImport(Exception):
+    pass
+
+
+def _exit_at_import(path: Path, real_exit: Callable[[int], Any], code: int) -> None:
+    """os._exit called by the file itself while it is imported would end the runner unseen, with its code (0 too);
+    from anywhere else (the toolkit's second Ctrl-C) it exits as ever."""
+    if sys._getframe(1).f_code.co_filename == str(path):
+        raise _ExitAtImport(f"exited (os._exit({code})) while being imported: a migration file must only define "
+                            "things at import, and run code in its functions")
+    real_exit(code)
 
 
 def _import_failure(exc: BaseException) -> str:
@@ -323,6 +341,8 @@ def _import_failure(exc: BaseException) -> str:
         called = f"{entry_point}()" if entry_point else "the command line"
         return (f"calls {called} when imported: put the lines that run the file on its own under "
                 "`if __name__ == \"__main__\":`, as the template does")
+    if isinstance(exc, _ExitAtImport):
+        return str(exc)
     if isinstance(exc, SystemExit):
         return (f"exited (SystemExit: {redact(exc.code)}) while being imported: a migration file must only define "
                 f"things at import, and run code in its functions")

@@ -4,7 +4,7 @@ import json
 
 from migrator import plan
 from migrator.commands.narration import Context, all_applied
-from migrator.commands.rows import interrupted_text, row_json, running_text
+from migrator.commands.rows import failed_text, interrupted_text, row_json, running_text
 from migrator.discovery import find
 from migrator.errors import ExitCode
 from migrator.migration import Migration, in_parens
@@ -64,11 +64,11 @@ def _why(reason: plan.NotCurrent) -> str:
         return "its file changed since it was applied"
     if reason.kind == plan.OUT_OF_ORDER:
         return f"out of order: it comes before the applied {row.out_of_order}"
-    why = {plan.FAILED: f"failed: {row.error}" if row.error else "failed", plan.ROLLED_BACK: "rolled back",
+    why = {plan.FAILED: failed_text(row), plan.ROLLED_BACK: "rolled back",
            plan.RUNNING: running_text(row),
            plan.INTERRUPTED: interrupted_text(row)}.get(row.state, "pending")
     if row.checkpoint_done is not None and row.state != plan.RUNNING:
-        why += f" (interrupted: {row.checkpoint_done:,} documents done)"
+        why += f" ({row.checkpoint_done:,} documents done: the next run resumes from there)"
     return why
 
 
@@ -88,7 +88,7 @@ async def status(ctx: Context, as_json: bool = False) -> int:
         if row.state == plan.INTERRUPTED:
             say(f"{row.name}: {interrupted_text(row)}")
         if row.state == plan.FAILED and row.error:
-            say(f"{row.name} failed: {row.error}")
+            say(f"{row.name} {failed_text(row)}")
     return ExitCode.OK
 
 

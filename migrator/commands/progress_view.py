@@ -115,7 +115,8 @@ class ProgressView:
         now, label = time.monotonic(), event.label
         if label not in self._last_line or event.restarted:
             self._last_line[label] = now
-        elif event.done != self._last_done.get(label) and now - self._last_line[label] >= self.interval_s:
+        elif (event.done != self._last_done.get(label) and now - self._last_line[label] >= self.interval_s
+              and not _complete(event)):  # the walk's end (WalkDone) says its final counts, once
             self._last_line[label] = now
             log.info("%s", progress_line(event))
         self._last_done[label] = event.done
@@ -148,6 +149,10 @@ class ProgressView:
         if self._bar is not None and self._bar_label == label:
             self._bar.stop()
             self._bar, self._bar_label, self._task = None, "", None
+
+
+def _complete(event: ProgressMade) -> bool:
+    return bool(event.total) and not event.estimated and event.done >= (event.total or 0)
 
 
 def _rate_unit(unit: str) -> str:

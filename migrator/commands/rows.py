@@ -51,10 +51,19 @@ def running_text(row: StatusRow) -> str:
     return f"{doing} on {row.runner}{since}" + (f": {progress}" if progress else "")
 
 
+def failed_text(row: StatusRow) -> str:
+    """`failed: stopped by SIGINT after ...`: the recorded error without the migration's name it starts with."""
+    return f"failed: {_without_name(row)}" if row.error else "failed"
+
+
+def _without_name(row: StatusRow) -> str:
+    return row.error.removeprefix(f"{row.name}: ")
+
+
 def interrupted_text(row: StatusRow) -> str:
     """`interrupted: its runner host:pid died`; `rollback interrupted: ...` for a rollback, a restore's likewise."""
     what = "interrupted" if row.action in ("", "apply") else f"{row.action.replace('_', ' ')} interrupted"
-    return f"{what}: {runner_stopped(row.runner, row.runner_state, row.error)}"
+    return f"{what}: {runner_stopped(row.runner, row.runner_state, _without_name(row))}"
 
 
 def runner_stopped(runner: str, state: str | None, error: str = "") -> str:

@@ -65,6 +65,16 @@ def test_without_a_terminal_a_line_every_interval_and_the_final_counts_once(line
                      ("WARNING", "m: the checkpoint was left by another version of the migration: starting over")]
 
 
+def test_the_final_counts_are_not_logged_twice_when_the_last_interval_line_had_them(lines):
+    view = ProgressView(interval_s=0, terminal=False)
+    for done in (0, 5, 10):
+        view.handle(ProgressMade("m", done, total=10, modified=done, rate=5.0))
+    view.handle(ProgressEnded("m"))
+    view.handle(WalkDone("m", 10, total=10, modified=10, rate=5.0))
+    assert [line for _, line in lines] == ["m: 5 of 10 documents (50%), 5 docs/s, 1 s left; 5 modified",
+                                           "m: 10 of 10 documents (100%), 5 docs/s; 10 modified"]
+
+
 def test_an_event_it_does_not_know_is_left_to_the_caller(lines):
     assert ProgressView().handle(Event()) is False
     assert lines == []
