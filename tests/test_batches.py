@@ -329,7 +329,7 @@ def test_a_computed_backfill_stopped_half_way_resumes_with_every_document_right_
     progress = rf"INFO    {BACKFILL}: [\d,]+ of ~?[\d,]+ documents \(\d+%\), [\d,]+ docs/s"
     assert re.search(progress, stopped.output), stopped
 
-    resumed = cli("run_migrations.py", "--allow-out-of-order", "--migration", BACKFILL, *backfill, "--batch-path", path, "--batch-size", "25")
+    resumed = cli("run_migrations.py", "--migration", BACKFILL, *backfill, "--batch-path", path, "--batch-size", "25")
 
     assert resumed.code == 0, resumed
     done = checkpoint["scanned"]
@@ -369,7 +369,8 @@ def test_update_each_takes_the_collection_and_an_async_function_and_leaves_what_
                                                                                                     backfill):
     before = load(db, 60)
     (Path(backfill[1]) / "motor_style_backfill.py").write_text(MOTOR_STYLE_BACKFILL)
-    result = cli("run_migrations.py", "--allow-out-of-order", "--migration", "motor_style_backfill", *backfill, "--batch-size", "7")
+    result = cli("run_migrations.py", "--migration", "motor_style_backfill", *backfill, "--batch-size", "7",
+                 "--allow-out-of-order")
     assert result.code == 0, result
     assert "motor_style_backfill: modified 30 documents (30 matched)" in result.output
     after = {doc["_id"]: doc for doc in db.chat_messages.find()}
@@ -417,8 +418,8 @@ def test_a_write_the_server_refuses_is_its_message_code_and_document_in_one_line
     folder = Path(backfill[1])
     db.chat_messages.insert_many([{"_id": n, "views": n} for n in range(1, 8)] + [{"_id": 9, "views": "nine"}])
     (folder / "counts_views.py").write_text(REFUSED_INC)
-    refused = cli("run_migrations.py", "--allow-out-of-order", "--migration", "counts_views", *backfill, "--batch-path", path,
-                  "--batch-size", "20")
+    refused = cli("run_migrations.py", "--migration", "counts_views", "--allow-out-of-order", *backfill,
+                  "--batch-path", path, "--batch-size", "20")
     assert refused.code == 1, refused
     line = the_error(refused)
     assert "counts_views: up failed: write error on chat_messages" in line and "KeyError" not in refused.output
@@ -429,7 +430,8 @@ def test_a_write_the_server_refuses_is_its_message_code_and_document_in_one_line
     db.chat_messages.create_index("slug", unique=True)
     db.chat_messages.insert_many([{"_id": n, "role": role} for n, role in enumerate(["user", "assistant", "user"])])
     (folder / "slugs_by_role.py").write_text(REFUSED_UNIQUE)
-    unique = cli("run_migrations.py", "--allow-out-of-order", "--migration", "slugs_by_role", *backfill, "--batch-path", path)
+    unique = cli("run_migrations.py", "--migration", "slugs_by_role", "--allow-out-of-order", *backfill,
+                 "--batch-path", path)
     assert unique.code == 1, unique
     line = the_error(unique)
     assert "slugs_by_role: up failed: write error on chat_messages _id=2: " in line, unique
