@@ -145,7 +145,8 @@ ROLLBACK = ("purge", "allow_changed", *BACKUP_MODIFIERS, *BATCH_MODIFIERS)
 RUNNER = (
     Command("--all", "apply every pending migration, in order, verifying each",
             lambda ctx, a: commands.apply_pending(ctx, a.dry_run), accepts=APPLY),
-    Command("--migration", "apply one migration (again, if it is applied: forward is idempotent)",
+    Command("--migration", "apply one migration (again, if it is applied: forward is idempotent); refused ahead of "
+            "earlier pending ones without --allow-out-of-order",
             lambda ctx, a: commands.apply_one(ctx, _named(ctx, a.migration), a.dry_run), metavar="NAME",
             accepts=APPLY),
     Command("--status", "show every migration: its state and since when, for an applied one how long it took and "
@@ -176,7 +177,8 @@ RUNNER = (
     Command("--mark-applied-all", "the same for every pending migration up to NAME",
             lambda ctx, a: commands.mark_applied(ctx, commands.up_to(ctx.engine, a.mark_applied_all), a.yes),
             metavar="NAME", accepts=("force",)),
-    Command("--force-unlock", "remove the lock of a runner that died (asks first)",
+    Command("--force-unlock", "remove the lock of a runner that died (asks first); refuses a runner "
+            "still alive on this host, naming its pid",
             lambda ctx, a: commands.force_unlock(ctx, a.yes)),
     Command("--restore", "put back exactly the documents a --backup saved in FILE (checks all of it first; asks "
             "first; --force for a backup of another database)", lambda ctx, a: commands.restore(ctx, a.restore, a.yes),
