@@ -126,7 +126,7 @@ def test_check_exits_6_on_pending_changed_failed_and_out_of_order_and_0_when_cle
         ''')
     assert cli(RUNNER, "--all", *folder).code == 1
     failed = cli(RUNNER, "--check", *folder)
-    assert failed.code == 6 and failed.stdout.splitlines() == ["broken: failed: broken: up failed: RuntimeError: "
+    assert failed.code == 6 and failed.stdout.splitlines() == ["broken: failed: up failed: RuntimeError: "
                                                                "disk on fire"]
 
 
