@@ -68,7 +68,6 @@ def test_rollback_last_stopped_half_way_is_seen_and_the_same_command_goes_on_wit
     gate = cli(RUNNER, "--check")
     said = "failed" if state == "failed" else "rollback interrupted"
     assert gate.code == 6 and f"{NAME}: {said}" in gate.stdout, gate
-    assert "documents done: the next run resumes from there" in gate.stdout, gate
 
     again = cli(RUNNER, *rollback)  # the same command: the same migration's rollback, resumed
 

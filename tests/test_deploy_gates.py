@@ -242,7 +242,7 @@ def test_status_counts_a_failed_migration_once_not_as_pending_too(db, cli, tmp_p
 
     status = cli(RUNNER, "--status", *folder)
     summary = status.stdout.splitlines()
-    assert "1 applied, 1 pending, 1 failed, 1 with problems" in summary, status
+    assert "1 applied, 1 pending, 1 failed" in summary, status  # the failed one is not a "problem" besides
 
 
 def test_migration_ahead_of_earlier_pending_ones_is_refused_by_name_unless_allowed(db, cli, tmp_path, env):

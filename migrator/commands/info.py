@@ -68,7 +68,7 @@ def _why(reason: plan.NotCurrent) -> str:
            plan.RUNNING: running_text(row),
            plan.INTERRUPTED: interrupted_text(row)}.get(row.state, "pending")
     if row.checkpoint_done is not None and row.state != plan.RUNNING:
-        why += f" ({row.checkpoint_done:,} documents done: the next run resumes from there)"
+        why += f" ({row.checkpoint_done:,} documents done)"
     return why
 
 
@@ -99,7 +99,7 @@ def _summary(rows: list[plan.StatusRow]) -> str:
     failed = sum(row.state == plan.FAILED for row in rows)
     rolled_back = sum(row.state == plan.ROLLED_BACK for row in rows)
     running = sum(row.state == plan.RUNNING for row in rows)
-    problems = {reason.name for reason in plan.not_current(rows) if reason.kind not in (plan.PENDING, plan.RUNNING)}
+    problems = {reason.name for reason in plan.not_current(rows) if reason.kind != reason.row.state}  # not counted yet
     return (f"{applied} applied, {pending} pending" + (f" ({running} running now)" if running else "")
             + (f", {failed} failed" if failed else "") + (f", {rolled_back} rolled back" if rolled_back else "")
             + (f", {len(problems)} with problems" if problems else ""))
