@@ -140,7 +140,7 @@ def env(server_url, db_name, tmp_path) -> dict:
     """The environment a command of the toolkit runs with: the test server and database."""
     environment = {k: v for k, v in os.environ.items() if k not in {"ENV_FILE", "MONGODB_DATABASE_NAME"}}
     environment.update(MONGODB_URL=server_url, MONGODB_DATABASE_NAME=db_name, PYTHONUNBUFFERED="1",
-                       COLUMNS="200")
+                       COLUMNS="200", MIGRATIONS_BACKUP_DIR=str(tmp_path / "backups"))  # never the checkout's
     return environment
 
 
