@@ -95,7 +95,7 @@ def test_a_changed_migration_is_refused_in_process_without_allow_changed(db, ser
         ''')
     before = (list(db.chat_messages.find()), list(db.migrations_changelog.find()), lock_epochs(db))
     with pytest.raises(MigrationError) as refused:
-        on_engine(server_url, db, tmp_path, lambda engine: engine.apply_one(discover(tmp_path)[0]))
+        on_engine(server_url, db, tmp_path, lambda engine: engine.apply_one(discover(tmp_path).migrations[0]))
     assert str(refused.value) == ("applied migration file changed since it ran: tag.py; restore it, or write a new "
                                   "migration for the new change (--allow-changed runs anyway)")
     assert refused.value.exit_code == 1
