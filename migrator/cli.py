@@ -154,11 +154,11 @@ RUNNER = (
     Command("--history", "every changelog event (of NAME, or of all), oldest first: what, state, when, how long, "
             "documents, host, pid, user, commit, error", lambda ctx, a: commands.history(ctx, a.history, a.json),
             metavar="NAME", optional=True, accepts=("json",)),
-    Command("--list", "list the migrations in the order they run (no database needed)",
-            offline=lambda a: list_migrations(discover(a.migrations_dir))),
+    Command("--list", "list the migrations in the order they run, then each broken file with its error (exit 2 if "
+            "any; no database needed)", offline=lambda a: list_migrations(discover(a.migrations_dir))),
     Command("--check", "for deploy pipelines: exit 6, one line per reason, while a migration is pending, "
-            "failed, interrupted, out of order or changed since it was applied; exit 0 when all are applied",
-            lambda ctx, a: commands.check(ctx)),
+            "failed, interrupted, out of order or changed since it was applied, or a migration file is broken; "
+            "exit 0 when all are applied", lambda ctx, a: commands.check(ctx)),
     Command("--verify", "check every applied migration is still in place (exit 4 if not)",
             lambda ctx, a: commands.verify_applied(ctx)),
     Command("--rollback", "roll back one applied (or failed, half-applied) migration (asks first)",

@@ -51,6 +51,7 @@ def test_looking_and_unlocking_work_beside_a_broken_file_and_every_run_refuses_w
         shown.stdout
     history = cli(RUNNER, "--history", "--json", *folder)
     assert history.code == 0 and [e["name"] for e in json.loads(history.stdout)] == [MIGRATION, MIGRATION]
+    assert "no changelog entries for broken" in cli(RUNNER, "--history", "broken", *folder).stdout
     check = cli(RUNNER, "--check", *folder)
     assert (check.code, check.stdout.splitlines()) == (6, [f"broken: its file is broken: {ERROR}"])
     verified = cli(RUNNER, "--verify", *folder)

@@ -124,7 +124,8 @@ async def history(ctx: Context, name: str | bool, as_json: bool = False) -> int:
     """--history [NAME]: the changelog, oldest first."""
     entries = await ctx.engine.history()
     if isinstance(name, str):
-        known = {m.name for m in ctx.engine.migrations} | {e["name"] for e in entries}
+        broken = {file.name for file in ctx.engine.broken}  # a broken file's history is there to read
+        known = {m.name for m in ctx.engine.migrations} | broken | {e["name"] for e in entries}
         name = find(ctx.engine.migrations, name).name if name not in known else name
         entries = [entry for entry in entries if entry["name"] == name]
     if as_json:
