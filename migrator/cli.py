@@ -213,14 +213,20 @@ def runner_main(argv: list[str] | None = None) -> int:
     if command.offline:
         offline = command.offline
         return _offline(args, lambda: offline(args))
-    return run(args, lambda: discover(args.migrations_dir), lambda ctx: _run(command, ctx, args))
+    return run(args, lambda: _for(command, discover(args.migrations_dir)), lambda ctx: _run(command, ctx, args))
 
 
 def _run(command: Command, ctx: Context, args: argparse.Namespace) -> Awaitable[int]:
     assert command.run is not None, command.flag  # a command without `offline` has `run`
-    if command.runs:  # the engine's workflows refuse too; first here, so that a broken file is named, not "unknown"
-        ctx.engine.refuse_broken()
     return command.run(ctx, args)
+
+
+def _for(command: Command, files: MigrationFiles) -> MigrationFiles:
+    """A command that runs or records a migration is refused while a file is broken (the engine's workflows refuse
+    too): here before connecting, and before a name is looked up, so that a broken file is named, not "unknown"."""
+    if command.runs:
+        refuse_if_broken(files.broken)
+    return files
 
 
 def list_migrations(files: MigrationFiles) -> int:
@@ -279,7 +285,7 @@ def standalone_main(file: str, argv: list[str] | None = None) -> int:
         found = discover(path.parent)  # all of them: the order and the dependencies are checked as by the runner
         if path.stem not in {m.name for m in found.migrations} | {file.name for file in found.broken}:
             raise MigrationError(f"{path.name} declares no migration", ExitCode.USAGE)
-        return found
+        return _for(command, found)
 
     return run(args, this_migration, lambda ctx: _run(command, ctx, args))
 

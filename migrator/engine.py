@@ -85,7 +85,7 @@ class Engine:
     """The safe workflows, and what they read (the state, verifications, proofs on scratch copies).
     Composed of the changelog, the lock, the checkpoints the batches keep, the one hook runner, and the
     single recorded steps built on them. `migrations`: what `discover()` found (the default), or a list of them;
-    while a file is broken, the workflows that run or record a migration refuse (`refuse_broken`), and those that
+    while a file is broken, the workflows that run or record a migration refuse (`refuse_if_broken`), and those that
     read the state, unlock or restore work. `url`: the server's, needed only by `backup_full` (mongodump);
     `profile`: the server's (migrator.profile), detected when first needed if not given; `report`: who hears
     the events (migrator.events)."""
@@ -192,20 +192,15 @@ class Engine:
     async def _unverifiable(self) -> dict[str, str]:
         return plan.unverifiable(plan.status_rows(self.migrations, await self._changelog.history(), self.broken))
 
-    def refuse_broken(self) -> None:
-        """Every workflow that runs or records a migration passes here first: nothing runs while a file is broken
-        (it may be pending, and the order matters), exit 2, before any write. Reading, unlocking and restoring work."""
-        refuse_if_broken(self.broken)
-
     # ----- proving a migration on scratch copies (migrator.selftest): the real collections are only read -----
 
     async def selftest(self, migration: Migration, sample: int = prover.DEFAULT_SAMPLE) -> prover.Proof:
-        self.refuse_broken()
+        refuse_if_broken(self.broken)
         return await prover.prove(self._database, migration, sample, self._batch_settings,
                                   await self._steps.server_profile(), self._report)
 
     async def preview(self, migration: Migration, sample: int = prover.PREVIEW_SAMPLE) -> prover.Preview:
-        self.refuse_broken()
+        refuse_if_broken(self.broken)
         return await prover.preview(self._database, migration, sample, self._batch_settings,
                                     await self._steps.server_profile(), self._report)
 
@@ -245,7 +240,7 @@ class Engine:
     async def plan_apply(self, options: Options | None = None) -> list[Migration]:
         """What --all would run, or its refusal (MigrationError): the checks of the real run and of --dry-run."""
         options = options or Options()
-        self.refuse_broken()
+        refuse_if_broken(self.broken)
         latest = await self._changelog.latest()
         pending = plan.pending(self.migrations, latest)
         self._refuse_changed(self.migrations, latest, options.allow_changed)
@@ -266,7 +261,7 @@ class Engine:
     async def plan_apply_one(self, migration: Migration, options: Options | None = None) -> None:
         """Refuse (MigrationError) what --migration NAME would refuse: the checks of the real run and of --dry-run."""
         options = options or Options()
-        self.refuse_broken()
+        refuse_if_broken(self.broken)
         refuse_if_draft(migration)  # before the lock (the step refuses a draft too)
         latest = await self._changelog.latest()
         self._refuse_changed([migration], latest, options.allow_changed)
@@ -291,7 +286,7 @@ class Engine:
         checked (it has a rollback, its file is unchanged, nothing applied still depends on it, its backup can
         be taken); [] for none."""
         options = options or Options()
-        self.refuse_broken()
+        refuse_if_broken(self.broken)
         latest = await self._changelog.latest()
         targets = select(self.migrations, latest)
         if targets:
@@ -303,7 +298,7 @@ class Engine:
         """Roll back what plan_rollback returned, under the lock; those another runner rolled back meanwhile
         are skipped. A failure among several says which were rolled back and which not."""
         options = options or Options()
-        self.refuse_broken()
+        refuse_if_broken(self.broken)
         self._check_backups(targets, "rollback", options)  # a caller may come here without plan_rollback
         done: list[RollbackResult] = []
         async with self._lock.held(options.lock_timeout_s):
@@ -385,7 +380,7 @@ class Engine:
     async def plan_mark_applied(self, migrations: list[Migration]) -> dict[str, Verification]:
         """{name: its verification now} of those not applied yet (a draft is refused): what mark_applied would
         record, and, with `force`, record although it does not verify (the command line asks first)."""
-        self.refuse_broken()
+        refuse_if_broken(self.broken)
         for migration in migrations:
             refuse_if_draft(migration)
         latest = await self._changelog.latest()
@@ -397,7 +392,7 @@ class Engine:
         """Record each as applied without running it, when it verifies (or with `force`); {name: its
         verification} of those recorded now."""
         options, marked = options or Options(), {}
-        self.refuse_broken()
+        refuse_if_broken(self.broken)
         for migration in migrations:  # before the lock (the step refuses a draft too)
             refuse_if_draft(migration)
         async with self._lock.held(options.lock_timeout_s):

@@ -180,7 +180,7 @@ class Migration:
 class BrokenFile:
     """A migration file that cannot be read (a syntax error, a failed import, bad declarations) or placed in the
     order (a dependency that does not exist, a cycle): the commands that only look show it, and nothing runs or is
-    recorded while one is in the folder (Engine.refuse_broken)."""
+    recorded while one is in the folder (refuse_if_broken)."""
     name: str
     path: Path
     error: str  # one line, naming the file: `broken.py: syntax error at line 5: expected ':'`

@@ -74,7 +74,8 @@ def test_looking_and_unlocking_work_beside_a_broken_file_and_every_run_refuses_w
                                                                                  *folder),
                    cli(RUNNER, "--mark-applied", "broken", *folder), cli(RUNNER, "--selftest", MIGRATION, *folder),
                    run_here(str(tmp_path / f"{MIGRATION}.py"), "--rollback", "--yes", env=environment),
-                   run_here(str(tmp_path / f"{MIGRATION}.py"), "--dry-run", env=environment)):
+                   run_here(str(tmp_path / f"{MIGRATION}.py"), "--dry-run", env=environment),
+                   cli(RUNNER, "--all", *folder, env={**env, "MONGODB_URL": "mongodb://127.0.0.1:1/"})):  # no server
         assert result.code == 2, result
         assert the_error(result).endswith(REFUSAL)
     assert digest(db) == before
