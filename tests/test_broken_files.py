@@ -1,6 +1,6 @@
 """A broken migration file (a syntax error, an import that fails) beside good ones: every command that only looks or
-repairs works (--status, --history, --check, --verify, --force-unlock, --restore, --list, --new); every command that
-runs or records a migration refuses, exit 2, in one line naming the file, before any write."""
+repairs works (--status, --history, --check, --verify, --force-unlock, --restore, --new; --list lists it, then exits
+2); every command that runs or records a migration refuses, exit 2, in one line naming the file, before any write."""
 
 import json
 import shutil
