@@ -5,26 +5,31 @@
 Settings come from the environment, else from the env file (`.env`, or the file ENV_FILE names,
 e.g. ENV_FILE=.env.test; see migrator/settings.py):
 - MONGODB_URL, MONGODB_DATABASE_NAME: the database.
-- REQUIRE_MIGRATIONS: `1` (or true/yes) refuses to start while a migration is pending or broken, the
+- REQUIRE_MIGRATIONS: `1` (or true/yes) refuses to start while a migration is pending or not current (a broken
+  migration file included), the
   database cannot be reached or the document models cannot be initialised: for production, where the
   migrations run before the app. Unset (the default), start-up only logs a warning, and GET /health
   answers 503 until the problem is gone (e.g. `python migrations/run_migrations.py --all` has run).
 - MONGODB_TIMEOUT_MS: how long to wait for the database, at start-up and in /health (default 5000).
-- MIGRATIONS_DIR: the folder of the migrations (default: migrations/ of this project).
-Settings that cannot be used (a missing URL, an invalid database name, an env file that is not UTF-8)
+- MIGRATIONS_DIR: the folder of the migrations (default: migrations/ of this project), read once at start-up: a
+  fixed migration file is read when the app restarts.
+Settings that cannot be used (a missing URL, an invalid database name, an env file that is not UTF-8, a
+MIGRATIONS_DIR that is not a folder)
 stop the start-up with one line; uvicorn then exits with its code for a failed start-up, 3.
 
-GET /health: 200 when the database answers, every migration is current (as --check: applied, its file there and
-unchanged, in order) and the document models (Beanie)
+GET /health: 200 when the database answers, every migration is current (as --check: applied, its file there,
+readable and unchanged, in order) and the document models (Beanie)
 are initialised, else 503. Models not initialised at start-up (the database was down) are initialised
 by the next /health that finds the database answering. The JSON says why:
-    {"status": "ok" | "migrations pending" | "migrations not current" | "migration files broken" |
-               "database unreachable" | "models not initialised",
+    {"status": "ok" | "migrations pending" | "migrations not current" | "database unreachable" |
+               "models not initialised",
      "database": "<name>", "reachable": true | false, "pending_migrations": ["<name>", ...],
      "running_migrations": [{"name", "host", "pid", "since", "done", "total", "percent", "rate_per_s",
                              "eta_s", ...}] (only while a runner is applying one: it is pending until it is applied),
      "problems": [{"name", "kind"}] (only if any: why the database is not current, the reasons --check gives;
-                 kind: pending, failed, rolled_back, running, interrupted, changed, missing_file, out_of_order),
+                 kind: pending, failed, rolled_back, running, interrupted, changed, missing_file, out_of_order,
+                 broken_file, which also has "error": the file's, e.g. a syntax error; a broken file makes the
+                 status "migrations not current", since nothing runs until it is fixed),
      "error": "..." (unless ok or pending)}
 """
 
@@ -51,8 +56,9 @@ from migrator.settings import SettingsError, load_settings
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's own logger: shown, formatted, under any log config
 
-OK, PENDING, BROKEN = "ok", "migrations pending", "migration files broken"
-NOT_CURRENT = "migrations not current"  # none pending, but an applied file changed or is gone, or one is out of order
+OK, PENDING = "ok", "migrations pending"
+# none pending, but an applied file changed or is gone, or one is out of order; or a migration file is broken
+NOT_CURRENT = "migrations not current"
 UNREACHABLE, NO_MODELS = "database unreachable", "models not initialised"
 
 
@@ -69,11 +75,9 @@ class Readiness:
 
     def __init__(self, database: AsyncDatabase, migrations_dir: Path, timeout_ms: int):
         self.database, self.timeout_ms = database, timeout_ms
-        # retry_for_s=0: a health check answers at once; the orchestrator asks again
-        try:
-            self.engine, self.broken = Engine(database, discover(migrations_dir), retry_for_s=0), None
-        except MigrationError as exc:  # a broken migration file: still serve, and say so
-            self.engine, self.broken = Engine(database, [], retry_for_s=0), str(exc)
+        # retry_for_s=0: a health check answers at once; the orchestrator asks again. A broken migration file is a
+        # problem the status rows show (migrator.plan.not_current); only a missing folder raises (MigrationError).
+        self.engine = Engine(database, discover(migrations_dir), retry_for_s=0)
         self.models_ready = False
         self._initialising = asyncio.Lock()
 
@@ -90,16 +94,17 @@ class Readiness:
         problems = plan.not_current(rows)
         state["pending_migrations"] = [row.name for row in rows if row.state != plan.APPLIED]
         if problems:
-            state["problems"] = [{"name": reason.name, "kind": reason.kind} for reason in problems]
+            state["problems"] = [{"name": reason.name, "kind": reason.kind,
+                                  **({"error": reason.row.broken} if reason.kind == plan.BROKEN_FILE else {})}
+                                 for reason in problems]
         running = [running_json(row) for row in rows if row.state == plan.RUNNING]
         if running:  # pending too, until it is applied
             state["running_migrations"] = running
         models_error = await self._initialise_models()
         if models_error:
             return {**state, "status": NO_MODELS, "error": models_error}
-        if self.broken:
-            return {**state, "status": BROKEN, "error": f"{self.broken}: fix it and restart the app"}
-        if state["pending_migrations"]:
+        broken = any(reason.kind == plan.BROKEN_FILE for reason in problems)  # --all refuses: not "pending"
+        if state["pending_migrations"] and not broken:
             state["status"] = PENDING
         elif problems:
             state["status"] = NOT_CURRENT
@@ -121,14 +126,22 @@ def _problem(state: dict) -> str:
     database = state["database"]
     if state["status"] == UNREACHABLE:
         return f"cannot reach database {database}: {state['error']}"
-    if state["status"] in (BROKEN, NO_MODELS):
+    if state["status"] == NO_MODELS:
         return f"database {database}: {state['error']}"
     if state["status"] == NOT_CURRENT:
-        reasons = ", ".join(f"{problem['name']} ({problem['kind'].replace('_', ' ')})" for problem in state["problems"])
-        return f"database {database} is not current: {reasons}: see `python migrations/run_migrations.py --check`"
+        reasons = ", ".join(_reason(problem) for problem in state["problems"])
+        broken = any("error" in problem for problem in state["problems"])  # a broken file: read again at a restart
+        return (f"database {database} is not current: {reasons}: see `python migrations/run_migrations.py --check`"
+                + ("; the app reads a fixed file when it restarts" if broken else ""))
     names = ", ".join(state["pending_migrations"])
     return (f"{len(state['pending_migrations'])} migration(s) pending on database {database} ({names}): "
             "run `python migrations/run_migrations.py --all`")
+
+
+def _reason(problem: dict) -> str:
+    """`m2 (changed)`, `broken (broken file: broken.py: syntax error at line 5: expected ':')`."""
+    error = f": {problem['error']}" if "error" in problem else ""
+    return f"{problem['name']} ({problem['kind'].replace('_', ' ')}{error})"
 
 
 def _refuse(message: str, error: type[StartupRefused] = StartupRefused):
@@ -147,7 +160,10 @@ async def lifespan(app: FastAPI):
     client = create_client(settings, timeout_ms=timeout_ms)
     try:
         migrations_dir = Path(settings.get("MIGRATIONS_DIR", str(MIGRATIONS_DIR)))
-        app.state.readiness = Readiness(client[settings.database_name], migrations_dir, timeout_ms)
+        try:
+            app.state.readiness = Readiness(client[settings.database_name], migrations_dir, timeout_ms)
+        except MigrationError as exc:  # the folder is missing
+            _refuse(f"cannot start: {exc} (MIGRATIONS_DIR)")
         state = await app.state.readiness.state()
         if state["status"] != OK:
             if require:

@@ -13,6 +13,7 @@ from migrator import changelog, checkpoints, lock  # noqa: E402
 from migrator.cli import exit_with, run  # noqa: E402
 from migrator.commands import Context  # noqa: E402
 from migrator.connection import connect  # noqa: E402
+from migrator.discovery import MigrationFiles  # noqa: E402
 from migrator.errors import ExitCode, MigrationError  # noqa: E402
 from migrator.flags import add_common_options  # noqa: E402
 from migrator.output import confirm, log  # noqa: E402
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("database %s reset", database.name)
         return ExitCode.OK
 
-    return run(args, lambda: [], reset, check=only_test_databases)
+    return run(args, lambda: MigrationFiles([]), reset, check=only_test_databases)
 
 
 if __name__ == "__main__":

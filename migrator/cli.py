@@ -16,7 +16,7 @@ from migrator import commands, plan
 from migrator.commands import Context, Narration
 from migrator.commands.progress_view import ProgressView
 from migrator.connection import WRITE_TIMEOUT_MS, connect, ignored_options
-from migrator.discovery import MIGRATIONS_DIR, discover, find
+from migrator.discovery import MIGRATIONS_DIR, MigrationFiles, discover, find
 from migrator.engine import Engine
 from migrator.errors import ExitCode, MigrationError
 from migrator.flags import (
@@ -30,7 +30,7 @@ from migrator.flags import (
     engine_options,
     nonempty_path,
 )
-from migrator.migration import Migration
+from migrator.migration import Migration, refuse_if_broken
 from migrator.output import log, say, setup_logging
 from migrator.profile import detect
 from migrator.redact import redact
@@ -62,7 +62,7 @@ def _sigterm_unwinds():
         signal.signal(signal.SIGTERM, previous)
 
 
-def run(args: argparse.Namespace, migrations: Callable[[], list[Migration]], work: Work,
+def run(args: argparse.Namespace, migrations: Callable[[], MigrationFiles], work: Work,
         check: Callable[[Settings], None] | None = None) -> int:
     """Load settings, discover, connect, do the work; every failure becomes one line and an exit code."""
     setup_logging(args.debug)
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace, migrations: Callable[[], list[Migration]], wor
         return ExitCode.FAILED
 
 
-async def _connected(args, settings: Settings, migrations: list[Migration], work: Work) -> int:
+async def _connected(args, settings: Settings, migrations: MigrationFiles, work: Work) -> int:
     client, database = await connect(settings.mongodb_url, settings.database_name, args.server_timeout,
                                      args.retry_for)
     try:
@@ -144,39 +144,39 @@ APPLY = ("dry_run", *RUN)
 ROLLBACK = ("purge", "allow_changed", *BACKUP_MODIFIERS, *BATCH_MODIFIERS)
 RUNNER = (
     Command("--all", "apply every pending migration, in order, verifying each",
-            lambda ctx, a: commands.apply_pending(ctx, a.dry_run), accepts=APPLY),
+            lambda ctx, a: commands.apply_pending(ctx, a.dry_run), accepts=APPLY, runs=True),
     Command("--migration", "apply one migration (again, if it is applied: forward is idempotent); refused ahead of "
             "earlier pending ones without --allow-out-of-order",
             lambda ctx, a: commands.apply_one(ctx, _named(ctx, a.migration), a.dry_run), metavar="NAME",
-            accepts=APPLY),
+            accepts=APPLY, runs=True),
     Command("--status", "show every migration: its state and since when, for an applied one how long it took and "
             "how many documents it changed, and problems", lambda ctx, a: commands.status(ctx, a.json),
             accepts=("json",)),
     Command("--history", "every changelog event (of NAME, or of all), oldest first: what, state, when, how long, "
             "documents, host, pid, user, commit, error", lambda ctx, a: commands.history(ctx, a.history, a.json),
             metavar="NAME", optional=True, accepts=("json",)),
-    Command("--list", "list the migrations in the order they run (no database needed)",
-            offline=lambda a: list_migrations(discover(a.migrations_dir))),
+    Command("--list", "list the migrations in the order they run, then each broken file with its error (exit 2 if "
+            "any; no database needed)", offline=lambda a: list_migrations(discover(a.migrations_dir))),
     Command("--check", "for deploy pipelines: exit 6, one line per reason, while a migration is pending, "
-            "failed, interrupted, out of order or changed since it was applied; exit 0 when all are applied",
-            lambda ctx, a: commands.check(ctx)),
+            "failed, interrupted, out of order or changed since it was applied, or a migration file is broken; "
+            "exit 0 when all are applied", lambda ctx, a: commands.check(ctx)),
     Command("--verify", "check every applied migration is still in place (exit 4 if not)",
             lambda ctx, a: commands.verify_applied(ctx)),
     Command("--rollback", "roll back one applied (or failed, half-applied) migration (asks first)",
             lambda ctx, a: commands.rollback(ctx, commands.select_named(ctx.engine, a.rollback), a.yes),
-            metavar="NAME", accepts=ROLLBACK),
+            metavar="NAME", accepts=ROLLBACK, runs=True),
     Command("--rollback-last", "roll back the applied migration that comes last in the order",
-            lambda ctx, a: commands.rollback(ctx, commands.select_last, a.yes), accepts=ROLLBACK),
+            lambda ctx, a: commands.rollback(ctx, commands.select_last, a.yes), accepts=ROLLBACK, runs=True),
     Command("--rollback-to", "roll back every applied migration after NAME in the order, last first",
             lambda ctx, a: commands.rollback(ctx, commands.select_after(ctx.engine, a.rollback_to), a.yes),
-            metavar="NAME", accepts=ROLLBACK),
+            metavar="NAME", accepts=ROLLBACK, runs=True),
     Command("--mark-applied", "record NAME as applied without running it, if it verifies (for databases "
             "migrated before the changelog)",
             lambda ctx, a: commands.mark_applied(ctx, [_named(ctx, a.mark_applied)], a.yes),
-            metavar="NAME", accepts=("force",)),
+            metavar="NAME", accepts=("force",), runs=True),
     Command("--mark-applied-all", "the same for every pending migration up to NAME",
             lambda ctx, a: commands.mark_applied(ctx, commands.up_to(ctx.engine, a.mark_applied_all), a.yes),
-            metavar="NAME", accepts=("force",)),
+            metavar="NAME", accepts=("force",), runs=True),
     Command("--force-unlock", "remove the lock of a runner that died (asks first); refuses a runner "
             "still alive on this host, naming its pid",
             lambda ctx, a: commands.force_unlock(ctx, a.yes)),
@@ -190,12 +190,12 @@ RUNNER = (
             f"{DEFAULT_SAMPLE}): up then verify, up again changes nothing, other documents untouched, rollback gives "
             "every document back; exit 4 if one fails. The real collections are only read",
             lambda ctx, a: commands.selftest(ctx, _named(ctx, a.selftest), a.sample), metavar="NAME",
-            accepts=("sample",)),
+            accepts=("sample",), runs=True),
     Command("--preview", "show what NAME would do to a few of its documents (--sample N, default "
             f"{PREVIEW_SAMPLE}), field by field, from a run on scratch copies, and what --dry-run would count; writes "
             "nothing to the real collections",
             lambda ctx, a: commands.preview(ctx, _named(ctx, a.preview), a.sample, a.json), metavar="NAME",
-            accepts=("sample", "json")),
+            accepts=("sample", "json"), runs=True),
 )
 
 
@@ -215,7 +215,7 @@ def runner_main(argv: list[str] | None = None) -> int:
     if command.offline:
         offline = command.offline
         return _offline(args, lambda: offline(args))
-    return run(args, lambda: discover(args.migrations_dir), lambda ctx: _run(command, ctx, args))
+    return run(args, lambda: _for(command, discover(args.migrations_dir)), lambda ctx: _run(command, ctx, args))
 
 
 def _run(command: Command, ctx: Context, args: argparse.Namespace) -> Awaitable[int]:
@@ -223,18 +223,30 @@ def _run(command: Command, ctx: Context, args: argparse.Namespace) -> Awaitable[
     return command.run(ctx, args)
 
 
-def list_migrations(migrations: list[Migration]) -> int:
-    width = max((len(migration.date) for migration in migrations), default=0)
-    for migration in migrations:
+def _for(command: Command, files: MigrationFiles) -> MigrationFiles:
+    """A command that runs or records a migration is refused while a file is broken (the engine's workflows refuse
+    too): here before connecting, and before a name is looked up, so that a broken file is named, not "unknown"."""
+    if command.runs:
+        refuse_if_broken(files.broken)
+    return files
+
+
+def list_migrations(files: MigrationFiles) -> int:
+    """--list: the order, then each broken file (which has no place in it) with its error, then exit 2 for those."""
+    width = max((len(migration.date) for migration in files.migrations), default=1)
+    for migration in files.migrations:
         draft = f"  ({plan.DRAFT_FLAG})" if migration.draft else ""
         say(f"{migration.date:<{width}}  {migration.name}  {migration.description}{draft}")
-    if not migrations:
+    for broken in files.broken:
+        say(f"{'?':<{width}}  {broken.name}  (broken: {broken.error})")
+    if not files.migrations and not files.broken:
         log.info("no migrations found")
+    refuse_if_broken(files.broken)
     return ExitCode.OK
 
 
 def _scaffold(folder: Path, name: str) -> int:
-    path, test = commands.new_migration_with_test(folder, name, discover(folder))
+    path, test = commands.new_migration_with_test(folder, name, discover(folder).migrations)
     log.info("wrote %s: a draft, which refuses to run until you edit it: write its Description and functions, "
              "delete its DRAFT line, then run it with --dry-run first", path)
     log.info("wrote %s: its test, which runs --selftest on a small fixture (skipped while the migration is a draft): "
@@ -251,14 +263,14 @@ def _this(ctx, args) -> Migration:
 
 
 STANDALONE = (
-    Command(None, "apply it", lambda ctx, a: commands.apply_one(ctx, _this(ctx, a)), accepts=RUN),
+    Command(None, "apply it", lambda ctx, a: commands.apply_one(ctx, _this(ctx, a)), accepts=RUN, runs=True),
     Command("--verify", "check the change is in place; exit 4 if not",
             lambda ctx, a: commands.verify(ctx, [_this(ctx, a)])),
     Command("--rollback", "undo the change (asks first)",
             lambda ctx, a: commands.rollback(ctx, commands.select_named(ctx.engine, a.this), a.yes),
-            accepts=ROLLBACK),
+            accepts=ROLLBACK, runs=True),
     Command("--dry-run", "count what would change; write nothing",
-            lambda ctx, a: commands.dry_run(ctx, [_this(ctx, a)])),
+            lambda ctx, a: commands.dry_run(ctx, [_this(ctx, a)]), runs=True),
 )
 
 
@@ -271,11 +283,11 @@ def standalone_main(file: str, argv: list[str] | None = None) -> int:
 
     args.this = path.stem
 
-    def this_migration() -> list[Migration]:
+    def this_migration() -> MigrationFiles:
         found = discover(path.parent)  # all of them: the order and the dependencies are checked as by the runner
-        if not any(migration.name == path.stem for migration in found):
+        if path.stem not in {m.name for m in found.migrations} | {file.name for file in found.broken}:
             raise MigrationError(f"{path.name} declares no migration", ExitCode.USAGE)
-        return found
+        return _for(command, found)
 
     return run(args, this_migration, lambda ctx: _run(command, ctx, args))
 

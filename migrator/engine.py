@@ -9,7 +9,7 @@ CLI's renders them; the default tells no one). A workflow the command line asks 
 two: `plan_...` checks and says what would be done, then the doing.
 From Python (see the README's "From Python"):
 
-    engine = Engine(database, discover())
+    engine = Engine(database, discover())               # the migrations, and the broken files (shown, not run)
     report = await engine.apply_pending(Options())      # MigrationError: refused or failed
 """
 
@@ -28,12 +28,20 @@ from migrator.batches import BatchSettings
 from migrator.changelog import Changelog, sets_state
 from migrator.checkpoints import Checkpoints
 from migrator.clock import server_now
-from migrator.discovery import discover
+from migrator.discovery import MigrationFiles, discover
 from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter, silent
 from migrator.hooks import Hooks
 from migrator.lock import LEASE_S, WAIT_S, Holder, LockLost, MigrationLock
-from migrator.migration import ApplyResult, Migration, RollbackResult, Verification, refuse_if_draft
+from migrator.migration import (
+    ApplyResult,
+    BrokenFile,
+    Migration,
+    RollbackResult,
+    Verification,
+    refuse_if_broken,
+    refuse_if_draft,
+)
 from migrator.profile import ServerProfile
 from migrator.provenance import provenance
 from migrator.retry import DEFAULT_RETRY_FOR_S, Retry
@@ -76,21 +84,27 @@ class RestorePlan:
 class Engine:
     """The safe workflows, and what they read (the state, verifications, proofs on scratch copies).
     Composed of the changelog, the lock, the checkpoints the batches keep, the one hook runner, and the
-    single recorded steps built on them. `url`: the server's, needed only by `backup_full` (mongodump);
+    single recorded steps built on them. `migrations`: what `discover()` found (the default), or a list of them;
+    while a file is broken, the workflows that run or record a migration refuse (`refuse_if_broken`), and those that
+    read the state, unlock or restore work. `url`: the server's, needed only by `backup_full` (mongodump);
     `profile`: the server's (migrator.profile), detected when first needed if not given; `report`: who hears
     the events (migrator.events)."""
 
-    def __init__(self, database: AsyncDatabase, migrations: list[Migration] | None = None, *,
+    def __init__(self, database: AsyncDatabase, migrations: MigrationFiles | list[Migration] | None = None, *,
                  lease_s: float = LEASE_S, batch_settings: BatchSettings | None = None,
                  retry_for_s: float = DEFAULT_RETRY_FOR_S, profile: ServerProfile | None = None,
                  report: Reporter = silent, url: str | None = None):
-        self.migrations = discover() if migrations is None else migrations
+        found = discover() if migrations is None else migrations
+        files = found if isinstance(found, MigrationFiles) else MigrationFiles(found)
+        self.migrations: list[Migration] = files.migrations
+        self.broken: list[BrokenFile] = files.broken
         self._database = database
         self._report = report
         self._url = url
         self._batch_settings = batch_settings or BatchSettings()
         self._retry = Retry(retry_for_s, report, ping=partial(database.command, "ping"))  # see migrator.retry
-        folder = self.migrations[0].path.parent if self.migrations and self.migrations[0].path else None
+        paths = [m.path for m in self.migrations if m.path] + [file.path for file in self.broken]
+        folder = paths[0].parent if paths else None
         self._lock = MigrationLock(database, lease_s, retry=self._retry, profile=profile, report=report)
         self._changelog = Changelog(database, self._retry, provenance(folder), stamp=self._lock.stamp,
                                     fence=self._fenced)
@@ -108,7 +122,7 @@ class Engine:
     async def status(self) -> list[plan.StatusRow]:
         """Each migration's row; one running now with its progress (the server's clock is read only then)."""
         history = await self._changelog.history()
-        rows = plan.status_rows(self.migrations, history)
+        rows = plan.status_rows(self.migrations, history, self.broken)
         checkpoints = await self._checkpoints.all()
         holder = await self._lock.holder()
         running = []
@@ -168,21 +182,25 @@ class Engine:
             return await prover.count_declared(self._database, migration)
         return int(await self._hooks.read(migration, "count_pending"))
 
-    async def applied_files(self) -> tuple[list[Migration], list[Migration], list[str]]:
-        """(applied migrations whose file changed since, applied migrations oldest first, applied ones whose
-        file is gone)."""
+    async def applied_files(self) -> tuple[list[Migration], list[Migration], dict[str, str]]:
+        """(applied migrations whose file changed since, applied migrations oldest first, {applied one whose file is
+        gone or broken: why it cannot be verified})."""
         latest = await self._changelog.latest()
-        gone = [row.name for row in plan.status_rows(self.migrations, await self._changelog.history())
-                if row.missing_file]
-        return (plan.changed(self.migrations, latest), list(reversed(plan.applied(self.migrations, latest))), gone)
+        return (plan.changed(self.migrations, latest), list(reversed(plan.applied(self.migrations, latest))),
+                await self._unverifiable())
+
+    async def _unverifiable(self) -> dict[str, str]:
+        return plan.unverifiable(plan.status_rows(self.migrations, await self._changelog.history(), self.broken))
 
     # ----- proving a migration on scratch copies (migrator.selftest): the real collections are only read -----
 
     async def selftest(self, migration: Migration, sample: int = prover.DEFAULT_SAMPLE) -> prover.Proof:
+        refuse_if_broken(self.broken)
         return await prover.prove(self._database, migration, sample, self._batch_settings,
                                   await self._steps.server_profile(), self._report)
 
     async def preview(self, migration: Migration, sample: int = prover.PREVIEW_SAMPLE) -> prover.Preview:
+        refuse_if_broken(self.broken)
         return await prover.preview(self._database, migration, sample, self._batch_settings,
                                     await self._steps.server_profile(), self._report)
 
@@ -222,6 +240,7 @@ class Engine:
     async def plan_apply(self, options: Options | None = None) -> list[Migration]:
         """What --all would run, or its refusal (MigrationError): the checks of the real run and of --dry-run."""
         options = options or Options()
+        refuse_if_broken(self.broken)
         latest = await self._changelog.latest()
         pending = plan.pending(self.migrations, latest)
         self._refuse_changed(self.migrations, latest, options.allow_changed)
@@ -242,6 +261,7 @@ class Engine:
     async def plan_apply_one(self, migration: Migration, options: Options | None = None) -> None:
         """Refuse (MigrationError) what --migration NAME would refuse: the checks of the real run and of --dry-run."""
         options = options or Options()
+        refuse_if_broken(self.broken)
         refuse_if_draft(migration)  # before the lock (the step refuses a draft too)
         latest = await self._changelog.latest()
         self._refuse_changed([migration], latest, options.allow_changed)
@@ -266,6 +286,7 @@ class Engine:
         checked (it has a rollback, its file is unchanged, nothing applied still depends on it, its backup can
         be taken); [] for none."""
         options = options or Options()
+        refuse_if_broken(self.broken)
         latest = await self._changelog.latest()
         targets = select(self.migrations, latest)
         if targets:
@@ -277,6 +298,7 @@ class Engine:
         """Roll back what plan_rollback returned, under the lock; those another runner rolled back meanwhile
         are skipped. A failure among several says which were rolled back and which not."""
         options = options or Options()
+        refuse_if_broken(self.broken)
         self._check_backups(targets, "rollback", options)  # a caller may come here without plan_rollback
         done: list[RollbackResult] = []
         async with self._lock.held(options.lock_timeout_s):
@@ -333,6 +355,7 @@ class Engine:
         async with self._lock.held(options.lock_timeout_s):
             await self._refuse_undoing(file, planned.force, silent)  # again: another runner may have applied one
             restored = await self._steps.restore(file, planned.post_images, planned.force)
+        restored.not_verified = await self._unverifiable()
         self._report(events.RestoreDone(restored, file))
         if problem := restored.problem(file):
             raise MigrationError(f"restored documents are not as in the backup: {problem}", ExitCode.VERIFY_FAILED)
@@ -357,6 +380,7 @@ class Engine:
     async def plan_mark_applied(self, migrations: list[Migration]) -> dict[str, Verification]:
         """{name: its verification now} of those not applied yet (a draft is refused): what mark_applied would
         record, and, with `force`, record although it does not verify (the command line asks first)."""
+        refuse_if_broken(self.broken)
         for migration in migrations:
             refuse_if_draft(migration)
         latest = await self._changelog.latest()
@@ -368,6 +392,7 @@ class Engine:
         """Record each as applied without running it, when it verifies (or with `force`); {name: its
         verification} of those recorded now."""
         options, marked = options or Options(), {}
+        refuse_if_broken(self.broken)
         for migration in migrations:  # before the lock (the step refuses a draft too)
             refuse_if_draft(migration)
         async with self._lock.held(options.lock_timeout_s):

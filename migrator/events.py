@@ -250,6 +250,7 @@ class RestoreUndoesLater(Event):
 @dataclass(frozen=True)
 class RestoreDone(Event):
     """Written and read back; what the app changed since was left alone; `restored.not_in_place`: the applied
-    migrations the restore undid (recorded as failed)."""
+    migrations the restore undid (recorded as failed); `restored.not_verified`: applied ones whose file is gone or
+    broken, which could not be verified."""
     restored: Restored
     file: BackupFile

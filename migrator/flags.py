@@ -91,6 +91,7 @@ class Command:
     type: Callable[[str], Any] = NAME
     accepts: tuple[str, ...] = ()  # the modifiers it takes (their dests)
     optional: bool = False  # its value may be left out (the flag alone is then True)
+    runs: bool = False  # it runs or records migrations: refused while a migration file is broken, before connecting
 
     @property
     def dest(self) -> str:

@@ -36,7 +36,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -178,6 +178,16 @@ class Migration:
         return function is not None and option in inspect.signature(function).parameters
 
 
+@dataclass(frozen=True)
+class BrokenFile:
+    """A migration file that cannot be read (a syntax error, a failed import, bad declarations) or placed in the
+    order (a dependency that does not exist, a cycle): the commands that only look show it, and nothing runs or is
+    recorded while one is in the folder (refuse_if_broken)."""
+    name: str
+    path: Path
+    error: str  # one line, naming the file: `broken.py: syntax error at line 5: expected ':'`
+
+
 def parse_date(text: str) -> datetime | None:
     """A `Date:` as a datetime: `YYYY-MM-DD HH:MM` or `YYYY-MM-DD HH:MM:SS` (or with a T), or `YYYY-MM-DD` at
     00:00; None if invalid."""
@@ -203,6 +213,18 @@ def refuse_if_draft(migration: Migration) -> None:
     if migration.draft:
         raise MigrationError(f"{migration.file_name} is a draft (template not edited), so it does not run: "
                              f"{'; '.join(migration.draft_reasons)}; nothing was changed", ExitCode.USAGE)
+
+
+def refuse_if_broken(broken: Sequence[BrokenFile]) -> None:
+    """Nothing runs or is recorded while a migration file is broken (it may be pending, and the order matters): one
+    line naming each, exit 2."""
+    if not broken:
+        return
+    one = len(broken) == 1
+    them = "it" if one else "them"
+    raise MigrationError(f"{'a migration file is' if one else f'{len(broken)} migration files are'} broken: "
+                         f"{'; '.join(file.error for file in broken)}: fix {them} or move {them} out of the migrations "
+                         "folder; nothing runs until then, and nothing was changed", ExitCode.USAGE)
 
 
 def _declared_names(tree: ast.Module) -> set[str]:

@@ -1,12 +1,13 @@
 """What is applied, pending, failed or changed: pure functions of the migrations and the changelog."""
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from migrator.changelog import sets_state
 from migrator.clock import as_utc
-from migrator.migration import Migration
+from migrator.migration import BrokenFile, Migration
 
 APPLIED, PENDING, FAILED, ROLLED_BACK = "applied", "pending", "failed", "rolled_back"
 # Recorded before `up` runs. Read with the lock, it is RUNNING while its runner holds the lock and is not known
@@ -29,6 +30,7 @@ class StatusRow:
     marked: bool = False  # recorded with --mark-applied, not run
     changed: bool = False  # applied, and its file has changed since
     missing_file: bool = False  # in the changelog, but no file any more
+    broken: str = ""  # its file cannot be read or ordered: the error (migrator.discovery); nothing runs meanwhile
     error: str = ""
     checkpoint_done: int | None = None  # a batched run stopped half-way: documents done so far
     draft: bool = False  # its file is the --new template, not edited yet: it does not run
@@ -55,6 +57,8 @@ class StatusRow:
             flags.append(f"{what}: {self.checkpoint_done:,} documents done")
         if self.draft:
             flags.append(DRAFT_FLAG)
+        if self.broken:
+            flags.append(f"broken: {self.broken}")
         if self.out_of_order:
             flags.append(f"out-of-order: before the applied {self.out_of_order}")
         return flags
@@ -105,9 +109,10 @@ def _row(name: str, date: str, entries: list[dict]) -> StatusRow:
     return row
 
 
-def status_rows(migrations: list[Migration], history: dict[str, list[dict]]) -> list[StatusRow]:
-    """One row per migration, in order, then one per applied migration whose file is gone.
-    `history`: every changelog entry of each migration, oldest first."""
+def status_rows(migrations: list[Migration], history: dict[str, list[dict]],
+                broken: Sequence[BrokenFile] = ()) -> list[StatusRow]:
+    """One row per migration, in order, then one per broken file (its state as the changelog has it), then one per
+    applied migration whose file is gone. `history`: every changelog entry of each migration, oldest first."""
     rows = []
     early = out_of_order(migrations, latest_of({n: [e for e in es if sets_state(e)] for n, es in history.items()}))
     for migration in migrations:
@@ -117,7 +122,11 @@ def status_rows(migrations: list[Migration], history: dict[str, list[dict]]) -> 
         row.out_of_order = early.get(migration.name, "")
         row.changed = row.state == APPLIED and not migration.is_version(entries[-1].get("checksum"))
         rows.append(row)
-    known = {migration.name for migration in migrations}
+    for file in broken:
+        row = _row(file.name, "?", [entry for entry in history.get(file.name, []) if sets_state(entry)])
+        row.broken = file.error
+        rows.append(row)
+    known = {migration.name for migration in migrations} | {file.name for file in broken}
     for name, entries in history.items():
         entries = [entry for entry in entries if sets_state(entry)]
         if name not in known and entries and state_of(entries[-1]) == APPLIED:
@@ -130,20 +139,24 @@ def status_rows(migrations: list[Migration], history: dict[str, list[dict]]) -> 
 @dataclass(frozen=True)
 class NotCurrent:
     """One reason a database is not current: `kind` is the row's state (pending, failed, rolled_back, running,
-    interrupted) or changed, missing_file, out_of_order; `row` holds its details (error, runner, ...)."""
+    interrupted) or changed, missing_file, out_of_order, broken_file; `row` holds its details (error, runner, ...)."""
     name: str
     kind: str
     row: StatusRow
 
 
-CHANGED, MISSING_FILE, OUT_OF_ORDER = "changed", "missing_file", "out_of_order"
+CHANGED, MISSING_FILE, OUT_OF_ORDER, BROKEN_FILE = "changed", "missing_file", "out_of_order", "broken_file"
 
 
 def not_current(rows: list[StatusRow]) -> list[NotCurrent]:
     """Why the database is not current, in the rows' order: the one rule --check, --status and /health share.
-    An applied migration whose file is gone counts: older code deployed onto a newer database."""
+    An applied migration whose file is gone counts: older code deployed onto a newer database; a broken file counts
+    once, whatever its state."""
     reasons = []
     for row in rows:
+        if row.broken:
+            reasons.append(NotCurrent(row.name, BROKEN_FILE, row))
+            continue
         if row.missing_file:
             reasons.append(NotCurrent(row.name, MISSING_FILE, row))
             continue
@@ -154,6 +167,12 @@ def not_current(rows: list[StatusRow]) -> list[NotCurrent]:
         if row.out_of_order:
             reasons.append(NotCurrent(row.name, OUT_OF_ORDER, row))
     return reasons
+
+
+def unverifiable(rows: list[StatusRow]) -> dict[str, str]:
+    """{applied migration: why it cannot be verified}: its file is gone or broken."""
+    return {row.name: f"its file is broken: {row.broken}" if row.broken else "its file is gone"
+            for row in rows if row.state == APPLIED and (row.broken or row.missing_file)}
 
 
 def pending(migrations: list[Migration], latest: dict[str, dict]) -> list[Migration]:

@@ -194,11 +194,32 @@ def test_a_migration_file_with_a_syntax_error_is_a_warning_and_a_503_naming_it(e
         response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=30)
 
     assert response.status_code == 503
-    error = "broken.py: syntax error at line 5: expected ':': fix it and restart the app"
-    assert response.json() == {"status": "migration files broken", "database": db_name, "reachable": True,
-                               "pending_migrations": [], "error": error}
+    error = "broken.py: syntax error at line 5: expected ':'"
+    assert response.json() == {"status": "migrations not current", "database": db_name, "reachable": True,
+                               "pending_migrations": ["broken"],
+                               "problems": [{"name": "broken", "kind": "broken_file", "error": error}]}
     warnings = [line for line in shown if line.startswith("WARNING:")]
-    assert warnings == [f"WARNING:  database {db_name}: {error}; GET /health answers 503 until then\n"], shown
+    assert warnings == [f"WARNING:  database {db_name} is not current: broken (broken file: {error}): see `python "
+                        "migrations/run_migrations.py --check`; the app reads a fixed file when it restarts; GET "
+                        "/health answers 503 until then\n"], shown
+
+
+def test_health_names_a_broken_file_beside_an_applied_migration(settings, db, db_name, cli, tmp_path):
+    """/health and --check agree: a broken file is a problem, whatever else is applied."""
+    (tmp_path / f"{MIGRATION}.py").write_text((REPO / "migrations" / f"{MIGRATION}.py").read_text())
+    settings.setenv("MIGRATIONS_DIR", str(tmp_path))
+    db.chat_messages.insert_many(chat_messages(3))
+    assert cli("run_migrations.py", "--all", "--migrations-dir", str(tmp_path)).code == 0
+    (tmp_path / "broken.py").write_text(BROKEN_MIGRATION)
+
+    with TestClient(app) as client:
+        response = client.get("/health")
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "migrations not current", "database": db_name, "reachable": True,
+                               "pending_migrations": ["broken"], "problems": [
+                                   {"name": "broken", "kind": "broken_file",
+                                    "error": "broken.py: syntax error at line 5: expected ':'"}]}
 
 
 def test_require_migrations_refuses_a_broken_migration_file_in_one_line(env, db, tmp_path):
@@ -212,7 +233,14 @@ def test_require_migrations_refuses_a_broken_migration_file_in_one_line(env, db,
     assert "Traceback" not in completed.stderr
     assert error_lines(completed.stderr)[0].startswith(
         "ERROR:    refusing to start (REQUIRE_MIGRATIONS is set): database ")
-    assert "broken.py: syntax error at line 5" in error_lines(completed.stderr)[0]
+    assert "is not current: broken (broken file: broken.py: syntax error at line 5" in error_lines(completed.stderr)[0]
+
+
+def test_a_missing_migrations_folder_stops_the_start_up(settings, tmp_path):
+    settings.setenv("MIGRATIONS_DIR", str(tmp_path / "nowhere"))
+    refused = r"^cannot start: migrations folder .*nowhere not found \(MIGRATIONS_DIR\)$"
+    with pytest.raises(RuntimeError, match=refused), TestClient(app):
+        pass
 
 
 def test_health_is_503_until_the_document_models_are_initialised(settings, db, db_name, cli, caplog):

@@ -60,7 +60,7 @@ def test_a_fresh_template_refuses_to_run_by_every_path_and_writes_nothing(db, cl
 def test_the_engine_refuses_a_draft_whoever_calls_it(server_url, db, cli, folder):
     assert cli(RUNNER, "--new", "add_language", "--migrations-dir", str(folder)).code == 0
     db.chat_messages.insert_many(chat_messages(2))
-    draft = next(m for m in discover(folder) if m.name == "add_language")
+    draft = next(m for m in discover(folder).migrations if m.name == "add_language")
     assert draft.draft and len(draft.draft_reasons) == 3
 
     async def attempts() -> list[MigrationError]:
@@ -144,10 +144,12 @@ def test_a_file_that_exits_or_raises_at_import_is_named_and_nothing_runs(db, cli
     (folder / "zz_exits.py").write_text(f'"""zz_exits\n\nDate: 2025-12-01\n"""\n{HOOKS}\n{statement}\n')
     db.chat_messages.insert_many(chat_messages(3))
     before = digest(db)
-    for argv in (("--all",), ("--list",), ("--status",)):
+    for argv in (("--all",), ("--list",)):
         result = cli(RUNNER, *argv, "--migrations-dir", str(folder))
         assert result.code == 2, (argv, result)
         assert f"zz_exits.py: {says}" in the_error(result), result
+    shown = cli(RUNNER, "--status", "--migrations-dir", str(folder))  # looking works: the file is shown broken
+    assert shown.code == 0 and f"zz_exits: its file is broken: zz_exits.py: {says}" in shown.stdout, shown
     assert digest(db) == before
 
 

@@ -188,7 +188,8 @@ def test_an_edit_whose_earlier_version_is_declared_valid_is_not_changed_and_othe
     assert cli(RUNNER, "--check", *folder).code == 6
     path.write_text(path.read_text().replace("0" * 64, "not a checksum"))
     bad = cli(RUNNER, "--check", *folder)
-    assert bad.code == 2 and "valid_checksums must be a list of checksums" in bad.output, bad
+    assert bad.code == 6 and "m1: its file is broken: m1.py: valid_checksums must be a list of checksums" in \
+        bad.stdout, bad
 
 
 def test_a_migration_run_as_a_script_is_refused_what_the_runner_refuses(db, cli, env, tmp_path):

@@ -95,7 +95,7 @@ def test_a_changed_migration_is_refused_in_process_without_allow_changed(db, ser
         ''')
     before = (list(db.chat_messages.find()), list(db.migrations_changelog.find()), lock_epochs(db))
     with pytest.raises(MigrationError) as refused:
-        on_engine(server_url, db, tmp_path, lambda engine: engine.apply_one(discover(tmp_path)[0]))
+        on_engine(server_url, db, tmp_path, lambda engine: engine.apply_one(discover(tmp_path).migrations[0]))
     assert str(refused.value) == ("applied migration file changed since it ran: tag.py; restore it, or write a new "
                                   "migration for the new change (--allow-changed runs anyway)")
     assert refused.value.exit_code == 1
@@ -105,6 +105,31 @@ def test_a_changed_migration_is_refused_in_process_without_allow_changed(db, ser
     allowed = on_engine(server_url, db, tmp_path, lambda engine: engine.apply_pending(Options(allow_changed=True)),
                         heard)
     assert (allowed.pending, allowed.applied, heard.events) == (0, [], [("allowed_changed", "tag")])
+
+
+def test_a_broken_file_is_shown_by_the_engine_and_every_workflow_that_runs_refuses_it(db, server_url, tmp_path):
+    db.chat_messages.insert_many(chat_messages(6))
+    write_migration(tmp_path, "tag")
+    (tmp_path / "broken.py").write_text('"""Date: 2025-09-01"""\nasync def up(db)\n    pass\n')
+
+    async def work(engine):
+        rows = await engine.status()
+        refusals = []
+        for workflow in (engine.apply_pending(), engine.apply_one(engine.migrations[0]),
+                         engine.plan_rollback(lambda migrations, latest: migrations),
+                         engine.mark_applied(engine.migrations), engine.selftest(engine.migrations[0])):
+            with pytest.raises(MigrationError) as refused:
+                await workflow
+            refusals.append((str(refused.value), refused.value.exit_code))
+        return rows, refusals
+
+    rows, refusals = on_engine(server_url, db, tmp_path, work)
+    assert [(row.name, row.state, row.broken) for row in rows] == [
+        ("tag", "pending", ""), ("broken", "pending", "broken.py: syntax error at line 2: expected ':'")]
+    assert set(refusals) == {("a migration file is broken: broken.py: syntax error at line 2: expected ':': fix it or "
+                              "move it out of the migrations folder; nothing runs until then, and nothing was changed",
+                              2)}
+    assert db.chat_messages.count_documents({"tag": {"$exists": True}}) == 0 and lock_epochs(db) == []
 
 
 def test_a_rollback_from_python_is_planned_then_done_under_the_lock(db, server_url, tmp_path):

@@ -457,7 +457,7 @@ def test_applied_since_names_what_a_restore_would_undo_and_nothing_else():
 
     assert backup.applied_since(file, migrations, entries) == [
         "later", "silent (declares no touches(): may touch it)", "broken (its touches() fails: may touch it)",
-        "gone (its file is gone: may touch it)"]
+        "gone (its file is gone or broken: may touch it)"]
 
 
 def test_the_manifest_checksum_covers_every_field_and_survives_extended_json():

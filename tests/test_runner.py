@@ -1,6 +1,6 @@
 """migrations/run_migrations.py: discovery, order, selection, errors; against the real server."""
 
-from conftest import write_migration
+from conftest import the_error, write_migration
 from sample_messages import chat_messages
 
 
@@ -90,7 +90,7 @@ def test_a_broken_migration_file_is_named_and_nothing_runs(db, cli, tmp_path):
     result = cli("run_migrations.py", "--all", "--migrations-dir", str(tmp_path))
 
     assert result.code == 2, result
-    assert "broken.py: syntax error at line 2" in result.output
+    assert "a migration file is broken: broken.py: syntax error at line 2" in result.output
     assert db.chat_messages.count_documents({"good": {"$exists": True}}) == 0
 
 
@@ -98,7 +98,8 @@ def test_a_migration_without_verify_is_named(cli, tmp_path):
     (tmp_path / "half.py").write_text('"""half\n\nDate: 2025-01-01\n"""\nasync def up(db):\n    pass\n')
     result = cli("run_migrations.py", "--list", "--migrations-dir", str(tmp_path))
     assert result.code == 2, result
-    assert "half.py: missing `async def verify(db)`" in result.output
+    assert "half  (broken: half.py: missing `async def verify(db)`)" in result.stdout  # listed, then refused
+    assert "half.py: missing `async def verify(db)`" in the_error(result)
 
 
 def test_a_dependency_cycle_is_refused_before_anything_runs(cli, tmp_path):

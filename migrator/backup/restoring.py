@@ -48,7 +48,7 @@ def applied_since(file: BackupFile, migrations: list[Migration], entries: list[d
         if name == file.migration or plan.state_of(latest[name]) != plan.APPLIED:
             continue  # the backup's own migration gets the state the backup was taken in
         if name not in known:
-            found.append(f"{name} (its file is gone: may touch it)")
+            found.append(f"{name} (its file is gone or broken: may touch it)")
             continue
         try:
             declared = touched(known[name], "apply")
@@ -104,6 +104,7 @@ class Restored:
     deleted: Listed = field(default_factory=Listed)
     digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
     not_in_place: list[tuple[str, str]] = field(default_factory=list)  # after it: (migration, what verify said)
+    not_verified: dict[str, str] = field(default_factory=dict)  # applied, its file gone or broken: {migration: why}
 
     @property
     def restored(self) -> int:

@@ -28,18 +28,20 @@ async def verify(ctx: Context, migrations: list[Migration]) -> int:
 
 
 async def verify_applied(ctx: Context) -> int:
-    """--verify on the runner: every applied migration is still in place; say which files changed or are gone."""
-    changed, applied, gone = await ctx.engine.applied_files()
+    """--verify on the runner: every applied migration is still in place; say which files changed, are gone or are
+    broken (those cannot be verified: exit 4 once the others are)."""
+    changed, applied, unverifiable = await ctx.engine.applied_files()
     for migration in changed:
         log.warning("%s: its file changed since it was applied: verified with the code as it is now", migration.name)
-    for name in gone:
-        log.warning("%s: applied, but its file is gone: it cannot be verified", name)
-    if not applied and not gone:
+    for name, why in unverifiable.items():
+        log.warning("%s: applied, but %s: it cannot be verified", name, why)
+    if not applied and not unverifiable:
         log.info("no applied migrations to verify")
         return ExitCode.OK
     code = await verify(ctx, applied) if applied else ExitCode.OK
-    if gone:
-        log.error("cannot verify %s: the file is gone (restore it from version control)", ", ".join(gone))
+    if unverifiable:
+        log.error("cannot verify %s: the file is gone or broken (restore it from version control, or fix it)",
+                  ", ".join(unverifiable))
         return ExitCode.VERIFY_FAILED
     return code
 
@@ -58,6 +60,8 @@ async def check(ctx: Context) -> int:
 
 def _why(reason: plan.NotCurrent) -> str:
     row = reason.row
+    if reason.kind == plan.BROKEN_FILE:
+        return f"its file is broken: {row.broken}"
     if reason.kind == plan.MISSING_FILE:
         return "applied, but its file is gone (older code on a newer database?)"
     if reason.kind == plan.CHANGED:
@@ -89,6 +93,9 @@ async def status(ctx: Context, as_json: bool = False) -> int:
             say(f"{row.name}: {interrupted_text(row)}")
         if row.state == plan.FAILED and row.error:
             say(f"{row.name} {failed_text(row)}")
+        if row.broken:
+            say(f"{row.name}: its file is broken: {row.broken}; nothing runs until it is fixed or moved out of the "
+                "migrations folder")
     return ExitCode.OK
 
 
@@ -117,7 +124,8 @@ async def history(ctx: Context, name: str | bool, as_json: bool = False) -> int:
     """--history [NAME]: the changelog, oldest first."""
     entries = await ctx.engine.history()
     if isinstance(name, str):
-        known = {m.name for m in ctx.engine.migrations} | {e["name"] for e in entries}
+        broken = {file.name for file in ctx.engine.broken}  # a broken file's history is there to read
+        known = {m.name for m in ctx.engine.migrations} | broken | {e["name"] for e in entries}
         name = find(ctx.engine.migrations, name).name if name not in known else name
         entries = [entry for entry in entries if entry["name"] == name]
     if as_json:

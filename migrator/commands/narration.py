@@ -70,6 +70,8 @@ def _restored(event: events.RestoreDone) -> None:
     for name, said in event.restored.not_in_place:
         log.warning("%s: no longer in place after the restore (%s): recorded as failed; --all applies it again",
                     name, said)
+    for name, why in event.restored.not_verified.items():
+        log.warning("%s: applied, but %s: it could not be verified after the restore", name, why)
     report_left_alone(event.restored, event.file)
 
 

@@ -23,15 +23,22 @@ def refused(folder) -> str:
     return str(caught.value)
 
 
+def found(folder) -> list[str]:
+    """The names of the migrations discover finds in `folder`, in order, when none of its files is broken."""
+    files = discover(folder)
+    assert files.broken == []
+    return names(files.migrations)
+
+
 def test_the_repository_holds_one_migration_and_its_tools_are_not_migrations():
-    assert names(discover(MIGRATIONS_DIR)) == ["add_metadata_to_chat_messages"]
+    assert found(MIGRATIONS_DIR) == ["add_metadata_to_chat_messages"]
 
 
 def test_files_starting_with_an_underscore_are_skipped_without_being_imported(tmp_path):
     write_migration(tmp_path, "real")
     write_migration(tmp_path, "_shared")
     (tmp_path / "_helpers.py").write_text(SIDE_EFFECT + "raise RuntimeError('never imported')\n")
-    assert names(discover(tmp_path)) == ["real"]
+    assert found(tmp_path) == ["real"]
     assert not (tmp_path / "_helpers.imported").exists()
 
 
@@ -39,7 +46,7 @@ def test_a_file_that_declares_no_migration_is_not_imported(tmp_path):
     write_migration(tmp_path, "real")
     (tmp_path / "a_tool.py").write_text(SIDE_EFFECT + "def main():\n    print('not a migration')\n")
     (tmp_path / "notes.txt").write_text("async def up(db): ...\n")
-    assert names(discover(tmp_path)) == ["real"]
+    assert found(tmp_path) == ["real"]
     assert not (tmp_path / "a_tool.imported").exists()
 
 
@@ -62,13 +69,31 @@ def test_a_file_that_declares_no_migration_is_not_imported(tmp_path):
      'async def verify(db): pass\nstandalone_main(__file__)\n', "broken.py: calls standalone_main() when imported"),
 ], ids=["syntax", "import error", "exit", "not async", "no verify", "no date", "bad date", "bad depends_on",
         "runs the cli"])
-def test_a_broken_file_stops_discovery_named(tmp_path, monkeypatch, source, message):
+def test_a_broken_file_is_found_as_broken_with_its_error_beside_the_good_ones(tmp_path, monkeypatch, source, message):
     # discovery runs under the runner's command line, which a file calling the command line at import parses:
     # not this pytest process's own (a pytest-xdist worker's is empty, and would run the file's migration)
     monkeypatch.setattr(sys, "argv", ["run_migrations.py", "--all"])
     write_migration(tmp_path, "fine")
+    write_migration(tmp_path, "later", date="2025-09-01", depends_on=["broken"])  # its order leaves "broken" out
     (tmp_path / "broken.py").write_text(source)
-    assert message in refused(tmp_path)
+    files = discover(tmp_path)
+    assert names(files.migrations) == ["fine", "later"]
+    [broken] = files.broken
+    assert (broken.name, broken.path) == ("broken", tmp_path / "broken.py")
+    assert broken.error.startswith(message) and "\n" not in broken.error
+
+
+def test_a_file_whose_dependency_does_not_exist_or_which_is_in_a_cycle_is_broken(tmp_path):
+    write_migration(tmp_path, "fine")
+    write_migration(tmp_path, "typo", depends_on=["fien"])
+    write_migration(tmp_path, "x", depends_on=["y"])
+    write_migration(tmp_path, "y", depends_on=["x"])
+    files = discover(tmp_path)
+    assert names(files.migrations) == ["fine"]
+    assert [(file.name, file.error) for file in files.broken] == [
+        ("typo", "typo.py: depends on fien, which does not exist"),
+        ("x", "x.py: migrations depend on each other in a cycle: x, y"),
+        ("y", "y.py: migrations depend on each other in a cycle: x, y")]
 
 
 def test_a_missing_folder_is_named(tmp_path):
@@ -87,10 +112,10 @@ def test_a_file_read_gives_its_date_description_hooks_and_dependencies(tmp_path)
 def test_find_takes_a_name_or_a_file_name_and_names_the_known_ones(tmp_path):
     write_migration(tmp_path, "one")
     write_migration(tmp_path, "two", date="2025-09-01")
-    found = discover(tmp_path)
-    assert find(found, "two.py").name == "two"
+    migrations = discover(tmp_path).migrations
+    assert find(migrations, "two.py").name == "two"
     with pytest.raises(MigrationError, match=r"unknown migration 'three' \(known: one, two\)"):
-        find(found, "three")
+        find(migrations, "three")
     with pytest.raises(MigrationError, match=r"\(known: none\)"):
         find([], "one")
 
@@ -118,7 +143,7 @@ def test_outcome_accepts_driver_results_and_refuses_others():
 
 
 def test_the_shipped_migration_is_the_same_migration_for_databases_that_applied_its_earlier_versions():
-    [shipped] = [m for m in discover(MIGRATIONS_DIR) if m.name == "add_metadata_to_chat_messages"]
+    [shipped] = [m for m in discover(MIGRATIONS_DIR).migrations if m.name == "add_metadata_to_chat_messages"]
     released = "71c8f9e2a8def9e6014cf18fb03191d4616ae671ea251db722be4f50cf429cde"  # as of 2026-11-27
     assert shipped.checksum != released and shipped.is_version(released) and shipped.is_version(shipped.checksum)
     assert not shipped.is_version("0" * 64)

@@ -1,9 +1,11 @@
 """What is applied, pending, failed or changed (migrator/plan.py), from a changelog history; no server."""
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from conftest import a_migration, names
 from migrator.changelog import sets_state
+from migrator.migration import BrokenFile
 from migrator.plan import (
     APPLIED,
     DRAFT_FLAG,
@@ -20,6 +22,7 @@ from migrator.plan import (
     pending,
     rollbackable,
     status_rows,
+    unverifiable,
 )
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -145,6 +148,23 @@ def test_an_applied_migration_whose_file_is_gone_is_listed_last():
     rows = status_rows(migrations("a"), history)
     assert [(row.name, row.date, row.state, row.flags) for row in rows] == [
         ("a", "2025-01-01", APPLIED, []), ("gone", "?", APPLIED, ["missing file"])]
+
+
+def test_a_broken_file_has_a_row_with_its_changelog_state_and_is_one_reason_not_current_whatever_its_state():
+    history = history_of(entry("applied_then_broke", "apply", APPLIED, 1), entry("gone", "apply", APPLIED, 2),
+                         entry("a", "apply", APPLIED, 3))
+    broken = [BrokenFile("applied_then_broke", Path("applied_then_broke.py"), "applied_then_broke.py: failed to load"),
+              BrokenFile("new", Path("new.py"), "new.py: syntax error at line 5: expected ':'")]
+    rows = status_rows(migrations("a"), history, broken)
+    assert [(row.name, row.date, row.state, row.flags) for row in rows] == [
+        ("a", "2025-01-01", APPLIED, []),
+        ("applied_then_broke", "?", APPLIED, ["broken: applied_then_broke.py: failed to load"]),
+        ("new", "?", PENDING, ["broken: new.py: syntax error at line 5: expected ':'"]),
+        ("gone", "?", APPLIED, ["missing file"])]
+    assert [(r.name, r.kind) for r in not_current(rows)] == [
+        ("applied_then_broke", "broken_file"), ("new", "broken_file"), ("gone", "missing_file")]
+    assert unverifiable(rows) == {"applied_then_broke": "its file is broken: applied_then_broke.py: failed to load",
+                                  "gone": "its file is gone"}
 
 
 def test_a_pending_migration_ordered_before_an_applied_one_is_out_of_order():
