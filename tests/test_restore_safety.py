@@ -183,7 +183,7 @@ def test_a_restore_of_1200_messages_finishes_in_seconds_and_gives_every_one_back
 
     assert restored.code == 0, restored
     assert seconds < 45, f"{seconds:.1f} s\n{restored}"
-    assert "restored 1080 documents of chat_messages and read them back" in restored.output, restored
+    assert "restored 1,080 documents of chat_messages and read them back" in restored.output, restored
     assert by_id(db) == before  # 1,080 lack metadata again, the 120 that had it keep it, nothing else moved
     [entry] = db.migrations_changelog.find({"action": "restore", "state": {"$ne": "running"}})
     assert (entry["state"], entry["modified"], entry["verified"]) == ("rolled_back", 1080, True)

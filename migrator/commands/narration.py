@@ -47,7 +47,7 @@ def _saved(event: events.BackupSaved) -> None:
         if one.path is None:
             log.info("%s: backup: no document of %s to save: no file written", event.migration, one.collection)
         else:
-            log.info("%s: backup: %d documents of %s saved to %s", event.migration, one.count, one.collection,
+            log.info("%s: backup: %s documents of %s saved to %s", event.migration, f"{one.count:,}", one.collection,
                      backup.shown(one.path))
 
 
@@ -60,8 +60,8 @@ def _marked(event: events.MarkedApplied) -> None:
 
 def _backup_read(event: events.BackupRead) -> None:
     file = event.file
-    log.info("%s: %d documents of %s.%s, saved before the %s of %s at %s (checksum verified)",
-             backup.shown(file.path), file.count, file.database, file.collection, file.action, file.migration,
+    log.info("%s: %s documents of %s.%s, saved before the %s of %s at %s (checksum verified)",
+             backup.shown(file.path), f"{file.count:,}", file.database, file.collection, file.action, file.migration,
              file.manifest["created_at"])
     warn_of_format(file, event.post_images, event.force)
 
@@ -154,8 +154,8 @@ def report_rollback(result: RollbackResult) -> None:
 def report_post_images(migration: Migration, backups: tuple[backup.Saved, ...]) -> None:
     for saved in backups:
         if saved.post_images:
-            log.info("%s: backup: the %d documents as the migration left them recorded in %s", migration.name,
-                     saved.count, backup.shown(saved.post_images))
+            log.info("%s: backup: the %s documents as the migration left them recorded in %s", migration.name,
+                     f"{saved.count:,}", backup.shown(saved.post_images))
         elif saved.path:
             log.warning("%s: backup: the documents as the migration left them could not be recorded (%s): a restore "
                         "of %s cannot tell the app's later changes apart", migration.name, saved.post_images_error,

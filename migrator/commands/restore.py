@@ -22,11 +22,11 @@ async def restore(ctx: Context, path: Path, yes: bool = False) -> int:
             f"{backup.shown(file.path)}", yes)
     restored = await engine.restore(planned, ctx.options)
     if restored.skipped:
-        log.info("restored %d of %d documents of %s and read them back: each as in the backup; %d left as the "
-                 "app has them", restored.restored, file.count, file.collection, restored.skipped)
+        log.info("restored %s of %s documents of %s and read them back: each as in the backup; %s left as the "
+                 "app has them", f"{restored.restored:,}", f"{file.count:,}", file.collection, f"{restored.skipped:,}")
     else:
-        log.info("restored %d documents of %s and read them back: count and checksum match the backup",
-                 restored.restored, file.collection)
+        log.info("restored %s documents of %s and read them back: count and checksum match the backup",
+                 f"{restored.restored:,}", file.collection)
     state = "rolled back" if file.action == "apply" else "applied"
     log.info("%s is recorded as %s again, as when the backup was taken", file.migration, state)
     return ExitCode.OK
