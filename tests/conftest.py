@@ -234,6 +234,24 @@ def without_timestamps(text: str) -> str:
 
 RUNNER = "run_migrations.py"
 
+# `up` and `rollback` change every document, then wait a minute unless the `flags` collection says go on
+STUCK = '''
+    import asyncio
+
+    async def up(db):
+        await db.chat_messages.update_many({}, {"$set": {"slow": 1}})
+        if await db.flags.count_documents({}) == 0:
+            await asyncio.sleep(60)
+
+    async def verify(db):
+        return await db.chat_messages.count_documents({"slow": {"$exists": False}}) == 0
+
+    async def rollback(db):
+        await db.chat_messages.update_many({}, {"$unset": {"slow": ""}})
+        if await db.flags.count_documents({"rollback": "wait"}):
+            await asyncio.sleep(60)
+    '''
+
 
 def write_migration(folder, name, date="2025-08-01", body=None, depends_on=None):
     body = body or f'''

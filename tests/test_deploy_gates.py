@@ -4,7 +4,7 @@ flagged and refused, and --check's exit 6."""
 import os
 import time
 
-from conftest import REPO, Result, run_here, start, status_json, wait_for, write_migration
+from conftest import REPO, STUCK, Result, run_here, start, status_json, wait_for, write_migration
 from sample_messages import chat_messages
 
 RUNNER = "run_migrations.py"
@@ -132,17 +132,7 @@ def test_check_exits_6_on_pending_changed_failed_and_out_of_order_and_0_when_cle
 
 def test_a_runner_killed_in_a_non_batched_up_leaves_it_interrupted_and_the_next_all_runs_it_again(db, cli, env,
                                                                                                    tmp_path):
-    write_migration(tmp_path, "slow", body='''
-        import asyncio
-
-        async def up(db):
-            await db.chat_messages.update_many({}, {"$set": {"slow": 1}})
-            if await db.flags.count_documents({}) == 0:
-                await asyncio.sleep(60)
-
-        async def verify(db):
-            return await db.chat_messages.count_documents({"slow": {"$exists": False}}) == 0
-        ''')
+    write_migration(tmp_path, "slow", body=STUCK)
     folder = ("--migrations-dir", str(tmp_path))
     db.chat_messages.insert_many(chat_messages(3))
     runner = start(env, "--all", *folder, "--lease", "3", script=RUNNER)

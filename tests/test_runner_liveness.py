@@ -4,26 +4,8 @@
 
 import re
 
-from conftest import RUNNER, plant_lock, run, start, status_json, wait_for, write_migration
+from conftest import RUNNER, STUCK, plant_lock, run, start, status_json, wait_for, write_migration
 from sample_messages import chat_messages
-
-# `up` and `rollback` change every document, then wait a minute unless the `flags` collection says go on
-STUCK = '''
-    import asyncio
-
-    async def up(db):
-        await db.chat_messages.update_many({}, {"$set": {"slow": 1}})
-        if await db.flags.count_documents({}) == 0:
-            await asyncio.sleep(60)
-
-    async def verify(db):
-        return await db.chat_messages.count_documents({"slow": {"$exists": False}}) == 0
-
-    async def rollback(db):
-        await db.chat_messages.update_many({}, {"$unset": {"slow": ""}})
-        if await db.flags.count_documents({"rollback": "wait"}):
-            await asyncio.sleep(60)
-    '''
 
 
 def test_force_unlock_refuses_a_live_runner_of_this_host_and_one_killed_is_shown_dead_at_once(db, cli, env, tmp_path):
