@@ -234,6 +234,24 @@ def without_timestamps(text: str) -> str:
 
 RUNNER = "run_migrations.py"
 
+# `{name}` set on every message, unset by its rollback; runs on its own too (its `__main__` guard)
+UNDOABLE = '''
+    async def up(db):
+        return await db.chat_messages.update_many({{}}, {{"$set": {{"{name}": 1}}}})
+
+    async def verify(db):
+        return await db.chat_messages.count_documents({{"{name}": {{"$exists": False}}}}) == 0
+
+    async def rollback(db):
+        return await db.chat_messages.update_many({{}}, {{"$unset": {{"{name}": ""}}}})
+
+    if __name__ == "__main__":
+        from migrator.cli import exit_with, standalone_main
+
+        exit_with(standalone_main(__file__))
+    '''
+
+
 # `up` and `rollback` change every document, then wait a minute unless the `flags` collection says go on
 STUCK = '''
     import asyncio

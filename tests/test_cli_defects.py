@@ -6,20 +6,8 @@ Each test fails on the code before its fix; all run against the real server.
 
 import pytest
 
-from conftest import plant_lock, status_json, write_migration
+from conftest import RUNNER, UNDOABLE, plant_lock, status_json, write_migration
 from sample_messages import chat_messages
-
-RUNNER = "run_migrations.py"
-COUNTER_UNDO = '''
-    async def up(db):
-        return await db.chat_messages.update_many({{}}, {{"$set": {{"{name}": 1}}}})
-
-    async def verify(db):
-        return await db.chat_messages.count_documents({{"{name}": {{"$exists": False}}}}) == 0
-
-    async def rollback(db):
-        return await db.chat_messages.update_many({{}}, {{"$unset": {{"{name}": ""}}}})
-    '''
 
 
 def error_lines(result) -> list[str]:
@@ -98,9 +86,9 @@ def test_up_returning_something_unreadable_is_a_recorded_failure_naming_the_migr
 # ----- 6: every rollback target checked before the prompt; a stop part-way lists what was done -----
 
 def test_rollback_to_checks_every_target_before_changing_anything(db, cli, tmp_path):
-    write_migration(tmp_path, "m1", date="2025-01-01", body=COUNTER_UNDO.format(name="m1"))
+    write_migration(tmp_path, "m1", date="2025-01-01", body=UNDOABLE.format(name="m1"))
     write_migration(tmp_path, "m2", date="2025-01-02")  # no rollback
-    write_migration(tmp_path, "m3", date="2025-01-03", body=COUNTER_UNDO.format(name="m3"))
+    write_migration(tmp_path, "m3", date="2025-01-03", body=UNDOABLE.format(name="m3"))
     db.chat_messages.insert_many(chat_messages(3))
     folder = ("--migrations-dir", str(tmp_path))
     assert cli(RUNNER, "--all", *folder).code == 0
@@ -123,10 +111,10 @@ def test_rollback_of_a_migration_without_rollback_is_refused_before_the_prompt(d
 
 
 def test_a_rollback_that_fails_part_way_is_exit_1_listing_what_was_and_was_not_rolled_back(db, cli, tmp_path):
-    write_migration(tmp_path, "m1", date="2025-01-01", body=COUNTER_UNDO.format(name="m1"))
-    write_migration(tmp_path, "m2", date="2025-01-02", body=COUNTER_UNDO.format(name="m2").replace(
+    write_migration(tmp_path, "m1", date="2025-01-01", body=UNDOABLE.format(name="m1"))
+    write_migration(tmp_path, "m2", date="2025-01-02", body=UNDOABLE.format(name="m2").replace(
         'return await db.chat_messages.update_many({}, {"$unset": {"m2": ""}})', 'raise RuntimeError("undo broke")'))
-    write_migration(tmp_path, "m3", date="2025-01-03", body=COUNTER_UNDO.format(name="m3"))
+    write_migration(tmp_path, "m3", date="2025-01-03", body=UNDOABLE.format(name="m3"))
     db.chat_messages.insert_many(chat_messages(3))
     folder = ("--migrations-dir", str(tmp_path))
     assert cli(RUNNER, "--all", *folder).code == 0
@@ -144,7 +132,7 @@ def test_a_rollback_that_fails_part_way_is_exit_1_listing_what_was_and_was_not_r
 
 def test_rollback_last_after_a_rerun_of_an_early_migration_targets_the_last_in_order(db, cli, tmp_path):
     for name, day in (("m1", "01"), ("m2", "02")):
-        write_migration(tmp_path, name, date=f"2025-01-{day}", body=COUNTER_UNDO.format(name=name))
+        write_migration(tmp_path, name, date=f"2025-01-{day}", body=UNDOABLE.format(name=name))
     db.chat_messages.insert_many(chat_messages(3))
     folder = ("--migrations-dir", str(tmp_path))
     assert cli(RUNNER, "--all", *folder).code == 0
@@ -237,7 +225,7 @@ def test_counts_carry_thousands_separators(db, cli):
 # ----- 19: status columns say what they hold; a re-run keeps the first count -----
 
 def test_status_shows_applied_columns_only_for_applied_migrations(db, cli, tmp_path):
-    write_migration(tmp_path, "m1", body=COUNTER_UNDO.format(name="m1"))
+    write_migration(tmp_path, "m1", body=UNDOABLE.format(name="m1"))
     db.chat_messages.insert_many(chat_messages(5))
     folder = ("--migrations-dir", str(tmp_path))
     assert cli(RUNNER, "--all", *folder).code == 0

@@ -4,25 +4,8 @@ flagged and refused, and --check's exit 6."""
 import os
 import time
 
-from conftest import REPO, STUCK, Result, run_here, start, status_json, wait_for, write_migration
+from conftest import REPO, RUNNER, STUCK, UNDOABLE, Result, run_here, start, status_json, wait_for, write_migration
 from sample_messages import chat_messages
-
-RUNNER = "run_migrations.py"
-UNDOABLE = '''
-    async def up(db):
-        return await db.chat_messages.update_many({{}}, {{"$set": {{"{name}": 1}}}})
-
-    async def verify(db):
-        return await db.chat_messages.count_documents({{"{name}": {{"$exists": False}}}}) == 0
-
-    async def rollback(db):
-        return await db.chat_messages.update_many({{}}, {{"$unset": {{"{name}": ""}}}})
-
-    if __name__ == "__main__":
-        from migrator.cli import exit_with, standalone_main
-
-        exit_with(standalone_main(__file__))
-    '''
 
 
 def standalone(path, *args, env) -> Result:
