@@ -15,7 +15,7 @@ From Python (see the README's "From Python"):
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -45,6 +45,11 @@ from migrator.migration import (
 from migrator.profile import ServerProfile
 from migrator.provenance import provenance
 from migrator.retry import DEFAULT_RETRY_FOR_S, Retry
+from migrator.schema import record
+from migrator.schema.declared import load_declared
+from migrator.schema.diff import plan_schema
+from migrator.schema.listed import read_listed
+from migrator.schema.model import SchemaPlan
 from migrator.steps import Steps, check_rollback
 
 T = TypeVar("T")
@@ -104,7 +109,8 @@ class Engine:
         self._batch_settings = batch_settings or BatchSettings()
         self._retry = Retry(retry_for_s, report, ping=partial(database.command, "ping"))  # see migrator.retry
         paths = [m.path for m in self.migrations if m.path] + [file.path for file in self.broken]
-        folder = paths[0].parent if paths else None
+        folder = files.folder or (paths[0].parent if paths else None)
+        self._declared = cache(partial(load_declared, folder))  # read once, when first asked (schema_plan)
         self._lock = MigrationLock(database, lease_s, retry=self._retry, profile=profile, report=report)
         self._changelog = Changelog(database, self._retry, provenance(folder), stamp=self._lock.stamp,
                                     fence=self._fenced)
@@ -191,6 +197,18 @@ class Engine:
 
     async def _unverifiable(self) -> dict[str, str]:
         return plan.unverifiable(plan.status_rows(self.migrations, await self._changelog.history(), self.broken))
+
+    async def schema_plan(self) -> SchemaPlan | None:
+        """The schema steps that would make the database as declared in the migrations folder's `_schema.py`, and
+        the indexes there undeclared (migrator.schema.diff); None when nothing is declared. A spec module that cannot
+        be read: MigrationError, exit 2."""
+        declared = self._declared()
+        if declared is None:
+            return None
+        created = record.created_indexes(await self._changelog.entries())
+        collections = declared.collections + tuple(sorted({index.collection for index in created}))
+        listed = await self._retry("listing the indexes", lambda: read_listed(self._database, collections))
+        return plan_schema(declared, listed, created, await self._steps.server_profile())
 
     # ----- proving a migration on scratch copies (migrator.selftest): the real collections are only read -----
 

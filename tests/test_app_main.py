@@ -246,11 +246,11 @@ def test_a_missing_migrations_folder_stops_the_start_up(settings, tmp_path):
 def test_health_is_503_until_the_document_models_are_initialised(settings, db, db_name, cli, caplog):
     db.chat_messages.insert_many(chat_messages(3))
     assert cli("run_migrations.py", "--all").code == 0
-    db.chat_messages.create_index([("user_id", 1)], name="session_id_1")  # the name Beanie gives session_id's
+    db.chat_messages.create_index([("role", 1)], name="user_id_1")  # the name Beanie gives user_id's
 
     with TestClient(app) as client:  # starts anyway: REQUIRE_MIGRATIONS is not set
         refused = client.get("/health")
-        db.chat_messages.drop_index("session_id_1")
+        db.chat_messages.drop_index("user_id_1")
         ready = client.get("/health")
 
     assert refused.status_code == 503
@@ -260,7 +260,7 @@ def test_health_is_503_until_the_document_models_are_initialised(settings, db, d
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("cannot initialise the document models" in w for w in warnings), warnings
     assert ready.status_code == 200, ready.json()
-    assert db.chat_messages.index_information()["session_id_1"]["key"] == [("session_id", 1)]
+    assert db.chat_messages.index_information()["user_id_1"]["key"] == [("user_id", 1)]
 
 
 @pytest.mark.slow
@@ -286,4 +286,4 @@ def test_models_are_initialised_by_the_first_health_check_that_reaches_the_datab
 
     assert (down.status_code, down.json()["status"]) == (503, "database unreachable")
     assert up.status_code == 200, up.json()
-    assert indexes["session_id_1"]["key"] == [("session_id", 1)]  # Beanie's index: the models are initialised
+    assert indexes["user_id_1"]["key"] == [("user_id", 1)]  # Beanie's index: the models are initialised

@@ -6,9 +6,9 @@ A schema run is one changelog entry stream under the name "schema" (NAME), like 
     {"created": [definition, ...], "dropped": [...], "adopted": [...], "validators": {collection: validator},
      "validators_before": {collection: the validator it replaced, {} for none}}
 
-each definition `{"collection": c, "keys": [[field, direction], ...], "options": {...}, "name": n}` (Index.definition
-with its collection): enough to build the index again. A failed run records what it did before it failed, since
-that is in the database. A rollback names the run it undoes (`rolls_back`: that run's run_id).
+each definition `{"collection": c, "keys": [{"field": f, "direction": d}, ...], "options": {...}, "name": n}`
+(Index.definition with its collection): enough to build the index again. A failed run records what it did before it
+failed, since that is in the database. A rollback names the run it undoes (`rolls_back`: that run's run_id).
 
 The indexes the toolkit created are those its runs created and have not dropped since; a rollback gives back what its
 run dropped only to the owner it had: an index the run re-creates is the toolkit's again only if it was before.
@@ -29,9 +29,7 @@ def definition(index: Index) -> dict:
 
 def index_of(recorded: dict) -> Index:
     """The Index a recorded definition describes (compared by keys and options like any other)."""
-    keys = tuple((str(name), direction) for name, direction in recorded["keys"])
-    options = tuple(sorted((name, freeze(value)) for name, value in (recorded.get("options") or {}).items()))
-    return Index(recorded["collection"], keys, options, recorded.get("name", ""))
+    return Index.of_definition(recorded)
 
 
 def freeze(value: Any) -> Any:

@@ -27,7 +27,7 @@ def test_a_definition_builds_the_same_index_again():
 
 
 def test_a_definition_read_back_from_bson_compares_equal():
-    stored = {"collection": "users", "keys": [["email", 1]], "name": "email_partial",
+    stored = {"collection": "users", "keys": [{"field": "email", "direction": 1.0}], "name": "email_partial",
               "options": {"unique": True, "partialFilterExpression": {"$and": [{"a": 1}, {"b": {"$gt": 2}}]}}}
     assert index_of(stored) == PARTIAL
 
