@@ -111,11 +111,12 @@ class Readiness:
         return state
 
     async def _initialise_models(self) -> str | None:
-        """Beanie reads the server's version and creates the indexes: once, when the database answers."""
+        """Beanie reads the server's version: once, when the database answers. It builds no index (`skip_indexes`):
+        the indexes are the migrations' (`run_migrations.py --all` builds what migrations/_schema.py declares)."""
         async with self._initialising:
             if not self.models_ready:
                 try:
-                    await init_beanie(database=self.database, document_models=DOCUMENT_MODELS)
+                    await init_beanie(database=self.database, document_models=DOCUMENT_MODELS, skip_indexes=True)
                 except PyMongoError as exc:
                     return f"cannot initialise the document models: {redact(exc)}"
                 self.models_ready = True

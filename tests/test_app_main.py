@@ -286,4 +286,16 @@ def test_models_are_initialised_by_the_first_health_check_that_reaches_the_datab
 
     assert (down.status_code, down.json()["status"]) == (503, "database unreachable")
     assert up.status_code == 200, up.json()
-    assert indexes["user_id_1"]["key"] == [("user_id", 1)]  # Beanie's index: the models are initialised
+    assert indexes["user_id_1"]["key"] == [("user_id", 1)]  # built by --all (migrations/_schema.py)
+
+
+def test_the_app_starts_without_building_an_index(settings, db):
+    """The indexes are the migrations' (--all builds what _schema.py declares): Beanie builds none at start-up, nor
+    when /health initialises the models."""
+    db.chat_messages.insert_many(chat_messages(3))
+
+    with TestClient(app) as client:
+        client.get("/health")
+        assert client.app.state.readiness.models_ready
+
+    assert [index["name"] for index in db.chat_messages.list_indexes()] == ["_id_"]
