@@ -17,6 +17,7 @@ from migrator.commands.apply import (
                                      apply_pending,
                                      dry_run,
                                      rollback,
+                                     rollback_schema,
                                      select_after,
                                      select_last,
                                      select_named,
@@ -39,5 +40,5 @@ from migrator.commands.restore import restore
 __all__ = ["Context", "Narration", "TEMPLATE", "TEST_TEMPLATE", "apply_one", "apply_pending", "check",
            "dry_run", "force_unlock", "history", "mark_applied", "migration_test_path", "new_migration",
            "new_migration_with_test", "preview", "restore",
-           "rollback", "select_after", "select_last", "select_named", "selftest", "status", "up_to", "verify",
-           "verify_applied"]
+           "rollback", "rollback_schema", "select_after", "select_last", "select_named", "selftest", "status", "up_to",
+           "verify", "verify_applied"]
