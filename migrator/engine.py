@@ -46,10 +46,12 @@ from migrator.profile import ServerProfile
 from migrator.provenance import provenance
 from migrator.retry import DEFAULT_RETRY_FOR_S, Retry
 from migrator.schema import record
+from migrator.schema.build import Builder, rollback_plan, skipped_what
 from migrator.schema.declared import load_declared
 from migrator.schema.diff import plan_schema
 from migrator.schema.listed import read_listed
-from migrator.schema.model import SchemaPlan
+from migrator.schema.model import SKIP, SchemaPlan
+from migrator.schema.runs import SchemaResult, recorded_run
 from migrator.steps import Steps, check_rollback
 
 T = TypeVar("T")
@@ -77,6 +79,7 @@ class RunReport:
     total: int
     pending: int
     applied: list[ApplyResult] = field(default_factory=list)
+    schema: SchemaResult | None = None  # the schema run after them, when the schema was behind
 
 
 @dataclass
@@ -234,11 +237,13 @@ class Engine:
     # ----- applying -----
 
     async def apply_pending(self, options: Options | None = None) -> RunReport:
-        """Every pending migration, in order."""
+        """Every pending migration, in order; then the schema's steps, when it is declared and behind (apply_schema),
+        in the same hold of the lock."""
         options = options or Options()
         pending = await self.plan_apply(options)
         report = RunReport(total=len(self.migrations), pending=len(pending))
-        if not pending:
+        schema_behind = await self._schema_behind()
+        if not pending and not schema_behind:
             return report
         self._check_backups(pending, "apply", options)
         async with self._lock.held(options.lock_timeout_s):
@@ -253,6 +258,8 @@ class Engine:
                     self._report(events.RunInterrupted(migration.name, runner, entry["at"]))
                 self._lock.check()
                 report.applied.append(await self._apply_backed_up(migration, options))
+            # then the schema, planned again: the data migrations may have made a unique index possible
+            report.schema = await self._apply_schema_held()
         return report
 
     async def plan_apply(self, options: Options | None = None) -> list[Migration]:
@@ -296,6 +303,59 @@ class Engine:
         result = await self._steps.apply(migration, backups)
         self._report(events.MigrationApplied(result, tuple(backups)))
         return result
+
+    # ----- the schema (migrator.schema): indexes and validators as declared -----
+
+    async def apply_schema(self, options: Options | None = None) -> SchemaResult | None:
+        """Make the indexes and validators as declared (Engine.schema_plan's runnable steps), under the lock,
+        recorded as the changelog's "schema"; None when nothing is declared or nothing is to be done. A unique
+        index over duplicate documents is refused before anything changes (MigrationError, exit 1)."""
+        options = options or Options()
+        if not await self._schema_behind():
+            return None
+        async with self._lock.held(options.lock_timeout_s):
+            return await self._apply_schema_held()
+
+    async def _schema_behind(self) -> bool:
+        """Does the schema have steps to run? What this server cannot do is told (one line each), never run."""
+        planned = await self.schema_plan()
+        for step in planned.steps if planned is not None else ():
+            if step.kind == SKIP:
+                self._report(events.SchemaStepSkipped(step.collection, skipped_what(step), step.reason))
+        return planned is not None and bool(planned.runnable)
+
+    async def _apply_schema_held(self) -> SchemaResult | None:
+        planned = await self.schema_plan()  # again, under the lock: another runner may have been quicker
+        if planned is None or not planned.runnable:
+            return None
+        return await recorded_run(self._changelog, self._lock, await self._builder(), self._report, "apply", planned,
+                                  planned.adopted)
+
+    async def plan_schema_rollback(self) -> tuple[dict, SchemaPlan] | None:
+        """The latest schema run not rolled back yet (its changelog entry) and the steps that undo it (drop what it
+        created, build again what it dropped from the recorded definitions, set back the validators it replaced);
+        None when there is none."""
+        entry = record.last_run(await self._changelog.entries())
+        if entry is None:
+            return None
+        before = entry["schema"].get("validators_before", {})
+        return entry, rollback_plan(record.recorded(entry, "created"), record.recorded(entry, "dropped"), before)
+
+    async def rollback_schema(self, options: Options | None = None) -> SchemaResult | None:
+        """Undo the latest schema run (plan_schema_rollback), under the lock, recorded as a "schema" rollback;
+        None when there is none (another runner may have undone it meanwhile)."""
+        options = options or Options()
+        async with self._lock.held(options.lock_timeout_s):
+            planned = await self.plan_schema_rollback()
+            if planned is None:
+                return None
+            entry, steps = planned
+            return await recorded_run(self._changelog, self._lock, await self._builder(), self._report, "rollback",
+                                      steps, rolls_back=entry["run_id"])
+
+    async def _builder(self) -> Builder:
+        return Builder(self._database, await self._steps.server_profile(), self._retry, self._lock.check,
+                       self._report)
 
     # ----- rolling back -----
 

@@ -284,6 +284,13 @@ class IndexDropped(Event):
 
 
 @dataclass(frozen=True)
+class IndexUnhidden(Event):
+    """A declared index that was hidden serves queries again."""
+    collection: str
+    index: str
+
+
+@dataclass(frozen=True)
 class ValidatorSet(Event):
     collection: str
     cleared: bool = False  # a rollback removed the collection's validator

@@ -18,6 +18,7 @@ from migrator.commands.apply import (
                                      apply_pending,
                                      dry_run,
                                      rollback,
+                                     rollback_schema,
                                      select_after,
                                      select_last,
                                      select_named,
@@ -41,5 +42,5 @@ from migrator.commands.schema import plan
 __all__ = ["Context", "Narration", "TEMPLATE", "TEST_TEMPLATE", "apply_one", "apply_pending", "check",
            "dry_run", "force_unlock", "history", "mark_applied", "migration_test_path", "new_migration",
            "new_migration_with_test", "plan", "preview", "restore",
-           "rollback", "select_after", "select_last", "select_named", "selftest", "status", "up_to", "verify",
-           "verify_applied"]
+           "rollback", "rollback_schema", "select_after", "select_last", "select_named", "selftest", "status", "up_to",
+           "verify", "verify_applied"]

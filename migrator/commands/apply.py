@@ -8,6 +8,8 @@ from migrator.engine import Engine, Select
 from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration
 from migrator.output import confirm, log
+from migrator.schema.build import described
+from migrator.schema.model import CREATE, DROP, VALIDATOR
 
 # ----- applying -----
 
@@ -28,8 +30,10 @@ async def apply_pending(ctx: Context, dry_run_only: bool = False) -> int:
     if dry_run_only:
         return await dry_run(ctx, await ctx.engine.plan_apply(ctx.options))  # refused as the real run would be
     report = await ctx.engine.apply_pending(ctx.options)
-    if not report.pending:
+    if not report.pending and report.schema is None:
         log.info("nothing to do: %s", all_applied(report.total))
+    elif not report.pending:
+        log.info("done: %s; the schema is as declared", all_applied(report.total))
     elif report.applied:
         log.info("done: %d migration(s) applied and verified", len(report.applied))
     else:
@@ -65,6 +69,26 @@ async def rollback(ctx: Context, select: Select, yes: bool = False) -> int:
     confirm(f"roll back {names} on database {ctx.settings.database_name}"
             f"{' and purge app-written data' if options.purge else ''}", yes)
     await engine.rollback(targets, options)
+    return ExitCode.OK
+
+
+async def rollback_schema(ctx: Context, yes: bool = False) -> int:
+    """--rollback schema: undo the latest schema run not rolled back yet; says what it will do, then asks."""
+    planned = await ctx.engine.plan_schema_rollback()
+    if planned is None:
+        log.info("nothing to roll back: no schema run recorded (or each is rolled back already)")
+        return ExitCode.OK
+    entry, steps = planned
+    for step in steps.steps:
+        if step.kind == VALIDATOR:
+            log.info("schema rollback: %s: would set back its validator", step.collection)
+        elif step.index is not None:
+            doing = {DROP: "drop", CREATE: "build again"}[step.kind]
+            log.info("schema rollback: %s: would %s index %s", step.collection, doing, described(step.index))
+    confirm(f"roll back the schema run of {entry['at']:%Y-%m-%d %H:%M:%S} UTC ({entry['state']}) on database "
+            f"{ctx.settings.database_name}", yes)
+    if await ctx.engine.rollback_schema(ctx.options) is None:
+        log.info("nothing to roll back: another runner rolled it back meanwhile")
     return ExitCode.OK
 
 

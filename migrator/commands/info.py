@@ -10,6 +10,8 @@ from migrator.discovery import find
 from migrator.errors import ExitCode
 from migrator.migration import Migration, in_parens
 from migrator.output import log, say, table
+from migrator.schema.record import NAME as SCHEMA
+from migrator.schema.record import schema_entries
 
 
 async def verify(ctx: Context, migrations: list[Migration]) -> int:
@@ -93,6 +95,8 @@ async def status(ctx: Context, as_json: bool = False) -> int:
          f"{row.duration_s:.2f} s" if row.duration_s is not None else "", _docs_cell(row), ", ".join(row.flags)]
         for row in rows])
     say(_summary(rows))
+    if schema_run := last_schema_run(await ctx.engine.history()):
+        say(schema_run)
     for row in rows:
         if row.state == plan.RUNNING:
             say(f"{row.name}: {running_text(row)}")
@@ -106,6 +110,24 @@ async def status(ctx: Context, as_json: bool = False) -> int:
     for line in status_lines(schema):
         say(line)
     return ExitCode.OK
+
+
+def last_schema_run(entries: list[dict]) -> str:
+    """`schema: last run applied at 2026-01-01 12:00:00 UTC in 0.42 s: created 2, dropped 0, adopted 1`; "" if none."""
+    runs = [entry for entry in schema_entries(entries) if entry.get("state")]
+    if not runs:
+        return ""
+    last = runs[-1]
+    what = "rollback" if last.get("action") == "rollback" else "run"
+    if last["state"] == plan.RUNNING:
+        return (f"{SCHEMA}: last {what} started at {last['at']:%Y-%m-%d %H:%M:%S} UTC by {last.get('host', '?')}:"
+                f"{last.get('pid', '?')}, no end recorded: running, or stopped (--history schema)")
+    done = last.get(SCHEMA) or {}
+    counts = ", ".join(f"{name} {len(done.get(name, []))}" for name in ("created", "dropped", "adopted"))
+    took = f" in {last['duration_s']:.2f} s" if last.get("duration_s") is not None else ""
+    error = f"; {last['error']}" if last.get("error") else ""
+    return (f"{SCHEMA}: last {what} {last['state'].replace('_', ' ')} at {last['at']:%Y-%m-%d %H:%M:%S} UTC{took}: "
+            f"{counts}{error}")
 
 
 def _summary(rows: list[plan.StatusRow]) -> str:

@@ -118,6 +118,7 @@ _LINE: dict[type, Callable[[Any], str]] = {  # one line, at the event's level
     events.IndexDropped: lambda e: f"{e.collection}: index {e.index} "
                                    + ("dropped (hidden first)" if e.hidden_first and e.found
                                       else "dropped" if e.found else "not there any more: nothing to drop"),
+    events.IndexUnhidden: lambda e: f"{e.collection}: index {e.index} unhidden: it serves queries again",
     events.ValidatorSet: lambda e: f"{e.collection}: validator {'removed' if e.cleared else 'set'}",
     events.SchemaStepSkipped: lambda e: f"{e.collection}: {e.what}: skipped: {e.reason}",
     events.SchemaDone: _schema_done,

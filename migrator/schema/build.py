@@ -23,7 +23,7 @@ from migrator.errors import MigrationError
 from migrator.events import Reporter
 from migrator.profile import ServerProfile
 from migrator.retry import Retry
-from migrator.schema.model import CREATE, DROP, REPLACE, SKIP, VALIDATOR, Index, SchemaPlan, SchemaStep
+from migrator.schema.model import CREATE, DROP, REPLACE, SKIP, UNHIDE, VALIDATOR, Index, SchemaPlan, SchemaStep
 from migrator.schema.record import SchemaRecord
 
 T = TypeVar("T")
@@ -111,8 +111,7 @@ class Builder:
     async def run(self, plan: SchemaPlan, record: SchemaRecord) -> None:
         """Every step, in the plan's order; `record` says what is done as it goes (also when a step fails)."""
         for step in plan.steps:
-            if step.kind == SKIP:
-                self.report(events.SchemaStepSkipped(step.collection, _what(step), step.reason))
+            if step.kind == SKIP:  # told when planned (Engine._schema_behind)
                 continue
             self.check_lock()
             if step.kind == CREATE and step.index is not None:
@@ -120,7 +119,9 @@ class Builder:
             elif step.kind == DROP and step.index is not None:
                 await self.drop(step.index, record)
             elif step.kind == REPLACE and step.index is not None and step.previous is not None:
-                await self.replace(step.previous, step.index, record)
+                await self.replace(step.previous, step.index, record, step.build_first)
+            elif step.kind == UNHIDE and step.index is not None:
+                await self.unhide(step.index)
             elif step.kind == VALIDATOR:
                 await self.set_validator(step.collection, step.validator or {}, record)
             else:
@@ -132,8 +133,7 @@ class Builder:
         documents = await self.retry(f"{index.collection}: counting its documents",
                                      collection.estimated_document_count)
         self.report(events.IndexBuilding(index.collection, name, documents))
-        quorum: dict[str, Any] = {"commitQuorum": COMMIT_QUORUM} if getattr(self.profile, "commit_quorum", False) \
-            else {}
+        quorum: dict[str, Any] = {"commitQuorum": COMMIT_QUORUM} if self.profile.commit_quorum else {}
         started = time.monotonic()
         await self._command(f"{index.collection}: building index {name}",
                             lambda: collection.create_indexes([model_of(index)], **quorum))
@@ -143,7 +143,7 @@ class Builder:
     async def drop(self, index: Index, record: SchemaRecord) -> None:
         """Hidden first where the server can hide an index (the queries stop using it while it is dropped)."""
         name = index_name(index)
-        hide = bool(getattr(self.profile, "hidden_indexes", False))
+        hide = self.profile.hidden_indexes
         try:
             if hide:
                 await self._command(f"{index.collection}: hiding index {name}", lambda: self.database.command(
@@ -160,9 +160,13 @@ class Builder:
         record.dropped.append(index)
         self.report(events.IndexDropped(index.collection, name, hide))
 
-    async def replace(self, previous: Index, index: Index, record: SchemaRecord) -> None:
-        """Same keys, other options: the server keeps one of them, so the old one goes first; a build that fails
-        puts the old one back."""
+    async def replace(self, previous: Index, index: Index, record: SchemaRecord, build_first: bool = False) -> None:
+        """Same keys, other options. Where the server can hold both (`build_first`), the new one is built before the
+        old one goes; else the old one goes first, and a build that fails puts it back."""
+        if build_first:
+            await self.create(index, record)
+            await self.drop(previous, record)
+            return
         await self.drop(previous, record)
         try:
             await self.create(index, record)
@@ -170,6 +174,13 @@ class Builder:
             if previous in record.dropped:
                 await self.create(previous, record)
             raise
+
+    async def unhide(self, index: Index) -> None:
+        """A declared index left hidden (a drop stopped half-way, or by hand) serves queries again."""
+        name = index_name(index)
+        await self._command(f"{index.collection}: unhiding index {name}", lambda: self.database.command(
+            "collMod", index.collection, index={"name": name, "hidden": False}))
+        self.report(events.IndexUnhidden(index.collection, name))
 
     async def set_validator(self, collection: str, validator: dict, record: SchemaRecord) -> None:
         """collMod (create, for a collection not there yet); what it replaces is recorded for a rollback."""
@@ -211,10 +222,11 @@ async def _collections(database: AsyncDatabase, name: str) -> list:
     return await (await database.list_collections(filter={"name": name})).to_list(None)
 
 
-def _what(step: SchemaStep) -> str:
+def skipped_what(step: SchemaStep) -> str:
+    """What a skipped step is about: `index ttl_1 (expireAfterSeconds)`, `validator`."""
     if step.index is not None:
         return f"index {described(step.index)}"
-    return "validator" if step.kind == VALIDATOR or step.validator else step.kind
+    return "validator" if step.validator is not None else step.kind
 
 
 def rollback_plan(created: list[Index], dropped: list[Index], validators_before: dict[str, dict]) -> SchemaPlan:

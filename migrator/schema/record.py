@@ -15,7 +15,6 @@ run dropped only to the owner it had: an index the run re-creates is the toolkit
 """
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from migrator.schema.model import Index
 
@@ -30,16 +29,6 @@ def definition(index: Index) -> dict:
 def index_of(recorded: dict) -> Index:
     """The Index a recorded definition describes (compared by keys and options like any other)."""
     return Index.of_definition(recorded)
-
-
-def freeze(value: Any) -> Any:
-    """A BSON value made hashable as model.Options holds it: a document as sorted (name, value) pairs, an array as a
-    tuple."""
-    if isinstance(value, dict):
-        return tuple(sorted((name, freeze(item)) for name, item in value.items()))
-    if isinstance(value, list | tuple):
-        return tuple(freeze(item) for item in value)
-    return value
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """How schema runs are recorded, and which indexes the toolkit created (migrator/schema/record.py); no server."""
 
-from migrator.schema.model import Index
-from migrator.schema.record import NAME, SchemaRecord, created_indexes, definition, freeze, index_of, last_run
+from migrator.schema.model import Index, freeze
+from migrator.schema.record import NAME, SchemaRecord, created_indexes, definition, index_of, last_run
 
 BY_SESSION = Index("chat_messages", (("session_id", 1), ("created_at", 1)), name="session_id_1_created_at_1")
 BY_USER = Index("chat_messages", (("user_id", 1),), name="user_id_1")
