@@ -160,8 +160,13 @@ RUNNER = (
     Command("--list", "list the migrations in the order they run, then each broken file with its error (exit 2 if "
             "any; no database needed)", offline=lambda a: list_migrations(discover(a.migrations_dir))),
     Command("--check", "for deploy pipelines: exit 6, one line per reason, while a migration is pending, "
-            "failed, interrupted, out of order or changed since it was applied, or a migration file is broken; "
-            "exit 0 when all are applied", lambda ctx, a: commands.check(ctx)),
+            "failed, interrupted, out of order or changed since it was applied, or a migration file is broken, or the "
+            "schema differs from migrations/_schema.py (an index missing, one the toolkit created no longer declared "
+            "or one declared removed still there, other options, a validator); an unknown index is named, and kept; "
+            "exit 0 when all are applied and the schema is as declared", lambda ctx, a: commands.check(ctx)),
+    Command("--plan", "what --all would do, writing nothing: the pending migrations, then the schema steps "
+            "(create, replace, drop, validator; skip: what the server cannot do, and why), then the unknown indexes "
+            "(never dropped)", lambda ctx, a: commands.plan(ctx, a.json), accepts=("json",)),
     Command("--verify", "check every applied migration is still in place (exit 4 if not)",
             lambda ctx, a: commands.verify_applied(ctx)),
     Command("--rollback", "roll back one applied (or failed, half-applied) migration (asks first); `--rollback "

@@ -5,6 +5,7 @@ import json
 from migrator import plan
 from migrator.commands.narration import Context, all_applied
 from migrator.commands.rows import failed_text, interrupted_text, row_json, running_text
+from migrator.commands.schema import check_lines, read_state, status_json, status_lines, unknown_lines
 from migrator.discovery import find
 from migrator.errors import ExitCode
 from migrator.migration import Migration, in_parens
@@ -49,14 +50,18 @@ async def verify_applied(ctx: Context) -> int:
 
 
 async def check(ctx: Context) -> int:
-    """--check: exit 6, one line per reason, unless every migration is applied as its file says."""
+    """--check: exit 6, one line per reason, unless every migration is applied as its file says and the schema is as
+    declared (an unknown index is said, and is no reason)."""
     rows = await ctx.engine.status()
-    reasons = [f"{reason.name}: {_why(reason)}" for reason in plan.not_current(rows)]
+    schema = await read_state(ctx)
+    reasons = [f"{reason.name}: {_why(reason)}" for reason in plan.not_current(rows)] + check_lines(schema)
     for reason in reasons:
         say(reason)
+    for line in unknown_lines(schema.plan) if schema.plan else []:
+        say(line)
     if reasons:
         return ExitCode.NOT_CURRENT
-    say(f"up to date: {all_applied(len(rows))}")
+    say(f"up to date: {all_applied(len(rows))}" + ("; schema as declared" if schema.declared else ""))
     return ExitCode.OK
 
 
@@ -80,8 +85,10 @@ def _why(reason: plan.NotCurrent) -> str:
 
 async def status(ctx: Context, as_json: bool = False) -> int:
     rows = await ctx.engine.status()
+    schema = await read_state(ctx)
     if as_json:
-        say(json.dumps([row_json(row) for row in rows], indent=2))
+        schema_row = status_json(schema)
+        say(json.dumps([row_json(row) for row in rows] + ([schema_row] if schema_row else []), indent=2, default=str))
         return ExitCode.OK
     table(["migration", "date", "state", "since (UTC)", "took", "docs", "flags"], [
         [row.name, row.date, row.state.replace("_", " "), f"{row.at:%Y-%m-%d %H:%M:%S}" if row.at else "",
@@ -100,6 +107,8 @@ async def status(ctx: Context, as_json: bool = False) -> int:
         if row.broken:
             say(f"{row.name}: its file is broken: {row.broken}; nothing runs until it is fixed or moved out of the "
                 "migrations folder")
+    for line in status_lines(schema):
+        say(line)
     return ExitCode.OK
 
 

@@ -127,12 +127,22 @@ def drift(plan: SchemaPlan | None) -> list[Drift]:
     return found
 
 
-async def schema_drift(schema_plan: Callable[[], Awaitable[SchemaPlan | None]]) -> list[Drift]:
-    """drift of what `schema_plan` (Engine.schema_plan) says; a spec module that cannot be read is one difference
-    (as a broken migration file is a reason of --check, not an error of it)."""
+@dataclass(frozen=True)
+class SchemaState:
+    """What --check, --status and /health read of the schema: the plan (None: nothing declared, or its spec module is
+    broken) and the differences (drift)."""
+    plan: SchemaPlan | None
+    differences: tuple[Drift, ...] = ()
+    declared: bool = True  # False: no `_schema.py`, nothing planned, every gate as without it
+
+
+async def schema_state(schema_plan: Callable[[], Awaitable[SchemaPlan | None]]) -> SchemaState:
+    """The plan `schema_plan` (Engine.schema_plan) makes, and its drift; a spec module that cannot be read is one
+    difference (as a broken migration file is a reason of --check, not an error of it)."""
     try:
-        return drift(await schema_plan())
+        plan = await schema_plan()
     except MigrationError as exc:
         if exc.exit_code != ExitCode.USAGE:
             raise
-        return [Drift(SPEC_FILE, BROKEN_SPEC, f"the schema's spec module is broken: {exc}")]
+        return SchemaState(None, (Drift(SPEC_FILE, BROKEN_SPEC, f"the schema's spec module is broken: {exc}"),))
+    return SchemaState(plan, tuple(drift(plan)), declared=plan is not None)

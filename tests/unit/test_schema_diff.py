@@ -21,9 +21,10 @@ from migrator.schema.diff import (
     MISSING_INDEX,
     REMOVED_INDEX,
     VALIDATOR_DIFFERS,
+    SchemaState,
     drift,
     plan_schema,
-    schema_drift,
+    schema_state,
 )
 from migrator.schema.listed import Listed, index_of, validator_of
 from migrator.schema.model import CREATE, DROP, REPLACE, SKIP, UNHIDE, VALIDATOR, Index, SchemaPlan
@@ -157,11 +158,17 @@ def test_a_broken_spec_module_is_one_difference_other_errors_go_on():
     async def broken():
         raise MigrationError("_schema.py: syntax error at line 3: invalid syntax", ExitCode.USAGE)
 
-    [difference] = asyncio.run(schema_drift(broken))
-    assert difference.kind == BROKEN_SPEC and "_schema.py: syntax error at line 3" in difference.text
+    state = asyncio.run(schema_state(broken))
+    [difference] = state.differences
+    assert state.plan is None and state.declared and difference.kind == BROKEN_SPEC
+    assert "_schema.py: syntax error at line 3" in difference.text
 
     async def unreachable():
         raise MigrationError("cannot reach", ExitCode.UNREACHABLE)
 
+    async def nothing_declared():
+        return None
+
+    assert asyncio.run(schema_state(nothing_declared)) == SchemaState(None, (), declared=False)
     with pytest.raises(MigrationError):
-        asyncio.run(schema_drift(unreachable))
+        asyncio.run(schema_state(unreachable))
