@@ -148,7 +148,10 @@ def _problem(state: dict) -> str:
 
 
 def _reason(problem: dict) -> str:
-    """`m2 (changed)`, `broken (broken file: broken.py: syntax error at line 5: expected ':')`."""
+    """`m2 (changed)`, `broken (broken file: broken.py: syntax error at line 5: expected ':')`,
+    `chat_messages.user_id_1 (missing index chat_messages.user_id_1 {user_id: 1})`: the schema's drift says it all."""
+    if "detail" in problem:
+        return f"{problem['name']} ({problem['detail']})"
     error = f": {problem['error']}" if "error" in problem else ""
     return f"{problem['name']} ({problem['kind'].replace('_', ' ')}{error})"
 

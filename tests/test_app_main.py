@@ -17,6 +17,11 @@ from local_server import LocalServer
 from sample_messages import chat_messages
 
 MIGRATION = "add_metadata_to_chat_messages"
+MISSING_INDEXES = [
+    {"name": "chat_messages.session_id_1_created_at_1", "kind": "missing_index",
+     "detail": "missing index chat_messages.session_id_1_created_at_1 {session_id: 1, created_at: 1}"},
+    {"name": "chat_messages.user_id_1", "kind": "missing_index",
+     "detail": "missing index chat_messages.user_id_1 {user_id: 1}"}]
 BROKEN_MIGRATION = '"""broken\n\nDate: 2025-01-01\n"""\nasync def up(db)\n    pass\n'  # line 5: no colon
 
 
@@ -56,9 +61,30 @@ def test_health_is_503_and_start_up_warns_while_a_migration_is_pending(settings,
     assert response.status_code == 503
     assert response.json() == {"status": "migrations pending", "database": db_name, "reachable": True,
                                "pending_migrations": [MIGRATION],
-                               "problems": [{"name": MIGRATION, "kind": "pending"}]}
+                               "problems": [{"name": MIGRATION, "kind": "pending"}, *MISSING_INDEXES]}
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(MIGRATION in w and "run_migrations.py --all" in w for w in warnings), warnings
+
+
+def test_health_is_503_naming_an_index_dropped_by_hand_and_require_migrations_refuses(settings, db, db_name, cli):
+    """The schema's drift is a problem of /health as of --check (migrator.schema.diff.drift); an unknown index is
+    none."""
+    db.chat_messages.insert_many(chat_messages(3))
+    assert cli("run_migrations.py", "--all").code == 0
+    db.chat_messages.create_index("content", name="by_hand")
+    db.chat_messages.drop_index("user_id_1")
+
+    with TestClient(app) as client:
+        response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json() == {"status": "migrations not current", "database": db_name, "reachable": True,
+                               "pending_migrations": [], "problems": MISSING_INDEXES[1:]}
+
+    settings.setenv("REQUIRE_MIGRATIONS", "1")
+    refused = (r"^refusing to start \(REQUIRE_MIGRATIONS is set\): database .* is not current: "
+               r"chat_messages.user_id_1 \(missing index chat_messages.user_id_1 \{user_id: 1\}\): see")
+    with pytest.raises(RuntimeError, match=refused), TestClient(app):
+        pass
 
 
 def test_health_is_503_naming_an_applied_migration_whose_file_is_gone_or_changed(settings, db, db_name, cli,
