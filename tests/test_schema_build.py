@@ -63,14 +63,14 @@ def test_steps_build_and_drop_one_index_at_a_time_and_skip_what_the_server_canno
 
 
 def test_the_duplicate_scan_names_the_first_duplicate_keys_and_their_count(db, server_url):
-    db.chat_messages.insert_many(messages(200, duplicates=2))
+    db.chat_messages.insert_many(messages(200, duplicates=2) + [{"session_id": "s2", "seq": 5, "created_at": 0}])
     found, _ = on_builder(server_url, db, lambda builder: builder.first_duplicate(UNIQUE_KEY))
-    assert found == ({"session_id": "s1", "seq": 0}, 3)
+    assert found == ({"session_id": "s1", "seq": 0}, 3, 2)
     with pytest.raises(MigrationError) as refused:
         on_builder(server_url, db, lambda builder: builder.refuse_duplicates(
             [SchemaStep(CREATE, "chat_messages", BY_SESSION), SchemaStep(CREATE, "chat_messages", UNIQUE_KEY)]))
     assert str(refused.value).startswith("chat_messages: cannot build the unique index session_seq (unique): 3 "
-                                         "documents have session_id='s1', seq=0")
+                                         "documents have session_id='s1', seq=0 (2 duplicated keys in all)")
     assert refused.value.exit_code == 1
     assert indexes(db) == {"_id_": {"_id": 1}}
 

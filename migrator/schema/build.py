@@ -78,33 +78,36 @@ class Builder:
             if step.kind in (CREATE, REPLACE) and step.index is not None and unique(step.index):
                 found = await self.first_duplicate(step.index)
                 if found is not None:
-                    keys, count = found
+                    keys, count, shared = found
                     shown = ", ".join(f"{name}={value!r}" for name, value in keys.items())
                     raise MigrationError(
                         f"{step.collection}: cannot build the unique index {described(step.index)}: {count:,} "
-                        f"documents have {shown}, and maybe more keys are duplicated: remove the duplicates (a data "
-                        "migration), or declare the index without unique; no index was built, nothing changed")
+                        f"documents have {shown} ({shared:,} duplicated {'key' if shared == 1 else 'keys'} in all): "
+                        "remove the duplicates (a data migration), or declare the index without unique; no index "
+                        "was built, nothing changed")
 
-    async def first_duplicate(self, index: Index) -> tuple[dict, int] | None:
-        """({field: value}, how many documents have it) for the first key shared by several documents the index
-        covers (its partial filter, its collation), or None."""
+    async def first_duplicate(self, index: Index) -> tuple[dict, int, int] | None:
+        """({field: value}, how many documents have it, how many keys are duplicated) for the key shared by the most
+        documents the index covers (its partial filter, its collation), or None."""
         options = index.definition()["options"]
         fields = [name for name, _ in index.keys]
         match = dict(options.get("partialFilterExpression") or {})
         if options.get("sparse"):
             match = {"$and": [match, {"$or": [{name: {"$exists": True}} for name in fields]}]}
-        # $group's _id cannot name a dotted field: by position, named back below
-        group = {f"k{position}": f"${name}" for position, name in enumerate(fields)}
-        pipeline: list[dict] = [{"$match": match}, {"$group": {"_id": group, "count": {"$sum": 1}}},
-                    {"$match": {"count": {"$gt": 1}}}, {"$sort": {"count": -1}}, {"$limit": 1}]
+        group = {f"k{position}": f"${name}" for position, name in enumerate(fields)}  # no dotted names in an _id
+        shared: list[dict] = [{"$match": match}, {"$group": {"_id": group, "count": {"$sum": 1}}},
+                              {"$match": {"count": {"$gt": 1}}}]
         extra = {"collation": options["collation"]} if options.get("collation") else {}
         collection = self.database[index.collection]
-        found = await self.retry(f"{index.collection}: looking for duplicates of {index_name(index)}",
-                                 lambda: _aggregate(collection, pipeline, extra))
-        if not found:
+        what = f"{index.collection}: looking for duplicates of {index_name(index)}"
+        first = await self.retry(what, lambda: _aggregate(collection, [*shared, {"$sort": {"count": -1, "_id": 1}},
+                                                                        {"$limit": 1}], extra))
+        if not first:
             return None
-        keys = found[0]["_id"]
-        return {name: keys.get(f"k{position}") for position, name in enumerate(fields)}, int(found[0]["count"])
+        [counted] = await self.retry(what, lambda: _aggregate(collection, [*shared, {"$count": "keys"}], extra))
+        keys = first[0]["_id"]
+        return ({name: keys.get(f"k{position}") for position, name in enumerate(fields)}, int(first[0]["count"]),
+                int(counted["keys"]))
 
     # ----- the steps -----
 
