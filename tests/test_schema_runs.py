@@ -131,3 +131,17 @@ def test_all_dry_run_lists_the_schema_steps_and_refuses_duplicates_as_the_run_wo
     refused = cli(RUNNER, "--all", "--dry-run", "--migrations-dir", str(folder))
     assert refused.code == 1 and "3 documents have session_id='s3', seq=4" in the_error(refused), refused
     assert indexes(db) == {"_id_": {"_id": 1}} and db.migrations_changelog.count_documents({}) == 0
+
+
+def test_a_failed_run_records_what_it_built_and_its_rollback_drops_it(cli, db, folder):
+    db.chat_messages.insert_many(messages(30))
+    db.chat_messages.create_index([("role", 1)], name="user_id_1")  # by hand: the name the second build needs
+    failed = cli(RUNNER, "--all", "--migrations-dir", str(folder))
+    assert failed.code == 1, failed
+    assert "ERROR   chat_messages: building index user_id_1: An existing index has the same name" in the_error(failed)
+    assert schema_runs(db)[-1] == ("apply", "failed", ["session_id_1_created_at_1"], [])
+    assert "schema: last run failed at " in cli(RUNNER, "--status", "--migrations-dir", str(folder)).stdout
+
+    undone = cli(RUNNER, "--rollback", "schema", "--yes", "--migrations-dir", str(folder))
+    assert undone.code == 0, undone
+    assert indexes(db) == {"_id_": {"_id": 1}, "user_id_1": {"role": 1}}
