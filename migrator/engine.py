@@ -316,6 +316,14 @@ class Engine:
         async with self._lock.held(options.lock_timeout_s):
             return await self._apply_schema_held()
 
+    async def plan_apply_schema(self) -> SchemaPlan | None:
+        """What apply_schema would run (None: nothing declared), or its refusal (MigrationError, exit 1: a unique
+        index over duplicates): the checks of the real run and of --dry-run."""
+        planned = await self.schema_plan()
+        if planned is not None:
+            await (await self._builder()).refuse_duplicates(planned.runnable)
+        return planned
+
     async def _schema_behind(self) -> bool:
         """Does the schema have steps to run? What this server cannot do is told (one line each), never run."""
         planned = await self.schema_plan()

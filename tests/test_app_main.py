@@ -307,3 +307,19 @@ def test_the_app_starts_without_building_an_index(settings, db):
 
     assert {index["name"]: dict(index["key"]) for index in db.chat_messages.list_indexes()} == {
         "_id_": {"_id": 1}, "session_id_1": {"role": 1}}
+
+
+def test_require_migrations_refuses_to_start_while_the_schema_is_behind(settings, db, cli, tmp_path):
+    settings.setenv("REQUIRE_MIGRATIONS", "1")
+    settings.setenv("MIGRATIONS_DIR", str(tmp_path))
+    (tmp_path / "_schema.py").write_text('from pymongo import IndexModel\n\n'
+                                         'INDEXES = {"chat_messages": [IndexModel([("user_id", 1)])]}\n')
+    db.chat_messages.insert_many(chat_messages(3))
+
+    with pytest.raises(RuntimeError, match="refusing to start .*REQUIRE_MIGRATIONS.*user_id_1"), TestClient(app):
+        pass
+
+    assert cli("run_migrations.py", "--all", "--migrations-dir", str(tmp_path)).code == 0
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+    assert [index["name"] for index in db.chat_messages.list_indexes()] == ["_id_", "user_id_1"]

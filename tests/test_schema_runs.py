@@ -108,7 +108,7 @@ def test_rollback_schema_drops_what_the_run_created_and_builds_again_what_it_dro
 
     undone = cli(RUNNER, "--rollback", "schema", "--yes", "--migrations-dir", str(folder))
     assert undone.code == 0, undone
-    assert "schema rollback: chat_messages: would drop index session_seq (unique)" in undone.stderr
+    assert "schema rollback: will drop chat_messages.session_seq {session_id: 1, seq: 1}, unique" in undone.stderr
     assert indexes(db) == {**BOTH, "by_hand": {"role": 1}}
     assert schema_runs(db)[-1] == ("rollback", "rolled_back", ["user_id_1"], ["session_seq"])
 
@@ -116,3 +116,18 @@ def test_rollback_schema_drops_what_the_run_created_and_builds_again_what_it_dro
     assert first.code == 0 and indexes(db) == {"_id_": {"_id": 1}, "by_hand": {"role": 1}}, first
     nothing = cli(RUNNER, "--rollback", "schema", "--yes", "--migrations-dir", str(folder))
     assert nothing.code == 0 and "nothing to roll back" in nothing.stderr, nothing
+
+
+def test_all_dry_run_lists_the_schema_steps_and_refuses_duplicates_as_the_run_would(cli, db, folder):
+    db.chat_messages.insert_many(messages(50))
+    listed = cli(RUNNER, "--all", "--dry-run", "--migrations-dir", str(folder))
+    assert listed.code == 0, listed
+    lines = without_timestamps(listed.stderr)
+    assert "INFO    schema: dry run: would create chat_messages.user_id_1 {user_id: 1}" in lines
+    assert "INFO    schema: dry run: would create chat_messages.session_id_1_created_at_1 " in lines
+
+    db.chat_messages.insert_many(messages(0, duplicates=2))
+    declare(folder, UNIQUE_SEQ)
+    refused = cli(RUNNER, "--all", "--dry-run", "--migrations-dir", str(folder))
+    assert refused.code == 1 and "3 documents have session_id='s3', seq=4" in the_error(refused), refused
+    assert indexes(db) == {"_id_": {"_id": 1}} and db.migrations_changelog.count_documents({}) == 0

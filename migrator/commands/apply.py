@@ -3,13 +3,12 @@
 from migrator import plan
 from migrator.commands.narration import Context, all_applied
 from migrator.commands.prove import report_estimate
+from migrator.commands.schema import step_text
 from migrator.discovery import find
 from migrator.engine import Engine, Select
 from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration
 from migrator.output import confirm, log
-from migrator.schema.build import described
-from migrator.schema.model import CREATE, DROP, VALIDATOR
 
 # ----- applying -----
 
@@ -28,7 +27,9 @@ async def dry_run(ctx: Context, migrations: list[Migration]) -> int:
 async def apply_pending(ctx: Context, dry_run_only: bool = False) -> int:
     """--all: every pending migration, in order."""
     if dry_run_only:
-        return await dry_run(ctx, await ctx.engine.plan_apply(ctx.options))  # refused as the real run would be
+        code = await dry_run(ctx, await ctx.engine.plan_apply(ctx.options))  # refused as the real run would be
+        await dry_run_schema(ctx)
+        return code
     report = await ctx.engine.apply_pending(ctx.options)
     if not report.pending and report.schema is None:
         log.info("nothing to do: %s", all_applied(report.total))
@@ -39,6 +40,18 @@ async def apply_pending(ctx: Context, dry_run_only: bool = False) -> int:
     else:
         log.info("nothing to do: another runner applied them meanwhile")
     return ExitCode.OK
+
+
+async def dry_run_schema(ctx: Context) -> None:
+    """--all --dry-run: the schema steps --all would run after the migrations (a unique index over duplicates is
+    refused here as it would be there); nothing written."""
+    planned = await ctx.engine.plan_apply_schema()
+    if planned is None:
+        return
+    if not planned.runnable:
+        log.info("schema: dry run: as declared, nothing to do")
+    for step in planned.steps:
+        log.info("schema: dry run: would %s", step_text(step))
 
 
 async def apply_one(ctx: Context, migration: Migration, dry_run_only: bool = False) -> int:
@@ -80,11 +93,7 @@ async def rollback_schema(ctx: Context, yes: bool = False) -> int:
         return ExitCode.OK
     entry, steps = planned
     for step in steps.steps:
-        if step.kind == VALIDATOR:
-            log.info("schema rollback: %s: would set back its validator", step.collection)
-        elif step.index is not None:
-            doing = {DROP: "drop", CREATE: "build again"}[step.kind]
-            log.info("schema rollback: %s: would %s index %s", step.collection, doing, described(step.index))
+        log.info("schema rollback: will %s", step_text(step))
     confirm(f"roll back the schema run of {entry['at']:%Y-%m-%d %H:%M:%S} UTC ({entry['state']}) on database "
             f"{ctx.settings.database_name}", yes)
     if await ctx.engine.rollback_schema(ctx.options) is None:
