@@ -56,7 +56,9 @@ def plan_schema(declared: Declared, listed: Listed, created_by_toolkit: Set[Inde
                 used.append(old)
                 steps.append(SchemaStep(REPLACE, collection, index, previous=old, build_first=_coexist(old, index)))
             else:
-                steps.append(SchemaStep(CREATE, collection, index))
+                taken = next((old for old in there if old.name == index.name), None)
+                steps.append(SchemaStep(CREATE, collection, index, reason=f"its name is taken by {taken.shown()}: the "
+                                        "build will fail; name one of them otherwise" if taken else ""))
         steps += _validator_step(collection, declared, listed, profile)
         for index in (index for index in there if index not in used):
             if index in declared.removed or index in created_by_toolkit:

@@ -88,6 +88,14 @@ def test_only_indexes_the_toolkit_created_or_declared_removed_are_dropped_unknow
     assert [(d.name, d.kind) for d in drift(plan)] == [("chat_messages.role_1", EXTRA_INDEX)]
 
 
+def test_a_name_taken_by_an_unknown_index_is_said_before_the_build_fails():
+    squatter = Index(C, (("role", 1),), name="user_id_1")
+    plan = plan_schema(spec(USER), Listed((squatter,)), set(), MONGODB)
+    assert kinds(plan) == [(CREATE, "user_id_1")] and plan.unknown == (squatter,)
+    assert plan.steps[0].reason == ("its name is taken by chat_messages.user_id_1 {role: 1}: the build will fail; "
+                                    "name one of them otherwise")
+
+
 def test_toolkit_created_indexes_of_a_collection_no_longer_declared_are_dropped():
     gone = ix(("at", -1), collection="audit")
     plan = plan_schema(spec(COMPOUND), Listed((COMPOUND, gone)), {gone}, MONGODB)
