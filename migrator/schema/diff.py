@@ -11,7 +11,8 @@ Indexes are matched by collection, keys and options, never by name:
   declared REMOVED; every other one is `unknown`: reported, never dropped. Drops come last, after every build, so
   that a compound index is there before the index it covers goes;
 - a declared validator that differs from the collection's is set (an undeclared one is left alone);
-- what the server cannot do (migrator.profile) is a SKIP step whose reason says why: never run, no drift.
+- what the server cannot do (migrator.profile) is a SKIP step whose reason says why: never run, no drift; an index
+  with its keys is kept as it is (neither replaced nor dropped).
 """
 
 from collections.abc import Awaitable, Callable, Set
@@ -42,8 +43,9 @@ def plan_schema(declared: Declared, listed: Listed, created_by_toolkit: Set[Inde
         there = sorted((index for index in listed.indexes if index.collection == collection), key=lambda i: i.name)
         used: list[Index] = []
         for index in (index for index in declared.indexes if index.collection == collection):
-            if why := _cannot(index, profile):
+            if why := _cannot(index, profile):  # what has its keys stays: the nearest the server can have
                 steps.append(SchemaStep(SKIP, collection, index, reason=why))
+                used += [old for old in there if old.keys == index.keys and old not in declared.indexes]
             elif match := next((old for old in there if old == index and old not in used), None):
                 used.append(match)
                 adopted.append(match)
@@ -54,7 +56,9 @@ def plan_schema(declared: Declared, listed: Listed, created_by_toolkit: Set[Inde
                 used.append(old)
                 steps.append(SchemaStep(REPLACE, collection, index, previous=old, build_first=_coexist(old, index)))
             else:
-                steps.append(SchemaStep(CREATE, collection, index))
+                taken = next((old for old in there if old.name == index.name), None)
+                steps.append(SchemaStep(CREATE, collection, index, reason=f"its name is taken by {taken.shown()}: the "
+                                        "build will fail; name one of them otherwise" if taken else ""))
         steps += _validator_step(collection, declared, listed, profile)
         for index in (index for index in there if index not in used):
             if index in declared.removed or index in created_by_toolkit:

@@ -9,7 +9,7 @@ import pytest
 from pymongo import IndexModel
 
 from migrator.errors import ExitCode, MigrationError
-from migrator.profile import ferretdb, mongodb
+from migrator.profile import ferretdb, mongodb, profile_of
 from migrator.schema.declared import Declared
 from migrator.schema.diff import (
     BROKEN_SPEC,
@@ -88,6 +88,14 @@ def test_only_indexes_the_toolkit_created_or_declared_removed_are_dropped_unknow
     assert [(d.name, d.kind) for d in drift(plan)] == [("chat_messages.role_1", EXTRA_INDEX)]
 
 
+def test_a_name_taken_by_an_unknown_index_is_said_before_the_build_fails():
+    squatter = Index(C, (("role", 1),), name="user_id_1")
+    plan = plan_schema(spec(USER), Listed((squatter,)), set(), MONGODB)
+    assert kinds(plan) == [(CREATE, "user_id_1")] and plan.unknown == (squatter,)
+    assert plan.steps[0].reason == ("its name is taken by chat_messages.user_id_1 {role: 1}: the build will fail; "
+                                    "name one of them otherwise")
+
+
 def test_toolkit_created_indexes_of_a_collection_no_longer_declared_are_dropped():
     gone = ix(("at", -1), collection="audit")
     plan = plan_schema(spec(COMPOUND), Listed((COMPOUND, gone)), {gone}, MONGODB)
@@ -117,6 +125,9 @@ def test_what_ferretdb_cannot_build_is_skipped_with_a_reason_and_is_no_drift():
         "a partial index (partialFilterExpression)", "a sparse index", "a TTL index (expireAfterSeconds)",
         "an index with a collation")] + [f"{FERRETDB.label} cannot build a text index (keys of 1 and -1 only)"]
     assert [d.kind for d in drift(plan)] == [MISSING_INDEX]
+    plain = ix(("at", 1))  # built by an earlier run, before the declaration became a TTL index: kept, not dropped
+    kept = plan_schema(spec(ix(("at", 1), expireAfterSeconds=60)), Listed((plain,)), {plain}, FERRETDB)
+    assert [step.kind for step in kept.steps] == [SKIP] and kept.unknown == ()
     assert all(step.kind == CREATE for step in plan_schema(spec(*declared), Listed(()), set(), MONGODB).steps)
 
 
@@ -139,9 +150,15 @@ def test_validators_are_compared_set_when_they_differ_and_skipped_on_ferretdb():
     assert undeclared.steps == ()
 
 
-def test_hidden_indexes_need_mongodb_4_4():
+def test_hidden_indexes_need_mongodb_4_4_and_commit_quorum_a_replica_set_too():
     assert mongodb("4.4.0").hidden_indexes and mongodb("7.0.12").hidden_indexes
     assert not mongodb("4.2.24").hidden_indexes and not FERRETDB.hidden_indexes
+    replica_set = {"setName": "rs0", "logicalSessionTimeoutMinutes": 30}
+    assert profile_of({"version": "7.0.12"}, replica_set).commit_quorum
+    assert not profile_of({"version": "4.2.24"}, replica_set).commit_quorum
+    assert not profile_of({"version": "7.0.12"}, {}).commit_quorum  # a standalone server
+    ferret = profile_of({"version": "7.0.42", "ferretdbVersion": "v1.24.2"}, {})
+    assert not (ferret.commit_quorum or ferret.validators or ferret.partial_indexes or ferret.ttl_indexes)
 
 
 def test_drift_names_each_difference():
