@@ -1,4 +1,5 @@
-"""The engine, the one door to change a database: apply pending, apply one, roll back, restore, mark applied.
+"""The engine, the one door to change a database: apply pending, apply one, roll back, restore, mark applied, and
+the declared schema (its indexes and validators: apply_schema, rollback_schema).
 
 Each workflow refuses what it must before anything changes (a draft, an applied migration whose file
 changed, one out of order, a backup that cannot be taken), then holds the lock while it writes, reads
