@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from conftest import RUNNER, the_error, without_timestamps
+from conftest import RUNNER, plant_lock, the_error, without_timestamps
 
 SCHEMA = '''
     from pymongo import IndexModel
@@ -145,3 +145,19 @@ def test_a_failed_run_records_what_it_built_and_its_rollback_drops_it(cli, db, f
     undone = cli(RUNNER, "--rollback", "schema", "--yes", "--migrations-dir", str(folder))
     assert undone.code == 0, undone
     assert indexes(db) == {"_id_": {"_id": 1}, "user_id_1": {"role": 1}}
+
+
+def test_the_schema_is_built_under_the_migration_lock(cli, db, folder):
+    db.chat_messages.insert_many(messages(20))
+    plant_lock(db, expires_in_s=300)  # another runner's, live
+    waited = cli(RUNNER, "--all", "--lock-timeout", "0.5", "--migrations-dir", str(folder))
+    assert waited.code == 3, waited
+    assert indexes(db) == {"_id_": {"_id": 1}} and schema_runs(db) == []
+
+    db.migrations_lock.delete_many({})
+    assert cli(RUNNER, "--all", "--migrations-dir", str(folder)).code == 0
+    db.migrations_lock.delete_many({})  # the released lock, left by that run
+    plant_lock(db, expires_in_s=300)
+    undo = cli(RUNNER, "--rollback", "schema", "--yes", "--lock-timeout", "0.5", "--migrations-dir", str(folder))
+    assert undo.code == 3, undo
+    assert indexes(db) == BOTH and [run[:2] for run in schema_runs(db)] == [("apply", "running"), ("apply", "applied")]
