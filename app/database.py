@@ -21,5 +21,7 @@ def create_client(settings: Settings, timeout_ms: int = 5000) -> AsyncMongoClien
 
 async def init_db(settings: Settings) -> AsyncMongoClient:
     client = create_client(settings)
-    await init_beanie(database=client[settings.database_name], document_models=DOCUMENT_MODELS)
+    # The indexes are the migrations' to build (`run_migrations.py --all`, from migrations/_schema.py), never each
+    # pod's at start-up: a unique index over duplicates would stop every start.
+    await init_beanie(database=client[settings.database_name], document_models=DOCUMENT_MODELS, skip_indexes=True)
     return client

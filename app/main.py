@@ -6,7 +6,7 @@ Settings come from the environment, else from the env file (`.env`, or the file 
 e.g. ENV_FILE=.env.test; see migrator/settings.py):
 - MONGODB_URL, MONGODB_DATABASE_NAME: the database.
 - REQUIRE_MIGRATIONS: `1` (or true/yes) refuses to start while a migration is pending or not current (a broken
-  migration file included), the
+  migration file included) or the schema is not as declared (migrations/_schema.py), the
   database cannot be reached or the document models cannot be initialised: for production, where the
   migrations run before the app. Unset (the default), start-up only logs a warning, and GET /health
   answers 503 until the problem is gone (e.g. `python migrations/run_migrations.py --all` has run).
@@ -18,7 +18,7 @@ MIGRATIONS_DIR that is not a folder)
 stop the start-up with one line; uvicorn then exits with its code for a failed start-up, 3.
 
 GET /health: 200 when the database answers, every migration is current (as --check: applied, its file there,
-readable and unchanged, in order) and the document models (Beanie)
+readable and unchanged, in order), the schema is as migrations/_schema.py declares, and the document models (Beanie)
 are initialised, else 503. Models not initialised at start-up (the database was down) are initialised
 by the next /health that finds the database answering. The JSON says why:
     {"status": "ok" | "migrations pending" | "migrations not current" | "database unreachable" |
@@ -29,7 +29,9 @@ by the next /health that finds the database answering. The JSON says why:
      "problems": [{"name", "kind"}] (only if any: why the database is not current, the reasons --check gives;
                  kind: pending, failed, rolled_back, running, interrupted, changed, missing_file, out_of_order,
                  broken_file, which also has "error": the file's, e.g. a syntax error; a broken file makes the
-                 status "migrations not current", since nothing runs until it is fixed),
+                 status "migrations not current", since nothing runs until it is fixed; and the schema's drift, as
+                 --check names it: missing_index, extra_index, removed_index, index_options, hidden_index, validator
+                 (with "detail": the difference), broken_schema_file (with "error"); name: collection.index),
      "error": "..." (unless ok or pending)}
 """
 
@@ -38,6 +40,7 @@ import logging
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from beanie import init_beanie
 from fastapi import FastAPI, Request
@@ -52,6 +55,7 @@ from migrator.discovery import MIGRATIONS_DIR, discover
 from migrator.engine import Engine
 from migrator.errors import MigrationError
 from migrator.redact import redact
+from migrator.schema.diff import BROKEN_SPEC, schema_state
 from migrator.settings import SettingsError, load_settings
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's own logger: shown, formatted, under any log config
@@ -83,9 +87,11 @@ class Readiness:
 
     async def state(self) -> dict:
         """Never raises for a database problem."""
-        state = {"status": OK, "database": self.database.name, "reachable": True, "pending_migrations": []}
+        state: dict[str, Any] = {"status": OK, "database": self.database.name, "reachable": True,
+                                  "pending_migrations": []}
         try:
             rows = await self.engine.status()
+            schema = await schema_state(self.engine.schema_plan)  # the rule --check and --status share
         except ConnectionFailure:
             return {**state, "status": UNREACHABLE, "reachable": False,
                     "error": f"no answer from the database server within {self.timeout_ms} ms"}
@@ -93,29 +99,32 @@ class Readiness:
             return {**state, "status": UNREACHABLE, "reachable": False, "error": redact(exc)}
         problems = plan.not_current(rows)
         state["pending_migrations"] = [row.name for row in rows if row.state != plan.APPLIED]
-        if problems:
+        if problems or schema.differences:
             state["problems"] = [{"name": reason.name, "kind": reason.kind,
                                   **({"error": reason.row.broken} if reason.kind == plan.BROKEN_FILE else {})}
-                                 for reason in problems]
+                                 for reason in problems] + [
+                {"name": drift.name, "kind": drift.kind, "error" if drift.kind == BROKEN_SPEC else "detail": drift.text}
+                for drift in schema.differences]
         running = [running_json(row) for row in rows if row.state == plan.RUNNING]
         if running:  # pending too, until it is applied
             state["running_migrations"] = running
         models_error = await self._initialise_models()
         if models_error:
             return {**state, "status": NO_MODELS, "error": models_error}
-        broken = any(reason.kind == plan.BROKEN_FILE for reason in problems)  # --all refuses: not "pending"
-        if state["pending_migrations"] and not broken:
+        broken = any(problem["kind"] in (plan.BROKEN_FILE, BROKEN_SPEC) for problem in state.get("problems", []))
+        if state["pending_migrations"] and not broken:  # --all refuses a broken file: not "pending"
             state["status"] = PENDING
-        elif problems:
+        elif "problems" in state:
             state["status"] = NOT_CURRENT
         return state
 
     async def _initialise_models(self) -> str | None:
-        """Beanie reads the server's version and creates the indexes: once, when the database answers."""
+        """Beanie reads the server's version: once, when the database answers. It builds no index (`skip_indexes`):
+        the indexes are the migrations' (`run_migrations.py --all` builds what migrations/_schema.py declares)."""
         async with self._initialising:
             if not self.models_ready:
                 try:
-                    await init_beanie(database=self.database, document_models=DOCUMENT_MODELS)
+                    await init_beanie(database=self.database, document_models=DOCUMENT_MODELS, skip_indexes=True)
                 except PyMongoError as exc:
                     return f"cannot initialise the document models: {redact(exc)}"
                 self.models_ready = True
@@ -139,7 +148,10 @@ def _problem(state: dict) -> str:
 
 
 def _reason(problem: dict) -> str:
-    """`m2 (changed)`, `broken (broken file: broken.py: syntax error at line 5: expected ':')`."""
+    """`m2 (changed)`, `broken (broken file: broken.py: syntax error at line 5: expected ':')`,
+    `chat_messages.user_id_1 (missing index chat_messages.user_id_1 {user_id: 1})`: the schema's drift says it all."""
+    if "detail" in problem:
+        return f"{problem['name']} ({problem['detail']})"
     error = f": {problem['error']}" if "error" in problem else ""
     return f"{problem['name']} ({problem['kind'].replace('_', ' ')}{error})"
 

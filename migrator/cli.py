@@ -34,6 +34,7 @@ from migrator.migration import Migration, refuse_if_broken
 from migrator.output import log, say, setup_logging
 from migrator.profile import detect
 from migrator.redact import redact
+from migrator.schema.record import NAME as SCHEMA
 from migrator.selftest import DEFAULT_SAMPLE, PREVIEW_SAMPLE
 from migrator.settings import Settings, SettingsError, load_settings
 
@@ -143,7 +144,8 @@ RUN = ("allow_changed", "allow_out_of_order", *BACKUP_MODIFIERS, *BATCH_MODIFIER
 APPLY = ("dry_run", *RUN)
 ROLLBACK = ("purge", "allow_changed", *BACKUP_MODIFIERS, *BATCH_MODIFIERS)
 RUNNER = (
-    Command("--all", "apply every pending migration, in order, verifying each",
+    Command("--all", "apply every pending migration, in order, verifying each; then, when the schema declared in "
+            "the migrations folder's _schema.py is behind, its index and validator steps (recorded as \"schema\")",
             lambda ctx, a: commands.apply_pending(ctx, a.dry_run), accepts=APPLY, runs=True),
     Command("--migration", "apply one migration (again, if it is applied: forward is idempotent); refused ahead of "
             "earlier pending ones without --allow-out-of-order",
@@ -158,12 +160,20 @@ RUNNER = (
     Command("--list", "list the migrations in the order they run, then each broken file with its error (exit 2 if "
             "any; no database needed)", offline=lambda a: list_migrations(discover(a.migrations_dir))),
     Command("--check", "for deploy pipelines: exit 6, one line per reason, while a migration is pending, "
-            "failed, interrupted, out of order or changed since it was applied, or a migration file is broken; "
-            "exit 0 when all are applied", lambda ctx, a: commands.check(ctx)),
+            "failed, interrupted, out of order or changed since it was applied, or a migration file is broken, or the "
+            "schema differs from migrations/_schema.py (an index missing, one the toolkit created no longer declared "
+            "or one declared removed still there, other options, a validator); an unknown index is named, and kept; "
+            "exit 0 when all are applied and the schema is as declared", lambda ctx, a: commands.check(ctx)),
+    Command("--plan", "what --all would do, writing nothing: the pending migrations, then the schema steps "
+            "(create, replace, drop, validator; skip: what the server cannot do, and why), then the unknown indexes "
+            "(never dropped)", lambda ctx, a: commands.plan(ctx, a.json), accepts=("json",)),
     Command("--verify", "check every applied migration is still in place (exit 4 if not)",
             lambda ctx, a: commands.verify_applied(ctx)),
-    Command("--rollback", "roll back one applied (or failed, half-applied) migration (asks first)",
-            lambda ctx, a: commands.rollback(ctx, commands.select_named(ctx.engine, a.rollback), a.yes),
+    Command("--rollback", "roll back one applied (or failed, half-applied) migration (asks first); `--rollback "
+            "schema` undoes the latest schema run: drops the indexes it created, builds again those it dropped (from "
+            "their recorded definitions), sets back the validators it replaced",
+            lambda ctx, a: commands.rollback_schema(ctx, a.yes) if a.rollback == SCHEMA
+            else commands.rollback(ctx, commands.select_named(ctx.engine, a.rollback), a.yes),
             metavar="NAME", accepts=ROLLBACK, runs=True),
     Command("--rollback-last", "roll back the applied migration that comes last in the order",
             lambda ctx, a: commands.rollback(ctx, commands.select_last, a.yes), accepts=ROLLBACK, runs=True),

@@ -16,6 +16,7 @@ class MigrationFiles:
     discover())` takes both: it shows the broken ones and runs nothing while there are any)."""
     migrations: list[Migration]
     broken: list[BrokenFile] = field(default_factory=list)
+    folder: Path | None = None  # where they were found (its `_schema.py`: migrator.schema.declared)
 
 
 def discover(folder: Path = MIGRATIONS_DIR) -> MigrationFiles:
@@ -36,7 +37,7 @@ def discover(folder: Path = MIGRATIONS_DIR) -> MigrationFiles:
             found.append(migration)
     ordered, unplaced = order_migrations(found, {file.name for file in broken})
     broken += [BrokenFile(m.name, m.path or folder / m.file_name, f"{m.file_name}: {why}") for m, why in unplaced]
-    return MigrationFiles(ordered, sorted(broken, key=lambda file: file.path))
+    return MigrationFiles(ordered, sorted(broken, key=lambda file: file.path), folder)
 
 
 def find(migrations: list[Migration], name: str) -> Migration:

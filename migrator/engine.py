@@ -1,4 +1,5 @@
-"""The engine, the one door to change a database: apply pending, apply one, roll back, restore, mark applied.
+"""The engine, the one door to change a database: apply pending, apply one, roll back, restore, mark applied, and
+the declared schema (its indexes and validators: apply_schema, rollback_schema).
 
 Each workflow refuses what it must before anything changes (a draft, an applied migration whose file
 changed, one out of order, a backup that cannot be taken), then holds the lock while it writes, reads
@@ -15,7 +16,7 @@ From Python (see the README's "From Python"):
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -45,6 +46,13 @@ from migrator.migration import (
 from migrator.profile import ServerProfile
 from migrator.provenance import provenance
 from migrator.retry import DEFAULT_RETRY_FOR_S, Retry
+from migrator.schema import record
+from migrator.schema.build import Builder, rollback_plan, skipped_what
+from migrator.schema.declared import load_declared
+from migrator.schema.diff import plan_schema
+from migrator.schema.listed import read_listed
+from migrator.schema.model import SKIP, SchemaPlan
+from migrator.schema.runs import SchemaResult, recorded_run
 from migrator.steps import Steps, check_rollback
 
 T = TypeVar("T")
@@ -72,6 +80,7 @@ class RunReport:
     total: int
     pending: int
     applied: list[ApplyResult] = field(default_factory=list)
+    schema: SchemaResult | None = None  # the schema run after them, when the schema was behind
 
 
 @dataclass
@@ -104,7 +113,8 @@ class Engine:
         self._batch_settings = batch_settings or BatchSettings()
         self._retry = Retry(retry_for_s, report, ping=partial(database.command, "ping"))  # see migrator.retry
         paths = [m.path for m in self.migrations if m.path] + [file.path for file in self.broken]
-        folder = paths[0].parent if paths else None
+        folder = files.folder or (paths[0].parent if paths else None)
+        self._declared = cache(partial(load_declared, folder))  # read once, when first asked (schema_plan)
         self._lock = MigrationLock(database, lease_s, retry=self._retry, profile=profile, report=report)
         self._changelog = Changelog(database, self._retry, provenance(folder), stamp=self._lock.stamp,
                                     fence=self._fenced)
@@ -192,6 +202,18 @@ class Engine:
     async def _unverifiable(self) -> dict[str, str]:
         return plan.unverifiable(plan.status_rows(self.migrations, await self._changelog.history(), self.broken))
 
+    async def schema_plan(self) -> SchemaPlan | None:
+        """The schema steps that would make the database as declared in the migrations folder's `_schema.py`, and
+        the indexes there undeclared (migrator.schema.diff); None when nothing is declared. A spec module that cannot
+        be read: MigrationError, exit 2."""
+        declared = self._declared()
+        if declared is None:
+            return None
+        created = record.created_indexes(await self._changelog.entries())
+        collections = declared.collections + tuple(sorted({index.collection for index in created}))
+        listed = await self._retry("listing the indexes", lambda: read_listed(self._database, collections))
+        return plan_schema(declared, listed, created, await self._steps.server_profile())
+
     # ----- proving a migration on scratch copies (migrator.selftest): the real collections are only read -----
 
     async def selftest(self, migration: Migration, sample: int = prover.DEFAULT_SAMPLE) -> prover.Proof:
@@ -216,11 +238,13 @@ class Engine:
     # ----- applying -----
 
     async def apply_pending(self, options: Options | None = None) -> RunReport:
-        """Every pending migration, in order."""
+        """Every pending migration, in order; then the schema's steps, when it is declared and behind (apply_schema),
+        in the same hold of the lock."""
         options = options or Options()
         pending = await self.plan_apply(options)
         report = RunReport(total=len(self.migrations), pending=len(pending))
-        if not pending:
+        schema_behind = await self._schema_behind()
+        if not pending and not schema_behind:
             return report
         self._check_backups(pending, "apply", options)
         async with self._lock.held(options.lock_timeout_s):
@@ -235,6 +259,8 @@ class Engine:
                     self._report(events.RunInterrupted(migration.name, runner, entry["at"]))
                 self._lock.check()
                 report.applied.append(await self._apply_backed_up(migration, options))
+            # then the schema, planned again: the data migrations may have made a unique index possible
+            report.schema = await self._apply_schema_held()
         return report
 
     async def plan_apply(self, options: Options | None = None) -> list[Migration]:
@@ -278,6 +304,67 @@ class Engine:
         result = await self._steps.apply(migration, backups)
         self._report(events.MigrationApplied(result, tuple(backups)))
         return result
+
+    # ----- the schema (migrator.schema): indexes and validators as declared -----
+
+    async def apply_schema(self, options: Options | None = None) -> SchemaResult | None:
+        """Make the indexes and validators as declared (Engine.schema_plan's runnable steps), under the lock,
+        recorded as the changelog's "schema"; None when nothing is declared or nothing is to be done. A unique
+        index over duplicate documents is refused before anything changes (MigrationError, exit 1)."""
+        options = options or Options()
+        if not await self._schema_behind():
+            return None
+        async with self._lock.held(options.lock_timeout_s):
+            return await self._apply_schema_held()
+
+    async def plan_apply_schema(self) -> SchemaPlan | None:
+        """What apply_schema would run (None: nothing declared), or its refusal (MigrationError, exit 1: a unique
+        index over duplicates): the checks of the real run and of --dry-run."""
+        planned = await self.schema_plan()
+        if planned is not None:
+            await (await self._builder()).refuse_duplicates(planned.runnable)
+        return planned
+
+    async def _schema_behind(self) -> bool:
+        """Does the schema have steps to run? What this server cannot do is told (one line each), never run."""
+        planned = await self.schema_plan()
+        for step in planned.steps if planned is not None else ():
+            if step.kind == SKIP:
+                self._report(events.SchemaStepSkipped(step.collection, skipped_what(step), step.reason))
+        return planned is not None and bool(planned.runnable)
+
+    async def _apply_schema_held(self) -> SchemaResult | None:
+        planned = await self.schema_plan()  # again, under the lock: another runner may have been quicker
+        if planned is None or not planned.runnable:
+            return None
+        return await recorded_run(self._changelog, self._lock, await self._builder(), self._report, "apply", planned,
+                                  planned.adopted)
+
+    async def plan_schema_rollback(self) -> tuple[dict, SchemaPlan] | None:
+        """The latest schema run not rolled back yet (its changelog entry) and the steps that undo it (drop what it
+        created, build again what it dropped from the recorded definitions, set back the validators it replaced);
+        None when there is none."""
+        entry = record.last_run(await self._changelog.entries())
+        if entry is None:
+            return None
+        before = entry["schema"].get("validators_before", {})
+        return entry, rollback_plan(record.recorded(entry, "created"), record.recorded(entry, "dropped"), before)
+
+    async def rollback_schema(self, options: Options | None = None) -> SchemaResult | None:
+        """Undo the latest schema run (plan_schema_rollback), under the lock, recorded as a "schema" rollback;
+        None when there is none (another runner may have undone it meanwhile)."""
+        options = options or Options()
+        async with self._lock.held(options.lock_timeout_s):
+            planned = await self.plan_schema_rollback()
+            if planned is None:
+                return None
+            entry, steps = planned
+            return await recorded_run(self._changelog, self._lock, await self._builder(), self._report, "rollback",
+                                      steps, rolls_back=entry["run_id"])
+
+    async def _builder(self) -> Builder:
+        return Builder(self._database, await self._steps.server_profile(), self._retry, self._lock.check,
+                       self._report)
 
     # ----- rolling back -----
 

@@ -254,3 +254,64 @@ class RestoreDone(Event):
     broken, which could not be verified."""
     restored: Restored
     file: BackupFile
+
+
+# ----- the schema (migrator.schema.build): one event each step, and the run's end -----
+
+@dataclass(frozen=True)
+class IndexBuilding(Event):
+    """An index build starts (one at a time); `documents`: the collection's estimated count."""
+    collection: str
+    index: str
+    documents: int
+
+
+@dataclass(frozen=True)
+class IndexBuilt(Event):
+    collection: str
+    index: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class IndexDropped(Event):
+    """`hidden_first`: hidden (the queries stopped using it) before it was dropped; `found`: False when it was gone
+    already."""
+    collection: str
+    index: str
+    hidden_first: bool = False
+    found: bool = True
+
+
+@dataclass(frozen=True)
+class IndexUnhidden(Event):
+    """A declared index that was hidden serves queries again."""
+    collection: str
+    index: str
+
+
+@dataclass(frozen=True)
+class ValidatorSet(Event):
+    collection: str
+    cleared: bool = False  # a rollback removed the collection's validator
+
+
+@dataclass(frozen=True)
+class SchemaStepSkipped(Event):
+    """What this server cannot do (`reason`), left as it is."""
+    level: ClassVar[str] = "warning"
+    collection: str
+    what: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SchemaDone(Event):
+    """A schema run ("apply" or "rollback") is recorded: how many indexes it created, dropped and adopted, the
+    collections whose validator it set, and how long it took."""
+    action: str
+    created: int
+    dropped: int
+    adopted: int
+    validators: int
+    seconds: float

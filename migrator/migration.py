@@ -227,6 +227,14 @@ def refuse_if_broken(broken: Sequence[BrokenFile]) -> None:
                          "folder; nothing runs until then, and nothing was changed", ExitCode.USAGE)
 
 
+def parse_source(path: Path, source: str) -> ast.Module:
+    """A file of the migrations folder parsed; a syntax error is one line naming it (exit 2)."""
+    try:
+        return ast.parse(source, filename=str(path))
+    except SyntaxError as exc:
+        raise MigrationError(f"{path.name}: syntax error at line {exc.lineno}: {exc.msg}", ExitCode.USAGE) from None
+
+
 def _declared_names(tree: ast.Module) -> set[str]:
     names = set()
     for node in tree.body:
@@ -241,14 +249,11 @@ def _declared_names(tree: ast.Module) -> set[str]:
 def load_migration(path: Path) -> Migration | None:
     """Read one file: its Migration, None if it is not a migration, MigrationError if it is broken."""
     source = path.read_text(encoding="utf-8")
-    try:
-        tree = ast.parse(source, filename=str(path))
-    except SyntaxError as exc:
-        raise MigrationError(f"{path.name}: syntax error at line {exc.lineno}: {exc.msg}", ExitCode.USAGE) from None
+    tree = parse_source(path, source)
     declared = _declared_names(tree)
     if "migration" not in declared and not declared.intersection(HOOKS):
         return None
-    module = _import(path)
+    module = import_file(path)
     declared_object = getattr(module, "migration", None)
     if isinstance(declared_object, Migration):
         migration = declared_object
@@ -318,7 +323,9 @@ class _ImportedAgain(BaseException):
 _importing: set[Path] = set()
 
 
-def _import(path: Path):
+def import_file(path: Path):
+    """Import a file of the migrations folder as `migrations.<stem>`; one that fails, exits or runs the command line
+    while being imported is one line naming it (MigrationError, exit 2)."""
     if path in _importing:
         raise _ImportedAgain
     module_name = f"migrations.{path.stem}"

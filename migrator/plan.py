@@ -8,6 +8,7 @@ from datetime import datetime
 from migrator.changelog import sets_state
 from migrator.clock import as_utc
 from migrator.migration import BrokenFile, Migration
+from migrator.schema.record import NAME as SCHEMA
 
 APPLIED, PENDING, FAILED, ROLLED_BACK = "applied", "pending", "failed", "rolled_back"
 # Recorded before `up` runs. Read with the lock, it is RUNNING while its runner holds the lock and is not known
@@ -112,7 +113,9 @@ def _row(name: str, date: str, entries: list[dict]) -> StatusRow:
 def status_rows(migrations: list[Migration], history: dict[str, list[dict]],
                 broken: Sequence[BrokenFile] = ()) -> list[StatusRow]:
     """One row per migration, in order, then one per broken file (its state as the changelog has it), then one per
-    applied migration whose file is gone. `history`: every changelog entry of each migration, oldest first."""
+    applied migration whose file is gone. `history`: every changelog entry of each migration, oldest first. The
+    schema's runs (recorded as "schema") are no migration: whether the schema is current is the plan's to say
+    (migrator.schema)."""
     rows = []
     early = out_of_order(migrations, latest_of({n: [e for e in es if sets_state(e)] for n, es in history.items()}))
     for migration in migrations:
@@ -126,7 +129,7 @@ def status_rows(migrations: list[Migration], history: dict[str, list[dict]],
         row = _row(file.name, "?", [entry for entry in history.get(file.name, []) if sets_state(entry)])
         row.broken = file.error
         rows.append(row)
-    known = {migration.name for migration in migrations} | {file.name for file in broken}
+    known = {migration.name for migration in migrations} | {file.name for file in broken} | {SCHEMA}
     for name, entries in history.items():
         entries = [entry for entry in entries if sets_state(entry)]
         if name not in known and entries and state_of(entries[-1]) == APPLIED:

@@ -12,7 +12,9 @@ default; FerretDB v1 (our local and test server, on SQLite) is the exception, me
   and takes only Latin letters, digits, `_` and `-` in database names;
 - its query plans (explain) name no index stages;
 - it has no transactions, no `$$NOW` in a filter's `$expr` nor pipeline updates, and its updates are not atomic
-  (it reads, then writes each document): the lock compares times read from its clock, and fences writes by time.
+  (it reads, then writes each document): the lock compares times read from its clock, and fences writes by time;
+- it builds unique and compound indexes of 1 / -1 keys, and nothing else: no partial, TTL, collation, hidden or
+  text/2dsphere index (NotImplemented), `sparse` taken but ignored (listed without it), no validators (no collMod).
 A replica set member or a mongos has transactions: there, each batch and the final record are fenced by one.
 """
 
@@ -46,10 +48,28 @@ class ServerProfile:
     server_clock: bool = True
     # Multi-document transactions (a replica set member or a mongos, not a standalone server): fenced writes.
     transactions: bool = False
+    # The schema (migrator.schema): the kinds of index it builds, validators, hiding an index before a drop (4.4+),
+    # createIndexes' commitQuorum (a replica set or mongos of 4.4+). What it lacks is planned as a skipped step.
+    partial_indexes: bool = True
+    sparse_indexes: bool = True
+    ttl_indexes: bool = True
+    collation_indexes: bool = True
+    special_index_keys: bool = True  # text, 2dsphere, hashed, ...: not only 1 and -1
+    hidden_indexes: bool = True
+    validators: bool = True
+    commit_quorum: bool = False
+
+
+def at_least(version: str, wanted: tuple[int, ...]) -> bool:
+    """"7.0.12" at least (4, 4); a version that does not parse counts as recent."""
+    parts = version.split(".")
+    if not all(part.isdigit() for part in parts[:len(wanted)]):
+        return True
+    return tuple(int(part) for part in parts[:len(wanted)]) >= wanted
 
 
 def mongodb(version: str = "?") -> ServerProfile:
-    return ServerProfile(label=f"MongoDB {version}", version=version)
+    return ServerProfile(label=f"MongoDB {version}", version=version, hidden_indexes=at_least(version, (4, 4)))
 
 
 _REFUSED_TYPES = (Decimal128, MinKey, MaxKey, Code, DBRef)  # it drops the connection, or refuses the key
@@ -79,7 +99,9 @@ def ferretdb(version: str = "?") -> ServerProfile:
     return ServerProfile(label=f"FerretDB (MongoDB {version} wire protocol)", version=version, id_lookup_only=True,
                          max_bulk=50, max_in=10_000, lookups_at_once=4, refuses=_ferretdb_refuses,
                          database_name_rule="FerretDB takes only Latin letters, digits, _ and - (at most 63)",
-                         explain_names_indexes=False, server_clock=False)
+                         explain_names_indexes=False, server_clock=False, partial_indexes=False,
+                         sparse_indexes=False, ttl_indexes=False, collation_indexes=False, special_index_keys=False,
+                         hidden_indexes=False, validators=False)
 
 
 def profile_of(build_info: dict, hello: dict | None = None) -> ServerProfile:
@@ -88,7 +110,8 @@ def profile_of(build_info: dict, hello: dict | None = None) -> ServerProfile:
     profile = ferretdb(version) if "ferretdbVersion" in build_info else mongodb(version)
     hello = hello or {}  # transactions by topology alone (FerretDB is a standalone server; a test proxy says not)
     clustered = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
-    return replace(profile, transactions=clustered and hello.get("logicalSessionTimeoutMinutes") is not None)
+    return replace(profile, transactions=clustered and hello.get("logicalSessionTimeoutMinutes") is not None,
+                   commit_quorum=clustered and at_least(version, (4, 4)))
 
 
 async def detect(database: AsyncDatabase) -> ServerProfile:

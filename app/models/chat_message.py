@@ -5,6 +5,7 @@ from typing import Any
 
 from beanie import Document
 from pydantic import Field
+from pymongo import ASCENDING, IndexModel
 
 
 def _now() -> datetime:
@@ -26,4 +27,10 @@ class ChatMessage(Document):
 
     class Settings:
         name = "chat_messages"
-        indexes = ["session_id"]
+        # What the proxy's queries need: a session's history in time order, a user's messages. Built by the
+        # migrations (`run_migrations.py --all`, declared in migrations/_schema.py), not at start-up; the compound
+        # index also serves a lookup by session_id alone, so the bare session_id index is declared removed there.
+        indexes = [
+            IndexModel([("session_id", ASCENDING), ("created_at", ASCENDING)]),
+            IndexModel([("user_id", ASCENDING)]),
+        ]

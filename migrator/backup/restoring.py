@@ -45,8 +45,8 @@ def applied_since(file: BackupFile, migrations: list[Migration], entries: list[d
     known = {migration.name: migration for migration in migrations}
     found = []
     for name in dict.fromkeys(later):
-        if name == file.migration or plan.state_of(latest[name]) != plan.APPLIED:
-            continue  # the backup's own migration gets the state the backup was taken in
+        if name in (file.migration, plan.SCHEMA) or plan.state_of(latest[name]) != plan.APPLIED:
+            continue  # the backup's own migration gets the state the backup was taken in; indexes hold no documents
         if name not in known:
             found.append(f"{name} (its file is gone or broken: may touch it)")
             continue

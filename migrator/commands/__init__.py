@@ -5,6 +5,7 @@ backup policy, the changelog); a command adds what only a command line has: conf
 it prints. One module per kind of command:
     apply       --all, --migration, --dry-run, the rollbacks
     info        --status, --history, --check, --verify
+    schema      --plan, and the schema's lines of --check and --status
     restore     --restore
     prove       --selftest, --preview, the estimate of --dry-run
     authoring   --mark-applied, --force-unlock, --new
@@ -17,6 +18,7 @@ from migrator.commands.apply import (
                                      apply_pending,
                                      dry_run,
                                      rollback,
+                                     rollback_schema,
                                      select_after,
                                      select_last,
                                      select_named,
@@ -35,9 +37,10 @@ from migrator.commands.info import check, history, status, verify, verify_applie
 from migrator.commands.narration import Context, Narration
 from migrator.commands.prove import preview, selftest
 from migrator.commands.restore import restore
+from migrator.commands.schema import plan
 
 __all__ = ["Context", "Narration", "TEMPLATE", "TEST_TEMPLATE", "apply_one", "apply_pending", "check",
            "dry_run", "force_unlock", "history", "mark_applied", "migration_test_path", "new_migration",
-           "new_migration_with_test", "preview", "restore",
-           "rollback", "select_after", "select_last", "select_named", "selftest", "status", "up_to", "verify",
-           "verify_applied"]
+           "new_migration_with_test", "plan", "preview", "restore",
+           "rollback", "rollback_schema", "select_after", "select_last", "select_named", "selftest", "status", "up_to",
+           "verify", "verify_applied"]

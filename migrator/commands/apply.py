@@ -3,6 +3,7 @@
 from migrator import plan
 from migrator.commands.narration import Context, all_applied
 from migrator.commands.prove import report_estimate
+from migrator.commands.schema import step_text
 from migrator.discovery import find
 from migrator.engine import Engine, Select
 from migrator.errors import ExitCode, MigrationError
@@ -26,15 +27,31 @@ async def dry_run(ctx: Context, migrations: list[Migration]) -> int:
 async def apply_pending(ctx: Context, dry_run_only: bool = False) -> int:
     """--all: every pending migration, in order."""
     if dry_run_only:
-        return await dry_run(ctx, await ctx.engine.plan_apply(ctx.options))  # refused as the real run would be
+        code = await dry_run(ctx, await ctx.engine.plan_apply(ctx.options))  # refused as the real run would be
+        await dry_run_schema(ctx)
+        return code
     report = await ctx.engine.apply_pending(ctx.options)
-    if not report.pending:
+    if not report.pending and report.schema is None:
         log.info("nothing to do: %s", all_applied(report.total))
+    elif not report.pending:
+        log.info("done: %s; the schema is as declared", all_applied(report.total))
     elif report.applied:
         log.info("done: %d migration(s) applied and verified", len(report.applied))
     else:
         log.info("nothing to do: another runner applied them meanwhile")
     return ExitCode.OK
+
+
+async def dry_run_schema(ctx: Context) -> None:
+    """--all --dry-run: the schema steps --all would run after the migrations (a unique index over duplicates is
+    refused here as it would be there); nothing written."""
+    planned = await ctx.engine.plan_apply_schema()
+    if planned is None:
+        return
+    if not planned.runnable:
+        log.info("schema: dry run: as declared, nothing to do")
+    for step in planned.steps:
+        log.info("schema: dry run: would %s", step_text(step))
 
 
 async def apply_one(ctx: Context, migration: Migration, dry_run_only: bool = False) -> int:
@@ -65,6 +82,22 @@ async def rollback(ctx: Context, select: Select, yes: bool = False) -> int:
     confirm(f"roll back {names} on database {ctx.settings.database_name}"
             f"{' and purge app-written data' if options.purge else ''}", yes)
     await engine.rollback(targets, options)
+    return ExitCode.OK
+
+
+async def rollback_schema(ctx: Context, yes: bool = False) -> int:
+    """--rollback schema: undo the latest schema run not rolled back yet; says what it will do, then asks."""
+    planned = await ctx.engine.plan_schema_rollback()
+    if planned is None:
+        log.info("nothing to roll back: no schema run recorded (or each is rolled back already)")
+        return ExitCode.OK
+    entry, steps = planned
+    for step in steps.steps:
+        log.info("schema rollback: will %s", step_text(step))
+    confirm(f"roll back the schema run of {entry['at']:%Y-%m-%d %H:%M:%S} UTC ({entry['state']}) on database "
+            f"{ctx.settings.database_name}", yes)
+    if await ctx.engine.rollback_schema(ctx.options) is None:
+        log.info("nothing to roll back: another runner rolled it back meanwhile")
     return ExitCode.OK
 
 

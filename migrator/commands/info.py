@@ -5,10 +5,13 @@ import json
 from migrator import plan
 from migrator.commands.narration import Context, all_applied
 from migrator.commands.rows import failed_text, interrupted_text, row_json, running_text
+from migrator.commands.schema import check_lines, read_state, status_json, status_lines, unknown_lines
 from migrator.discovery import find
 from migrator.errors import ExitCode
 from migrator.migration import Migration, in_parens
 from migrator.output import log, say, table
+from migrator.schema.record import NAME as SCHEMA
+from migrator.schema.record import schema_entries
 
 
 async def verify(ctx: Context, migrations: list[Migration]) -> int:
@@ -47,14 +50,18 @@ async def verify_applied(ctx: Context) -> int:
 
 
 async def check(ctx: Context) -> int:
-    """--check: exit 6, one line per reason, unless every migration is applied as its file says."""
+    """--check: exit 6, one line per reason, unless every migration is applied as its file says and the schema is as
+    declared (an unknown index is said, and is no reason)."""
     rows = await ctx.engine.status()
-    reasons = [f"{reason.name}: {_why(reason)}" for reason in plan.not_current(rows)]
+    schema = await read_state(ctx)
+    reasons = [f"{reason.name}: {_why(reason)}" for reason in plan.not_current(rows)] + check_lines(schema)
     for reason in reasons:
         say(reason)
+    for line in unknown_lines(schema.plan) if schema.plan else []:
+        say(line)
     if reasons:
         return ExitCode.NOT_CURRENT
-    say(f"up to date: {all_applied(len(rows))}")
+    say(f"up to date: {all_applied(len(rows))}" + ("; schema as declared" if schema.declared else ""))
     return ExitCode.OK
 
 
@@ -78,14 +85,18 @@ def _why(reason: plan.NotCurrent) -> str:
 
 async def status(ctx: Context, as_json: bool = False) -> int:
     rows = await ctx.engine.status()
+    schema = await read_state(ctx)
     if as_json:
-        say(json.dumps([row_json(row) for row in rows], indent=2))
+        schema_row = status_json(schema)
+        say(json.dumps([row_json(row) for row in rows] + ([schema_row] if schema_row else []), indent=2, default=str))
         return ExitCode.OK
     table(["migration", "date", "state", "since (UTC)", "took", "docs", "flags"], [
         [row.name, row.date, row.state.replace("_", " "), f"{row.at:%Y-%m-%d %H:%M:%S}" if row.at else "",
          f"{row.duration_s:.2f} s" if row.duration_s is not None else "", _docs_cell(row), ", ".join(row.flags)]
         for row in rows])
     say(_summary(rows))
+    if schema_run := last_schema_run(await ctx.engine.history()):
+        say(schema_run)
     for row in rows:
         if row.state == plan.RUNNING:
             say(f"{row.name}: {running_text(row)}")
@@ -96,7 +107,27 @@ async def status(ctx: Context, as_json: bool = False) -> int:
         if row.broken:
             say(f"{row.name}: its file is broken: {row.broken}; nothing runs until it is fixed or moved out of the "
                 "migrations folder")
+    for line in status_lines(schema):
+        say(line)
     return ExitCode.OK
+
+
+def last_schema_run(entries: list[dict]) -> str:
+    """`schema: last run applied at 2026-01-01 12:00:00 UTC in 0.42 s: created 2, dropped 0, adopted 1`; "" if none."""
+    runs = [entry for entry in schema_entries(entries) if entry.get("state")]
+    if not runs:
+        return ""
+    last = runs[-1]
+    what = "rollback" if last.get("action") == "rollback" else "run"
+    if last["state"] == plan.RUNNING:
+        return (f"{SCHEMA}: last {what} started at {last['at']:%Y-%m-%d %H:%M:%S} UTC by {last.get('host', '?')}:"
+                f"{last.get('pid', '?')}, no end recorded: running, or stopped (--history schema)")
+    done = last.get(SCHEMA) or {}
+    counts = ", ".join(f"{name} {len(done.get(name, []))}" for name in ("created", "dropped", "adopted"))
+    took = f" in {last['duration_s']:.2f} s" if last.get("duration_s") is not None else ""
+    error = f"; {last['error']}" if last.get("error") else ""
+    return (f"{SCHEMA}: last {what} {last['state'].replace('_', ' ')} at {last['at']:%Y-%m-%d %H:%M:%S} UTC{took}: "
+            f"{counts}{error}")
 
 
 def _summary(rows: list[plan.StatusRow]) -> str:

@@ -85,6 +85,15 @@ def _rolled_back(event: events.MigrationRolledBack) -> None:
     report_post_images(event.result.migration, event.backups)
 
 
+def _schema_done(event: events.SchemaDone) -> str:
+    counts = ((event.created, "created"), (event.dropped, "dropped"), (event.adopted, "adopted"))
+    done = [f"{count:,} {'index' if count == 1 else 'indexes'} {what}" for count, what in counts if count]
+    if event.validators:
+        done.append(plural(event.validators, "validator") + " set")
+    what = "schema rolled back" if event.action == "rollback" else "schema applied"
+    return f"{what}: {', '.join(done) or 'nothing changed'} in {event.seconds:.1f} s (recorded as \"schema\")"
+
+
 _LINE: dict[type, Callable[[Any], str]] = {  # one line, at the event's level
     events.AllowedChanged: lambda e: f"{e.migration}: changed since it was applied (--allow-changed)",
     events.AllowedOutOfOrder: lambda e: f"{e.migration}: runs after {e.after}, which comes later in the order "
@@ -104,6 +113,15 @@ _LINE: dict[type, Callable[[Any], str]] = {  # one line, at the event's level
     events.AlreadyRolledBack: lambda e: f"{e.migration}: already rolled back by another runner",
     events.AlreadyApplied: lambda e: f"{e.migration}: already applied",
     events.RestoringElsewhere: lambda e: f"--force: restoring a backup of database {e.backup_of} into {e.database}",
+    events.IndexBuilding: lambda e: f"{e.collection}: building index {e.index} ({plural(e.documents, 'document')}) ...",
+    events.IndexBuilt: lambda e: f"{e.collection}: index {e.index} built in {e.seconds:.1f} s",
+    events.IndexDropped: lambda e: f"{e.collection}: index {e.index} "
+                                   + ("dropped (hidden first)" if e.hidden_first and e.found
+                                      else "dropped" if e.found else "not there any more: nothing to drop"),
+    events.IndexUnhidden: lambda e: f"{e.collection}: index {e.index} unhidden: it serves queries again",
+    events.ValidatorSet: lambda e: f"{e.collection}: validator {'removed' if e.cleared else 'set'}",
+    events.SchemaStepSkipped: lambda e: f"{e.collection}: {e.what}: skipped: {e.reason}",
+    events.SchemaDone: _schema_done,
     events.RestoreUndoesLater: lambda e: f"--force: restoring {backup.shown(e.file.path)} although "
                                          f"{', '.join(e.later)} {'was' if len(e.later) == 1 else 'were'} applied to "
                                          f"{e.file.collection} since it was taken",

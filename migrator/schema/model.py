@@ -6,6 +6,7 @@ partialFilterExpression, expireAfterSeconds, collation, ...), each normalised so
 equal to a declaration that leaves them out; `hidden` is not an option of identity (hiding is a step of a drop).
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +22,43 @@ class Index:
     name: str = field(default="", compare=False)  # the declared or listed name: shown, never compared
 
     def definition(self) -> dict:
-        """What the changelog records and a rollback builds again: {"keys": [[field, dir], ...], "options": {...}}."""
-        return {"keys": [list(key) for key in self.keys], "options": dict(_plain(self.options)), "name": self.name}
+        """What the changelog records and a rollback builds again: {"keys": [{"field": f, "direction": d}, ...],
+        "options": {...}, "name": n} (not [[f, d], ...], nor {f: d}: FerretDB stores no nested arrays, and no field
+        names with a dot)."""
+        return {"keys": [{"field": name, "direction": direction} for name, direction in self.keys],
+                "options": dict(_plain(self.options)), "name": self.name}
+
+    @classmethod
+    def of_definition(cls, definition: dict, collection: str | None = None) -> "Index":
+        """The Index a definition describes (its collection given, or recorded in it)."""
+        keys = tuple((str(key["field"]), freeze(key["direction"])) for key in definition["keys"])
+        options = tuple(sorted((str(name), freeze(value)) for name, value in (definition.get("options") or {}).items()))
+        return cls(collection or definition["collection"], keys, options, definition.get("name", ""))
+
+    def shown(self) -> str:
+        """`session_id_1_created_at_1 {session_id: 1, created_at: 1}, unique`: for a line of the plan or of --check."""
+        keys = ", ".join(f"{name}: {direction}" for name, direction in self.keys)
+        options = "".join(f", {name}" if value is True else f", {name}: {_shown(value)}"
+                          for name, value in self.options)
+        return f"{self.collection}.{self.name or '?'} {{{keys}}}{options}"
+
+
+class FrozenDict(tuple):
+    """A document made hashable: its (name, value) pairs, sorted by name (a plain tuple is an array)."""
+
+
+def freeze(value: Any) -> Any:
+    """A BSON value as Options holds it: documents as FrozenDict, arrays as tuples, whole numbers of any type (1, 1.0,
+    Int64(1)) as int, so that a server's answer and a declaration compare equal."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and float(value).is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return FrozenDict(sorted(((str(name), freeze(item)) for name, item in value.items()), key=lambda p: p[0]))
+    if isinstance(value, list | tuple):
+        return tuple(freeze(item) for item in value)
+    return value
 
 
 def _plain(options: Options) -> list[tuple[str, Any]]:
@@ -30,15 +66,25 @@ def _plain(options: Options) -> list[tuple[str, Any]]:
 
 
 def _thaw(value: Any) -> Any:
-    if isinstance(value, tuple) and all(isinstance(item, tuple) and len(item) == 2 for item in value):
+    """freeze undone: FrozenDict as a dict, a tuple as a list (BSON gives both back as they were declared)."""
+    if isinstance(value, FrozenDict):
         return {key: _thaw(item) for key, item in value}
+    if isinstance(value, tuple):
+        return [_thaw(item) for item in value]
     return value
 
 
-# What a schema step does. CREATE builds `index`; DROP removes `index` (hidden first where the server can);
-# REPLACE drops `previous` then builds `index` (same keys, other options); VALIDATOR sets `validator` on
-# `collection`; SKIP is what the server cannot do (`reason` says why), shown in the plan, never run.
-CREATE, DROP, REPLACE, VALIDATOR, SKIP = "create", "drop", "replace", "validator", "skip"
+def _shown(value: Any) -> str:
+    thawed = _thaw(value)
+    return str(thawed).replace("'", "") if isinstance(thawed, dict | list) else str(thawed)
+
+
+# What a schema step does. CREATE builds `index`; DROP removes `index` (hidden first where the server can), `reason`
+# says why it may (created by the toolkit, or declared removed); REPLACE drops `previous` then builds `index` (same
+# keys, other options), or builds first when `build_first` (the server keeps both meanwhile); VALIDATOR sets
+# `validator` on `collection`; UNHIDE makes a declared index that is hidden (a drop stopped half-way, or by hand)
+# serve queries again; SKIP is what the server cannot do (`reason` says why), shown in the plan, never run.
+CREATE, DROP, REPLACE, VALIDATOR, UNHIDE, SKIP = "create", "drop", "replace", "validator", "unhide", "skip"
 
 
 @dataclass(frozen=True)
@@ -49,13 +95,16 @@ class SchemaStep:
     previous: Index | None = None
     validator: dict | None = field(default=None, hash=False)
     reason: str = ""
+    build_first: bool = False  # REPLACE: build `index`, then drop `previous` (else drop first)
 
 
 @dataclass(frozen=True)
 class SchemaPlan:
-    """The steps that make the database as declared, and what is there undeclared (`unknown`: reported, kept)."""
+    """The steps that make the database as declared, and what is there undeclared (`unknown`: reported, kept);
+    `adopted`: the declared indexes there already (kept as they are, never rebuilt)."""
     steps: tuple[SchemaStep, ...] = ()
     unknown: tuple[Index, ...] = ()
+    adopted: tuple[Index, ...] = ()
 
     @property
     def runnable(self) -> tuple[SchemaStep, ...]:

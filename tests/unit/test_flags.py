@@ -19,7 +19,7 @@ ROLLBACK = {"purge", "allow_changed", "backup", "backup_dir", "backup_full", "ba
             "batch_path"}
 RUNNER_ACCEPTS = {
     "--all": APPLY, "--migration": APPLY, "--status": {"json"}, "--history": {"json"}, "--list": set(),
-    "--check": set(), "--verify": set(), "--rollback": ROLLBACK, "--rollback-last": ROLLBACK,
+    "--check": set(), "--plan": {"json"}, "--verify": set(), "--rollback": ROLLBACK, "--rollback-last": ROLLBACK,
     "--rollback-to": ROLLBACK, "--mark-applied": {"force"}, "--mark-applied-all": {"force"}, "--force-unlock": set(),
     "--restore": {"force"}, "--new": set(), "--selftest": {"sample"}, "--preview": {"sample", "json"},
 }
@@ -85,7 +85,7 @@ def test_every_modifier_goes_only_with_the_commands_that_take_it(table, parser, 
 @pytest.mark.parametrize("argv, message", [
     (["--status", "--purge"], "--purge goes with --rollback or --rollback-last or --rollback-to"),
     (["--verify", "--force"], "--force goes with --mark-applied or --mark-applied-all or --restore"),
-    (["--list", "--json"], "--json goes with --status or --history or --preview"),
+    (["--list", "--json"], "--json goes with --status or --history or --plan or --preview"),
     (["--status", "--batch-size", "5"], "--batch-size goes with --all or --migration or --rollback or "
                                          "--rollback-last or --rollback-to"),
     (["--restore", "f", "--dry-run"], "--dry-run goes with --all or --migration"),

@@ -211,3 +211,11 @@ def test_not_current_names_each_reason_once_as_data_and_an_applied_row_without_a
     assert [(r.name, r.kind) for r in not_current(rows)] == [
         ("b", "changed"), ("c", "pending"), ("c", "out_of_order"), ("e", "failed"), ("gone", "missing_file")]
     assert not_current(rows[:1]) == []
+
+
+def test_the_schemas_runs_are_no_migration_whose_file_is_gone():
+    history = history_of(entry("a", "apply", APPLIED, 1), entry("schema", "apply", RUNNING, 2),
+                         entry("schema", "rollback", FAILED, 3), entry("schema", "apply", APPLIED, 4))
+    rows = status_rows(migrations("a"), history)
+    assert [(row.name, row.state, row.missing_file) for row in rows] == [("a", APPLIED, False)]
+    assert not_current(rows) == []

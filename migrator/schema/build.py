@@ -1,0 +1,242 @@
+"""Doing a schema plan: build, hide and drop indexes and set validators, one at a time, under the engine's lock.
+
+Private to migrator.engine, which holds the lock around a run and records it (Engine.apply_schema). Before any step,
+every unique index to build is checked for duplicates over the documents it will cover: any, and the run is refused
+before anything changes (exit 1), naming the first duplicate keys and how many documents share them.
+
+An index build is one command: it cannot be split into batches nor sent in a transaction, and may outlast a lease
+(the heartbeat renews the lock meanwhile, and cancels the build once the lock is lost). So each command is fenced by a
+check of the lock before it is sent, and sent again after a transient error: building an index that is there, or
+dropping one that is gone, changes nothing.
+"""
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from pymongo import IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
+
+from migrator import events
+from migrator.errors import MigrationError
+from migrator.events import Reporter
+from migrator.profile import ServerProfile
+from migrator.retry import Retry
+from migrator.schema.model import CREATE, DROP, REPLACE, SKIP, UNHIDE, VALIDATOR, Index, SchemaPlan, SchemaStep
+from migrator.schema.record import SchemaRecord
+
+T = TypeVar("T")
+
+INDEX_NOT_FOUND, NAMESPACE_NOT_FOUND = 27, 26
+# MongoDB 4.4+ on a replica set: the build commits once every data-bearing voting member has built it (the server's
+# own default, said explicitly), so the index is there on a new primary after a failover.
+COMMIT_QUORUM = "votingMembers"
+VALIDATION_FIELDS = ("validator", "validationLevel", "validationAction")
+
+
+def index_name(index: Index) -> str:
+    """Its declared or listed name, else the server's default name for its keys."""
+    return index.name or str(model_of(index).document["name"])
+
+
+def model_of(index: Index) -> IndexModel:
+    definition = index.definition()
+    return IndexModel(list(index.keys), **definition["options"], **({"name": index.name} if index.name else {}))
+
+
+def described(index: Index) -> str:
+    """`session_id_1_created_at_1 (unique)`: its name and the options that matter."""
+    options = index.definition()["options"]
+    return index_name(index) + (f" ({', '.join(sorted(options))})" if options else "")
+
+
+def unique(index: Index) -> bool:
+    return bool(index.definition()["options"].get("unique"))
+
+
+def collmod_options(validator: dict) -> dict:
+    """A step's validator as collMod takes it: {validator, validationLevel, validationAction}, or the bare validator."""
+    if "validator" in validator:
+        return {name: validator[name] for name in VALIDATION_FIELDS if name in validator}
+    return {"validator": validator}
+
+
+class Builder:
+    """`check_lock`: raises when this runner no longer holds the lock (MigrationLock.check)."""
+
+    def __init__(self, database: AsyncDatabase, profile: ServerProfile, retry: Retry, check_lock: Callable[[], None],
+                 report: Reporter):
+        self.database, self.profile, self.retry, self.report = database, profile, retry, report
+        self.check_lock = check_lock
+
+    # ----- before anything changes -----
+
+    async def refuse_duplicates(self, steps: Iterable[SchemaStep]) -> None:
+        """MigrationError (exit 1) naming the first duplicate keys of a unique index to build, if any."""
+        for step in steps:
+            if step.kind in (CREATE, REPLACE) and step.index is not None and unique(step.index):
+                found = await self.first_duplicate(step.index)
+                if found is not None:
+                    keys, count, shared = found
+                    shown = ", ".join(f"{name}={value!r}" for name, value in keys.items())
+                    raise MigrationError(
+                        f"{step.collection}: cannot build the unique index {described(step.index)}: {count:,} "
+                        f"documents have {shown} ({shared:,} duplicated {'key' if shared == 1 else 'keys'} in all): "
+                        "remove the duplicates (a data migration), or declare the index without unique; no index "
+                        "was built, nothing changed")
+
+    async def first_duplicate(self, index: Index) -> tuple[dict, int, int] | None:
+        """({field: value}, how many documents have it, how many keys are duplicated) for the key shared by the most
+        documents the index covers (its partial filter, its collation), or None."""
+        options = index.definition()["options"]
+        fields = [name for name, _ in index.keys]
+        match = dict(options.get("partialFilterExpression") or {})
+        if options.get("sparse"):
+            match = {"$and": [match, {"$or": [{name: {"$exists": True}} for name in fields]}]}
+        group = {f"k{position}": f"${name}" for position, name in enumerate(fields)}  # no dotted names in an _id
+        shared: list[dict] = [{"$match": match}, {"$group": {"_id": group, "count": {"$sum": 1}}},
+                              {"$match": {"count": {"$gt": 1}}}]
+        extra = {"collation": options["collation"]} if options.get("collation") else {}
+        collection = self.database[index.collection]
+        what = f"{index.collection}: looking for duplicates of {index_name(index)}"
+        first = await self.retry(what, lambda: _aggregate(collection, [*shared, {"$sort": {"count": -1, "_id": 1}},
+                                                                        {"$limit": 1}], extra))
+        if not first:
+            return None
+        [counted] = await self.retry(what, lambda: _aggregate(collection, [*shared, {"$count": "keys"}], extra))
+        keys = first[0]["_id"]
+        return ({name: keys.get(f"k{position}") for position, name in enumerate(fields)}, int(first[0]["count"]),
+                int(counted["keys"]))
+
+    # ----- the steps -----
+
+    async def run(self, plan: SchemaPlan, record: SchemaRecord) -> None:
+        """Every step, in the plan's order; `record` says what is done as it goes (also when a step fails)."""
+        for step in plan.steps:
+            if step.kind == SKIP:  # told when planned (Engine._schema_behind)
+                continue
+            self.check_lock()
+            if step.kind == CREATE and step.index is not None:
+                await self.create(step.index, record)
+            elif step.kind == DROP and step.index is not None:
+                await self.drop(step.index, record)
+            elif step.kind == REPLACE and step.index is not None and step.previous is not None:
+                await self.replace(step.previous, step.index, record, step.build_first)
+            elif step.kind == UNHIDE and step.index is not None:
+                await self.unhide(step.index)
+            elif step.kind == VALIDATOR:
+                await self.set_validator(step.collection, step.validator or {}, record)
+            else:
+                raise MigrationError(f"{step.collection}: a schema step this version cannot run: {step}")
+
+    async def create(self, index: Index, record: SchemaRecord) -> None:
+        name = index_name(index)
+        collection = self.database[index.collection]
+        documents = await self.retry(f"{index.collection}: counting its documents",
+                                     collection.estimated_document_count)
+        self.report(events.IndexBuilding(index.collection, name, documents))
+        quorum: dict[str, Any] = {"commitQuorum": COMMIT_QUORUM} if self.profile.commit_quorum else {}
+        started = time.monotonic()
+        await self._command(f"{index.collection}: building index {name}",
+                            lambda: collection.create_indexes([model_of(index)], **quorum))
+        record.created.append(index)
+        self.report(events.IndexBuilt(index.collection, name, round(time.monotonic() - started, 3)))
+
+    async def drop(self, index: Index, record: SchemaRecord) -> None:
+        """Hidden first where the server can hide an index (the queries stop using it while it is dropped)."""
+        name = index_name(index)
+        hide = self.profile.hidden_indexes
+        try:
+            if hide:
+                await self._command(f"{index.collection}: hiding index {name}", lambda: self.database.command(
+                    "collMod", index.collection, index={"name": name, "hidden": True}))
+                self.check_lock()
+            await self._command(f"{index.collection}: dropping index {name}",
+                                lambda: self.database[index.collection].drop_index(name))
+        except MigrationError as exc:
+            if not isinstance(exc.__cause__, OperationFailure) or exc.__cause__.code not in (INDEX_NOT_FOUND,
+                                                                                              NAMESPACE_NOT_FOUND):
+                raise
+            self.report(events.IndexDropped(index.collection, name, hide, found=False))
+            return
+        record.dropped.append(index)
+        self.report(events.IndexDropped(index.collection, name, hide))
+
+    async def replace(self, previous: Index, index: Index, record: SchemaRecord, build_first: bool = False) -> None:
+        """Same keys, other options. Where the server can hold both (`build_first`), the new one is built before the
+        old one goes; else the old one goes first, and a build that fails puts it back."""
+        if build_first:
+            await self.create(index, record)
+            await self.drop(previous, record)
+            return
+        await self.drop(previous, record)
+        try:
+            await self.create(index, record)
+        except MigrationError:
+            if previous in record.dropped:
+                await self.create(previous, record)
+            raise
+
+    async def unhide(self, index: Index) -> None:
+        """A declared index left hidden (a drop stopped half-way, or by hand) serves queries again."""
+        name = index_name(index)
+        await self._command(f"{index.collection}: unhiding index {name}", lambda: self.database.command(
+            "collMod", index.collection, index={"name": name, "hidden": False}))
+        self.report(events.IndexUnhidden(index.collection, name))
+
+    async def set_validator(self, collection: str, validator: dict, record: SchemaRecord) -> None:
+        """collMod (create, for a collection not there yet); what it replaces is recorded for a rollback."""
+        options = collmod_options(validator)
+        before = await self.validation_of(collection)
+        try:
+            await self._command(f"{collection}: setting its validator",
+                                lambda: self.database.command("collMod", collection, **options))
+        except MigrationError as exc:
+            if not isinstance(exc.__cause__, OperationFailure) or exc.__cause__.code != NAMESPACE_NOT_FOUND:
+                raise
+            await self._command(f"{collection}: creating it with its validator",
+                                lambda: self.database.command("create", collection, **options))
+        record.validators_before.setdefault(collection, before)
+        record.validators[collection] = options
+        self.report(events.ValidatorSet(collection, cleared=not options.get("validator")))
+
+    async def validation_of(self, collection: str) -> dict:
+        """{validator, validationLevel, validationAction} of the collection now ({} for none)."""
+        found = await self.retry(f"{collection}: reading its options",
+                                 lambda: _collections(self.database, collection))
+        options = found[0].get("options", {}) if found else {}
+        return {name: options[name] for name in VALIDATION_FIELDS if name in options}
+
+    async def _command(self, what: str, command: Callable[[], Awaitable[Any]]) -> Any:
+        """One command, the lock checked first; a server's refusal becomes one line (MigrationError, exit 1)."""
+        self.check_lock()
+        try:
+            return await self.retry(what, command)
+        except OperationFailure as exc:
+            raise MigrationError(f"{what}: {exc.details.get('errmsg', exc) if exc.details else exc}") from exc
+
+
+async def _aggregate(collection, pipeline: list[dict], extra: dict) -> list[dict]:
+    return await (await collection.aggregate(pipeline, **extra)).to_list(None)
+
+
+async def _collections(database: AsyncDatabase, name: str) -> list:
+    return await (await database.list_collections(filter={"name": name})).to_list(None)
+
+
+def skipped_what(step: SchemaStep) -> str:
+    """What a skipped step is about: `index ttl_1 (expireAfterSeconds)`, `validator`."""
+    if step.index is not None:
+        return f"index {described(step.index)}"
+    return "validator" if step.validator is not None else step.kind
+
+
+def rollback_plan(created: list[Index], dropped: list[Index], validators_before: dict[str, dict]) -> SchemaPlan:
+    """What undoes a run: drop what it created (last first), then build again what it dropped (its recorded
+    definition), then set back the validators it replaced (none: cleared)."""
+    steps = [SchemaStep(DROP, index.collection, index) for index in reversed(created)]
+    steps += [SchemaStep(CREATE, index.collection, index) for index in dropped]
+    steps += [SchemaStep(VALIDATOR, collection, validator=before or {"validator": {}})
+              for collection, before in validators_before.items()]
+    return SchemaPlan(tuple(steps))

@@ -1,0 +1,102 @@
+"""Doing a schema plan against the real server (migrator/schema/build.py): plans built by hand here; the engine's
+recorded runs (--all, rollback) are in test_schema_runs.py."""
+
+import asyncio
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from migrator import events
+from migrator.errors import MigrationError
+from migrator.profile import detect
+from migrator.retry import Retry
+from migrator.schema.build import Builder
+from migrator.schema.model import CREATE, DROP, SKIP, Index, SchemaPlan, SchemaStep
+from migrator.schema.record import SchemaRecord
+
+BY_SESSION = Index("chat_messages", (("session_id", 1), ("created_at", 1)), name="session_id_1_created_at_1")
+UNIQUE_KEY = Index("chat_messages", (("session_id", 1), ("seq", 1)), (("unique", True),), name="session_seq")
+
+
+def indexes(db, collection="chat_messages") -> dict[str, dict]:
+    return {index["name"]: dict(index["key"]) for index in db[collection].list_indexes()}
+
+
+def on_builder(server_url, db, work):
+    """work(builder) with a builder on this test's database; (its result, the events it reported)."""
+    heard: list = []
+
+    async def run():
+        client = AsyncMongoClient(server_url, tz_aware=True)
+        try:
+            database = client[db.name]
+            builder = Builder(database, await detect(database), Retry(0), lambda: None, heard.append)
+            return await work(builder)
+        finally:
+            await client.close()
+    return asyncio.run(run()), heard
+
+
+def messages(count: int, duplicates: int = 0) -> list[dict]:
+    """`count` messages of ten sessions, seq unique within a session except `duplicates` repeats of (s1, 0)."""
+    found = [{"session_id": f"s{n % 10}", "seq": n // 10, "created_at": n} for n in range(count)]
+    return found + [{"session_id": "s1", "seq": 0, "created_at": -n} for n in range(1, duplicates + 1)]
+
+
+def test_steps_build_and_drop_one_index_at_a_time_and_skip_what_the_server_cannot(db, server_url):
+    db.chat_messages.insert_many(messages(300))
+    planned = SchemaPlan((SchemaStep(CREATE, "chat_messages", BY_SESSION), SchemaStep(CREATE, "chat_messages",
+                          UNIQUE_KEY), SchemaStep(SKIP, "chat_messages", reason="this server has no TTL indexes")))
+    record = SchemaRecord()
+    on_builder(server_url, db, lambda builder: builder.run(planned, record))
+    assert indexes(db) == {"_id_": {"_id": 1}, "session_id_1_created_at_1": {"session_id": 1, "created_at": 1},
+                           "session_seq": {"session_id": 1, "seq": 1}}
+    assert record.created == [BY_SESSION, UNIQUE_KEY] and record.dropped == []
+
+    record = SchemaRecord()
+    _, heard = on_builder(server_url, db, lambda builder: builder.run(
+        SchemaPlan((SchemaStep(DROP, "chat_messages", UNIQUE_KEY), SchemaStep(DROP, "chat_messages", UNIQUE_KEY))),
+        record))
+    assert indexes(db) == {"_id_": {"_id": 1}, "session_id_1_created_at_1": {"session_id": 1, "created_at": 1}}
+    assert record.dropped == [UNIQUE_KEY]  # the second drop found it gone: nothing to record
+    assert [(type(e).__name__, e.found) for e in heard] == [("IndexDropped", True), ("IndexDropped", False)]
+
+
+def test_the_duplicate_scan_names_the_first_duplicate_keys_and_their_count(db, server_url):
+    db.chat_messages.insert_many(messages(200, duplicates=2) + [{"session_id": "s2", "seq": 5, "created_at": 0}])
+    found, _ = on_builder(server_url, db, lambda builder: builder.first_duplicate(UNIQUE_KEY))
+    assert found == ({"session_id": "s1", "seq": 0}, 3, 2)
+    with pytest.raises(MigrationError) as refused:
+        on_builder(server_url, db, lambda builder: builder.refuse_duplicates(
+            [SchemaStep(CREATE, "chat_messages", BY_SESSION), SchemaStep(CREATE, "chat_messages", UNIQUE_KEY)]))
+    assert str(refused.value).startswith("chat_messages: cannot build the unique index session_seq (unique): 3 "
+                                         "documents have session_id='s1', seq=0 (2 duplicated keys in all)")
+    assert refused.value.exit_code == 1
+    assert indexes(db) == {"_id_": {"_id": 1}}
+
+
+def test_no_duplicates_no_refusal_and_a_non_unique_index_is_not_scanned(db, server_url):
+    db.chat_messages.insert_many(messages(200))
+    found, _ = on_builder(server_url, db, lambda builder: builder.first_duplicate(UNIQUE_KEY))
+    assert found is None
+    by_session_twice = Index("chat_messages", (("session_id", 1),), name="session_id_1")
+    on_builder(server_url, db, lambda builder: builder.refuse_duplicates([SchemaStep(CREATE, "x", by_session_twice)]))
+
+
+def test_a_build_refused_by_the_server_is_one_line(db, server_url):
+    db.chat_messages.insert_many(messages(20, duplicates=1))
+    record = SchemaRecord()
+    with pytest.raises(MigrationError) as refused:  # the scan skipped: the server's own refusal
+        on_builder(server_url, db, lambda builder: builder.run(SchemaPlan((SchemaStep(CREATE, "chat_messages",
+                                                                                      UNIQUE_KEY),)), record))
+    assert str(refused.value).startswith("chat_messages: building index session_seq: ")
+    assert record.created == [] and indexes(db) == {"_id_": {"_id": 1}}
+
+
+def test_building_reports_the_documents_and_the_time(db, server_url):
+    db.chat_messages.insert_many(messages(120))
+    _, heard = on_builder(server_url, db, lambda builder: builder.run(
+        SchemaPlan((SchemaStep(CREATE, "chat_messages", BY_SESSION),)), SchemaRecord()))
+    building, built = heard
+    assert building == events.IndexBuilding("chat_messages", "session_id_1_created_at_1", 120)
+    assert isinstance(built, events.IndexBuilt) and built.index == "session_id_1_created_at_1" and built.seconds >= 0
