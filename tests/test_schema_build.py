@@ -69,8 +69,9 @@ def test_the_duplicate_scan_names_the_first_duplicate_keys_and_their_count(db, s
     with pytest.raises(MigrationError) as refused:
         on_builder(server_url, db, lambda builder: builder.refuse_duplicates(
             [SchemaStep(CREATE, "chat_messages", BY_SESSION), SchemaStep(CREATE, "chat_messages", UNIQUE_KEY)]))
-    assert str(refused.value).startswith("chat_messages: cannot build the unique index session_seq (unique): 3 "
-                                         "documents have session_id='s1', seq=0 (2 duplicated keys in all)")
+    assert str(refused.value).startswith("cannot build the unique index chat_messages.session_seq {session_id: 1, "
+                                         "seq: 1}, unique: 3 documents have session_id='s1', seq=0 (2 duplicated "
+                                         "keys in all)")
     assert refused.value.exit_code == 1
     assert indexes(db) == {"_id_": {"_id": 1}}
 

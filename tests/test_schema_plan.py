@@ -84,9 +84,9 @@ def test_on_a_fresh_database_check_names_the_missing_indexes_and_plan_lists_them
     plan = cli(RUNNER, "--plan")
     assert plan.code == 0, plan
     assert plan.stdout.splitlines() == [
-        "1 pending migration(s):",
+        "1 pending migration:",
         "  add_metadata_to_chat_messages  set metadata=null on chat_messages documents that lack the field",
-        "2 schema step(s):",
+        "schema: 2 steps to run:",
         "  create chat_messages.session_id_1_created_at_1 {session_id: 1, created_at: 1}",
         "  create chat_messages.user_id_1 {user_id: 1}",
         "unknown index (not declared, kept): chat_messages.by_hand {content: 1}"]
@@ -111,7 +111,7 @@ def test_check_is_0_once_the_indexes_are_as_declared_and_6_naming_one_dropped_by
     assert check.stdout.splitlines() == ["unknown index (not declared, kept): chat_messages.by_hand {content: 1}",
                                          "up to date: the one migration is applied; schema as declared"]
     status = cli(RUNNER, "--status")
-    assert "schema: as declared; 2 declared index(es) there already (adopted)" in status.stdout.splitlines()
+    assert "schema: as declared (2 declared indexes in place)" in status.stdout.splitlines()
     schema_row = status_json(cli)["schema"]
     assert (schema_row["state"], schema_row["drift"]) == ("current", [])
 
@@ -151,7 +151,7 @@ def test_what_ferretdb_cannot_build_is_skipped_with_its_reason_and_is_no_drift(d
     assert plan.code == 0, plan
     label = server_profile.label
     assert plan.stdout.splitlines() == [
-        "0 pending migration(s)", "0 schema step(s):",
+        "0 pending migrations", "schema: 0 steps to run:",
         f"  skip audit.at_1 {{at: 1}}, expireAfterSeconds: 60: {label} cannot build a TTL index (expireAfterSeconds)",
         f"  skip validator of audit: {label} has no validators"]
     check = cli(RUNNER, "--check", "--migrations-dir", str(tmp_path))

@@ -88,8 +88,8 @@ def test_a_unique_index_over_duplicates_is_refused_before_anything_is_built(cli,
 
     refused = cli(RUNNER, "--all", "--migrations-dir", str(folder))
     assert refused.code == 1, refused
-    assert "chat_messages: cannot build the unique index session_seq (unique): 3 documents have session_id='s3', " \
-           "seq=4" in the_error(refused)
+    assert "cannot build the unique index chat_messages.session_seq {session_id: 1, seq: 1}, unique: 3 documents " \
+           "have session_id='s3', seq=4" in the_error(refused)
     assert "nothing changed" in the_error(refused) and "building" not in refused.output
     assert indexes(db) == {"_id_": {"_id": 1}}
     assert list(db.chat_messages.find(sort=[("_id", 1)])) == documents

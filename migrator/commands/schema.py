@@ -4,7 +4,7 @@ the database, as text and JSON. Nothing here writes."""
 import json
 from typing import Any
 
-from migrator.commands.narration import Context
+from migrator.commands.narration import Context, plural
 from migrator.errors import ExitCode
 from migrator.output import say
 from migrator.schema.diff import SchemaState, schema_state
@@ -21,13 +21,13 @@ async def plan(ctx: Context, as_json: bool = False) -> int:
         say(json.dumps({"pending_migrations": [m.name for m in pending], "schema": plan_json(schema)}, indent=2,
                        default=str))
         return ExitCode.OK
-    say(f"{len(pending)} pending migration(s)" + (":" if pending else ""))
+    say(plural(len(pending), "pending migration") + (":" if pending else ""))
     for migration in pending:
         say(f"  {migration.name}  {migration.description}")
     if schema is None:
         say(NOTHING_DECLARED)
         return ExitCode.OK
-    say(f"{len(schema.runnable)} schema step(s)" + (":" if schema.steps else "") + _adopted(schema))
+    say(f"schema: {plural(len(schema.runnable), 'step')} to run{_adopted(schema)}" + (":" if schema.steps else ""))
     for step in schema.steps:
         say(f"  {step_text(step)}")
     for line in unknown_lines(schema):
@@ -55,7 +55,8 @@ def unknown_lines(schema: SchemaPlan) -> list[str]:
 
 
 def _adopted(schema: SchemaPlan) -> str:
-    return f"; {len(schema.adopted)} declared index(es) there already (adopted)" if schema.adopted else ""
+    count = len(schema.adopted)
+    return f" ({count:,} declared index{'' if count == 1 else 'es'} in place)" if count else ""
 
 
 def _levels(validator: dict | None) -> str:

@@ -36,19 +36,12 @@ VALIDATION_FIELDS = ("validator", "validationLevel", "validationAction")
 
 
 def index_name(index: Index) -> str:
-    """Its declared or listed name, else the server's default name for its keys."""
-    return index.name or str(model_of(index).document["name"])
+    return index.name or index.default_name
 
 
 def model_of(index: Index) -> IndexModel:
     definition = index.definition()
     return IndexModel(list(index.keys), **definition["options"], **({"name": index.name} if index.name else {}))
-
-
-def described(index: Index) -> str:
-    """`session_id_1_created_at_1 (unique)`: its name and the options that matter."""
-    options = index.definition()["options"]
-    return index_name(index) + (f" ({', '.join(sorted(options))})" if options else "")
 
 
 def unique(index: Index) -> bool:
@@ -81,7 +74,7 @@ class Builder:
                     keys, count, shared = found
                     shown = ", ".join(f"{name}={value!r}" for name, value in keys.items())
                     raise MigrationError(
-                        f"{step.collection}: cannot build the unique index {described(step.index)}: {count:,} "
+                        f"cannot build the unique index {step.index.shown()}: {count:,} "
                         f"documents have {shown} ({shared:,} duplicated {'key' if shared == 1 else 'keys'} in all): "
                         "remove the duplicates (a data migration), or declare the index without unique; no index "
                         "was built, nothing changed")
@@ -228,7 +221,7 @@ async def _collections(database: AsyncDatabase, name: str) -> list:
 def skipped_what(step: SchemaStep) -> str:
     """What a skipped step is about: `index ttl_1 (expireAfterSeconds)`, `validator`."""
     if step.index is not None:
-        return f"index {described(step.index)}"
+        return f"index {step.index.shown()}"
     return "validator" if step.validator is not None else step.kind
 
 

@@ -1,6 +1,6 @@
 """What undoes a schema run (migrator/schema/build.py: rollback_plan), and how its steps are named; no server."""
 
-from migrator.schema.build import collmod_options, described, index_name, rollback_plan
+from migrator.schema.build import collmod_options, index_name, rollback_plan
 from migrator.schema.model import CREATE, DROP, VALIDATOR, Index
 
 A = Index("c", (("a", 1),), name="a_1")
@@ -18,7 +18,7 @@ def test_a_rollback_drops_what_the_run_created_last_first_then_builds_what_it_dr
 
 def test_an_index_is_named_by_its_name_else_by_the_servers_default_name():
     assert index_name(A) == "a_1" and index_name(B) == "b_-1_a_1"
-    assert described(B) == "b_-1_a_1 (unique)" and described(A) == "a_1"
+    assert B.shown() == "c.b_-1_a_1 {b: -1, a: 1}, unique" and A.shown() == "c.a_1 {a: 1}"
 
 
 def test_a_validator_goes_to_collmod_with_its_level_and_action():
