@@ -136,6 +136,18 @@ def proxied_env(env, proxy):
 
 
 @pytest.fixture
+def primary(server_url):
+    """The proxy, presenting the test server as a replica set's primary (WireProxy's replica_set mode)."""
+    with proxy_to(server_url, replica_set=True) as running:
+        yield running
+
+
+@pytest.fixture
+def primary_env(env, primary):
+    return {**env, "MONGODB_URL": primary.url}
+
+
+@pytest.fixture
 def env(server_url, db_name, tmp_path) -> dict:
     """The environment a command of the toolkit runs with: the test server and database."""
     environment = {k: v for k, v in os.environ.items() if k not in {"ENV_FILE", "MONGODB_DATABASE_NAME"}}
@@ -347,6 +359,18 @@ def plant_lock(db, expires_in_s, owner="deploy-7:4242:abcd", legacy=False):
         db.migrations_lock.insert_one({"_id": 1, "owner": owner, **times})
     else:
         db.migrations_lock.insert_one({"_id": "lock", "epoch": 1, "owner": owner, "seq": 0, **times})
+
+
+def indexes(db, collection: str = "chat_messages") -> dict[str, dict]:
+    """{name: keys} of a collection's indexes."""
+    return {index["name"]: dict(index["key"]) for index in db[collection].list_indexes()}
+
+
+def schema_runs(db) -> list[tuple]:
+    """(action, state, names created, names dropped) of each changelog entry of the schema's runs, in order."""
+    return [(entry["action"], entry["state"], sorted(d["name"] for d in entry.get("schema", {}).get("created", [])),
+             sorted(d["name"] for d in entry.get("schema", {}).get("dropped", [])))
+            for entry in db.migrations_changelog.find({"name": "schema"}, sort=[("seq", 1)])]
 
 
 def digest(database) -> dict[str, str]:

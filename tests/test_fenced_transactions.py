@@ -4,25 +4,11 @@ so the proxy presents it as a replica set's primary and answers commitTransactio
 first, MongoDB's retry rules are followed, and a lost lock aborts. What it cannot: isolation (that an aborted
 transaction left nothing): every statement is applied when the proxy forwards it. A real replica set shows that."""
 
-
-import pytest
-
-from conftest import NAME, SCRIPT, load, proxy_to, run_here
+from conftest import NAME, SCRIPT, load, run_here
 from wire_proxy import Fault, WireProxy
 
 WRITE_CONFLICT, SHUTDOWN_IN_PROGRESS = 112, 91
 TOUCH = ("findAndModify", "migrations_lock")
-
-
-@pytest.fixture
-def primary(server_url):
-    with proxy_to(server_url, replica_set=True) as running:
-        yield running
-
-
-@pytest.fixture
-def primary_env(env, primary):
-    return {**env, "MONGODB_URL": primary.url}
 
 
 def transactions(proxy: WireProxy) -> list[list[dict]]:

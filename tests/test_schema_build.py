@@ -6,6 +6,7 @@ import asyncio
 import pytest
 from pymongo import AsyncMongoClient
 
+from conftest import indexes
 from migrator import events
 from migrator.errors import MigrationError
 from migrator.profile import detect
@@ -16,10 +17,6 @@ from migrator.schema.record import SchemaRecord
 
 BY_SESSION = Index("chat_messages", (("session_id", 1), ("created_at", 1)), name="session_id_1_created_at_1")
 UNIQUE_KEY = Index("chat_messages", (("session_id", 1), ("seq", 1)), (("unique", True),), name="session_seq")
-
-
-def indexes(db, collection="chat_messages") -> dict[str, dict]:
-    return {index["name"]: dict(index["key"]) for index in db[collection].list_indexes()}
 
 
 def on_builder(server_url, db, work):

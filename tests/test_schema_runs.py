@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from conftest import RUNNER, plant_lock, the_error, without_timestamps
+from conftest import RUNNER, indexes, plant_lock, schema_runs, the_error, without_timestamps
 
 SCHEMA = '''
     from pymongo import IndexModel
@@ -35,16 +35,6 @@ def messages(count: int, duplicates: int = 0) -> list[dict]:
     found = [{"session_id": f"s{n % 10}", "seq": n // 10, "user_id": f"u{n % 7}", "created_at": n}
              for n in range(count)]
     return found + [{"session_id": "s3", "seq": 4, "user_id": "u0", "created_at": -n} for n in range(duplicates)]
-
-
-def indexes(db) -> dict[str, dict]:
-    return {index["name"]: dict(index["key"]) for index in db.chat_messages.list_indexes()}
-
-
-def schema_runs(db) -> list[tuple]:
-    return [(entry["action"], entry["state"], sorted(d["name"] for d in entry.get("schema", {}).get("created", [])),
-             sorted(d["name"] for d in entry.get("schema", {}).get("dropped", [])))
-            for entry in db.migrations_changelog.find({"name": "schema"}, sort=[("seq", 1)])]
 
 
 def test_all_builds_the_declared_indexes_records_them_and_then_has_nothing_to_do(cli, db, folder):

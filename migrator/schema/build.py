@@ -137,22 +137,29 @@ class Builder:
         self.report(events.IndexBuilt(index.collection, name, round(time.monotonic() - started, 3)))
 
     async def drop(self, index: Index, record: SchemaRecord) -> None:
-        """Hidden first where the server can hide an index (the queries stop using it while it is dropped)."""
+        """Hidden first where the server can hide an index (the queries stop using it while it is dropped). Gone when
+        dropIndexes is sent again (the first one's reply lost): that first one dropped it, it counts as dropped; gone
+        at the first: dropped by someone else, nothing to record."""
         name = index_name(index)
         hide = self.profile.hidden_indexes
+        sent = 0
+
+        async def drop_it() -> Any:
+            nonlocal sent
+            sent += 1
+            return await self.database[index.collection].drop_index(name)
         try:
             if hide:
                 await self._command(f"{index.collection}: hiding index {name}", lambda: self.database.command(
                     "collMod", index.collection, index={"name": name, "hidden": True}))
                 self.check_lock()
-            await self._command(f"{index.collection}: dropping index {name}",
-                                lambda: self.database[index.collection].drop_index(name))
+            await self._command(f"{index.collection}: dropping index {name}", drop_it)
         except MigrationError as exc:
-            if not isinstance(exc.__cause__, OperationFailure) or exc.__cause__.code not in (INDEX_NOT_FOUND,
-                                                                                              NAMESPACE_NOT_FOUND):
+            if not _is_gone(exc):
                 raise
-            self.report(events.IndexDropped(index.collection, name, hide, found=False))
-            return
+            if sent <= 1:
+                self.report(events.IndexDropped(index.collection, name, hide, found=False))
+                return
         record.dropped.append(index)
         self.report(events.IndexDropped(index.collection, name, hide))
 
@@ -208,6 +215,12 @@ class Builder:
             return await self.retry(what, command)
         except OperationFailure as exc:
             raise MigrationError(f"{what}: {exc.details.get('errmsg', exc) if exc.details else exc}") from exc
+
+
+def _is_gone(error: MigrationError) -> bool:
+    """A command's refusal because its index (or collection) is not there."""
+    cause = error.__cause__
+    return isinstance(cause, OperationFailure) and cause.code in (INDEX_NOT_FOUND, NAMESPACE_NOT_FOUND)
 
 
 async def _aggregate(collection, pipeline: list[dict], extra: dict) -> list[dict]:

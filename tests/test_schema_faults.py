@@ -1,0 +1,114 @@
+"""The schema's build (migrator/schema/build.py) under what a replica set does to a run, shown on the wire with the
+fault-injecting proxy (tests/wire_proxy.py): a lost reply, a step-down, a lock lost while an index builds. And an
+index made by hand with the declared keys but other options, replaced. Real server."""
+
+import textwrap
+
+import pytest
+
+from conftest import RUNNER, indexes, schema_runs, the_error, without_timestamps
+from wire_proxy import Fault
+
+HOST_UNREACHABLE, NOT_WRITABLE_PRIMARY = 6, 10107
+SCHEMA = '''
+    from pymongo import IndexModel
+
+    INDEXES = {"chat_messages": [IndexModel([("session_id", 1), ("created_at", 1)]), IndexModel([("user_id", 1)])]}
+    REMOVED = {"chat_messages": ["session_id"]}
+    '''
+DECLARED = {"_id_": {"_id": 1}, "session_id_1_created_at_1": {"session_id": 1, "created_at": 1},
+            "user_id_1": {"user_id": 1}}
+APPLIED = ("apply", "applied", ["session_id_1_created_at_1", "user_id_1"], ["session_id_1"])
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """A migrations folder with no migration and a _schema.py: two indexes to build, `session_id_1` to drop."""
+    path = tmp_path / "migrations"
+    path.mkdir()
+    (path / "_schema.py").write_text(textwrap.dedent(SCHEMA))
+    return path
+
+
+@pytest.fixture
+def loaded(db):
+    db.chat_messages.insert_many([{"session_id": f"s{n % 10}", "seq": n // 10, "user_id": f"u{n % 7}",
+                                   "created_at": n} for n in range(200)])
+    db.chat_messages.create_index([("session_id", 1)])  # what Beanie used to build, declared removed
+    return db
+
+
+@pytest.mark.parametrize("command", ["createIndexes", "dropIndexes"])
+def test_a_lost_reply_to_a_build_or_a_drop_is_sent_again_and_the_run_is_recorded_as_done(
+        cli, loaded, folder, proxy, proxied_env, command):
+    lost = proxy.add(Fault(command, "chat_messages", action="lose_reply"))  # applied, its reply never comes
+
+    result = cli(RUNNER, "--all", "--migrations-dir", str(folder), "--retry-for", "30", env=proxied_env)
+
+    assert result.code == 0, result
+    assert lost.fired == 1
+    assert proxy.count(command, "chat_messages") == {"createIndexes": 3, "dropIndexes": 2}[command]  # one sent again
+    assert "retrying in" in result.output
+    assert indexes(loaded) == DECLARED
+    assert schema_runs(loaded)[-1] == APPLIED  # the drop whose reply was lost (IndexNotFound when sent again) too
+    assert "schema applied: 2 indexes created, 1 index dropped in " in result.stderr
+    assert cli(RUNNER, "--check", "--migrations-dir", str(folder)).code == 0
+
+
+def test_a_build_refused_by_a_primary_that_stepped_down_is_sent_again(cli, loaded, folder, proxy, proxied_env):
+    stepped_down = proxy.add(Fault("createIndexes", "chat_messages", times=2, action="error",
+                                   code=NOT_WRITABLE_PRIMARY))
+
+    result = cli(RUNNER, "--all", "--migrations-dir", str(folder), "--retry-for", "30", env=proxied_env)
+
+    assert result.code == 0, result
+    assert stepped_down.fired == 2
+    assert "chat_messages: building index session_id_1_created_at_1: NotPrimaryError" in result.output
+    assert indexes(loaded) == DECLARED and schema_runs(loaded)[-1] == APPLIED
+
+
+def test_a_runner_that_loses_the_lock_while_an_index_builds_records_nothing_done_and_sends_nothing_more(
+        cli, loaded, folder, proxy, proxied_env):
+    build = proxy.add(Fault("createIndexes", "chat_messages", action="hold", seconds=6))  # lands late
+    proxy.add(Fault("update", "migrations_lock", times=10**6, action="error", code=HOST_UNREACHABLE, after=build))
+
+    first = cli(RUNNER, "--all", "--migrations-dir", str(folder), "--lease", "3", env=proxied_env)
+
+    assert first.code == 3, first
+    assert "lost the migration lock" in the_error(first)
+    assert proxy.count("dropIndexes") == 0 and proxy.count("collMod") == 0
+    assert proxy.count("createIndexes") == 1  # the one under way: no other build after it
+    failed = loaded.migrations_changelog.find_one({"name": "schema", "state": "failed"})
+    assert failed["lock_lost"] is True and failed["schema"]["created"] == failed["schema"]["dropped"] == []
+    assert loaded.migrations_changelog.count_documents({"name": "schema", "state": "applied"}) == 0
+
+    second = cli(RUNNER, "--all", "--migrations-dir", str(folder), "--lock-timeout", "20")  # takes the lock over
+    assert second.code == 0, second
+    assert indexes(loaded) == DECLARED
+    assert [run[:2] for run in schema_runs(loaded)][-1] == ("apply", "applied")
+    assert cli(RUNNER, "--check", "--migrations-dir", str(folder)).code == 0
+
+
+UNIQUE_SEQ = '''
+    from pymongo import IndexModel
+
+    INDEXES = {"chat_messages": [IndexModel([("session_id", 1), ("seq", 1)], unique=True, name="session_seq")]}
+    '''
+
+
+def test_an_index_with_the_declared_keys_but_other_options_is_named_by_check_and_replaced(cli, loaded, folder):
+    (folder / "_schema.py").write_text(textwrap.dedent(UNIQUE_SEQ))
+    loaded.chat_messages.create_index([("session_id", 1), ("seq", 1)], name="session_seq")  # by hand, not unique
+
+    check = cli(RUNNER, "--check", "--migrations-dir", str(folder))
+    assert check.code == 6, check
+    assert "index chat_messages.session_seq {session_id: 1, seq: 1} differs from the declared" in check.output
+
+    replaced = cli(RUNNER, "--all", "--migrations-dir", str(folder))
+    assert replaced.code == 0, replaced
+    listed = {index["name"]: index for index in loaded.chat_messages.list_indexes()}
+    assert dict(listed["session_seq"]["key"]) == {"session_id": 1, "seq": 1}
+    assert listed["session_seq"].get("unique") is True
+    assert cli(RUNNER, "--check", "--migrations-dir", str(folder)).code == 0
+    lines = without_timestamps(replaced.stderr)
+    assert "chat_messages: index session_seq dropped" in lines and "building index session_seq" in lines
