@@ -14,6 +14,7 @@ from migrator.retry import Retry
 from migrator.schema.build import Builder
 from migrator.schema.model import CREATE, DROP, SKIP, Index, SchemaPlan, SchemaStep
 from migrator.schema.record import SchemaRecord
+from wire_proxy import Fault
 
 BY_SESSION = Index("chat_messages", (("session_id", 1), ("created_at", 1)), name="session_id_1_created_at_1")
 UNIQUE_KEY = Index("chat_messages", (("session_id", 1), ("seq", 1)), (("unique", True),), name="session_seq")
@@ -98,3 +99,37 @@ def test_building_reports_the_documents_and_the_time(db, server_url):
     building, built = heard
     assert building == events.IndexBuilding("chat_messages", "session_id_1_created_at_1", 120)
     assert isinstance(built, events.IndexBuilt) and built.index == "session_id_1_created_at_1" and built.seconds >= 0
+
+
+def as_mongodb_7(build_info: dict) -> dict:
+    """buildInfo as MongoDB 7.0 answers it: FerretDB's own fields (what migrator.profile knows it by) left out."""
+    return {**{key: value for key, value in build_info.items() if not key.startswith("ferretdb")},
+            "version": "7.0.12", "versionArray": [7, 0, 12, 0]}
+
+
+def test_on_a_replica_set_of_mongodb_7_a_build_waits_for_the_voting_members_and_a_drop_hides_first(db, primary):
+    """The protocol, on the wire: FerretDB takes commitQuorum and ignores it, and has no collMod (its refusal of the
+    hide is patched to the ok MongoDB answers). A whole --all cannot run as "MongoDB 7.0" here: its lock decides
+    expiry with $$NOW, which FerretDB has not."""
+    primary.add(Fault("buildInfo", times=10**6, action="patch", patch=as_mongodb_7))
+    primary.add(Fault("collMod", "chat_messages", times=10**6, action="patch", patch=lambda _: {"ok": 1.0}))
+    db.chat_messages.insert_many(messages(50))
+    db.chat_messages.create_index([("session_id", 1)])
+    session_id = Index("chat_messages", (("session_id", 1),))
+    record = SchemaRecord()
+
+    profile, _ = on_builder(primary.url, db, lambda builder: _run_then_profile(builder, SchemaPlan((
+        SchemaStep(CREATE, "chat_messages", BY_SESSION), SchemaStep(DROP, "chat_messages", session_id))), record))
+
+    assert profile.label == "MongoDB 7.0.12" and profile.commit_quorum and profile.hidden_indexes
+    sent = [body for body in primary.bodies if next(iter(body)) in ("createIndexes", "collMod", "dropIndexes")]
+    assert [next(iter(body)) for body in sent] == ["createIndexes", "collMod", "dropIndexes"]
+    assert sent[0]["commitQuorum"] == "votingMembers"
+    assert sent[1]["index"] == {"name": "session_id_1", "hidden": True} and sent[2]["index"] == "session_id_1"
+    assert record.created == [BY_SESSION] and record.dropped == [session_id]
+    assert indexes(db) == {"_id_": {"_id": 1}, "session_id_1_created_at_1": {"session_id": 1, "created_at": 1}}
+
+
+async def _run_then_profile(builder: Builder, planned: SchemaPlan, record: SchemaRecord):
+    await builder.run(planned, record)
+    return builder.profile

@@ -25,6 +25,9 @@ and abortTransaction are answered by the proxy itself (a Fault still hits them f
 `TransientTransactionError` or `UnknownTransactionCommitResult`). `proxy.bodies` records every command's body as
 the client sent it. It proves the protocol, not isolation: every statement is applied when it is forwarded, so an
 aborted "transaction" leaves its writes; only a real replica set shows that an abort leaves nothing.
+The schema's build (tests/test_schema_build.py) needs nothing more of this mode: FerretDB takes createIndexes'
+`commitQuorum` and ignores it, so it is forwarded as it is; collMod (hiding an index before a drop) it refuses, and a
+test patches that reply to `{"ok": 1}` (action patch), with buildInfo patched to MongoDB 7.0's, to show the protocol.
 
     with WireProxy("127.0.0.1", 27017) as proxy:
         proxy.add(Fault("update", "chat_messages", nth=3, times=2, action="error", code=10107))
