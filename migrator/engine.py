@@ -44,6 +44,7 @@ from migrator.migration import (
     refuse_if_draft,
 )
 from migrator.profile import ServerProfile
+from migrator.progress import DEFAULT_INTERVAL_S
 from migrator.provenance import provenance
 from migrator.retry import DEFAULT_RETRY_FOR_S, Retry
 from migrator.schema import record
@@ -71,6 +72,7 @@ class Options:
     backup: bool | None = None  # save the documents first: None = only for rollbacks
     backup_dir: Path = DEFAULT_BACKUP_DIR
     backup_full: bool = False  # mongodump the whole database first
+    progress_interval_s: float = DEFAULT_INTERVAL_S  # how often a long index build is asked how far it is
 
 
 @dataclass
@@ -260,7 +262,7 @@ class Engine:
                 self._lock.check()
                 report.applied.append(await self._apply_backed_up(migration, options))
             # then the schema, planned again: the data migrations may have made a unique index possible
-            report.schema = await self._apply_schema_held()
+            report.schema = await self._apply_schema_held(options)
         return report
 
     async def plan_apply(self, options: Options | None = None) -> list[Migration]:
@@ -315,7 +317,7 @@ class Engine:
         if not await self._schema_behind():
             return None
         async with self._lock.held(options.lock_timeout_s):
-            return await self._apply_schema_held()
+            return await self._apply_schema_held(options)
 
     async def plan_apply_schema(self) -> SchemaPlan | None:
         """What apply_schema would run (None: nothing declared), or its refusal (MigrationError, exit 1: a unique
@@ -333,12 +335,12 @@ class Engine:
                 self._report(events.SchemaStepSkipped(step.collection, skipped_what(step), step.reason))
         return planned is not None and bool(planned.runnable)
 
-    async def _apply_schema_held(self) -> SchemaResult | None:
+    async def _apply_schema_held(self, options: Options) -> SchemaResult | None:
         planned = await self.schema_plan()  # again, under the lock: another runner may have been quicker
         if planned is None or not planned.runnable:
             return None
-        return await recorded_run(self._changelog, self._lock, await self._builder(), self._report, "apply", planned,
-                                  planned.adopted)
+        builder = await self._builder(options)
+        return await recorded_run(self._changelog, self._lock, builder, self._report, "apply", planned, planned.adopted)
 
     async def plan_schema_rollback(self) -> tuple[dict, SchemaPlan] | None:
         """The latest schema run not rolled back yet (its changelog entry) and the steps that undo it (drop what it
@@ -359,12 +361,13 @@ class Engine:
             if planned is None:
                 return None
             entry, steps = planned
-            return await recorded_run(self._changelog, self._lock, await self._builder(), self._report, "rollback",
-                                      steps, rolls_back=entry["run_id"])
+            builder = await self._builder(options)
+            return await recorded_run(self._changelog, self._lock, builder, self._report, "rollback", steps,
+                                      rolls_back=entry["run_id"])
 
-    async def _builder(self) -> Builder:
+    async def _builder(self, options: Options | None = None) -> Builder:
         return Builder(self._database, await self._steps.server_profile(), self._retry, self._lock.check,
-                       self._report)
+                       self._report, (options or Options()).progress_interval_s)
 
     # ----- rolling back -----
 

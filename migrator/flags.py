@@ -230,7 +230,8 @@ def engine_options(args: argparse.Namespace) -> Options:
     backup_dir = values.get("backup_dir") or os.environ.get("MIGRATIONS_BACKUP_DIR") or backup.DEFAULT_DIR
     return Options(purge=given(args, "purge"), force=given(args, "force"), allow_changed=given(args, "allow_changed"),
                    allow_out_of_order=given(args, "allow_out_of_order"), lock_timeout_s=args.lock_timeout,
-                   backup=values.get("backup"), backup_dir=Path(backup_dir), backup_full=given(args, "backup_full"))
+                   backup=values.get("backup"), backup_dir=Path(backup_dir), backup_full=given(args, "backup_full"),
+                   progress_interval_s=values.get("progress_interval") or DEFAULT_INTERVAL_S)
 
 
 def batch_settings_from(args: argparse.Namespace) -> batches.BatchSettings:

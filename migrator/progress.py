@@ -8,6 +8,8 @@ import time
 
 from migrator.events import ProgressEnded, ProgressMade, Reporter, WalkDone, silent
 
+DEFAULT_INTERVAL_S = 5.0  # --progress-interval: a line that often without a terminal; how often an index build is asked
+
 
 class Progress:
     """Counts from `done` and `modified` (a resumed run's); the total comes later, with set_total."""

@@ -112,3 +112,24 @@ def test_an_index_with_the_declared_keys_but_other_options_is_named_by_check_and
     assert cli(RUNNER, "--check", "--migrations-dir", str(folder)).code == 0
     lines = without_timestamps(replaced.stderr)
     assert "chat_messages: index session_seq dropped" in lines and "building index session_seq" in lines
+
+
+def test_a_long_build_reports_the_progress_the_server_gives_and_nothing_where_it_gives_none(
+        cli, loaded, folder, proxy, proxied_env):
+    polls = iter(range(1, 10**6))
+
+    def building(answer: dict) -> dict:  # what MongoDB's currentOp says of an index build under way
+        return {**answer, "inprog": [{"ns": f"{loaded.name}.chat_messages", "msg": "Index Build: scanning collection",
+                                      "progress": {"done": 50 * next(polls), "total": 200}}]}
+    proxy.add(Fault("createIndexes", "chat_messages", times=2, action="delay", seconds=1.5))
+    asked = proxy.add(Fault("currentOp", times=3, action="patch", patch=building))  # then FerretDB's own: none
+
+    result = cli(RUNNER, "--all", "--migrations-dir", str(folder), "--progress-interval", "0.2", env=proxied_env)
+
+    assert result.code == 0, result
+    assert asked.fired == 3 and proxy.count("currentOp") >= 8  # asked every 0.2 s while each build ran 1.5 s
+    lines = without_timestamps(result.stderr)
+    assert "INFO    chat_messages: building index session_id_1_created_at_1: 100 of 200 documents (50%), " in lines
+    assert "building index user_id_1:" not in lines  # FerretDB has no progress to give: no line, no error
+    assert "INFO    chat_messages: index user_id_1 built in " in lines
+    assert indexes(loaded) == DECLARED and schema_runs(loaded)[-1] == APPLIED

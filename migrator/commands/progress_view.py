@@ -32,8 +32,8 @@ from migrator.events import (
     WalkDone,
 )
 from migrator.output import log
+from migrator.progress import DEFAULT_INTERVAL_S
 
-DEFAULT_INTERVAL_S = 5.0
 LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}  # an event's level
 
 

@@ -7,21 +7,25 @@ before anything changes (exit 1), naming the first duplicate keys and how many d
 An index build is one command: it cannot be split into batches nor sent in a transaction, and may outlast a lease
 (the heartbeat renews the lock meanwhile, and cancels the build once the lock is lost). So each command is fenced by a
 check of the lock before it is sent, and sent again after a transient error: building an index that is there, or
-dropping one that is gone, changes nothing.
+dropping one that is gone, changes nothing. While it builds, the server is asked how far it is every progress interval
+(currentOp's `progress` of the build, on MongoDB), reported as the progress of other long work.
 """
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
+import pymongo
 from pymongo import IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
+from pymongo.errors import OperationFailure, PyMongoError
 
 from migrator import events
 from migrator.errors import MigrationError
 from migrator.events import Reporter
 from migrator.profile import ServerProfile
+from migrator.progress import DEFAULT_INTERVAL_S, Progress
 from migrator.retry import Retry
 from migrator.schema.model import CREATE, DROP, REPLACE, SKIP, UNHIDE, VALIDATOR, Index, SchemaPlan, SchemaStep
 from migrator.schema.record import SchemaRecord
@@ -59,9 +63,10 @@ class Builder:
     """`check_lock`: raises when this runner no longer holds the lock (MigrationLock.check)."""
 
     def __init__(self, database: AsyncDatabase, profile: ServerProfile, retry: Retry, check_lock: Callable[[], None],
-                 report: Reporter):
+                 report: Reporter, progress_interval_s: float = DEFAULT_INTERVAL_S):
         self.database, self.profile, self.retry, self.report = database, profile, retry, report
         self.check_lock = check_lock
+        self.progress_interval_s = progress_interval_s
 
     # ----- before anything changes -----
 
@@ -131,8 +136,9 @@ class Builder:
         self.report(events.IndexBuilding(index.collection, name, documents))
         quorum: dict[str, Any] = {"commitQuorum": COMMIT_QUORUM} if self.profile.commit_quorum else {}
         started = time.monotonic()
-        await self._command(f"{index.collection}: building index {name}",
-                            lambda: collection.create_indexes([model_of(index)], **quorum))
+        what = f"{index.collection}: building index {name}"
+        await self._watched(what, index.collection, self._command(
+            what, lambda: collection.create_indexes([model_of(index)], **quorum)))
         record.created.append(index)
         self.report(events.IndexBuilt(index.collection, name, round(time.monotonic() - started, 3)))
 
@@ -207,6 +213,44 @@ class Builder:
                                  lambda: _collections(self.database, collection))
         options = found[0].get("options", {}) if found else {}
         return {name: options[name] for name in VALIDATION_FIELDS if name in options}
+
+    async def _watched(self, what: str, collection: str, building: Awaitable[T]) -> T:
+        """The build, asked how far it is every progress interval until it ends (ProgressMade); a server that cannot
+        say is asked no more (its start and end are reported anyway). Cancelled (the lock lost), the build is too."""
+        task = asyncio.ensure_future(building)
+        progress, asking = Progress(what, self.report, counts_modified=False), True
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.progress_interval_s)
+                if done:
+                    return task.result()
+                asking = asking and await self._ask_progress(collection, progress)
+        finally:
+            if progress.total is not None:  # a bar or lines shown: they end
+                progress.end()
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+
+    async def _ask_progress(self, collection: str, progress: Progress) -> bool:
+        """currentOp's `progress: {done, total}` of an index build on the collection, reported if there is one; False
+        when the server refuses (FerretDB answers with none; a user without the inprog privilege is refused)."""
+        try:
+            with pymongo.timeout(max(self.progress_interval_s, 1.0)):
+                answer = await self.database.client.admin.command(
+                    {"currentOp": True, "ns": f"{self.database.name}.{collection}", "progress": {"$exists": True}})
+        except PyMongoError:
+            return False
+        counts = next((op["progress"] for op in answer.get("inprog", []) if isinstance(op.get("progress"), dict)
+                       and op["progress"].get("total")), None)
+        if counts is not None:
+            done, total = int(counts.get("done", 0)), int(counts["total"])
+            if done < progress.done:  # the build's next phase (its keys, after the documents) counts from 0 again
+                progress.restart(done)
+            if total != progress.total:
+                progress.set_total(total)
+            progress.advance(done - progress.done)
+        return True
 
     async def _command(self, what: str, command: Callable[[], Awaitable[Any]]) -> Any:
         """One command, the lock checked first; a server's refusal becomes one line (MigrationError, exit 1)."""

@@ -144,7 +144,8 @@ def test_a_bad_number_or_choice_is_refused_naming_the_flag(argv, message, capsys
 def test_every_option_the_engine_reads_comes_from_its_flag(monkeypatch):
     monkeypatch.delenv("MIGRATIONS_BACKUP_DIR", raising=False)
     lines = (["--rollback", "x", "--purge", "--allow-changed", "--backup", "--backup-dir", "d", "--backup-full",
-              "--lock-timeout", "7"], ["--all", "--allow-out-of-order"], ["--restore", "f", "--force"])
+              "--lock-timeout", "7"], ["--all", "--allow-out-of-order", "--progress-interval", "2"],
+             ["--restore", "f", "--force"])
     chosen_options = [engine_options(runner_parser().parse_args(line)) for line in lines]
     unset = [field.name for field in fields(Options)
              if all(getattr(options, field.name) == field.default for options in chosen_options)]
