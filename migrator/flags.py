@@ -175,7 +175,8 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                         help="when the server fails over or a connection drops, retry each batch and each write of "
                         f"the lock, changelog and checkpoints for up to SECONDS (default: {DEFAULT_RETRY_FOR_S:g})")
     parser.add_argument("--progress-interval", type=positive(float), default=DEFAULT_INTERVAL_S,
-                        metavar="SECONDS", help="without a terminal: a progress line every SECONDS (default: 5)")
+                        metavar="SECONDS", help="without a terminal: a progress line every SECONDS; a long index build "
+                        "is asked how far it is that often (default: 5)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
 
