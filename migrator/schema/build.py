@@ -253,10 +253,11 @@ class Builder:
         return True
 
     async def _command(self, what: str, command: Callable[[], Awaitable[Any]]) -> Any:
-        """One command, the lock checked first; a server's refusal becomes one line (MigrationError, exit 1)."""
+        """One command, the lock checked before it is sent and before each time it is sent again; a server's refusal
+        becomes one line (MigrationError, exit 1)."""
         self.check_lock()
         try:
-            return await self.retry(what, command)
+            return await self.retry.checking(self.check_lock)(what, command)
         except OperationFailure as exc:
             raise MigrationError(f"{what}: {exc.details.get('errmsg', exc) if exc.details else exc}") from exc
 
