@@ -9,7 +9,7 @@ import pytest
 from conftest import RUNNER, indexes, schema_runs, the_error, without_timestamps
 from wire_proxy import Fault
 
-HOST_UNREACHABLE, NOT_WRITABLE_PRIMARY = 6, 10107
+HOST_UNREACHABLE, UNAUTHORIZED, NOT_WRITABLE_PRIMARY = 6, 13, 10107
 SCHEMA = '''
     from pymongo import IndexModel
 
@@ -122,13 +122,18 @@ def test_a_long_build_reports_the_progress_the_server_gives_and_nothing_where_it
         return {**answer, "inprog": [{"ns": f"{loaded.name}.chat_messages", "msg": "Index Build: scanning collection",
                                       "progress": {"done": 50 * next(polls), "total": 200}}]}
     proxy.add(Fault("createIndexes", "chat_messages", times=2, action="delay", seconds=1.0))
-    asked = proxy.add(Fault("currentOp", times=3, action="patch", patch=building))  # then FerretDB's own: none
+    asked = proxy.add(Fault("currentOp", times=3, action="patch", patch=building))
+    refused = proxy.add(Fault("currentOp", action="error", code=UNAUTHORIZED, labels=(), after=asked))  # no inprog
 
     result = cli(RUNNER, "--all", "--migrations-dir", str(folder), "--progress-interval", "0.2", env=proxied_env)
 
     assert result.code == 0, result
-    assert asked.fired == 3 and proxy.count("currentOp") >= 6  # asked every 0.2 s while each build ran 1 s
+    assert asked.fired == 3 and refused.fired == 1
+    watched = [name for name, _ in proxy.commands if name in ("createIndexes", "currentOp")]
+    assert watched[:6] == ["createIndexes"] + ["currentOp"] * 4 + ["createIndexes"]  # refused: asked no more
+    assert watched[6:].count("currentOp") >= 3  # the next build asked again, every 0.2 s: FerretDB's answer, none
     lines = without_timestamps(result.stderr)
+    assert "WARNING" not in lines and "ERROR" not in lines
     assert "INFO    chat_messages: building index session_id_1_created_at_1: 100 of 200 documents (50%), " in lines
     assert "building index user_id_1:" not in lines  # FerretDB has no progress to give: no line, no error
     assert "INFO    chat_messages: index user_id_1 built in " in lines

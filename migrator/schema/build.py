@@ -26,7 +26,7 @@ from migrator.errors import MigrationError
 from migrator.events import Reporter
 from migrator.profile import ServerProfile
 from migrator.progress import DEFAULT_INTERVAL_S, Progress
-from migrator.retry import Retry
+from migrator.retry import Retry, is_transient
 from migrator.schema.model import CREATE, DROP, REPLACE, SKIP, UNHIDE, VALIDATOR, Index, SchemaPlan, SchemaStep
 from migrator.schema.record import SchemaRecord
 
@@ -234,17 +234,17 @@ class Builder:
 
     async def _ask_progress(self, collection: str, progress: Progress) -> bool:
         """currentOp's `progress: {done, total}` of an index build on the collection, reported if there is one; False
-        when the server refuses (FerretDB answers with none; a user without the inprog privilege is refused)."""
+        when the server refuses to say (a user without the inprog privilege; FerretDB answers, with none), True after a
+        transient error (a failover: asked again next time)."""
         try:
             with pymongo.timeout(max(self.progress_interval_s, 1.0)):
                 answer = await self.database.client.admin.command(
                     {"currentOp": True, "ns": f"{self.database.name}.{collection}", "progress": {"$exists": True}})
-        except PyMongoError:
-            return False
-        counts = next((op["progress"] for op in answer.get("inprog", []) if isinstance(op.get("progress"), dict)
-                       and op["progress"].get("total")), None)
+        except PyMongoError as exc:
+            return is_transient(exc)
+        counts = next((op["progress"] for op in answer.get("inprog", []) if _counts_of(op.get("progress"))), None)
         if counts is not None:
-            done, total = int(counts.get("done", 0)), int(counts["total"])
+            done, total = int(counts["done"]), int(counts["total"])
             if done < progress.done:  # the build's next phase (its keys, after the documents) counts from 0 again
                 progress.restart(done)
             if total != progress.total:
@@ -260,6 +260,12 @@ class Builder:
             return await self.retry.checking(self.check_lock)(what, command)
         except OperationFailure as exc:
             raise MigrationError(f"{what}: {exc.details.get('errmsg', exc) if exc.details else exc}") from exc
+
+
+def _counts_of(progress: object) -> bool:
+    """Is it a `progress: {done, total}` as currentOp gives an index build's (numbers, a total)?"""
+    return (isinstance(progress, dict) and isinstance(progress.get("done"), (int, float))
+            and isinstance(progress.get("total"), (int, float)) and progress["total"] > 0)
 
 
 def _is_gone(error: MigrationError) -> bool:
