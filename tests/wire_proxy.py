@@ -49,8 +49,9 @@ OP_MSG = 2013
 HEADER = struct.Struct("<iiii")
 MORE_TO_COME = 1 << 1
 CODE_NAMES = {6: "HostUnreachable", 7: "HostNotFound", 13: "Unauthorized", 89: "NetworkTimeout",
-              91: "ShutdownInProgress", 189: "PrimarySteppedDown", 10107: "NotWritablePrimary", 11600: "InterruptedAtShutdown",
-              11602: "InterruptedDueToReplStateChange", 13435: "NotPrimaryNoSecondaryOk", 64: "WriteConcernFailed"}
+              91: "ShutdownInProgress", 189: "PrimarySteppedDown", 10107: "NotWritablePrimary",
+              11600: "InterruptedAtShutdown", 11602: "InterruptedDueToReplStateChange",
+              13435: "NotPrimaryNoSecondaryOk", 64: "WriteConcernFailed"}
 
 
 @dataclass
