@@ -25,7 +25,8 @@ by the next /health that finds the database answering. The JSON says why:
                "models not initialised",
      "database": "<name>", "reachable": true | false, "pending_migrations": ["<name>", ...],
      "running_migrations": [{"name", "host", "pid", "since", "done", "total", "percent", "rate_per_s",
-                             "eta_s", ...}] (only while a runner is applying one: it is pending until it is applied),
+                             "eta_s", "paused_by", "paused_since", ...}] (only while a runner is applying one: it is
+                            pending until it is applied; paused_by: "user@host" of a --pause, else null),
      "problems": [{"name", "kind"}] (only if any: why the database is not current, the reasons --check gives;
                  kind: pending, failed, rolled_back, running, interrupted, changed, missing_file, out_of_order,
                  broken_file, which also has "error": the file's, e.g. a syntax error; a broken file makes the

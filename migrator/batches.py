@@ -10,7 +10,8 @@ Each batch is one fenced unit (migrator.fencing): its update and its checkpoint 
 counts, migrator.checkpoints) are written together, in one transaction where the server has them, else bounded
 by the time left on the lock's lease; a run that is killed or interrupted resumes there. Each batch is
 idempotent, so one cut off half-way is done again. Memory stays flat. Ctrl-C or SIGTERM stops at the end of the
-current batch (exit 130 or 143), or cancels it after migrator.stop.GRACE_S. A batch that meets a failover or a
+current batch (exit 130 or 143), or cancels it after migrator.stop.GRACE_S; --pause and --cancel from anywhere
+act at the next batch boundary (migrator.control). A batch that meets a failover or a
 lost connection is done again whole (migrator.retry), after checking the lock.
 
 The counts are exact with transactions (a batch retried was aborted first, or its commit retried). Without
@@ -56,7 +57,8 @@ from pymongo.write_concern import WriteConcern
 from migrator.batch_paths import Compute, EachUpdate, SameUpdate, batch_bound, mixed_id_types
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints, Walk  # what a walk is for: kept apart
 from migrator.connection import WRITE_TIMEOUT_MS
-from migrator.errors import MigrationError
+from migrator.control import Controls, Honour, Request
+from migrator.errors import ExitCode, MigrationError
 from migrator.events import (
     CheckpointOfAnotherVersion,
     MixedIdTypes,
@@ -90,7 +92,7 @@ class BatchSettings:
 class Batches:
     def __init__(self, database: AsyncDatabase, migration: str, checksum: str, settings: BatchSettings,
                  profile: ServerProfile, check_lock=None, retry: Retry | None = None, action: str = APPLY,
-                 report: Reporter = silent, fence: Fence | None = None):
+                 report: Reporter = silent, fence: Fence | None = None, controls: Controls | None = None):
         self.database = database
         self.migration, self.checksum = migration, checksum
         self.action = action
@@ -107,6 +109,7 @@ class Batches:
         self.stop = StopRequest(report)
         self._steps = 0
         self.pace = Pace(settings.max_rate, self.stop)
+        self.honour = Honour(migration, self.stop, controls, report)  # --pause, --cancel (None: not asked)
         self._batch_started = 0.0
         self.walked: dict[str, dict] = {}  # per collection, the `_id` filter its walk covered (migrator.scope)
 
@@ -288,21 +291,25 @@ class Batches:
         self._stop_if_asked(state)
 
     async def _between(self, state: Walk, step: int) -> None:
-        """Before each batch: renew the lock if the lease may not last it, keep to --max-rate, stop if asked."""
+        """Before each batch: renew the lock if the lease may not last it, keep to --max-rate, wait while paused,
+        stop if asked (a signal, --cancel)."""
         await self.check_lock(self._last_batch_s)
         await self.pace.keep(0, burst=self.size)
-        self._stop_if_asked(state)
+        cancel = await self.honour()
+        self._stop_if_asked(state, cancel)
         await self.check_lock(self._last_batch_s)  # again: the pause may have been long
         self._batch_started = time.monotonic()
 
-    def _stop_if_asked(self, state: Walk) -> None:
-        if self.stop.signal is None:
+    def _stop_if_asked(self, state: Walk, cancel: Request | None = None) -> None:
+        if self.stop.signal is None and cancel is None:
             return
+        by, code = ((self.stop.signal_name, self.stop.exit_code) if cancel is None
+                    else (f"--cancel of {cancel.by}", ExitCode.CANCELLED))
         where = (f"checkpoint saved (up to _id {state.last_id})" if state.batches
                  else "nothing written yet")
-        raise MigrationError(f"{self.migration}: stopped by {self.stop.signal_name} after "
+        raise MigrationError(f"{self.migration}: stopped by {by} after "
                              f"{state.documents_done:,} documents; {where}: "
-                             "run the same command again to resume", self.stop.exit_code)
+                             "run the same command again to resume", code)
 
     # ----- set-up -----
 

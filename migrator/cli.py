@@ -140,6 +140,11 @@ def _named(ctx: Context, name: str) -> Migration:
     return find(ctx.engine.migrations, name)
 
 
+def _given(value: str | bool) -> str | None:
+    """An optional NAME: the flag alone is True."""
+    return value if isinstance(value, str) else None
+
+
 RUN = ("allow_changed", "allow_out_of_order", *BACKUP_MODIFIERS, *BATCH_MODIFIERS)
 APPLY = ("dry_run", *RUN)
 ROLLBACK = ("purge", "allow_changed", *BACKUP_MODIFIERS, *BATCH_MODIFIERS)
@@ -187,6 +192,15 @@ RUNNER = (
     Command("--mark-applied-all", "the same for every pending migration up to NAME",
             lambda ctx, a: commands.mark_applied(ctx, commands.up_to(ctx.engine, a.mark_applied_all), a.yes),
             metavar="NAME", accepts=("force",), runs=True),
+    Command("--pause", "from any terminal, machine or pod: the run of NAME (default: the migration running now, else "
+            "every migration) waits at its next batch boundary, holding the lock and writing nothing, until --resume; "
+            "a run started meanwhile starts paused. A migration that takes no batches cannot be paused while it runs",
+            lambda ctx, a: commands.pause(ctx, _given(a.pause)), metavar="NAME", optional=True),
+    Command("--resume", "undo --pause (of NAME, else every pause): the run goes on; \"nothing is paused\" when none is",
+            lambda ctx, a: commands.resume(ctx, _given(a.resume)), metavar="NAME", optional=True),
+    Command("--cancel", "stop the run of NAME (default: the one running) at its next batch boundary, as SIGTERM does: "
+            "checkpoint saved, exit 7, the same command again resumes",
+            lambda ctx, a: commands.cancel(ctx, _given(a.cancel)), metavar="NAME", optional=True),
     Command("--force-unlock", "remove the lock of a runner that died (asks first); refuses a runner "
             "still alive on this host, naming its pid",
             lambda ctx, a: commands.force_unlock(ctx, a.yes)),

@@ -22,13 +22,14 @@ from typing import TypeVar
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from migrator import backup, events, liveness, plan
+from migrator import backup, control, events, liveness, plan
 from migrator import selftest as prover
 from migrator.backup import DEFAULT_DIR as DEFAULT_BACKUP_DIR
 from migrator.batches import BatchSettings
 from migrator.changelog import Changelog, sets_state
 from migrator.checkpoints import Checkpoints
 from migrator.clock import server_now
+from migrator.control import Controls
 from migrator.discovery import MigrationFiles, discover
 from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter, silent
@@ -121,6 +122,7 @@ class Engine:
         self._changelog = Changelog(database, self._retry, provenance(folder), stamp=self._lock.stamp,
                                     fence=self._fenced)
         self._checkpoints = Checkpoints(database, self._retry)
+        self._controls = Controls(database, self._retry)
         self._hooks = Hooks(database, report=report, retry=self._retry)
         self._steps = Steps(database, self.migrations, self._changelog, self._lock, self._checkpoints, self._hooks,
                             self._retry, self._batch_settings, profile, report)
@@ -137,8 +139,12 @@ class Engine:
         rows = plan.status_rows(self.migrations, history, self.broken)
         checkpoints = await self._checkpoints.all()
         holder = await self._lock.holder()
+        requests = await self._controls.all()
         running = []
         for row in rows:
+            paused = control.applies_to(requests, row.name)
+            if row.state != plan.APPLIED and paused is not None and paused.state == control.PAUSED:
+                row.paused_by, row.paused_since = paused.by, paused.at
             steps = plan.checkpoints_of(row, checkpoints.get(row.name, []))
             if row.state != plan.APPLIED and steps:
                 row.checkpoint_done = sum(step.get("scanned", 0) for step in steps)
@@ -181,6 +187,31 @@ class Engine:
     async def lock_holder(self) -> Holder | None:
         """Who holds the lock now and whether that runner is alive, None when it is free."""
         return await self._lock.holder_state()
+
+    # ----- pause, resume, cancel (migrator.control): requests a running walk honours at its next batch -----
+
+    async def pause(self, name: str | None = None) -> control.Request:
+        """Pause `name` (None: the migration running now, else every one): its walk waits at its next batch boundary,
+        holding the lock, and a run started later starts paused, until `resume`. A request, no lock needed."""
+        running = None if name else await self.running()
+        return await self._controls.set(name or (running.name if running else control.ALL), control.PAUSED)
+
+    async def resume(self, name: str | None = None) -> list[control.Request]:
+        """Clear the requests of `name` and the pause of all (None: every request); those cleared (none: nothing was
+        paused)."""
+        return await self._controls.clear(name)
+
+    async def cancel(self, name: str | None = None) -> control.Request | None:
+        """Cancel the run of `name` (None: the one running now): its walk stops at its next batch boundary as after
+        SIGTERM, resumable (exit 7 from the CLI). None when that migration is not running: nothing recorded."""
+        running = await self.running()
+        if running is None or name not in (None, running.name):
+            return None
+        return await self._controls.set(running.name, control.CANCELLED)
+
+    async def running(self) -> plan.StatusRow | None:
+        """The row of the migration a live runner is applying or rolling back now, if any."""
+        return next((row for row in await self.status() if row.state == plan.RUNNING), None)
 
     async def force_unlock(self) -> dict | None:
         """Free the lock of a runner that is not alive on this host (refused, exit 3, for one that is: it would go

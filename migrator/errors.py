@@ -11,6 +11,7 @@ class ExitCode(IntEnum):
     VERIFY_FAILED = 4  # --verify found a migration whose change is not (or no longer) in place
     UNREACHABLE = 5  # cannot reach or authenticate to the database
     NOT_CURRENT = 6  # --check: something is pending, changed, failed, interrupted or out of order
+    CANCELLED = 7  # --cancel from anywhere: batches stopped at a batch boundary, as after SIGTERM (resumable)
     INTERRUPTED = 130  # Ctrl-C
     TERMINATED = 143  # SIGTERM (docker stop): batches stop at a batch boundary (resumable), other work unwinds
 
@@ -24,5 +25,5 @@ class MigrationError(Exception):
 
     @property
     def stopped_by_signal(self) -> bool:
-        """Ctrl-C or SIGTERM stopped the work (exit 130 or 143): the same command again goes on."""
-        return self.exit_code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED)
+        """Ctrl-C, SIGTERM or --cancel stopped the work (exit 130, 143 or 7): the same command again goes on."""
+        return self.exit_code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED, ExitCode.CANCELLED)

@@ -123,6 +123,32 @@ class StoppingAtOnce(Event):
     signal: str
 
 
+@dataclass(frozen=True)
+class Paused(Event):
+    """--pause (migrator.control): the walk of `migration` waits at a batch boundary, holding its lock and writing
+    nothing, until --resume; `by` (user@host) asked for it at `since` (the server's clock)."""
+    level: ClassVar[str] = "warning"
+    migration: str
+    by: str
+    since: datetime
+
+
+@dataclass(frozen=True)
+class Resumed(Event):
+    """--resume: the walk of `migration`, paused by `by` for `paused_s`, goes on."""
+    migration: str
+    by: str
+    paused_s: float
+
+
+@dataclass(frozen=True)
+class CancelRequested(Event):
+    """--cancel by `by` (user@host): the walk of `migration` stops at this batch boundary, resumable."""
+    level: ClassVar[str] = "warning"
+    migration: str
+    by: str
+
+
 # ----- the workflows (migrator.engine): what they tell as they go -----
 # Their data's types are imported for the annotations only: this module imports none of the engine's.
 

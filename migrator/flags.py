@@ -26,7 +26,8 @@ EXIT_CODES_HELP = """exit codes:
   0  success           1  a migration, its verification or a rollback failed   2  usage or settings error
   3  lock held         4  verification failed (--verify, --mark-applied, --restore, --selftest)
   5  cannot reach or log in to MongoDB                   6  --check: not up to date
-  130 interrupted (Ctrl-C)   143 stopped by SIGTERM (docker stop); both resume from the checkpoint when run again"""
+  7  stopped by --cancel   130 interrupted (Ctrl-C)   143 stopped by SIGTERM (docker stop); the three resume from the
+     checkpoint when run again"""
 
 
 class Parser(argparse.ArgumentParser):

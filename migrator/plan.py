@@ -48,6 +48,8 @@ class StatusRow:
     percent: float | None = None
     rate_per_s: float | None = None  # documents a second since this run's first checkpoint, by the server's clock
     eta_s: float | None = None  # seconds left at that rate
+    paused_by: str | None = None  # not applied, and paused by --pause (migrator.control): by user@host
+    paused_since: datetime | None = None  # since when (the server's clock): a run of it waits (or starts paused)
 
     @property
     def flags(self) -> list[str]:
@@ -56,6 +58,8 @@ class StatusRow:
         if self.checkpoint_done is not None and self.state != RUNNING:  # running: its progress says more
             what = "rollback resumable" if self.action == "rollback" else "resumable"
             flags.append(f"{what}: {self.checkpoint_done:,} documents done")
+        if self.paused_by and self.state != RUNNING:  # running: its progress line says it
+            flags.append(f"paused by {self.paused_by}: starts paused")
         if self.draft:
             flags.append(DRAFT_FLAG)
         if self.broken:

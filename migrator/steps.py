@@ -19,6 +19,7 @@ from migrator import backup, plan
 from migrator.batches import Batches, BatchSettings
 from migrator.changelog import Changelog
 from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints
+from migrator.control import Controls
 from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter
 from migrator.fencing import Fence, fence_for
@@ -233,7 +234,7 @@ class Steps:
                 await self.lock.ensure_room(room_s)
         return Batches(self.database, migration.name, migration.checksum, self.batch_settings,
                        await self.server_profile(), check_lock, self.retry, action, report=self.report,
-                       fence=await self.fence())
+                       fence=await self.fence(), controls=Controls(self.database, self.retry))
 
     async def _recording_failure(self, migration: Migration, action: str, backups: Sequence[backup.Saved],
                                  work: Callable[[], Awaitable[T]]) -> tuple[T, float]:

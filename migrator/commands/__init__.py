@@ -9,6 +9,7 @@ it prints. One module per kind of command:
     restore     --restore
     prove       --selftest, --preview, the estimate of --dry-run
     authoring   --mark-applied, --force-unlock, --new
+    control     --pause, --resume, --cancel
     narration   what they are handed (Context) and the CLI's one reporter: the engine's events as log lines
     rows        a status row as text and JSON
 """
@@ -33,14 +34,16 @@ from migrator.commands.authoring import (
                                      new_migration,
                                      new_migration_with_test,
 )
+from migrator.commands.control import cancel, pause, resume
 from migrator.commands.info import check, history, status, verify, verify_applied
 from migrator.commands.narration import Context, Narration
 from migrator.commands.prove import preview, selftest
 from migrator.commands.restore import restore
 from migrator.commands.schema import plan
 
-__all__ = ["Context", "Narration", "TEMPLATE", "TEST_TEMPLATE", "apply_one", "apply_pending", "check",
+__all__ = ["Context", "Narration", "TEMPLATE", "TEST_TEMPLATE", "apply_one", "apply_pending", "cancel", "check",
            "dry_run", "force_unlock", "history", "mark_applied", "migration_test_path", "new_migration",
-           "new_migration_with_test", "plan", "preview", "restore",
-           "rollback", "rollback_schema", "select_after", "select_last", "select_named", "selftest", "status", "up_to",
+           "new_migration_with_test", "pause", "plan", "preview", "restore",
+           "resume", "rollback", "rollback_schema", "select_after", "select_last", "select_named", "selftest", "status",
+           "up_to",
            "verify", "verify_applied"]

@@ -106,6 +106,11 @@ _LINE: dict[type, Callable[[Any], str]] = {  # one line, at the event's level
     events.RunInterrupted: lambda e: f"{e.migration}: interrupted: "
                                      f"{runner_stopped(e.runner, liveness.state_of_runner(e.runner))} "
                                      f"(started {e.started_at:%Y-%m-%d %H:%M:%S} UTC); running it again",
+    events.Paused: lambda e: f"{e.migration}: paused by {e.by} since {e.since:%Y-%m-%d %H:%M:%S} UTC (--pause): "
+                             "holding the lock, writing nothing, until --resume",
+    events.Resumed: lambda e: f"{e.migration}: resumed after {e.paused_s:g} s paused (by {e.by})",
+    events.CancelRequested: lambda e: f"{e.migration}: cancelled by {e.by} (--cancel): stopping at this batch "
+                                      "boundary",
     events.Applying: lambda e: f"{e.migration}: applying ({e.description})",
     events.NoTouchesDeclared: lambda e: f"{e.migration}: declares no touches(), so its documents are not saved "
                                         "before the rollback"

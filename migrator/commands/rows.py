@@ -13,7 +13,7 @@ from migrator.plan import StatusRow
 JSON_NAMES = {"documents_done": "done"}  # a StatusRow field -> its key in the JSON
 # What a running migration's progress is made of, in --status --json and /health (the fields' names)
 PROGRESS_FIELDS = ("host", "pid", "since", "step", "documents_done", "total", "total_estimated", "percent",
-                   "rate_per_s", "eta_s")
+                   "rate_per_s", "eta_s", "paused_by", "paused_since")
 
 
 def row_json(row: StatusRow) -> dict[str, Any]:
@@ -44,11 +44,20 @@ def progress_text(row: StatusRow) -> str:
 
 
 def running_text(row: StatusRow) -> str:
-    """`running on host:pid since 2026-01-01 12:00:00 UTC: 120 of 300 documents (40.0%), ...`"""
+    """`running on host:pid since 2026-01-01 12:00:00 UTC: 120 of 300 documents (40.0%), ...`; paused:
+    `running on host:pid since ..., paused by user@host since 2026-01-01 12:05:00 UTC: 120 of 300 documents ...`"""
     since = f" since {row.since:%Y-%m-%d %H:%M:%S} UTC" if row.since else ""
     progress = progress_text(row)
     doing = "rolling back" if row.action == "rollback" else "running"
-    return f"{doing} on {row.runner}{since}" + (f": {progress}" if progress else "")
+    return f"{doing} on {row.runner}{since}{paused_text(row)}" + (f": {progress}" if progress else "")
+
+
+def paused_text(row: StatusRow) -> str:
+    """`, paused by user@host since 2026-01-01 12:05:00 UTC (--resume goes on)`; empty when not paused."""
+    if not row.paused_by:
+        return ""
+    since = f" since {row.paused_since:%Y-%m-%d %H:%M:%S} UTC" if row.paused_since else ""
+    return f", paused by {row.paused_by}{since} (--resume goes on)"
 
 
 def failed_text(row: StatusRow) -> str:

@@ -20,7 +20,8 @@ ROLLBACK = {"purge", "allow_changed", "backup", "backup_dir", "backup_full", "ba
 RUNNER_ACCEPTS = {
     "--all": APPLY, "--migration": APPLY, "--status": {"json"}, "--history": {"json"}, "--list": set(),
     "--check": set(), "--plan": {"json"}, "--verify": set(), "--rollback": ROLLBACK, "--rollback-last": ROLLBACK,
-    "--rollback-to": ROLLBACK, "--mark-applied": {"force"}, "--mark-applied-all": {"force"}, "--force-unlock": set(),
+    "--rollback-to": ROLLBACK, "--mark-applied": {"force"}, "--mark-applied-all": {"force"}, "--pause": set(),
+    "--resume": set(), "--cancel": set(), "--force-unlock": set(),
     "--restore": {"force"}, "--new": set(), "--selftest": {"sample"}, "--preview": {"sample", "json"},
 }
 STANDALONE_ACCEPTS = {None: APPLY - {"dry_run"}, "--verify": set(), "--rollback": ROLLBACK, "--dry-run": set()}
