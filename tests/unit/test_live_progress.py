@@ -118,3 +118,16 @@ def test_a_running_row_does_not_also_say_resumable():
     assert row.flags == []
     row.state = INTERRUPTED
     assert row.flags == ["resumable: 120 documents done"]
+
+
+def test_a_paused_run_says_by_whom_and_since_when_and_a_pending_one_that_it_starts_paused():
+    row = running_row()
+    row.paused_by, row.paused_since = "ops@bastion", T0 + timedelta(minutes=5)
+    add_progress(row, [checkpoint()], now=T0 + timedelta(seconds=14))
+
+    assert running_text(row) == ("running on deploy-7:4242 since 2026-01-01 12:00:00 UTC, paused by ops@bastion "
+                                 "since 2026-01-01 12:05:00 UTC (--resume goes on): 120 of 300 documents (40.0%), "
+                                 "25 documents/s, about 7 s left")
+    assert row.flags == []  # running: its line says it
+    waiting = StatusRow("backfill", "2026-01-01", "pending", paused_by="ops@bastion", paused_since=T0)
+    assert waiting.flags == ["paused by ops@bastion: starts paused"]
