@@ -1,18 +1,21 @@
 """Pause, resume and cancel a batched run from anywhere (another terminal, machine or pod), through the database.
 
 `migrations_control` holds one document per request: `{_id: migration, state: "paused" | "cancelled", by:
-"user@host", at}` (`at`: the server's clock), or `_id: "*"` for a pause of every migration (`--pause` while none
-runs). A request is a plain upsert or delete: it needs no lock, the runner holding it only reads them.
+"user@host", at, runner}` (`at`: the server's clock; `runner`: a cancel's, the host:pid of the run it stops), or
+`_id: "*"` for a pause of every migration (`--pause` while none runs). A request is a plain upsert or delete: it
+needs no lock, the runner holding it only reads them.
 
 The runner reads its migration's requests at each batch boundary (migrator.batches), one small read a batch:
 - paused: it reports Paused once, then reads again every POLL_S while its lock's heartbeat keeps the lease alive;
   it writes nothing. Ctrl-C or SIGTERM still stop it. The pause is in the database, so a runner started later
   (a restart, the next deploy) starts paused too, until `--resume`;
 - cancelled: the request is deleted (the next run goes on from the checkpoint) and the walk stops as after SIGTERM,
-  with its own exit code (ExitCode.CANCELLED). A cancel replaces a pause of the same migration.
+  with its own exit code (ExitCode.CANCELLED). A cancel replaces a pause of the same migration. A cancel of
+  another runner (one that ended before its next batch boundary) is cleared, not honoured: it was for that run.
 A migration whose `up` takes no `batches` has no boundary: it cannot be paused or cancelled while it runs.
 """
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,10 +42,16 @@ class Request:
     state: str  # PAUSED or CANCELLED
     by: str  # user@host
     at: datetime  # since when (the server's clock)
+    runner: str = ""  # a cancel: the host:pid of the run it stops
 
 
 def requester() -> str:
     return f"{user()}@{HOST}"
+
+
+def this_runner() -> str:
+    """This process, as the changelog names a run's runner (host:pid)."""
+    return f"{HOST}:{os.getpid()}"
 
 
 class Controls:
@@ -52,11 +61,13 @@ class Controls:
         self.collection = bookkeeping(database, COLLECTION)
         self.retry = retry or Retry()
 
-    async def set(self, migration: str, state: str) -> Request:
-        """Pause or cancel `migration` (ALL: pause every one); a new request of the same migration replaces its own."""
+    async def set(self, migration: str, state: str, runner: str = "") -> Request:
+        """Pause or cancel `migration` (ALL: pause every one; `runner`: the host:pid of the run a cancel stops); a new
+        request of the same migration replaces its own."""
         async def upsert():
             return await self.collection.find_one_and_update(
-                {"_id": migration}, {"$set": {"state": state, "by": requester()}, "$currentDate": {"at": True}},
+                {"_id": migration}, {"$set": {"state": state, "by": requester(), "runner": runner},
+                                     "$currentDate": {"at": True}},
                 upsert=True, return_document=ReturnDocument.AFTER)
         return _request(await self.retry(f"{migration}: recording the {state} request", upsert))
 
@@ -89,7 +100,8 @@ def applies_to(requests: dict[str, Request], migration: str) -> Request | None:
 
 
 def _request(document: dict) -> Request:
-    return Request(document["_id"], document["state"], document.get("by", "?"), as_utc(document["at"]))
+    return Request(document["_id"], document["state"], document.get("by", "?"), as_utc(document["at"]),
+                   document.get("runner", ""))
 
 
 class Honour:
@@ -110,10 +122,13 @@ class Honour:
                 self.report(Paused(self.migration, request.by, request.at))
             await self.stop.sleep(POLL_S)
             request = await self.controls.of(self.migration)
-        if paused is not None and self.stop.signal is None:
+        cancel = request if request is not None and request.state == CANCELLED else None
+        if paused is not None and self.stop.signal is None and cancel is None:
             self.report(Resumed(self.migration, paused.by, round(time.monotonic() - since, 1)))
-        if request is not None and request.state == CANCELLED:
-            await self.controls.clear(self.migration, CANCELLED)
-            self.report(CancelRequested(self.migration, request.by))
-            return request
-        return None
+        if cancel is None:
+            return None
+        await self.controls.clear(self.migration, CANCELLED)
+        if cancel.runner not in ("", this_runner()):
+            return None  # another run's, which ended before honouring it
+        self.report(CancelRequested(self.migration, cancel.by))
+        return cancel

@@ -207,7 +207,7 @@ class Engine:
         running = await self.running()
         if running is None or name not in (None, running.name):
             return None
-        return await self._controls.set(running.name, control.CANCELLED)
+        return await self._controls.set(running.name, control.CANCELLED, running.runner)
 
     async def running(self) -> plan.StatusRow | None:
         """The row of the migration a live runner is applying or rolling back now, if any."""

@@ -110,8 +110,12 @@ def test_a_cancel_stops_the_run_resumably_and_the_next_run_goes_on_from_the_chec
     assert db.migrations_control.count_documents({}) == 0  # the cancel is cleared: the next run is not cancelled
     assert "resumable: " in ", ".join(status_json(cli)[NAME]["flags"])
 
+    # a cancel of a run that ended before its next batch boundary: cleared by the next run, not honoured
+    db.migrations_control.insert_one({"_id": NAME, "state": "cancelled", "by": "ops@elsewhere",
+                                      "at": db.command("hello")["localTime"], "runner": "elsewhere:1"})
     again = cli(RUNNER, "--all")
     assert again.code == 0, again
+    assert db.migrations_control.count_documents({}) == 0
     assert f"{NAME}: resuming from the checkpoint: {done} documents" in again.output, again
     assert migrated(db) == COUNT
     assert db.migrations_changelog.count_documents({"name": NAME, "state": "applied"}) == 1
