@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # find app/ and migrator/ when run as a script
 
-from migrator import changelog, checkpoints, lock  # noqa: E402
+from migrator import changelog, checkpoints, control, lock  # noqa: E402
 from migrator.cli import exit_with, run  # noqa: E402
 from migrator.commands import Context  # noqa: E402
 from migrator.connection import connect  # noqa: E402
@@ -18,7 +18,7 @@ from migrator.errors import ExitCode, MigrationError  # noqa: E402
 from migrator.flags import add_common_options  # noqa: E402
 from migrator.output import confirm, log  # noqa: E402
 
-COLLECTIONS = ("chat_messages", changelog.COLLECTION, lock.COLLECTION, checkpoints.COLLECTION)
+COLLECTIONS = ("chat_messages", changelog.COLLECTION, lock.COLLECTION, checkpoints.COLLECTION, control.COLLECTION)
 
 
 def main(argv: list[str] | None = None) -> int:
