@@ -79,7 +79,8 @@ class Controls:
 
         async def delete():
             found = await self.collection.find(which).to_list(None)
-            await self.collection.delete_many({"_id": {"$in": [document["_id"] for document in found]}})
+            for document in found:  # as read: a request made meanwhile stays
+                await self.collection.delete_one({key: document[key] for key in ("_id", "state", "at")})
             return found
         return [_request(document) for document in await self.retry("clearing the requests", delete)]
 
