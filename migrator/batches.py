@@ -58,6 +58,7 @@ from migrator.checkpoints import APPLY, ROLLBACK, Checkpoints, Walk  # what a wa
 from migrator.connection import WRITE_TIMEOUT_MS
 from migrator.errors import MigrationError
 from migrator.events import (
+    BatchDone,
     CheckpointOfAnotherVersion,
     MixedIdTypes,
     ReadingIds,
@@ -276,6 +277,7 @@ class Batches:
         self._last_batch_s = time.monotonic() - self._batch_started
         self.pace.done += documents
         progress.advance(documents, modified)
+        self.report(BatchDone(self.migration, state.collection, documents, self._last_batch_s, modified))
 
     async def _save(self, state: Walk, step: int, session=None) -> None:
         await self.checkpoints.save(self.migration, step, action=self.action, session=session, **state.checkpoint())
