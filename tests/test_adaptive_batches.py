@@ -5,6 +5,8 @@ stopped half-way resumes at another size. The sizes are read from the --debug li
 import re
 import signal
 
+import pytest
+
 from conftest import Result, finish, start, wait_for
 from test_batches import NAME, SCRIPT, assert_migrated_once, load
 from wire_proxy import Fault
@@ -69,3 +71,20 @@ def test_a_run_stopped_after_shrinking_resumes_at_another_size_with_every_docume
     lacking = sum("metadata" not in doc for doc in before.values())  # the stream path's batches: those alone
     assert sum(sizes(resumed)) == lacking - done and max(sizes(resumed)) == 70
     assert_migrated_once(db, before)
+
+
+@pytest.mark.parametrize("action", ["error", "wce"])  # NotWritablePrimary; a write-concern timeout (code 64)
+def test_a_batch_sent_again_halves_the_next_however_quick(db, cli, proxy, proxied_env, action):
+    before = load(db, 300, every=0)
+    code = 10107 if action == "error" else 64
+    failed = proxy.add(Fault("update", "chat_messages", action=action, code=code))
+
+    result = cli(SCRIPT, "--debug", "--batch-path", "stream", "--batch-size", "100", "--target-batch-ms", "60000",
+                 env=proxied_env)
+
+    assert result.code == 0, result
+    assert failed.fired == 1 and "retrying in" in result.output
+    assert sizes(result) == [100, 50, 100, 50], result.output  # then quick: doubled back
+    # The write that met the write-concern timeout landed: its retry changed nothing, so `modified` is a lower bound.
+    assert {doc["_id"]: doc for doc in db.chat_messages.find()} == {_id: {**doc, "metadata": None}
+                                                                     for _id, doc in before.items()}
