@@ -158,6 +158,7 @@ class Batches:
             self.report(MixedIdTypes(self.migration, collection))
             path = STREAM
         walk = self._range if path == RANGE else partial(self._stream, recheck=recheck)
+        self.sizer.walk(scales=not (self.profile.id_lookup_only and (path == RANGE or recheck)))  # else a scan a batch
         progress = Progress(self.migration, self.report, done=state.documents_done, modified=state.modified)
         resent_before = self.fence.resent
         with self.stop.handled():

@@ -11,6 +11,9 @@ half and the whole target is left alone, so that a size that fits does not oscil
 Only the number of documents per batch changes: each batch is still checkpointed whole (its last `_id` and
 counts), so a run resumed at another size goes on from the same place. The server's limit of statements per bulk
 (profile.max_bulk, FerretDB's 50) is kept by the bulks within a batch (migrator.batch_paths), whatever its size.
+
+A walk whose batches each cost a scan of the collection whatever their size (FerretDB's range path, and its
+batches that check the filter again) keeps --batch-size: smaller batches would only mean more scans.
 """
 
 DEFAULT_TARGET_MS = 500
@@ -26,10 +29,17 @@ class BatchSizer:
         self.smallest = min(smallest, largest)
         self.target_s = target_ms / 1000
         self.size = largest
+        self.scales = True  # a batch's time grows with its size
 
     @property
     def adapts(self) -> bool:
-        return self.target_s > 0 and self.smallest < self.largest
+        return self.target_s > 0 and self.smallest < self.largest and self.scales
+
+    def walk(self, scales: bool) -> None:
+        """A walk starts; `scales`: False when its batches take as long whatever their size (they keep the largest)."""
+        self.scales = scales
+        if not scales:
+            self.size = self.largest
 
     def after(self, duration_s: float, resent: bool = False) -> int:
         """The size of the next batch, given how long this one took and whether it was sent again."""

@@ -37,3 +37,12 @@ def test_off_with_a_target_of_0_or_no_room_between_the_bounds():
     fixed = BatchSizer(20, 50, target_ms=500)  # --batch-size under the default --min-batch-size: that size
     assert (fixed.smallest, fixed.after(30), fixed.adapts) == (20, 20, False)
 
+
+
+def test_a_walk_whose_batches_each_scan_the_collection_keeps_the_largest_size():
+    sizer = BatchSizer(1000, 50, target_ms=500)
+    sizer.after(5)
+    sizer.walk(scales=False)
+    assert (sizer.size, sizer.after(5), sizer.adapts) == (1000, 1000, False)
+    sizer.walk(scales=True)
+    assert sizer.after(5) == 100
