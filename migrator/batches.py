@@ -60,6 +60,7 @@ from migrator.connection import WRITE_TIMEOUT_MS
 from migrator.control import Controls, Honour, Request
 from migrator.errors import ExitCode, MigrationError
 from migrator.events import (
+    BatchDone,
     CheckpointOfAnotherVersion,
     MixedIdTypes,
     ReadingIds,
@@ -74,6 +75,7 @@ from migrator.profile import ServerProfile
 from migrator.progress import Progress
 from migrator.retry import Retry
 from migrator.scope import last_id_of, up_to
+from migrator.sizing import DEFAULT_MIN_SIZE, DEFAULT_TARGET_MS, BatchSizer
 from migrator.stop import StopRequest
 
 RANGE, STREAM = "range", "stream"
@@ -83,7 +85,9 @@ DEFAULT_SIZE = 1000
 
 @dataclass
 class BatchSettings:
-    size: int | None = None  # documents per batch (and checkpoint); None: DEFAULT_SIZE
+    size: int | None = None  # documents per batch (and checkpoint), at most; None: DEFAULT_SIZE
+    min_size: int | None = None  # documents per batch, at least, when batches adapt; None: sizing.DEFAULT_MIN_SIZE
+    target_batch_ms: float | None = None  # how long a batch should take (migrator.sizing); 0: always `size`
     max_rate: float | None = None  # documents per second, at most
     write_concern: str | None = None  # "majority" or "1"; None: majority, the runner's client's
     path: str | None = None  # RANGE or STREAM; None: by server
@@ -99,7 +103,8 @@ class Batches:
         self.settings = settings
         self.profile = profile
         self.path = settings.path or default_path(profile)
-        self.size = settings.size or DEFAULT_SIZE
+        target_ms = DEFAULT_TARGET_MS if settings.target_batch_ms is None else settings.target_batch_ms
+        self.sizer = BatchSizer(settings.size or DEFAULT_SIZE, settings.min_size or DEFAULT_MIN_SIZE, target_ms)
         self.check_lock = check_lock or _no_lock  # async (room_s): raise if the lease may not last a batch
         self._last_batch_s = 0.0  # how long the last batch took: the room the lease must have for the next
         self.retry = retry or Retry()
@@ -112,6 +117,11 @@ class Batches:
         self.honour = Honour(migration, self.stop, controls, report)  # --pause, --cancel (None: not asked)
         self._batch_started = 0.0
         self.walked: dict[str, dict] = {}  # per collection, the `_id` filter its walk covered (migrator.scope)
+
+    @property
+    def size(self) -> int:
+        """Documents in the next batch (migrator.sizing)."""
+        return self.sizer.size
 
     async def update_many(self, collection: str | AsyncCollection, filter: dict, update: dict,
                           recheck_filter: bool | None = None) -> Outcome:
@@ -151,6 +161,7 @@ class Batches:
             self.report(MixedIdTypes(self.migration, collection))
             path = STREAM
         walk = self._range if path == RANGE else partial(self._stream, recheck=recheck)
+        self.sizer.walk(scales=not (self.profile.id_lookup_only and (path == RANGE or recheck)))  # else a scan a batch
         progress = Progress(self.migration, self.report, done=state.documents_done, modified=state.modified)
         resent_before = self.fence.resent
         with self.stop.handled():
@@ -184,9 +195,10 @@ class Batches:
         while True:
             await self._between(state, step)
             after = {"_id": {"$lte": state.end_id, **({} if state.last_id is None else {"$gt": state.last_id})}}
+            size = self.size  # this batch's, also when it is sent again
 
-            async def batch(session, after=after):  # whole, again after a failover: the filter is checked again
-                bound = await batch_bound(target, after, self.size, session)
+            async def batch(session, after=after, size=size):  # whole, again after a failover: the filter is checked
+                bound = await batch_bound(target, after, size, session)
                 if bound is None:
                     return None
                 last_id, documents = bound
@@ -194,7 +206,7 @@ class Batches:
                 matched, modified = await change.range_batch(target, filter, within, self.fence.check, session)
                 return documents, last_id, matched, modified
             documents = await self._batch(state, step, batch, progress)
-            if documents is None or documents < self.size:  # none left, or the walk's last `_id` was the bound
+            if documents is None or documents < size:  # none left, or the walk's last `_id` was the bound
                 return
 
     async def _stream(self, target: AsyncCollection, filter: dict, change: Change, state: Walk, step: int,
@@ -268,9 +280,11 @@ class Batches:
                 await self._save(replace(state).add(*sent), step, session)
             return sent
         what = f"{self.migration}: batch {state.batches + 1:,}"
+        resent_before = self.fence.resent
         sent: tuple[int, Any, int, int] | None = await self.stop.within_grace(self.fence.run(what, unit), what)
         if sent is not None:
             self._batch_done(state, *sent, progress)
+            self.sizer.after(self._last_batch_s, resent=self.fence.resent > resent_before)
         return None if sent is None else sent[0]
 
     def _batch_done(self, state: Walk, documents: int, last_id, matched: int, modified: int,
@@ -279,6 +293,7 @@ class Batches:
         self._last_batch_s = time.monotonic() - self._batch_started
         self.pace.done += documents
         progress.advance(documents, modified)
+        self.report(BatchDone(self.migration, state.collection, documents, self._last_batch_s, modified))
 
     async def _save(self, state: Walk, step: int, session=None) -> None:
         await self.checkpoints.save(self.migration, step, action=self.action, session=session, **state.checkpoint())

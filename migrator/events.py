@@ -69,6 +69,17 @@ class WalkDone(ProgressEvent):
 
 
 @dataclass(frozen=True)
+class BatchDone(Event):
+    """One batch of a walk of `collection` is written and checkpointed: `size` documents in `duration_s` seconds
+    (from the batch boundary to its checkpoint), `modified` of them changed."""
+    migration: str
+    collection: str
+    size: int
+    duration_s: float
+    modified: int
+
+
+@dataclass(frozen=True)
 class ResumedFromCheckpoint(Event):
     """A walk of `collection` goes on where a checkpoint says `done` documents were done, up to `last_id`."""
     migration: str

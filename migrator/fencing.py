@@ -25,7 +25,9 @@ checked before every try. Which fence, by server (`fence_for`):
 A unit that gets no reply before its deadline is not sent again: the run stops (MigrationError, exit 1, the lock
 released by the engine), within about the lease, instead of waiting for ever on a server that cannot answer
 (a majority down, a partition). A deadline met while looking for a primary (an election) is retried like any
-failover, the lock checked first: the heartbeat cannot renew without a primary either. `resent` counts the
+failover, the lock checked first: the heartbeat cannot renew without a primary either; so is a write-concern
+timeout the server answers (code 64: its own wtimeout, a cluster-wide default's; the batches then get smaller:
+migrator.sizing). `resent` counts the
 units sent again after an error that may have followed their success (their counts are then a lower bound:
 see migrator.batches).
 """
@@ -36,7 +38,7 @@ from typing import Protocol, TypeVar
 import pymongo
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
+from pymongo.errors import BulkWriteError, PyMongoError, ServerSelectionTimeoutError
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
@@ -44,7 +46,7 @@ from pymongo.write_concern import WriteConcern
 from migrator.errors import MigrationError
 from migrator.lock import MigrationLock
 from migrator.profile import ServerProfile
-from migrator.retry import Retry, describe
+from migrator.retry import WRITE_CONCERN_TIMEOUT, Retry, describe
 
 T = TypeVar("T")
 Write = Callable[[AsyncClientSession | None], Awaitable[T]]
@@ -67,6 +69,15 @@ def fence_for(lock: MigrationLock | None, profile: ServerProfile, database: Asyn
     if profile.transactions and not by_time_only:
         return TransactionFence(lock, database, retry)
     return TimeFence(lock, retry)
+
+
+def replication_timed_out(error: PyMongoError) -> bool:
+    """The server answered that the write concern timed out (code 64, its wtimeout), not the lease's deadline
+    (maxTimeMS: code 50)."""
+    if isinstance(error, BulkWriteError):
+        concerns = (error.details or {}).get("writeConcernErrors") or [{}]
+        return concerns[-1].get("code") == WRITE_CONCERN_TIMEOUT
+    return getattr(error, "code", None) == WRITE_CONCERN_TIMEOUT
 
 
 def no_reply(what: str, seconds: float, error: PyMongoError) -> MigrationError:
@@ -108,7 +119,8 @@ class TimeFence(NoFence):
                 with pymongo.timeout(seconds):
                     return await write(session)
             except PyMongoError as error:
-                if error.timeout and not isinstance(error, ServerSelectionTimeoutError):  # no primary: retried
+                retried = isinstance(error, ServerSelectionTimeoutError) or replication_timed_out(error)
+                if error.timeout and not retried:
                     self.lock.check()  # a lease run out says more than the timeout it caused
                     raise no_reply(what, seconds, error) from error
                 raise

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from migrator import backup, batches, selftest
+from migrator import backup, batches, selftest, sizing
 from migrator.commands import Context
 from migrator.commands.progress_view import DEFAULT_INTERVAL_S
 from migrator.engine import Options
@@ -139,8 +139,16 @@ MODIFIERS = (
                                   "$MIGRATIONS_BACKUP_DIR, else backups/ of the repository)"), BACKUPS),
     Modifier("--backup-full", dict(action="store_true", help="first dump the whole database with mongodump "
                                    "(MongoDB Database Tools) to DIR/<database>-<time>.archive.gz"), BACKUPS),
-    Modifier("--batch-size", dict(type=positive(int), metavar="N", help="documents per batch; a checkpoint is saved "
-                                  f"after each, so a re-run resumes there (default: {batches.DEFAULT_SIZE})"), LARGE),
+    Modifier("--batch-size", dict(type=positive(int), metavar="N", help="documents per batch, at most (the first "
+                                  "batch's size); a checkpoint is saved after each, so a re-run resumes there "
+                                  f"(default: {batches.DEFAULT_SIZE})"), LARGE),
+    Modifier("--target-batch-ms", dict(type=number(float), metavar="MS", help="size the batches so that each takes "
+                                       "about MS: smaller at once after a slow batch, a retry or a write-concern "
+                                       "timeout, larger again while they are quick, between --min-batch-size and "
+                                       f"--batch-size; 0: every batch --batch-size (default: "
+                                       f"{sizing.DEFAULT_TARGET_MS})"), LARGE),
+    Modifier("--min-batch-size", dict(type=positive(int), metavar="N", help="the smallest batch --target-batch-ms "
+                                      f"shrinks to (default: {sizing.DEFAULT_MIN_SIZE})"), LARGE),
     Modifier("--max-rate", dict(type=positive(float), metavar="DOCS_PER_S", help="process at most this many documents "
                                 "per second, to spare live traffic (default: as fast as the server goes)"), LARGE),
     Modifier("--write-concern", dict(choices=["majority", "1"], help="acknowledgement of each batch's writes "
@@ -151,7 +159,7 @@ MODIFIERS = (
                               "of the documents the migration changes to copy and run it on")),
 )
 BACKUP_MODIFIERS = ("backup", "backup_dir", "backup_full")
-BATCH_MODIFIERS = ("batch_size", "max_rate", "write_concern", "batch_path")
+BATCH_MODIFIERS = ("batch_size", "target_batch_ms", "min_batch_size", "max_rate", "write_concern", "batch_path")
 
 
 def dest_of(flag: str) -> str:
@@ -238,5 +246,6 @@ def engine_options(args: argparse.Namespace) -> Options:
 
 def batch_settings_from(args: argparse.Namespace) -> batches.BatchSettings:
     values = vars(args)
-    return batches.BatchSettings(size=values.get("batch_size"), max_rate=values.get("max_rate"),
+    return batches.BatchSettings(size=values.get("batch_size"), min_size=values.get("min_batch_size"),
+                                 target_batch_ms=values.get("target_batch_ms"), max_rate=values.get("max_rate"),
                                  write_concern=values.get("write_concern"), path=values.get("batch_path"))

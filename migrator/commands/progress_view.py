@@ -18,6 +18,7 @@ from rich.progress import Progress as RichProgress
 
 from migrator.durations import duration_text
 from migrator.events import (
+    BatchDone,
     CheckpointOfAnotherVersion,
     Event,
     MixedIdTypes,
@@ -96,6 +97,10 @@ class ProgressView:
             return True
         if isinstance(event, ProgressEnded):
             self._end(event.label)
+            return True
+        if isinstance(event, BatchDone):  # one a batch: too many for the log but with --debug
+            log.debug("%s: batch of %s documents of %s in %.3f s; %s modified", event.migration, f"{event.size:,}",
+                      event.collection, event.duration_s, f"{event.modified:,}")
             return True
         line = event_line(event)
         if line is None:

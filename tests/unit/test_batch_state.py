@@ -46,6 +46,17 @@ def test_the_batch_size_is_the_flags_or_the_default():
     assert batches(BatchSettings(size=250)).size == 250
 
 
+def test_the_adaptive_batch_flags_reach_the_sizer_and_a_negative_target_is_refused(capsys):
+    parser = runner_parser()
+    off = batches(batch_settings_from(parser.parse_args(["--all", "--target-batch-ms", "0", "--min-batch-size", "20"])))
+    assert (off.sizer.target_s, off.sizer.smallest, off.sizer.adapts) == (0, 20, False)
+    sizer = batches(batch_settings_from(parser.parse_args(["--all", "--batch-size", "400"]))).sizer
+    assert (sizer.largest, sizer.smallest, sizer.target_s, sizer.adapts) == (400, 50, 0.5, True)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--all", "--target-batch-ms", "-5"])
+    assert "argument --target-batch-ms: must be at least 0: '-5'" in capsys.readouterr().err
+
+
 def test_the_work_digest_tells_one_update_from_another():
     work = _digest("chat_messages", {"metadata": {"$exists": False}}, {"$max": {"metadata": None}})
     assert len(work) == 16 and int(work, 16) >= 0

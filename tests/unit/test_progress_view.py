@@ -7,6 +7,7 @@ import pytest
 
 from migrator.commands.progress_view import ProgressView, event_line, progress_line
 from migrator.events import (
+    BatchDone,
     CheckpointOfAnotherVersion,
     Event,
     ProgressEnded,
@@ -106,3 +107,8 @@ def test_every_event_the_engine_can_report_is_rendered_by_the_command_line(caplo
         assert view.handle(cls(**values)), f"{cls.__name__} is rendered by nobody"
         shown_by_view.append(cls.__name__)
     assert len(workflows) >= 15 and len(shown_by_view) >= 8
+
+
+def test_a_batch_done_is_a_debug_line_only(lines):
+    assert ProgressView(terminal=False).handle(BatchDone("m", "chat_messages", 1200, 0.4321, 1100))
+    assert lines == [("DEBUG", "m: batch of 1,200 documents of chat_messages in 0.432 s; 1,100 modified")]
