@@ -109,7 +109,10 @@ class MetricsFile:
         self.write()
 
     def finish(self, exit_code: int) -> None:
-        """The run's end: a migration still running failed (exit 1) or stopped (interrupted, terminated)."""
+        """The run's end: a migration still running failed (exit 1) or stopped (interrupted, terminated). Not
+        written when the run ended before its start (no database reached: nothing to say)."""
+        if not self.database:
+            return
         stopped = exit_code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED)
         for counts in self.counts.values():
             if counts.state in ("running", "paused") and exit_code != ExitCode.OK:

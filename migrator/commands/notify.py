@@ -64,11 +64,16 @@ class Notifier:
 
     def started(self, database: str) -> None:
         self.database = database
-        self._threads = [threading.Thread(target=self._send_all, name="notify", daemon=True),
-                         threading.Thread(target=self._watch_stall, name="notify-stall", daemon=True)]
-        for thread in self._threads:
-            thread.start()
+        self._start_threads()
         self._send("start", f"migrations starting on database {database}")
+
+    def _start_threads(self) -> None:
+        """Once: at the start, or at the end of a run that failed before it (the server cannot be reached)."""
+        if not self._threads:
+            self._threads = [threading.Thread(target=self._send_all, name="notify", daemon=True),
+                             threading.Thread(target=self._watch_stall, name="notify-stall", daemon=True)]
+            for thread in self._threads:
+                thread.start()
 
     def observe(self, event: events.Event, migration: str | None) -> None:
         self.migration = migration
@@ -90,6 +95,7 @@ class Notifier:
 
     def finish(self, exit_code: int, error: str = "") -> None:
         """The last POST (success or failure), then at most TIMEOUT_S for the queue to go out."""
+        self._start_threads()
         if exit_code == ExitCode.OK:
             self._send("success", "migrations done", exit_code=0)
         else:

@@ -216,3 +216,9 @@ def test_a_notify_endpoint_that_fails_is_one_warning(caplog):
             log.propagate = False
     [warning] = [record.getMessage() for record in caplog.records]
     assert "http://127.0.0.1:9/****" in warning and "secret" not in warning
+
+
+def test_a_run_that_fails_before_it_starts_is_a_failure_notification_too():
+    posted: list[dict] = []
+    Notifier("http://hooks.example/T0", stall_s=600, post=lambda url, body: posted.append(body)).finish(5, "no server")
+    assert [(body["event"], body["exit_code"], body["message"]) for body in posted] == [("failure", 5, "no server")]
