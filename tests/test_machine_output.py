@@ -146,3 +146,23 @@ def test_a_notify_url_that_refuses_connections_is_one_warning_and_the_run_succee
     assert len(warnings) == 1 and f"http://127.0.0.1:{port}/**** could not be reached" in warnings[0], result
     assert "T0-tok" not in result.output
     assert time.monotonic() - started < 20
+
+
+def test_a_run_without_progress_for_stall_minutes_is_a_stall_notification(db, env, tmp_path, receiver):
+    url, bodies = receiver
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    write_migration(folder, "slow", "2025-08-01", body='''
+        import asyncio
+
+        async def up(db):
+            await asyncio.sleep(2)
+
+        async def verify(db):
+            return True
+        ''')
+    result = run(RUNNER, "--all", "--migrations-dir", str(folder), "--notify", url, "--stall-minutes", "0.01",
+                 env=env)
+    assert result.code == 0, result
+    assert [body["event"] for body in bodies] == ["start", "stall", "success"]
+    assert bodies[1]["migration"] == "slow" and bodies[1]["seconds_without_progress"] >= 0

@@ -18,6 +18,7 @@ from bson import ObjectId
 from prometheus_client.parser import text_string_to_metric_families
 
 from migrator import backup, events, migration
+from migrator.cli import runner_main
 from migrator.commands.json_view import event_name
 from migrator.commands.metrics import MetricsFile
 from migrator.commands.narration import Narration
@@ -222,3 +223,14 @@ def test_a_run_that_fails_before_it_starts_is_a_failure_notification_too():
     posted: list[dict] = []
     Notifier("http://hooks.example/T0", stall_s=600, post=lambda url, body: posted.append(body)).finish(5, "no server")
     assert [(body["event"], body["exit_code"], body["message"]) for body in posted] == [("failure", 5, "no server")]
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--all", "--stall-minutes", "5"], "--stall-minutes goes with --notify"),
+    (["--all", "--notify", "ftp://hooks/x"], "needs an http:// or https:// URL with a host"),
+    (["--all", "--log-format", "xml"], "invalid choice: 'xml'"),
+])
+def test_bad_output_flags_are_one_usage_line(argv, said, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        runner_main(argv)
+    assert exit_.value.code == 2 and said in capsys.readouterr().err
