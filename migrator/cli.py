@@ -14,6 +14,8 @@ from pathlib import Path
 
 from migrator import commands, plan
 from migrator.commands import Context, Narration
+from migrator.commands.metrics import MetricsFile
+from migrator.commands.notify import DEFAULT_STALL_MINUTES, Notifier
 from migrator.commands.progress_view import ProgressView
 from migrator.connection import WRITE_TIMEOUT_MS, connect, ignored_options
 from migrator.discovery import MIGRATIONS_DIR, MigrationFiles, discover, find
@@ -31,7 +33,7 @@ from migrator.flags import (
     nonempty_path,
 )
 from migrator.migration import Migration, refuse_if_broken
-from migrator.output import log, say, setup_logging
+from migrator.output import JSON, TEXT, log, say, setup_logging
 from migrator.profile import detect
 from migrator.redact import redact
 from migrator.schema.record import NAME as SCHEMA
@@ -66,42 +68,64 @@ def _sigterm_unwinds():
 def run(args: argparse.Namespace, migrations: Callable[[], MigrationFiles], work: Work,
         check: Callable[[Settings], None] | None = None) -> int:
     """Load settings, discover, connect, do the work; every failure becomes one line and an exit code."""
-    setup_logging(args.debug)
+    options = vars(args)
+    setup_logging(args.debug, options.get("log_format") or TEXT)
+    narration = _narration(args)
+    code, error = _attempt(args, migrations, work, check, narration)
+    narration.finished(code, error)
+    return code
+
+
+def _narration(args: argparse.Namespace) -> Narration:
+    """The one reporter, with the views the flags ask for."""
+    options = vars(args)
+    json = options.get("log_format") == JSON
+    metrics = options.get("metrics_file")
+    notify = options.get("notify")
+    stall_minutes = options.get("stall_minutes") or DEFAULT_STALL_MINUTES
+    return Narration(view=ProgressView(args.progress_interval, terminal=False if json else None), json=json,
+                     metrics=MetricsFile(metrics, args.progress_interval) if metrics else None,
+                     notifier=Notifier(notify, stall_minutes * 60) if notify else None)
+
+
+def _attempt(args, migrations, work, check, narration: Narration) -> tuple[int, str]:
+    """The exit code, and the line that said why it is not 0."""
     try:
         settings = load_settings(args.env_file)  # first: it remembers the password to mask, also in discovery errors
         found = migrations()
         if check:
             check(settings)
         with _sigterm_unwinds():
-            return asyncio.run(_connected(args, settings, found, work))
+            return asyncio.run(_connected(args, settings, found, work, narration)), ""
     except SettingsError as exc:
-        log.error("%s", exc)
-        return ExitCode.USAGE
+        return _failed(ExitCode.USAGE, "%s", exc)
     except MigrationError as exc:
-        log.error("%s", exc, exc_info=args.debug)
-        return exc.exit_code
+        return _failed(exc.exit_code, "%s", exc, debug=args.debug)
     except KeyboardInterrupt:
-        log.error("interrupted: run the same command again to finish")
-        return ExitCode.INTERRUPTED
+        return _failed(ExitCode.INTERRUPTED, "interrupted: run the same command again to finish")
     except Terminated:
-        log.error("stopped by SIGTERM: run the same command again to finish")
-        return ExitCode.TERMINATED
+        return _failed(ExitCode.TERMINATED, "stopped by SIGTERM: run the same command again to finish")
     except Exception as exc:  # a bug or an unforeseen server answer: still one line
-        log.error("unexpected error: %s: %s (run again with --debug for the traceback)",
-                  type(exc).__name__, redact(exc), exc_info=args.debug)
-        return ExitCode.FAILED
+        return _failed(ExitCode.FAILED, "unexpected error: %s: %s (run again with --debug for the traceback)",
+                       type(exc).__name__, redact(exc), debug=args.debug)
 
 
-async def _connected(args, settings: Settings, migrations: MigrationFiles, work: Work) -> int:
+def _failed(code: int, message: str, *values, debug: bool = False) -> tuple[int, str]:
+    log.error(message, *values, exc_info=debug)
+    return code, redact(message % values)
+
+
+async def _connected(args, settings: Settings, migrations: MigrationFiles, work: Work, narration: Narration) -> int:
     client, database = await connect(settings.mongodb_url, settings.database_name, args.server_timeout,
                                      args.retry_for)
     try:
         profile = await detect(database)
         log.info("database %s at %s (%s)", settings.database_name, redact(settings.mongodb_url), profile.label)
         _say_ignored_options(settings.mongodb_url, args.retry_for)
+        narration.started(settings.database_name)
         engine = Engine(database, migrations, lease_s=args.lease, retry_for_s=args.retry_for,
-                        batch_settings=batch_settings_from(args), profile=profile,
-                        report=Narration(view=ProgressView(args.progress_interval)), url=settings.mongodb_url)
+                        batch_settings=batch_settings_from(args), profile=profile, report=narration,
+                        url=settings.mongodb_url)
         return await work(Context(engine, settings, engine_options(args)))
     finally:
         await client.close()
@@ -124,7 +148,7 @@ def _say_ignored_options(url: str, retry_for_s: float) -> None:
 
 def _offline(args: argparse.Namespace, action: Callable[[], int]) -> int:
     """A command that needs no database (--list, --new): same error handling."""
-    setup_logging(args.debug)
+    setup_logging(args.debug, vars(args).get("log_format") or TEXT)
     with suppress(SettingsError):  # not needed, but it remembers the password to mask, should a migration repeat it
         load_settings(args.env_file)
     try:

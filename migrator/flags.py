@@ -13,13 +13,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from migrator import backup, batches, selftest, sizing
 from migrator.commands import Context
+from migrator.commands.notify import DEFAULT_STALL_MINUTES
 from migrator.commands.progress_view import DEFAULT_INTERVAL_S
 from migrator.engine import Options
 from migrator.errors import ExitCode
 from migrator.lock import LEASE_S, WAIT_S
+from migrator.output import JSON, TEXT
 from migrator.retry import DEFAULT_RETRY_FOR_S
 
 EXIT_CODES_HELP = """exit codes:
@@ -78,6 +81,16 @@ def nonempty_path(what: str):
 
 
 NAME = text("a migration name")
+
+
+def web_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError("needs an http:// or https:// URL with a host")
+    return value
+
+
+web_url.__name__ = "a URL"
 
 
 # ----- the tables -----
@@ -189,6 +202,22 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
 
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """What a run tells machines (docs/production.md, "Machine-readable output")."""
+    group = parser.add_argument_group("machine-readable output (docs/production.md, Machine-readable output)")
+    group.add_argument("--log-format", choices=[TEXT, JSON], default=TEXT, help="json: every log line and every "
+                       "event of the run as one JSON object a line on stderr (ts, level, event, migration, message, "
+                       "and the event's own fields), masked (default: text)")
+    group.add_argument("--metrics-file", type=nonempty_path("a file name"), metavar="PATH", help="keep PATH a "
+                       "Prometheus text-format file of the run (documents done and total, rate, ETA, batch duration, "
+                       "retries, throttled seconds, state), rewritten atomically every --progress-interval and at "
+                       "the end: for node exporter's textfile collector")
+    group.add_argument("--notify", type=web_url, metavar="URL", help="POST JSON to URL at the start, the success or "
+                       "failure, and a stall of the run; an endpoint that is down costs one warning, never the run")
+    group.add_argument("--stall-minutes", type=positive(float), metavar="N", help="with --notify: a stall is N "
+                       f"minutes without progress (default: {DEFAULT_STALL_MINUTES:g})")
+
+
 def build_parser(prog: str, description: str, table: tuple[Command, ...]) -> Parser:
     """The commands as mutually exclusive flags, then the modifiers some of them accept, then the common options."""
     parser = Parser(prog=prog, description=description, epilog=EXIT_CODES_HELP,
@@ -211,6 +240,7 @@ def build_parser(prog: str, description: str, table: tuple[Command, ...]) -> Par
                 groups[modifier.group] = parser.add_argument_group(modifier.group)
             groups[modifier.group].add_argument(modifier.flag, **modifier.options)
     add_common_options(parser)
+    add_output_options(parser)
     return parser
 
 
@@ -228,6 +258,8 @@ def chosen(parser: Parser, args: argparse.Namespace, table: tuple[Command, ...])
         if given(args, dest) and dest not in command.accepts and dest not in commands:
             takers = [c.flag or "a run" for c in table if dest in c.accepts]
             parser.error(f"{modifier.flag} goes with {' or '.join(takers)}")
+    if args.stall_minutes is not None and not args.notify:
+        parser.error("--stall-minutes goes with --notify")
     return command
 
 

@@ -1,11 +1,15 @@
 """How the toolkit talks: one log format on stderr (rich in a terminal), prompts, masking."""
 
+import json
 import logging
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -50,9 +54,70 @@ class _LogLines(RichHandler):
             self.handleError(record)
 
 
-def setup_logging(debug: bool = False) -> None:
-    if sys.stderr.isatty():
-        handler: logging.Handler = _LogLines(console=Console(stderr=True), markup=False)
+TEXT, JSON = "text", "json"  # --log-format
+_captured: ContextVar[list[tuple[int, str]] | None] = ContextVar("captured", default=None)
+
+
+class _JsonLines(logging.Handler):
+    """--log-format json: each record one JSON object on its line (a log line of no event: `"event": "log"`).
+    While an event is rendered (`captured`), its lines are kept instead, for the event's own object."""
+
+    @property
+    def stream(self):
+        return sys.stderr  # the one at the time of writing (a test's, a caller's)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lines = _captured.get()
+        if lines is not None:
+            lines.append((record.levelno, record.getMessage()))
+            return
+        message = record.getMessage() + (f"\n{record.exc_text}" if record.exc_text else "")
+        try:
+            self.stream.write(json_line(record.levelname.lower(), "log", message) + "\n")
+            self.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def json_line(level: str, event: str, message: str, fields: dict[str, Any] | None = None) -> str:
+    """One object of --log-format json: the documented fields (docs/production.md) after the event's own."""
+    when = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    line = {"ts": when, "level": level, "event": event, "message": message}
+    line.update((name, value) for name, value in (fields or {}).items() if name not in line)
+    return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def write_json(line: str) -> None:
+    """A JSON line of an event, through the same handler (and stream) as the log lines."""
+    for handler in log.handlers:
+        if isinstance(handler, _JsonLines):
+            handler.acquire()
+            try:
+                handler.stream.write(line + "\n")
+                handler.flush()
+            finally:
+                handler.release()
+
+
+@contextmanager
+def captured() -> Iterator[list[tuple[int, str]]]:
+    """The log lines written inside the block (their level and masked text), kept, not written (json only)."""
+    lines: list[tuple[int, str]] = []
+    token = _captured.set(lines)
+    try:
+        yield lines
+    finally:
+        _captured.reset(token)
+
+
+def setup_logging(debug: bool = False, log_format: str = TEXT) -> None:
+    if log_format == JSON:
+        handler: logging.Handler = _JsonLines()
+    elif sys.stderr.isatty():
+        handler = _LogLines(console=Console(stderr=True), markup=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)

@@ -5,6 +5,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrator import backup, events, liveness
+from migrator.commands import json_view
+from migrator.commands.metrics import MetricsFile
+from migrator.commands.notify import Notifier
 from migrator.commands.progress_view import LEVELS, ProgressView
 from migrator.commands.rows import runner_stopped
 from migrator.engine import Engine, Options
@@ -24,12 +27,33 @@ class Context:
 
 class Narration:
     """The CLI's one reporter (an events.Reporter): the workflows' events become the log lines below; every
-    other event (batches, retries, a stop requested, progress) goes to migrator.commands.progress_view."""
+    other event (batches, retries, a stop requested, progress) goes to migrator.commands.progress_view. The
+    other views see every event too: `json` (--log-format json: one JSON line each, migrator.commands.json_view),
+    `metrics` (--metrics-file) and `notifier` (--notify). `started` and `finished` bracket the command."""
 
-    def __init__(self, view: ProgressView | None = None):
+    def __init__(self, view: ProgressView | None = None, json: bool = False, metrics: MetricsFile | None = None,
+                 notifier: Notifier | None = None):
         self.view = view or ProgressView()
+        self.json, self.metrics, self.notifier = json, metrics, notifier
+        self.migration: str | None = None  # the one being applied: progress and retries are about it
 
     def __call__(self, event: events.Event) -> None:
+        if isinstance(event, events.Applying):
+            self.migration = event.migration
+        migration = json_view.migration_of(event) or self.migration
+        if migration is None and isinstance(event, events.ProgressEvent) and event.unit == "documents":
+            migration = event.label  # a rollback's walk: it says no migration before, its label is its name
+        for watcher in (self.metrics, self.notifier):
+            if watcher is not None:
+                watcher.observe(event, migration)
+        if self.json:
+            json_view.render(event, self._narrate, migration)
+        else:
+            self._narrate(event)
+        if isinstance(event, events.MigrationApplied | events.MigrationRolledBack):
+            self.migration = None
+
+    def _narrate(self, event: events.Event) -> None:
         if (line := _LINE.get(type(event))) is not None:
             log.log(LEVELS[event.level], "%s", line(event))
         elif (lines := _LINES.get(type(event))) is not None:
@@ -37,7 +61,23 @@ class Narration:
         elif not self.view.handle(event):
             log.warning("an event the command line does not render: %s", event)
 
+    def started(self, database: str) -> None:
+        """Connected, before the command's work: the metrics file's first write, the start notification."""
+        if self.json:
+            json_view.run_line("run_started", f"connected to database {database}", database=database)
+        if self.metrics is not None:
+            self.metrics.started(database)
+        if self.notifier is not None:
+            self.notifier.started(database)
 
+    def finished(self, exit_code: int, error: str = "") -> None:
+        """The command's end, whatever it was (`error`: the line that said why it failed)."""
+        if self.metrics is not None:
+            self.metrics.finish(exit_code)
+        if self.notifier is not None:
+            self.notifier.finish(exit_code, error)
+        if self.json:
+            json_view.run_line("run_finished", error or "done", exit_code=int(exit_code), ok=exit_code == 0)
 
 
 def _saved(event: events.BackupSaved) -> None:
