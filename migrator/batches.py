@@ -42,7 +42,7 @@ document (`{_id: value}` with any other key is a scan a document there): a bigge
 import hashlib
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import islice
 from typing import Any
@@ -73,6 +73,7 @@ from migrator.progress import Progress
 from migrator.retry import Retry
 from migrator.scope import last_id_of, up_to
 from migrator.stop import StopRequest
+from migrator.throttle import Throttle, ThrottleSettings
 
 RANGE, STREAM = "range", "stream"
 Change = SameUpdate | EachUpdate  # what a walk writes (migrator.batch_paths)
@@ -85,6 +86,7 @@ class BatchSettings:
     max_rate: float | None = None  # documents per second, at most
     write_concern: str | None = None  # "majority" or "1"; None: majority, the runner's client's
     path: str | None = None  # RANGE or STREAM; None: by server
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)  # waiting on the server's health
 
 
 class Batches:
@@ -107,6 +109,8 @@ class Batches:
         self.stop = StopRequest(report)
         self._steps = 0
         self.pace = Pace(settings.max_rate, self.stop)
+        self.throttle = Throttle(database, migration, profile, settings.throttle, self.stop,
+                                 self.check_lock, report)
         self._batch_started = 0.0
         self.walked: dict[str, dict] = {}  # per collection, the `_id` filter its walk covered (migrator.scope)
 
@@ -155,6 +159,7 @@ class Batches:
                 await walk(target, filter, change, state, step, progress)
             finally:
                 progress.end()
+                self.throttle.walk_done(collection)
         state.finished, resent = True, self.fence.resent > resent_before
         self.walked[collection] = up_to(state.end_id) if state.bounded else {}
         await self.fence.run(f"{self.migration}: saving the checkpoint", partial(self._save, state, step))
@@ -288,9 +293,11 @@ class Batches:
         self._stop_if_asked(state)
 
     async def _between(self, state: Walk, step: int) -> None:
-        """Before each batch: renew the lock if the lease may not last it, keep to --max-rate, stop if asked."""
+        """Before each batch: renew the lock if the lease may not last it, keep to --max-rate, wait while the server
+        is unhealthy (migrator.throttle), stop if asked."""
         await self.check_lock(self._last_batch_s)
         await self.pace.keep(0, burst=self.size)
+        await self.throttle.wait(self._last_batch_s)
         self._stop_if_asked(state)
         await self.check_lock(self._last_batch_s)  # again: the pause may have been long
         self._batch_started = time.monotonic()

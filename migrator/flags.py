@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from migrator import backup, batches, selftest
+from migrator import backup, batches, selftest, throttle
 from migrator.commands import Context
 from migrator.commands.progress_view import DEFAULT_INTERVAL_S
 from migrator.engine import Options
@@ -145,12 +145,17 @@ MODIFIERS = (
     Modifier("--write-concern", dict(choices=["majority", "1"], help="acknowledgement of each batch's writes "
                                      "(default: majority)"), LARGE),
     Modifier("--batch-path", dict(choices=[batches.RANGE, batches.STREAM], help=argparse.SUPPRESS), LARGE),
+    Modifier("--max-lag", dict(type=positive(float), metavar="S", help="on a replica set, wait between batches while "
+                               "the majority's replication lag is above S seconds or flow control holds writers back "
+                               f"(default: {throttle.DEFAULT_MAX_LAG_S:g}); on any server, a batch far slower than "
+                               "the recent ones is followed by a wait as long"), LARGE),
+    Modifier("--throttle-interval", dict(type=positive(float), help=argparse.SUPPRESS), LARGE),  # tests: seconds
     Modifier("--sample", dict(type=positive(int), metavar="N", help="with --selftest (default: "
                               f"{selftest.DEFAULT_SAMPLE}) or --preview (default: {selftest.PREVIEW_SAMPLE}): how many "
                               "of the documents the migration changes to copy and run it on")),
 )
 BACKUP_MODIFIERS = ("backup", "backup_dir", "backup_full")
-BATCH_MODIFIERS = ("batch_size", "max_rate", "write_concern", "batch_path")
+BATCH_MODIFIERS = ("batch_size", "max_rate", "write_concern", "batch_path", "max_lag", "throttle_interval")
 
 
 def dest_of(flag: str) -> str:
@@ -237,5 +242,8 @@ def engine_options(args: argparse.Namespace) -> Options:
 
 def batch_settings_from(args: argparse.Namespace) -> batches.BatchSettings:
     values = vars(args)
+    health = throttle.ThrottleSettings(max_lag_s=values.get("max_lag") or throttle.DEFAULT_MAX_LAG_S,
+                                       interval_s=values.get("throttle_interval") or throttle.DEFAULT_INTERVAL_S)
     return batches.BatchSettings(size=values.get("batch_size"), max_rate=values.get("max_rate"),
-                                 write_concern=values.get("write_concern"), path=values.get("batch_path"))
+                                 write_concern=values.get("write_concern"), path=values.get("batch_path"),
+                                 throttle=health)

@@ -14,9 +14,9 @@ from migrator.engine import Options
 from migrator.flags import MODIFIERS, build_parser, chosen, dest_of, engine_options
 
 APPLY = {"dry_run", "allow_changed", "allow_out_of_order", "backup", "backup_dir", "backup_full", "batch_size",
-         "max_rate", "write_concern", "batch_path"}
+         "max_rate", "write_concern", "batch_path", "max_lag", "throttle_interval"}
 ROLLBACK = {"purge", "allow_changed", "backup", "backup_dir", "backup_full", "batch_size", "max_rate", "write_concern",
-            "batch_path"}
+            "batch_path", "max_lag", "throttle_interval"}
 RUNNER_ACCEPTS = {
     "--all": APPLY, "--migration": APPLY, "--status": {"json"}, "--history": {"json"}, "--list": set(),
     "--check": set(), "--plan": {"json"}, "--verify": set(), "--rollback": ROLLBACK, "--rollback-last": ROLLBACK,
@@ -25,7 +25,7 @@ RUNNER_ACCEPTS = {
 }
 STANDALONE_ACCEPTS = {None: APPLY - {"dry_run"}, "--verify": set(), "--rollback": ROLLBACK, "--dry-run": set()}
 VALUES = {"--backup-dir": "some/dir", "--batch-size": "10", "--max-rate": "5", "--write-concern": "majority",
-          "--batch-path": "stream", "--sample": "5"}
+          "--batch-path": "stream", "--sample": "5", "--max-lag": "2", "--throttle-interval": "0.5"}
 
 
 def standalone_parser():

@@ -1,0 +1,94 @@
+"""Throttling on the server's health (migrator/throttle.py), on the wire: the proxy presents the test server as a
+replica set (tests/wire_proxy.py, replica_set=True) and answers replSetGetStatus itself, lagging or refused; flow
+control is patched into serverStatus; a batch is held back to make it slow. The runner waits with one line naming
+the figure, then goes on, and every document is migrated once."""
+
+import re
+
+from conftest import HAS, NAME, SCRIPT, assert_nothing_lost, load, run_here, without_timestamps
+from wire_proxy import Fault, lagging
+
+UNAUTHORIZED = 13
+MIGRATED = f"{NAME}: modified 540 documents"  # of the 600 loaded, every tenth has metadata already
+
+
+def run(env, *args):
+    return run_here(SCRIPT, "--batch-size", "50", "--progress-interval", "600", "--throttle-interval", "0.05", *args,
+                    env=env)
+
+
+def lines(result, text: str) -> list[str]:
+    return [line for line in without_timestamps(result.output).splitlines() if text in line]
+
+
+def test_a_lagging_majority_makes_the_runner_wait_then_go_on(db, primary, primary_env):
+    before = load(db, 600)
+    lag = primary.add(Fault("replSetGetStatus", action="patch", patch=lagging(14), times=3))
+
+    result = run(primary_env, "--max-lag", "5")
+
+    assert result.code == 0, result
+    assert lag.fired == 3 and primary.count("replSetGetStatus") >= 4  # asked again until the lag was gone
+    assert lines(result, "throttling:") == [f"WARNING {NAME}: throttling: replication lag 14.0 s > --max-lag 5 s; "
+                                            "waiting"], result
+    [total] = lines(result, "on the server's health")
+    assert re.search(r"throttled \d+\.\d s on the server's health while walking chat_messages \(1 wait\)", total)
+    assert lines(result, MIGRATED), result
+    assert db.chat_messages.count_documents(HAS) == 600
+    assert_nothing_lost(db, before)
+
+
+def test_a_lag_within_max_lag_throttles_nothing(db, primary, primary_env):
+    load(db, 300)
+    primary.add(Fault("replSetGetStatus", action="patch", patch=lagging(3), times=100))
+
+    result = run(primary_env, "--max-lag", "5")
+
+    assert result.code == 0, result
+    assert primary.count("replSetGetStatus") >= 1
+    assert not lines(result, "throttl"), result
+
+
+def test_flow_control_engaged_makes_the_runner_wait(db, primary, primary_env):
+    load(db, 300)
+    engaged = {"enabled": True, "targetRateLimit": 500, "isLagged": True, "isLaggedCount": 1}
+    primary.add(Fault("serverStatus", action="patch", times=2, patch=lambda body: {**body, "flowControl": engaged}))
+
+    result = run(primary_env)
+
+    assert result.code == 0, result
+    assert lines(result, "throttling:") == [f"WARNING {NAME}: throttling: flow control engaged on the server (target "
+                                            "rate 500 writes/s); waiting"], result
+    assert db.chat_messages.count_documents(HAS) == 300
+
+
+def test_a_signal_the_runner_may_not_read_is_said_once_and_the_run_completes(db, primary, primary_env):
+    load(db, 600)
+    for command in ("replSetGetStatus", "serverStatus"):
+        primary.add(Fault(command, action="error", code=UNAUTHORIZED, labels=(), times=1000))
+
+    result = run(primary_env)
+
+    assert result.code == 0, result
+    assert lines(result, "is off:") == [
+        f"WARNING {NAME}: throttling on replication lag is off: replSetGetStatus refused (Unauthorized: injected by "
+        "the test proxy: Unauthorized), and hello says no lastWrite",
+        f"WARNING {NAME}: throttling on flow control is off: serverStatus refused (Unauthorized: injected by the test "
+        "proxy: Unauthorized)"], result
+    assert primary.count("replSetGetStatus") == 1 and primary.count("serverStatus") == 1  # not asked again
+    assert lines(result, MIGRATED), result
+
+
+def test_on_a_standalone_server_a_slow_batch_is_followed_by_a_wait_as_long(db, proxy, proxied_env):
+    load(db, 600)
+    slow = proxy.add(Fault("update", "chat_messages", nth=8, action="delay", seconds=0.8))
+
+    result = run(proxied_env)
+
+    assert result.code == 0, result
+    assert slow.fired == 1
+    [line] = lines(result, "throttling:")
+    assert re.fullmatch(rf"WARNING {NAME}: throttling: batch latency 0\.\d s > 4x the recent median \(0\.\d\d s\); "
+                        r"waiting 0\.\d s", line), line
+    assert proxy.count("replSetGetStatus") == 0 and proxy.count("serverStatus") == 0  # FerretDB: latency only
+    assert db.chat_messages.count_documents(HAS) == 600
