@@ -36,7 +36,7 @@ DEFAULT_INTERVAL_S = 1.0
 LATENCY_WINDOW = 20  # batches whose median is "usual"
 LATENCY_SAMPLES = 5  # batches timed before one can be called slow
 SLOW_FACTOR = 4.0
-SLOW_FLOOR_S = 0.5  # quicker than this is never slow: jitter of quick batches is not the server suffering
+SLOW_FLOOR_S = 1.0  # quicker than this is never slow: jitter of quick batches is not the server suffering
 LAG, FLOW_CONTROL, LATENCY = "replication lag", "flow control", "batch latency"
 ARBITER = 7  # replSetGetStatus' state of an arbiter, which holds no data
 

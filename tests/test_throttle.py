@@ -4,8 +4,10 @@ control is patched into serverStatus; a batch is held back to make it slow. The 
 the figure, then goes on, and every document is migrated once."""
 
 import re
+import signal
+import time
 
-from conftest import HAS, NAME, SCRIPT, assert_nothing_lost, load, run_here, without_timestamps
+from conftest import HAS, NAME, SCRIPT, assert_nothing_lost, finish, load, run_here, start, without_timestamps
 from wire_proxy import Fault, lagging
 
 UNAUTHORIZED = 13
@@ -29,10 +31,10 @@ def test_a_lagging_majority_makes_the_runner_wait_then_go_on(db, primary, primar
 
     assert result.code == 0, result
     assert lag.fired == 3 and primary.count("replSetGetStatus") >= 4  # asked again until the lag was gone
-    assert lines(result, "throttling:") == [f"WARNING {NAME}: throttling: replication lag 14.0 s > --max-lag 5 s; "
-                                            "waiting"], result
+    assert lines(result, "throttling: replication") == [f"WARNING {NAME}: throttling: replication lag 14.0 s > --max-lag "
+                                                        "5 s; waiting"], result
     [total] = lines(result, "on the server's health")
-    assert re.search(r"throttled \d+\.\d s on the server's health while walking chat_messages \(1 wait\)", total)
+    assert re.search(r"throttled \d+\.\d s on the server's health while walking chat_messages \(\d+ waits?\)", total)
     assert lines(result, MIGRATED), result
     assert db.chat_messages.count_documents(HAS) == 600
     assert_nothing_lost(db, before)
@@ -46,7 +48,7 @@ def test_a_lag_within_max_lag_throttles_nothing(db, primary, primary_env):
 
     assert result.code == 0, result
     assert primary.count("replSetGetStatus") >= 1
-    assert not lines(result, "throttl"), result
+    assert not lines(result, "throttling: replication"), result
 
 
 def test_flow_control_engaged_makes_the_runner_wait(db, primary, primary_env):
@@ -57,7 +59,7 @@ def test_flow_control_engaged_makes_the_runner_wait(db, primary, primary_env):
     result = run(primary_env)
 
     assert result.code == 0, result
-    assert lines(result, "throttling:") == [f"WARNING {NAME}: throttling: flow control engaged on the server (target "
+    assert lines(result, "throttling: flow") == [f"WARNING {NAME}: throttling: flow control engaged on the server (target "
                                             "rate 500 writes/s); waiting"], result
     assert db.chat_messages.count_documents(HAS) == 300
 
@@ -81,14 +83,39 @@ def test_a_signal_the_runner_may_not_read_is_said_once_and_the_run_completes(db,
 
 def test_on_a_standalone_server_a_slow_batch_is_followed_by_a_wait_as_long(db, proxy, proxied_env):
     load(db, 600)
-    slow = proxy.add(Fault("update", "chat_messages", nth=8, action="delay", seconds=0.8))
+    slow = proxy.add(Fault("update", "chat_messages", nth=8, action="delay", seconds=1.5))
 
     result = run(proxied_env)
 
     assert result.code == 0, result
     assert slow.fired == 1
-    [line] = lines(result, "throttling:")
-    assert re.fullmatch(rf"WARNING {NAME}: throttling: batch latency 0\.\d s > 4x the recent median \(0\.\d\d s\); "
-                        r"waiting 0\.\d s", line), line
+    said = re.compile(rf"WARNING {NAME}: throttling: batch latency (\d\.\d) s > 4x the recent median \(0\.\d\d s\); "
+                      r"waiting \1 s")
+    waits = lines(result, "throttling:")  # a loaded machine may make another batch slow too: one line each
+    assert all(said.fullmatch(line) for line in waits) and any(float(said.fullmatch(line)[1]) >= 1.5
+                                                               for line in waits), waits
     assert proxy.count("replSetGetStatus") == 0 and proxy.count("serverStatus") == 0  # FerretDB: latency only
     assert db.chat_messages.count_documents(HAS) == 600
+
+
+def test_ctrl_c_ends_a_wait_at_once_and_the_next_run_completes(db, primary, primary_env):
+    load(db, 300)
+    primary.add(Fault("replSetGetStatus", action="patch", patch=lagging(60), times=10**6))  # lagging for good
+    process = start(primary_env, "--batch-size", "50", "--throttle-interval", "5")
+    deadline = time.monotonic() + 60
+    while "throttling: replication lag 60.0 s > --max-lag 10 s; waiting" not in (line := process.stdout.readline()):
+        assert line and time.monotonic() < deadline, "no throttling line"
+    process.send_signal(signal.SIGINT)
+    asked = time.monotonic()
+    stopped = finish(process)
+
+    assert stopped.code == 130, stopped
+    assert time.monotonic() - asked < 4  # not the 5 s re-check: the wait ended at once
+    assert "stopped by SIGINT after 0 documents; nothing written yet" in stopped.output, stopped
+    assert db.migrations_lock.find_one({"_id": "lock"})["released_at"] is not None
+    primary.clear()
+
+    resumed = run_here(SCRIPT, env=primary_env)
+
+    assert resumed.code == 0, resumed
+    assert db.chat_messages.count_documents(HAS) == 300
