@@ -31,8 +31,8 @@ def test_a_lagging_majority_makes_the_runner_wait_then_go_on(db, primary, primar
 
     assert result.code == 0, result
     assert lag.fired == 3 and primary.count("replSetGetStatus") >= 4  # asked again until the lag was gone
-    assert lines(result, "throttling: replication") == [f"WARNING {NAME}: throttling: replication lag 14.0 s > --max-lag "
-                                                        "5 s; waiting"], result
+    said = f"WARNING {NAME}: throttling: replication lag 14.0 s > --max-lag 5 s; waiting"
+    assert lines(result, "throttling: replication") == [said], result
     [total] = lines(result, "on the server's health")
     assert re.search(r"throttled \d+\.\d s on the server's health while walking chat_messages \(\d+ waits?\)", total)
     assert lines(result, MIGRATED), result
@@ -59,8 +59,8 @@ def test_flow_control_engaged_makes_the_runner_wait(db, primary, primary_env):
     result = run(primary_env)
 
     assert result.code == 0, result
-    assert lines(result, "throttling: flow") == [f"WARNING {NAME}: throttling: flow control engaged on the server (target "
-                                            "rate 500 writes/s); waiting"], result
+    said = f"WARNING {NAME}: throttling: flow control engaged on the server (target rate 500 writes/s); waiting"
+    assert lines(result, "throttling: flow") == [said], result
     assert db.chat_messages.count_documents(HAS) == 300
 
 
