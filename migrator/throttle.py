@@ -29,6 +29,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from migrator.events import Reporter, Throttled, ThrottledTotal, ThrottleSignalOff
 from migrator.profile import ServerProfile
 from migrator.redact import redact
+from migrator.retry import is_transient
 from migrator.stop import StopRequest
 
 DEFAULT_MAX_LAG_S = 10.0
@@ -169,10 +170,10 @@ class Throttle:
         if self._status_refused is None:
             try:
                 return majority_lag(await self.database.client.admin.command("replSetGetStatus"))
-            except OperationFailure as exc:
+            except PyMongoError as exc:
                 self._status_refused = refusal("replSetGetStatus", exc)
-            except PyMongoError:  # not this time: read again at the next check
-                return None
+                if self._status_refused is None:  # not this time (a failover, a lost connection): read it again later
+                    return None
         hello = await self._read(LAG, "hello")
         lag = None if hello is None else majority_lag_from_hello(hello)
         if hello is not None and lag is None:
@@ -188,10 +189,9 @@ class Throttle:
         this time (read again at the next check)."""
         try:
             return await self.database.client.admin.command(command)
-        except OperationFailure as exc:
-            self._signal_off(signal, refusal(command, exc))
-        except PyMongoError:
-            pass
+        except PyMongoError as exc:
+            if (why := refusal(command, exc)) is not None:
+                self._signal_off(signal, why)
         return None
 
     def _signal_off(self, signal: str, why: str) -> None:
@@ -200,7 +200,10 @@ class Throttle:
             self.report(ThrottleSignalOff(self.migration, signal, why))
 
 
-def refusal(command: str, error: OperationFailure) -> str:
-    """"replSetGetStatus refused (Unauthorized: not authorized on admin ...)"."""
+def refusal(command: str, error: PyMongoError) -> str | None:
+    """"replSetGetStatus refused (Unauthorized: not authorized on admin ...)" when the server said no and would say
+    it again (Unauthorized, CommandNotFound, ...); None for a transient error (a failover, a lost connection)."""
+    if not isinstance(error, OperationFailure) or is_transient(error):
+        return None
     details = error.details or {}
     return f"{command} refused ({details.get('codeName', error.code)}: {redact(details.get('errmsg', str(error)))})"

@@ -119,3 +119,16 @@ def test_ctrl_c_ends_a_wait_at_once_and_the_next_run_completes(db, primary, prim
 
     assert resumed.code == 0, resumed
     assert db.chat_messages.count_documents(HAS) == 300
+
+
+def test_a_wait_longer_than_the_lease_keeps_the_lock(db, primary, primary_env):
+    load(db, 300)
+    primary.add(Fault("replSetGetStatus", action="patch", patch=lagging(30), times=25))  # about 6 s of lag
+
+    result = run(primary_env, "--lease", "4", "--throttle-interval", "0.25")
+
+    assert result.code == 0, result
+    assert "lost the migration lock" not in result.output, result
+    [total] = lines(result, "on the server's health")
+    assert float(re.search(r"throttled (\d+\.\d) s", total)[1]) > 4  # longer than the lease, and the run completed
+    assert db.chat_messages.count_documents(HAS) == 300

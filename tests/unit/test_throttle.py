@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from bson import json_util
+from pymongo.errors import AutoReconnect, OperationFailure
 
 from migrator.throttle import (
     LATENCY,
@@ -13,6 +14,7 @@ from migrator.throttle import (
     flow_control_rate,
     majority_lag,
     majority_lag_from_hello,
+    refusal,
 )
 
 STATUS = json_util.loads((Path(__file__).parent / "answers" / "mongodb-7.0-replSetGetStatus.json").read_text())
@@ -80,3 +82,14 @@ def test_the_median_is_of_the_last_batches_only():
     for _ in range(11):  # the server got slower for good: after a while, that is the usual
         watch.slow(2.0)
     assert watch.slow(2.5) is None
+
+
+def test_a_refusal_is_said_with_its_code_name_and_a_transient_error_is_not_one():
+    unauthorized = OperationFailure("not authorized on admin to execute command { replSetGetStatus: 1 }", 13,
+                                    {"ok": 0, "code": 13, "codeName": "Unauthorized",
+                                     "errmsg": "not authorized on admin to execute command { replSetGetStatus: 1 }"})
+    assert refusal("replSetGetStatus", unauthorized) == ("replSetGetStatus refused (Unauthorized: not authorized on "
+                                                         "admin to execute command { replSetGetStatus: 1 })")
+    stepped_down = OperationFailure("not primary", 10107, {"ok": 0, "code": 10107, "codeName": "NotWritablePrimary"})
+    assert refusal("serverStatus", stepped_down) is None
+    assert refusal("serverStatus", AutoReconnect("connection reset")) is None
