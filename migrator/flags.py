@@ -145,10 +145,10 @@ MODIFIERS = (
     Modifier("--write-concern", dict(choices=["majority", "1"], help="acknowledgement of each batch's writes "
                                      "(default: majority)"), LARGE),
     Modifier("--batch-path", dict(choices=[batches.RANGE, batches.STREAM], help=argparse.SUPPRESS), LARGE),
-    Modifier("--max-lag", dict(type=positive(float), metavar="S", help="on a replica set, wait between batches while "
-                               "the majority's replication lag is above S seconds or flow control holds writers back "
-                               f"(default: {throttle.DEFAULT_MAX_LAG_S:g}); on any server, a batch far slower than "
-                               "the recent ones is followed by a wait as long"), LARGE),
+    Modifier("--max-lag", dict(type=positive(float), metavar="SECONDS", help="on a replica set, wait between batches "
+                               "while the majority's replication lag is above SECONDS or flow control holds writers "
+                               f"back (default: {throttle.DEFAULT_MAX_LAG_S:g}); on any server, a batch far slower "
+                               "than the recent ones is followed by a wait as long"), LARGE),
     Modifier("--throttle-interval", dict(type=positive(float), help=argparse.SUPPRESS), LARGE),  # tests: seconds
     Modifier("--sample", dict(type=positive(int), metavar="N", help="with --selftest (default: "
                               f"{selftest.DEFAULT_SAMPLE}) or --preview (default: {selftest.PREVIEW_SAMPLE}): how many "

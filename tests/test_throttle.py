@@ -6,6 +6,7 @@ the figure, then goes on, and every document is migrated once."""
 import re
 import signal
 import time
+from datetime import UTC, datetime, timedelta
 
 from conftest import HAS, NAME, SCRIPT, assert_nothing_lost, finish, load, run_here, start, without_timestamps
 from wire_proxy import Fault, lagging
@@ -131,4 +132,28 @@ def test_a_wait_longer_than_the_lease_keeps_the_lock(db, primary, primary_env):
     assert "lost the migration lock" not in result.output, result
     [total] = lines(result, "on the server's health")
     assert float(re.search(r"throttled (\d+\.\d) s", total)[1]) > 4  # longer than the lease, and the run completed
+    assert db.chat_messages.count_documents(HAS) == 300
+
+
+def test_where_replsetgetstatus_is_refused_the_lag_is_read_from_hellos_last_write(db, primary, primary_env):
+    load(db, 300)
+    primary.add(Fault("replSetGetStatus", action="error", code=UNAUTHORIZED, labels=(), times=1000))
+
+    walking = primary.add(Fault("update", "chat_messages", action="patch", patch=lambda body: body))  # the first batch
+    since: list[float] = []
+
+    def last_write(body: dict) -> dict:  # from the first batch on, for half a second, the primary's last write 20 s
+        if walking.fired:                 # ahead of its last majority-committed one (the lock reads hello's clock too)
+            since[:] = since or [time.monotonic()]
+        now, lag = datetime.now(UTC), 20 if since and time.monotonic() - since[0] < 0.5 else 0
+        return {**body, "lastWrite": {"lastWriteDate": now, "majorityWriteDate": now - timedelta(seconds=lag)}}
+    primary.add(Fault("hello", action="patch", patch=last_write, times=10**6))
+
+    result = run(primary_env, "--max-lag", "5")
+
+    assert result.code == 0, result
+    assert since  # the lag was read from hello during the walk
+    assert lines(result, "throttling: replication") == [f"WARNING {NAME}: throttling: replication lag 20.0 s > "
+                                                        "--max-lag 5 s; waiting"], result
+    assert not lines(result, "throttling on replication lag is off"), result
     assert db.chat_messages.count_documents(HAS) == 300
