@@ -109,8 +109,7 @@ class Batches:
         self.stop = StopRequest(report)
         self._steps = 0
         self.pace = Pace(settings.max_rate, self.stop)
-        self.throttle = Throttle(database, migration, profile, settings.throttle, self.stop,
-                                 self.check_lock, report)
+        self.throttle = Throttle(database, migration, profile, settings.throttle, self.stop, self.check_lock, report)
         self._batch_started = 0.0
         self.walked: dict[str, dict] = {}  # per collection, the `_id` filter its walk covered (migrator.scope)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from bson import json_util
 from pymongo.errors import AutoReconnect, OperationFailure
 
+from migrator.profile import profile_of
 from migrator.throttle import (
     LATENCY,
     SLOW_FLOOR_S,
@@ -93,3 +94,11 @@ def test_a_refusal_is_said_with_its_code_name_and_a_transient_error_is_not_one()
     stepped_down = OperationFailure("not primary", 10107, {"ok": 0, "code": 10107, "codeName": "NotWritablePrimary"})
     assert refusal("serverStatus", stepped_down) is None
     assert refusal("serverStatus", AutoReconnect("connection reset")) is None
+
+
+def test_only_a_replica_set_member_has_its_lag_and_flow_control_watched():
+    build_info = {"version": "7.0.12"}
+    assert profile_of(build_info, {"setName": "rs0", "logicalSessionTimeoutMinutes": 30}).replica_set
+    assert not profile_of(build_info, {"msg": "isdbgrid", "logicalSessionTimeoutMinutes": 30}).replica_set  # mongos
+    assert not profile_of(build_info, {"isWritablePrimary": True}).replica_set
+    assert not profile_of({"version": "7.0.42", "ferretdbVersion": "v1.24.2"}, {"isWritablePrimary": True}).replica_set
