@@ -43,7 +43,7 @@ document (`{_id: value}` with any other key is a scan a document there): a bigge
 import hashlib
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import islice
 from typing import Any
@@ -77,6 +77,7 @@ from migrator.retry import Retry
 from migrator.scope import last_id_of, up_to
 from migrator.sizing import DEFAULT_MIN_SIZE, DEFAULT_TARGET_MS, BatchSizer
 from migrator.stop import StopRequest
+from migrator.throttle import Throttle, ThrottleSettings
 
 RANGE, STREAM = "range", "stream"
 Change = SameUpdate | EachUpdate  # what a walk writes (migrator.batch_paths)
@@ -91,6 +92,7 @@ class BatchSettings:
     max_rate: float | None = None  # documents per second, at most
     write_concern: str | None = None  # "majority" or "1"; None: majority, the runner's client's
     path: str | None = None  # RANGE or STREAM; None: by server
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)  # waiting on the server's health
 
 
 class Batches:
@@ -115,6 +117,7 @@ class Batches:
         self._steps = 0
         self.pace = Pace(settings.max_rate, self.stop)
         self.honour = Honour(migration, self.stop, controls, report)  # --pause, --cancel (None: not asked)
+        self.throttle = Throttle(database, migration, profile, settings.throttle, self.stop, self.check_lock, report)
         self._batch_started = 0.0
         self.walked: dict[str, dict] = {}  # per collection, the `_id` filter its walk covered (migrator.scope)
 
@@ -169,6 +172,7 @@ class Batches:
                 await walk(target, filter, change, state, step, progress)
             finally:
                 progress.end()
+                self.throttle.walk_done(collection)
         state.finished, resent = True, self.fence.resent > resent_before
         self.walked[collection] = up_to(state.end_id) if state.bounded else {}
         await self.fence.run(f"{self.migration}: saving the checkpoint", partial(self._save, state, step))
@@ -306,10 +310,11 @@ class Batches:
         self._stop_if_asked(state)
 
     async def _between(self, state: Walk, step: int) -> None:
-        """Before each batch: renew the lock if the lease may not last it, keep to --max-rate, wait while paused,
-        stop if asked (a signal, --cancel)."""
+        """Before each batch: renew the lock if the lease may not last it, keep to --max-rate, wait while the server
+        is unhealthy (migrator.throttle), wait while paused, stop if asked (a signal, --cancel)."""
         await self.check_lock(self._last_batch_s)
         await self.pace.keep(0, burst=self.size)
+        await self.throttle.wait(self._last_batch_s)
         cancel = await self.honour()
         self._stop_if_asked(state, cancel)
         await self.check_lock(self._last_batch_s)  # again: the pause may have been long

@@ -160,6 +160,39 @@ class CancelRequested(Event):
     by: str
 
 
+@dataclass(frozen=True)
+class Throttled(Event):
+    """Between batches, the walk waits for the server (migrator.throttle): `reason` ("replication lag", "flow
+    control" or "batch latency"), its `figure` (seconds of lag, flow control's target rate in tickets a second, or
+    the last batch's seconds) against `limit` (--max-lag, 0, or the slow-batch bound), and the seconds this
+    migration's batches were throttled before this wait (`waited_s`)."""
+    level: ClassVar[str] = "warning"
+    migration: str
+    reason: str
+    figure: float
+    limit: float
+    waited_s: float
+
+
+@dataclass(frozen=True)
+class ThrottleSignalOff(Event):
+    """One signal of the server's health cannot be read (`why`: the command refused, e.g. Unauthorized): said
+    once; the walk is throttled on the others."""
+    level: ClassVar[str] = "warning"
+    migration: str
+    signal: str
+    why: str
+
+
+@dataclass(frozen=True)
+class ThrottledTotal(Event):
+    """The walk of `collection` is over: it waited `seconds` in `waits` waits for the server's health."""
+    migration: str
+    collection: str
+    seconds: float
+    waits: int
+
+
 # ----- the workflows (migrator.engine): what they tell as they go -----
 # Their data's types are imported for the annotations only: this module imports none of the engine's.
 

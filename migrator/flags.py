@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from migrator import backup, batches, selftest, sizing
+from migrator import backup, batches, selftest, sizing, throttle
 from migrator.commands import Context
 from migrator.commands.notify import DEFAULT_STALL_MINUTES
 from migrator.commands.progress_view import DEFAULT_INTERVAL_S
@@ -167,12 +167,18 @@ MODIFIERS = (
     Modifier("--write-concern", dict(choices=["majority", "1"], help="acknowledgement of each batch's writes "
                                      "(default: majority)"), LARGE),
     Modifier("--batch-path", dict(choices=[batches.RANGE, batches.STREAM], help=argparse.SUPPRESS), LARGE),
+    Modifier("--max-lag", dict(type=positive(float), metavar="SECONDS", help="on a replica set, wait between batches "
+                               "while the majority's replication lag is above SECONDS or flow control holds writers "
+                               f"back (default: {throttle.DEFAULT_MAX_LAG_S:g}); on any server, a batch far slower "
+                               "than the recent ones is followed by a wait as long"), LARGE),
+    Modifier("--throttle-interval", dict(type=positive(float), help=argparse.SUPPRESS), LARGE),  # tests: seconds
     Modifier("--sample", dict(type=positive(int), metavar="N", help="with --selftest (default: "
                               f"{selftest.DEFAULT_SAMPLE}) or --preview (default: {selftest.PREVIEW_SAMPLE}): how many "
                               "of the documents the migration changes to copy and run it on")),
 )
 BACKUP_MODIFIERS = ("backup", "backup_dir", "backup_full")
-BATCH_MODIFIERS = ("batch_size", "target_batch_ms", "min_batch_size", "max_rate", "write_concern", "batch_path")
+BATCH_MODIFIERS = ("batch_size", "target_batch_ms", "min_batch_size", "max_rate", "write_concern", "batch_path",
+                   "max_lag", "throttle_interval")
 
 
 def dest_of(flag: str) -> str:
@@ -278,6 +284,9 @@ def engine_options(args: argparse.Namespace) -> Options:
 
 def batch_settings_from(args: argparse.Namespace) -> batches.BatchSettings:
     values = vars(args)
+    health = throttle.ThrottleSettings(max_lag_s=values.get("max_lag") or throttle.DEFAULT_MAX_LAG_S,
+                                       interval_s=values.get("throttle_interval") or throttle.DEFAULT_INTERVAL_S)
     return batches.BatchSettings(size=values.get("batch_size"), min_size=values.get("min_batch_size"),
                                  target_batch_ms=values.get("target_batch_ms"), max_rate=values.get("max_rate"),
-                                 write_concern=values.get("write_concern"), path=values.get("batch_path"))
+                                 write_concern=values.get("write_concern"), path=values.get("batch_path"),
+                                 throttle=health)

@@ -58,6 +58,8 @@ class ServerProfile:
     hidden_indexes: bool = True
     validators: bool = True
     commit_quorum: bool = False
+    # A replica set member: its replication lag and flow control are watched between batches (migrator.throttle).
+    replica_set: bool = False
 
 
 def at_least(version: str, wanted: tuple[int, ...]) -> bool:
@@ -111,7 +113,7 @@ def profile_of(build_info: dict, hello: dict | None = None) -> ServerProfile:
     hello = hello or {}  # transactions by topology alone (FerretDB is a standalone server; a test proxy says not)
     clustered = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
     return replace(profile, transactions=clustered and hello.get("logicalSessionTimeoutMinutes") is not None,
-                   commit_quorum=clustered and at_least(version, (4, 4)))
+                   commit_quorum=clustered and at_least(version, (4, 4)), replica_set=bool(hello.get("setName")))
 
 
 async def detect(database: AsyncDatabase) -> ServerProfile:

@@ -22,7 +22,10 @@ its transactional path on a server without transactions (FerretDB): `hello` says
 logicalSessionTimeoutMinutes; the fields of a transaction or a retryable write that the server refuses (txnNumber,
 startTransaction, autocommit, a transaction's readConcern) are stripped from what is forwarded; commitTransaction
 and abortTransaction are answered by the proxy itself (a Fault still hits them first: an error with the label
-`TransientTransactionError` or `UnknownTransactionCommitResult`). `proxy.bodies` records every command's body as
+`TransientTransactionError` or `UnknownTransactionCommitResult`). replSetGetStatus is answered by the proxy too, as a
+healthy set of two members (itself as PRIMARY and one SECONDARY, both at the current optime): a Fault still hits it
+first (error: e.g. Unauthorized, code 13, with `labels=()`; patch: applied to that answer, e.g. `lagging(14)`, a
+secondary 14 s behind, for the first `times` asks). `proxy.bodies` records every command's body as
 the client sent it. It proves the protocol, not isolation: every statement is applied when it is forwarded, so an
 aborted "transaction" leaves its writes; only a real replica set shows that an abort leaves nothing.
 The schema's build (tests/test_schema_build.py) needs nothing more of this mode: FerretDB takes createIndexes'
@@ -42,6 +45,7 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import bson
 
@@ -137,8 +141,18 @@ async def _read_message(reader: asyncio.StreamReader) -> tuple[bytes, int, int, 
 
 
 TRANSACTION_FIELDS = ("txnNumber", "startTransaction", "autocommit")
-ANSWERED = ("commitTransaction", "abortTransaction")  # by the proxy itself in replica_set mode
+ANSWERED = ("commitTransaction", "abortTransaction", "replSetGetStatus")  # by the proxy itself in replica_set mode
 HELLO = ("hello", "isMaster", "ismaster")
+
+
+def lagging(seconds: float) -> Callable[[dict], dict]:
+    """A patch of the proxy's replSetGetStatus answer: its secondaries `seconds` behind the primary."""
+    def patch(status: dict) -> dict:
+        for member in status["members"]:
+            if member["stateStr"] == "SECONDARY":
+                member["optimeDate"] -= timedelta(seconds=seconds)
+        return status
+    return patch
 
 
 def _stripped(message: bytes, body: dict) -> bytes:
@@ -216,6 +230,17 @@ class WireProxy:
         return {**body, "setName": "rs-proxy", "isWritablePrimary": True, "ismaster": True, "secondary": False,
                 "hosts": [me], "primary": me, "me": me, "logicalSessionTimeoutMinutes": 30}
 
+    def _answer(self, name: str, fault: Fault | None) -> dict:
+        """What the proxy answers itself in replica_set mode (ANSWERED), with a patch fault's change."""
+        if name != "replSetGetStatus":
+            return {"ok": 1.0}
+        now = datetime.now(UTC).replace(microsecond=0)
+        answer = {"set": "rs-proxy", "date": now, "myState": 1, "ok": 1.0, "members": [
+            {"_id": 0, "name": f"127.0.0.1:{self.port}", "health": 1.0, "state": 1, "stateStr": "PRIMARY",
+             "optimeDate": now, "self": True},
+            {"_id": 1, "name": "127.0.0.1:1", "health": 1.0, "state": 2, "stateStr": "SECONDARY", "optimeDate": now}]}
+        return fault.patch(answer) if fault is not None and fault.patch is not None else answer
+
     def _fault_for(self, op_code: int, payload: bytes) -> Fault | None:
         command, collection = _command_of(op_code, payload)
         wanted = self.replica_set or any(f.match for f in self.faults)
@@ -243,8 +268,8 @@ class WireProxy:
                 body = body_of(op_code, message[HEADER.size:]) if self.replica_set else None
                 if body is not None:
                     name = next(iter(body), "")
-                    if fault is None and name in ANSWERED:
-                        client_writer.write(_message(0, request_id, {"ok": 1.0}))
+                    if name in ANSWERED and (fault is None or fault.action == "patch"):
+                        client_writer.write(_message(0, request_id, self._answer(name, fault)))
                         continue
                     if name in HELLO:
                         hellos.add(request_id)

@@ -30,10 +30,14 @@ from migrator.events import (
     RetryScheduled,
     StoppingAtOnce,
     StopRequested,
+    Throttled,
+    ThrottledTotal,
+    ThrottleSignalOff,
     WalkDone,
 )
 from migrator.output import log
 from migrator.progress import DEFAULT_INTERVAL_S
+from migrator.throttle import FLOW_CONTROL, LAG, SLOW_FACTOR
 
 LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}  # an event's level
 
@@ -51,6 +55,19 @@ def progress_line(event: ProgressEvent) -> str:
     modified = f"; {event.modified:,} modified" if event.counts_modified else ""
     return (f"{event.label}: {event.done:,}{of} {event.unit}{share}, {event.rate:,.0f} {rate_unit}/s{left}"
             f"{modified}")
+
+
+def throttled_line(event: Throttled) -> str:
+    """"throttling: replication lag 14.2 s > --max-lag 10 s; waiting" (and the other two signals)."""
+    if event.reason == LAG:
+        why = f"replication lag {event.figure:.1f} s > --max-lag {event.limit:g} s; waiting"
+    elif event.reason == FLOW_CONTROL:
+        why = f"flow control engaged on the server (target rate {event.figure:,.0f} writes/s); waiting"
+    else:
+        why = (f"batch latency {event.figure:.1f} s > {SLOW_FACTOR:g}x the recent median "
+               f"({event.limit / SLOW_FACTOR:.2f} s); "
+               f"waiting {event.figure:.1f} s")
+    return f"{event.migration}: throttling: {why}"
 
 
 def event_line(event: Event) -> str | None:
@@ -73,6 +90,14 @@ def event_line(event: Event) -> str | None:
         if event.after_unit:
             return f"{event.signal}: stopping after the current batch (again to stop at once)"
         return f"{event.signal}: stopping (again to stop at once)"
+    if isinstance(event, Throttled):
+        return throttled_line(event)
+    if isinstance(event, ThrottleSignalOff):
+        return f"{event.migration}: throttling on {event.signal} is off: {event.why}"
+    if isinstance(event, ThrottledTotal):
+        seconds = f"{event.seconds:.1f} s" if event.seconds < 90 else duration_text(event.seconds)
+        return (f"{event.migration}: throttled {seconds} on the server's health while walking "
+                f"{event.collection} ({event.waits:,} {'wait' if event.waits == 1 else 'waits'})")
     if isinstance(event, StoppingAtOnce):
         return f"{event.signal} again: stopping at once; the next run does the current batch again"
     return None

@@ -13,6 +13,7 @@ from migrator.flags import batch_settings_from
 from migrator.profile import ferretdb, mongodb
 from migrator.progress import Progress
 from migrator.stop import StopRequest
+from migrator.throttle import ThrottleSettings
 
 
 class NoDatabase:
@@ -119,8 +120,10 @@ def test_a_stop_request_exits_130_for_ctrl_c_and_143_for_sigterm():
 
 def test_the_batch_flags_reach_the_batch_settings():
     args = runner_parser().parse_args(["--all", "--batch-size", "250", "--max-rate", "90.5", "--write-concern", "1",
-                                       "--batch-path", "range", "--progress-interval", "2"])
-    assert batch_settings_from(args) == BatchSettings(
-        size=250, max_rate=90.5, write_concern="1", path=RANGE)
+                                       "--batch-path", "range", "--progress-interval", "2", "--max-lag", "2.5",
+                                       "--throttle-interval", "0.1"])
+    throttle = ThrottleSettings(max_lag_s=2.5, interval_s=0.1)
+    assert batch_settings_from(args) == BatchSettings(size=250, max_rate=90.5, write_concern="1", path=RANGE,
+                                                      throttle=throttle)
     assert args.progress_interval == 2.0  # the CLI's (migrator.commands.progress_view), not the engine's
     assert batch_settings_from(runner_parser().parse_args(["--status"])) == BatchSettings()

@@ -14,9 +14,9 @@ from migrator.engine import Options
 from migrator.flags import MODIFIERS, build_parser, chosen, dest_of, engine_options
 
 APPLY = {"dry_run", "allow_changed", "allow_out_of_order", "backup", "backup_dir", "backup_full", "batch_size",
-         "max_rate", "write_concern", "batch_path", "target_batch_ms", "min_batch_size"}
+         "max_rate", "write_concern", "batch_path", "target_batch_ms", "min_batch_size", "max_lag", "throttle_interval"}
 ROLLBACK = {"purge", "allow_changed", "backup", "backup_dir", "backup_full", "batch_size", "max_rate", "write_concern",
-            "batch_path", "target_batch_ms", "min_batch_size"}
+            "batch_path", "target_batch_ms", "min_batch_size", "max_lag", "throttle_interval"}
 RUNNER_ACCEPTS = {
     "--all": APPLY, "--migration": APPLY, "--status": {"json"}, "--history": {"json"}, "--list": set(),
     "--check": set(), "--plan": {"json"}, "--verify": set(), "--rollback": ROLLBACK, "--rollback-last": ROLLBACK,
@@ -26,7 +26,8 @@ RUNNER_ACCEPTS = {
 }
 STANDALONE_ACCEPTS = {None: APPLY - {"dry_run"}, "--verify": set(), "--rollback": ROLLBACK, "--dry-run": set()}
 VALUES = {"--backup-dir": "some/dir", "--batch-size": "10", "--max-rate": "5", "--write-concern": "majority",
-          "--batch-path": "stream", "--sample": "5", "--target-batch-ms": "500", "--min-batch-size": "50"}
+          "--batch-path": "stream", "--sample": "5", "--target-batch-ms": "500", "--min-batch-size": "50",
+          "--max-lag": "2", "--throttle-interval": "0.5"}
 
 
 def standalone_parser():
