@@ -27,7 +27,8 @@ class Counts:
     rate: float = 0.0
     batch_s: float = math.nan  # the last batch's duration, once one says it
     retries: int = 0
-    throttled_s: float = 0.0
+    throttled_s: float = 0.0  # the most the run's events say: the waits before the last one began, or the walks' ends
+    throttled_walks_s: float = 0.0  # the ended walks' throttled seconds
     state: str = "running"
 
     @property
@@ -50,7 +51,7 @@ FAMILIES: tuple[tuple[str, str, str, Callable[[Counts], float]], ...] = (
     ("migration_throttled_seconds_total", "counter", "Seconds spent waiting for the server's health.",
      lambda c: c.throttled_s),
 )
-STATES = {"Paused": "paused", "Resumed": "running", "Cancelled": "cancelled"}  # events of other modules, by name
+STATES = {events.Paused: "paused", events.Resumed: "running", events.CancelRequested: "cancelled"}
 
 
 def _label(value: str) -> str:
@@ -82,7 +83,6 @@ class MetricsFile:
                                  ExitCode.USAGE) from None
 
     def observe(self, event: events.Event, migration: str | None) -> None:
-        kind = type(event).__name__
         if isinstance(event, events.Applying):
             self.counts[event.migration] = Counts()
         if migration is None:
@@ -94,12 +94,15 @@ class MetricsFile:
                 return
         elif isinstance(event, events.RetryScheduled):
             counts.retries += 1
-        elif kind == "BatchDone":
-            counts.batch_s = float(getattr(event, "duration_s", math.nan))
-        elif kind == "Throttled":
-            counts.throttled_s += float(getattr(event, "waited_s", 0.0) or 0.0)
-        elif kind in STATES:
-            counts.state = STATES[kind]
+        elif isinstance(event, events.BatchDone):
+            counts.batch_s = event.duration_s
+        elif isinstance(event, events.Throttled):  # waited_s: this migration's throttled seconds before this wait
+            counts.throttled_s = max(counts.throttled_s, event.waited_s)
+        elif isinstance(event, events.ThrottledTotal):
+            counts.throttled_walks_s += event.seconds
+            counts.throttled_s = max(counts.throttled_s, counts.throttled_walks_s)
+        elif type(event) in STATES:
+            counts.state = STATES[type(event)]
         elif isinstance(event, events.MigrationApplied):
             counts.state = "applied"
         elif isinstance(event, events.MigrationRolledBack):

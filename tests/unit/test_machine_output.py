@@ -139,12 +139,9 @@ def test_the_metrics_text_parses_and_says_each_figure(tmp_path):
     metrics.observe(events.Applying("m1", "x"), "m1")
     metrics.observe(events.ProgressMade("m1", 40, total=100, rate=20.0), "m1")
     metrics.observe(events.RetryScheduled("batch", "e", 0.1), "m1")
-    Throttled = dataclasses.make_dataclass("Throttled", [("reason", str), ("waited_s", float)],
-                                           bases=(events.Event,), frozen=True)
-    BatchDone = dataclasses.make_dataclass("BatchDone", [("size", int), ("duration_s", float)],
-                                           bases=(events.Event,), frozen=True)
-    metrics.observe(Throttled("lag", 2.5), "m1")
-    metrics.observe(BatchDone(100, 0.25), "m1")
+    metrics.observe(events.Throttled("m1", "replication lag", 14.2, 10.0, 1.5), "m1")  # 1.5 s before this wait
+    metrics.observe(events.ThrottledTotal("m1", "chat_messages", 2.5, 2), "m1")  # the walk's end: 2.5 s in all
+    metrics.observe(events.BatchDone("m1", "chat_messages", 100, 0.25, 100), "m1")
     samples = {sample.name: sample for family in text_string_to_metric_families(path.read_text())
                for sample in family.samples}
     assert samples["migration_documents_done"].value == 40
