@@ -7,7 +7,7 @@ and each command is one round trip (the toolkit uses no exhaust cursors and no u
 writes). The script runs as it would on its own (same arguments, same exit code); nothing in the
 toolkit knows it is watched. At exit the file gets
     {"commands": N, "sent": bytes, "received": bytes, "by_command": {name: {"count", "sent", "received"}},
-     "connections": N, "heartbeats": N}
+     "by_target": {"name collection": count}, "connections": N, "heartbeats": N}
 Bytes are each message's size on the wire: the command's or the reply's BSON plus OP_MSG's framing
 (21 bytes: the header, the flags, the section's kind), and the document sequence that carries an
 insert's, update's or delete's list. Opening a connection
@@ -37,6 +37,7 @@ class Totals(monitoring.CommandListener, monitoring.ConnectionPoolListener):
     def __init__(self):
         self.commands = self.sent = self.received = self.connections = self.heartbeats = 0
         self.by_command: dict[str, dict[str, int]] = {}
+        self.by_target: dict[str, int] = {}  # "find migrations_control": how many
         self._lock = threading.Lock()  # the driver's monitors report from threads of their own
 
     def _add(self, name: str, sent: int = 0, received: int = 0, commands: int = 0) -> None:
@@ -51,6 +52,11 @@ class Totals(monitoring.CommandListener, monitoring.ConnectionPoolListener):
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self._add(event.command_name, sent=_message_size(event.command), commands=1)
+        target = event.command.get(event.command_name)
+        if isinstance(target, str):
+            with self._lock:
+                key = f"{event.command_name} {target}"
+                self.by_target[key] = self.by_target.get(key, 0) + 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         self._add(event.command_name, received=len(bson.encode(event.reply)) + OP_MSG_FRAMING)
@@ -81,7 +87,8 @@ class Totals(monitoring.CommandListener, monitoring.ConnectionPoolListener):
     def as_dict(self) -> dict:
         with self._lock:
             return {"commands": self.commands, "sent": self.sent, "received": self.received,
-                    "by_command": self.by_command, "connections": self.connections, "heartbeats": self.heartbeats}
+                    "by_command": self.by_command, "by_target": self.by_target, "connections": self.connections,
+                    "heartbeats": self.heartbeats}
 
 
 def _message_size(command: Mapping[str, Any]) -> int:

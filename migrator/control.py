@@ -112,10 +112,13 @@ class Honour:
     def __init__(self, migration: str, stop: StopRequest, controls: Controls | None = None,
                  report: Reporter = silent):
         self.migration, self.stop, self.controls, self.report = migration, stop, controls, report
+        self._asked_at = float("-inf")
 
     async def __call__(self) -> Request | None:
-        if self.controls is None:
+        # At most one read a POLL_S: quick batches cost no extra round trip each (the first batch always asks).
+        if self.controls is None or time.monotonic() - self._asked_at < POLL_S:
             return None
+        self._asked_at = time.monotonic()
         request, paused, since = await self.controls.of(self.migration), None, time.monotonic()
         while request is not None and request.state == PAUSED and self.stop.signal is None:
             if paused != request:

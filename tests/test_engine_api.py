@@ -1,4 +1,4 @@
-"""The engine as a deploy script calls it, in-process against the real server: the README's "From Python"
+"""The engine as a deploy script calls it, in-process against the real server: docs/python-api.md's
 example, and the safe workflows' refusals, lock and changelog without the command line."""
 
 import asyncio
@@ -14,13 +14,12 @@ from migrator.commands import select_last
 from migrator.discovery import discover
 from sample_messages import chat_messages
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PYTHON_API = Path(__file__).resolve().parents[1] / "docs" / "python-api.md"
 PROJECT_MIGRATION = "add_metadata_to_chat_messages"
 
 
 def readme_example() -> str:
-    section = README.read_text(encoding="utf-8").split("## From Python", 1)[1].split("\n## ", 1)[0]
-    [code] = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    [code] = re.findall(r"```python\n(.*?)```", PYTHON_API.read_text(encoding="utf-8"), flags=re.DOTALL)
     return code
 
 

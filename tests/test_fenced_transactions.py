@@ -26,7 +26,9 @@ def name(body: dict) -> tuple[str, object]:
 
 
 def run(env, *args):
-    return run_here(SCRIPT, "--batch-size", "200", "--progress-interval", "600", *args, env=env)
+    # fixed batches (--target-batch-ms 0): the tests count them, and a loaded machine must not resize them
+    return run_here(SCRIPT, "--batch-size", "200", "--target-batch-ms", "0", "--progress-interval", "600", *args,
+                    env=env)
 
 
 def test_each_batch_is_one_transaction_that_touches_the_lock_first(db, primary, primary_env):
