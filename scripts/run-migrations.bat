@@ -5,8 +5,8 @@ rem   scripts\run-migrations.bat [run_migrations.py arguments]     (default: --a
 rem Python: the project's venv (.venv\Scripts\python.exe) if present, else python on PATH.
 rem MONGODB_URL / MONGODB_DATABASE_NAME set in the environment win over .env.test.
 rem Exit code: the runner's: 0 ok, 1 failed, 2 usage or settings, 3 lock held, 4 verification failed,
-rem 5 cannot reach the database, 6 --check: not up to date, 130 interrupted (Ctrl-C), 143 stopped by
-rem SIGTERM (130 and 143: run the same command again to resume); 2 when no Python 3.11 or newer is found.
+rem 5 cannot reach the database, 6 --check: not up to date, 7 stopped by --cancel, 130 interrupted (Ctrl-C),
+rem 143 stopped by SIGTERM (7, 130 and 143: run the same command again to resume); 2 when no Python 3.11 or newer is found.
 setlocal
 for %%I in ("%~dp0..") do set "REPO=%%~fI"
 set "PY=%REPO%\.venv\Scripts\python.exe"
