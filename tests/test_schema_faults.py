@@ -130,8 +130,11 @@ def test_a_long_build_reports_the_progress_the_server_gives_and_nothing_where_it
     assert result.code == 0, result
     assert asked.fired == 3 and refused.fired == 1
     watched = [name for name, _ in proxy.commands if name in ("createIndexes", "currentOp")]
-    assert watched[:6] == ["createIndexes"] + ["currentOp"] * 4 + ["createIndexes"]  # refused: asked no more
-    assert watched[6:].count("currentOp") >= 3  # the next build asked again, every 0.2 s: FerretDB's answer, none
+    second = watched.index("createIndexes", 1)
+    assert watched[:5] == ["createIndexes"] + ["currentOp"] * 4
+    # refused: asked no more (the next build's first ask, on another connection, may reach the proxy before its build)
+    assert second <= 6, watched
+    assert watched[5:].count("currentOp") >= 3  # the next build asked again, every 0.2 s: FerretDB's answer, none
     lines = without_timestamps(result.stderr)
     assert "WARNING" not in lines and "ERROR" not in lines
     assert "INFO    chat_messages: building index session_id_1_created_at_1: 100 of 200 documents (50%), " in lines
