@@ -128,6 +128,11 @@ def setup_logging(debug: bool = False, log_format: str = TEXT) -> None:
     log.propagate = False
 
 
+def plural(count: int, noun: str, nouns: str = "") -> str:
+    """`1 document`, `2,000 documents`; `nouns` where adding an s is wrong (`indexes`)."""
+    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
+
+
 def say(text: str) -> None:
     """A result for scripts (lists, JSON): stdout, masked."""
     print(redact(text), flush=True)

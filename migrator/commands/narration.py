@@ -12,7 +12,7 @@ from migrator.commands.progress_view import LEVELS, ProgressView
 from migrator.commands.rows import runner_stopped
 from migrator.engine import Engine, Options
 from migrator.migration import ApplyResult, Migration, RollbackResult, format_counts, in_parens
-from migrator.output import log
+from migrator.output import log, plural
 from migrator.settings import Settings
 
 __all__ = ["Context", "Narration"]
@@ -127,7 +127,7 @@ def _rolled_back(event: events.MigrationRolledBack) -> None:
 
 def _schema_done(event: events.SchemaDone) -> str:
     counts = ((event.created, "created"), (event.dropped, "dropped"), (event.adopted, "adopted"))
-    done = [f"{count:,} {'index' if count == 1 else 'indexes'} {what}" for count, what in counts if count]
+    done = [f"{plural(count, 'index', 'indexes')} {what}" for count, what in counts if count]
     if event.validators:
         done.append(plural(event.validators, "validator") + " set")
     what = "schema rolled back" if event.action == "rollback" else "schema applied"
@@ -227,10 +227,6 @@ def report_post_images(migration: Migration, backups: tuple[backup.Saved, ...]) 
 
 def all_applied(count: int) -> str:
     return "the one migration is applied" if count == 1 else f"all {count:,} migrations are applied"
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def warn_of_format(file: backup.BackupFile, post_images: backup.PostImages | None, force: bool) -> None:

@@ -35,7 +35,7 @@ from migrator.events import (
     ThrottleSignalOff,
     WalkDone,
 )
-from migrator.output import log
+from migrator.output import log, plural
 from migrator.progress import DEFAULT_INTERVAL_S
 from migrator.throttle import FLOW_CONTROL, LAG, SLOW_FACTOR
 
@@ -97,7 +97,7 @@ def event_line(event: Event) -> str | None:
     if isinstance(event, ThrottledTotal):
         seconds = f"{event.seconds:.1f} s" if event.seconds < 90 else duration_text(event.seconds)
         return (f"{event.migration}: throttled {seconds} on the server's health while walking "
-                f"{event.collection} ({event.waits:,} {'wait' if event.waits == 1 else 'waits'})")
+                f"{event.collection} ({plural(event.waits, 'wait')})")
     if isinstance(event, StoppingAtOnce):
         return f"{event.signal} again: stopping at once; the next run does the current batch again"
     return None

@@ -4,9 +4,9 @@ the database, as text and JSON. Nothing here writes."""
 import json
 from typing import Any
 
-from migrator.commands.narration import Context, plural
+from migrator.commands.narration import Context
 from migrator.errors import ExitCode
-from migrator.output import say
+from migrator.output import plural, say
 from migrator.schema.diff import SchemaState, schema_state
 from migrator.schema.model import REPLACE, SKIP, VALIDATOR, Index, SchemaPlan, SchemaStep
 
@@ -56,7 +56,7 @@ def unknown_lines(schema: SchemaPlan) -> list[str]:
 
 def _adopted(schema: SchemaPlan) -> str:
     count = len(schema.adopted)
-    return f" ({count:,} declared index{'' if count == 1 else 'es'} in place)" if count else ""
+    return f" ({plural(count, 'declared index', 'declared indexes')} in place)" if count else ""
 
 
 def _levels(validator: dict | None) -> str:
