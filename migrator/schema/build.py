@@ -39,10 +39,6 @@ COMMIT_QUORUM = "votingMembers"
 VALIDATION_FIELDS = ("validator", "validationLevel", "validationAction")
 
 
-def index_name(index: Index) -> str:
-    return index.name or index.default_name
-
-
 def model_of(index: Index) -> IndexModel:
     definition = index.definition()
     return IndexModel(list(index.keys), **definition["options"], **({"name": index.name} if index.name else {}))
@@ -97,7 +93,7 @@ class Builder:
                               {"$match": {"count": {"$gt": 1}}}]
         extra = {"collation": options["collation"]} if options.get("collation") else {}
         collection = self.database[index.collection]
-        what = f"{index.collection}: looking for duplicates of {index_name(index)}"
+        what = f"{index.collection}: looking for duplicates of {index.server_name}"
         first = await self.retry(what, lambda: _aggregate(collection, [*shared, {"$sort": {"count": -1, "_id": 1}},
                                                                         {"$limit": 1}], extra))
         if not first:
@@ -129,7 +125,7 @@ class Builder:
                 raise MigrationError(f"{step.collection}: a schema step this version cannot run: {step}")
 
     async def create(self, index: Index, record: SchemaRecord) -> None:
-        name = index_name(index)
+        name = index.server_name
         collection = self.database[index.collection]
         documents = await self.retry(f"{index.collection}: counting its documents",
                                      collection.estimated_document_count)
@@ -146,7 +142,7 @@ class Builder:
         """Hidden first where the server can hide an index (the queries stop using it while it is dropped). Gone when
         dropIndexes is sent again (the first one's reply lost): that first one dropped it, it counts as dropped; gone
         at the first: dropped by someone else, nothing to record."""
-        name = index_name(index)
+        name = index.server_name
         hide = self.profile.hidden_indexes
         sent = 0
 
@@ -186,7 +182,7 @@ class Builder:
 
     async def unhide(self, index: Index) -> None:
         """A declared index left hidden (a drop stopped half-way, or by hand) serves queries again."""
-        name = index_name(index)
+        name = index.server_name
         await self._command(f"{index.collection}: unhiding index {name}", lambda: self.database.command(
             "collMod", index.collection, index={"name": name, "hidden": False}))
         self.report(events.IndexUnhidden(index.collection, name))

@@ -40,12 +40,13 @@ class Index:
         keys = ", ".join(f"{name}: {direction}" for name, direction in self.keys)
         options = "".join(f", {name}" if value is True else f", {name}: {_shown(value)}"
                           for name, value in self.options)
-        return f"{self.collection}.{self.name or self.default_name} {{{keys}}}{options}"
+        return f"{self.collection}.{self.server_name} {{{keys}}}{options}"
 
     @property
-    def default_name(self) -> str:
-        """The name the server gives an index built without one: `session_id_1_created_at_1`."""
-        return "_".join(f"{name}_{direction}" for name, direction in self.keys)
+    def server_name(self) -> str:
+        """Its declared or listed name, else the one the server gives an index built without one:
+        `session_id_1_created_at_1`."""
+        return self.name or "_".join(f"{name}_{direction}" for name, direction in self.keys)
 
 
 class FrozenDict(tuple):

@@ -1,6 +1,6 @@
 """What undoes a schema run (migrator/schema/build.py: rollback_plan), and how its steps are named; no server."""
 
-from migrator.schema.build import collmod_options, index_name, rollback_plan
+from migrator.schema.build import collmod_options, rollback_plan
 from migrator.schema.model import CREATE, DROP, VALIDATOR, Index
 
 A = Index("c", (("a", 1),), name="a_1")
@@ -17,7 +17,7 @@ def test_a_rollback_drops_what_the_run_created_last_first_then_builds_what_it_dr
 
 
 def test_an_index_is_named_by_its_name_else_by_the_servers_default_name():
-    assert index_name(A) == "a_1" and index_name(B) == "b_-1_a_1"
+    assert A.server_name == "a_1" and B.server_name == "b_-1_a_1"
     assert B.shown() == "c.b_-1_a_1 {b: -1, a: 1}, unique" and A.shown() == "c.a_1 {a: 1}"
 
 
