@@ -232,13 +232,14 @@ RUNNER = (
             "first; --force for a backup of another database)", lambda ctx, a: commands.restore(ctx, a.restore, a.yes),
             metavar="FILE", type=nonempty_path("a backup file"), accepts=("force",)),
     Command("--new", "write migrations/NAME.py from the template (a draft until you edit it), and its test "
-            "tests/migrations/test_NAME.py (runs --selftest on a small fixture)",
+            "tests/migrations/test_NAME.py (runs --selftest --chaos on a small fixture)",
             offline=lambda a: _scaffold(a.migrations_dir, a.new), metavar="NAME"),
     Command("--selftest", "prove NAME on scratch copies of a sample of its documents (--sample N, default "
             f"{DEFAULT_SAMPLE}): up then verify, up again changes nothing, other documents untouched, rollback gives "
-            "every document back; exit 4 if one fails. The real collections are only read",
-            lambda ctx, a: commands.selftest(ctx, _named(ctx, a.selftest), a.sample), metavar="NAME",
-            accepts=("sample",), runs=True),
+            "every document back; with --chaos, faults on the wire change nothing either; exit 4 if one fails. The "
+            "real collections are only read",
+            lambda ctx, a: commands.selftest(ctx, _named(ctx, a.selftest), a.sample, a.chaos, a.faults, a.json),
+            metavar="NAME", accepts=("sample", "chaos", "faults", "json"), runs=True),
     Command("--preview", "show what NAME would do to a few of its documents (--sample N, default "
             f"{PREVIEW_SAMPLE}), field by field, from a run on scratch copies, and what --dry-run would count; writes "
             "nothing to the real collections",
@@ -297,8 +298,8 @@ def _scaffold(folder: Path, name: str) -> int:
     path, test = commands.new_migration_with_test(folder, name, discover(folder).migrations)
     log.info("wrote %s: a draft, which refuses to run until you edit it: write its Description and functions, "
              "delete its DRAFT line, then run it with --dry-run first", path)
-    log.info("wrote %s: its test, which runs --selftest on a small fixture (skipped while the migration is a draft): "
-             "make the fixture look like your documents", test)
+    log.info("wrote %s: its test, which runs --selftest --chaos on a small fixture (skipped while the migration is a "
+             "draft): make the fixture look like your documents", test)
     return ExitCode.OK
 
 

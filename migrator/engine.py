@@ -249,10 +249,12 @@ class Engine:
 
     # ----- proving a migration on scratch copies (migrator.selftest): the real collections are only read -----
 
-    async def selftest(self, migration: Migration, sample: int = prover.DEFAULT_SAMPLE) -> prover.Proof:
+    async def selftest(self, migration: Migration, sample: int = prover.DEFAULT_SAMPLE,
+                       faults: int | None = None) -> prover.Proof:
+        """The self-test's checks; with `faults` (--chaos), up to that many fault points on the wire too."""
         refuse_if_broken(self.broken)
         return await prover.prove(self._database, migration, sample, self._batch_settings,
-                                  await self._steps.server_profile(), self._report)
+                                  await self._steps.server_profile(), self._report, faults)
 
     async def preview(self, migration: Migration, sample: int = prover.PREVIEW_SAMPLE) -> prover.Preview:
         refuse_if_broken(self.broken)

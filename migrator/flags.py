@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from migrator import backup, batches, selftest, sizing, throttle
+from migrator import backup, batches, chaos, selftest, sizing, throttle
 from migrator.commands import Context
 from migrator.commands.notify import DEFAULT_STALL_MINUTES
 from migrator.commands.progress_view import DEFAULT_INTERVAL_S
@@ -136,7 +136,7 @@ MODIFIERS = (
     Modifier("--dry-run", dict(action="store_true", help="count what would change; write nothing, not even the "
                                "changelog or the lock")),
     Modifier("--purge", dict(action="store_true", help="with a rollback: also remove data written since")),
-    Modifier("--json", dict(action="store_true", help="with --status, --history or --preview: print JSON")),
+    Modifier("--json", dict(action="store_true", help="with --status, --history, --preview or --chaos: print JSON")),
     Modifier("--allow-changed", dict(action="store_true", help="run or roll back although an applied migration's "
                                      "file has changed since it ran")),
     Modifier("--allow-out-of-order", dict(action="store_true", help="run a migration that comes before one already "
@@ -172,6 +172,13 @@ MODIFIERS = (
                                f"back (default: {throttle.DEFAULT_MAX_LAG_S:g}); on any server, a batch far slower "
                                "than the recent ones is followed by a wait as long"), LARGE),
     Modifier("--throttle-interval", dict(type=positive(float), help=argparse.SUPPRESS), LARGE),  # tests: seconds
+    Modifier("--chaos", dict(action="store_true", help="with --selftest: run NAME, then its rollback, with one "
+                             "fault on the wire at a time (a connection cut, a reply lost, the process killed after a "
+                             "write), run it again as an operator would, and compare every document with a run "
+                             "without faults; exit 4 if one differs")),
+    Modifier("--faults", dict(type=positive(int), metavar="K", help="with --chaos: at most K fault points in all, "
+                              "spread over the writes, half at most on the rollback (default: "
+                              f"{chaos.DEFAULT_FAULTS})")),
     Modifier("--sample", dict(type=positive(int), metavar="N", help="with --selftest (default: "
                               f"{selftest.DEFAULT_SAMPLE}) or --preview (default: {selftest.PREVIEW_SAMPLE}): how many "
                               "of the documents the migration changes to copy and run it on")),
@@ -266,6 +273,10 @@ def chosen(parser: Parser, args: argparse.Namespace, table: tuple[Command, ...])
             parser.error(f"{modifier.flag} goes with {' or '.join(takers)}")
     if args.stall_minutes is not None and not args.notify:
         parser.error("--stall-minutes goes with --notify")
+    if given(args, "faults") and not given(args, "chaos"):
+        parser.error("--faults goes with --chaos")
+    if given(args, "json") and command.dest == "selftest" and not given(args, "chaos"):
+        parser.error("--json goes with --selftest only with --chaos")
     return command
 
 

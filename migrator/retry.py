@@ -108,8 +108,9 @@ class Retry:
 
     def __init__(self, retry_for_s: float = DEFAULT_RETRY_FOR_S, report: Reporter = silent,
                  before_retry: Callable[[], None] | None = None, ping: Callable[[], Awaitable[object]] | None = None,
-                 outage: Outage | None = None):
+                 outage: Outage | None = None, first_delay_s: float = FIRST_DELAY_S):
         self.retry_for_s = retry_for_s
+        self.first_delay_s = first_delay_s  # the backoff's first wait, doubled at each retry
         self.report = report
         self.before_retry = before_retry  # raises to stop retrying: a holder's lock check (MigrationLock.check)
         self.ping = ping  # answered before each new try, within the budget left; None: each try is sent at once
@@ -117,10 +118,10 @@ class Retry:
 
     def checking(self, before_retry: Callable[[], None]) -> "Retry":
         """The same retries, that call `before_retry` before each new try (the fenced writes: migrator.fencing)."""
-        return Retry(self.retry_for_s, self.report, before_retry, self.ping, self.outage)
+        return Retry(self.retry_for_s, self.report, before_retry, self.ping, self.outage, self.first_delay_s)
 
     async def __call__(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        deadline, delays = None, _backoff()
+        deadline, delays = None, _backoff(self.first_delay_s)
         if self.retry_for_s > 0 and self.outage.since is not None and self.ping is not None:
             # Still failing, maybe past the budget: no operation waits for a server that has not answered since.
             await self._until_answered(what, None, self.outage.deadline(self.retry_for_s), delays)
@@ -165,8 +166,8 @@ class Retry:
                 return
 
 
-def _backoff() -> Iterator[float]:
-    delay = FIRST_DELAY_S
+def _backoff(first_delay_s: float) -> Iterator[float]:
+    delay = first_delay_s
     while True:
         yield delay * random.uniform(0.8, 1.2)
         delay = min(delay * 2, MAX_DELAY_S)

@@ -233,10 +233,8 @@ class Scratch:
         if not documents:
             return []
         target = self.real.get_collection(self.database.scratch_name(name), codec_options=RAW)
-        await _copy_indexes(source, target)
-        bulk = self.profile.max_bulk or len(documents)  # within the server's limits
-        for start in range(0, len(documents), bulk):
-            await target.insert_many(documents[start:start + bulk], ordered=True)
+        indexes = [index for index in await (await source.list_indexes()).to_list(None) if index["name"] != "_id_"]
+        await self._insert(target, documents, indexes)
         return [id_key(document["_id"]) for document in documents]
 
     async def snapshot(self, leave_out: tuple[str, ...] = ()) -> dict[tuple[str, bytes], bytes]:
@@ -250,13 +248,37 @@ class Scratch:
                 found[(name, id_key(document["_id"]))] = document.raw
         return found
 
+    async def indexes(self) -> dict[str, list[dict]]:
+        """Every scratch collection's indexes (but _id's), as a State has them."""
+        found = {}
+        for name in sorted(await self.database.list_collection_names()):
+            collection = self.real.get_collection(self.database.scratch_name(name))
+            listed = await (await collection.list_indexes()).to_list(None)
+            found[name] = [{"key": dict(index["key"]), **_index_options(index)} for index in listed
+                           if index["name"] != "_id_"]
+        return found
 
-async def _copy_indexes(source: AsyncCollection, target: AsyncCollection) -> None:
-    """The copy gets the real collection's indexes (a unique index changes what a migration may do);
-    a TTL index comes without its expiry, so that nothing is deleted from the copy meanwhile."""
-    for index in await (await source.list_indexes()).to_list(None):
-        if index["name"] == "_id_":
-            continue
-        options = {key: index[key] for key in ("name", "unique", "sparse", "partialFilterExpression", "collation")
-                   if key in index}
-        await target.create_index(list(index["key"].items()), **options)
+    async def put_back(self, state: "State") -> None:
+        """The scratch collections exactly as `state` says (--chaos: before each run): the others of this run
+        dropped."""
+        await self.remove()
+        for name, (indexes, documents) in state.items():
+            target = await self.real.create_collection(self.database.scratch_name(name), codec_options=RAW)
+            await self._insert(target, documents, indexes)
+
+    async def _insert(self, target: AsyncCollection, documents: list, indexes: Sequence[Mapping]) -> None:
+        for index in indexes:
+            await target.create_index(list(index["key"].items()), **_index_options(index))
+        bulk = self.profile.max_bulk or len(documents)  # within the server's limits
+        for start in range(0, len(documents), bulk):
+            await target.insert_many(documents[start:start + bulk], ordered=True)
+
+
+State = dict[str, tuple[list[dict], list]]  # collection: (its indexes but _id's, its documents as raw BSON)
+
+
+def _index_options(index: Mapping) -> dict:
+    """What a copy's index keeps of the real one (a unique index changes what a migration may do); a TTL index comes
+    without its expiry, so that nothing is deleted from the copy meanwhile."""
+    return {key: index[key] for key in ("name", "unique", "sparse", "partialFilterExpression", "collation")
+            if key in index}

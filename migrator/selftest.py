@@ -28,6 +28,7 @@ from pymongo.errors import PyMongoError
 
 from migrator.backup import touched
 from migrator.batches import BatchSettings
+from migrator.chaos import ChaosReport, Drill, fixed_batches
 from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter, silent
 from migrator.migration import Migration, Outcome, Verification, refuse_if_draft
@@ -52,6 +53,7 @@ from migrator.selftest_checks import (
     untouched_check,
     up_check,
 )
+from migrator.stop import stoppable
 
 DEFAULT_SAMPLE = 500  # --selftest
 PREVIEW_SAMPLE = 3  # --preview
@@ -77,6 +79,7 @@ class Proof:
     checks: list[Check]
     seconds: float = 0.0  # how long the first `up` took
     modified: int = 0  # and how many documents it modified
+    chaos: ChaosReport | None = None  # --chaos: its fault points, once the four checks pass
 
     @property
     def failed(self) -> Check | None:
@@ -118,43 +121,63 @@ class Estimate:
 # ----- the three runs -----
 
 async def prove(database: AsyncDatabase, migration: Migration, sample_size: int, settings: BatchSettings,
-                profile: ServerProfile, report: Reporter = silent) -> Proof:
-    """--selftest: the four checks, on scratch copies of a sample."""
+                profile: ServerProfile, report: Reporter = silent, faults: int | None = None) -> Proof:
+    """--selftest: the four checks, on scratch copies of a sample; with `faults` (--chaos), then up to that many
+    fault points (migrator.chaos), its runs through the fault proxy being the runs without faults."""
     refuse_if_draft(migration)
-    declared = _declared(migration, "--selftest")
+    declared = declared_of(migration, "--selftest")
     async with Scratch(database, profile) as scratch:
-        samples, changing, untouched = await _copy_sample(scratch, migration, declared, sample_size,
+        samples, changing, untouched = await copy_sample(scratch, migration, declared, sample_size,
                                                           max(1, sample_size // UNTOUCHED_SHARE))
         if not changing and declared:  # one that declares no collection (an index) is proven on empty copies
-            raise MigrationError(_nothing_to_run_on(migration, samples, "prove it"), ExitCode.USAGE)
-        on_scratch = OnScratch(migration, scratch, settings, profile, report)
-        original = await snapshot(scratch)
-        started = time.monotonic()
-        outcome, error = await attempt(on_scratch.up())
-        seconds = time.monotonic() - started
-        verification = None
-        if error is None:
-            verification, error = await attempt(on_scratch.verify("verify"))
-        first = up_check(outcome, verification, error)
-        if not first.ok:
-            return Proof(migration, samples, [first, *(Check(name, None, f"not run: {UP} failed")
-                                                       for name in (IDEMPOTENT, UNTOUCHED, REVERSIBLE))])
-        after_up = await snapshot(scratch)
-        again, error = await attempt(on_scratch.up())
-        after_again = await snapshot(scratch)
-        checks = [first, idempotent_check(again, error, after_up, after_again),
-                  untouched_check(untouched, original, after_up, after_again),
-                  await reversible_check(on_scratch, scratch, original, after_up)]
-        return Proof(migration, samples, checks, seconds, outcome.modified)
+            raise MigrationError(nothing_to_run_on(migration, samples, "prove it"), ExitCode.USAGE)
+        if not faults:
+            return await _prove(OnScratch(migration, scratch, settings, profile, report), samples, untouched)
+        async with Drill(database, migration, scratch, fixed_batches(settings, len(changing)), profile,
+                         report) as drill:
+            proof = await _prove(drill.on_scratch(), samples, untouched, drill)
+            if proof.failed is None:
+                proof.chaos = await stoppable(drill.check(faults), f"{migration.name}: --chaos", report)
+            return proof
+
+
+async def _prove(on_scratch: OnScratch, samples: list[Sample], untouched: set[Key], drill: Drill | None = None
+                 ) -> Proof:
+    migration, scratch = on_scratch.migration, on_scratch.scratch
+    original = await snapshot(scratch)
+    start = await drill.recording(original) if drill else None
+    started = time.monotonic()
+    outcome, error = await attempt(on_scratch.up())
+    seconds = time.monotonic() - started
+    verification = None
+    if error is None:
+        verification, error = await attempt(on_scratch.verify("verify"))
+    first = up_check(outcome, verification, error)
+    if not first.ok:
+        return Proof(migration, samples, [first, *(Check(name, None, f"not run: {UP} failed")
+                                                   for name in (IDEMPOTENT, UNTOUCHED, REVERSIBLE))])
+    after_up = await snapshot(scratch)
+    if drill and start is not None:
+        await drill.recorded("up", start, original, after_up, seconds)
+    again, error = await attempt(on_scratch.up())
+    after_again = await snapshot(scratch)
+    checks = [first, idempotent_check(again, error, after_up, after_again),
+              untouched_check(untouched, original, after_up, after_again)]
+    rollback_start = await drill.recording(after_again) if drill and migration.rollback else None
+    started = time.monotonic()
+    reversible, after_rollback = await reversible_check(on_scratch, scratch, original, after_up)
+    if drill and rollback_start is not None and after_rollback is not None:
+        await drill.recorded("rollback", rollback_start, after_again, after_rollback, time.monotonic() - started)
+    return Proof(migration, samples, [*checks, reversible], seconds, outcome.modified)
 
 
 async def preview(database: AsyncDatabase, migration: Migration, sample_size: int, settings: BatchSettings,
                   profile: ServerProfile, report: Reporter = silent) -> Preview:
     """--preview: each sampled document before and after `up`, on scratch copies."""
     refuse_if_draft(migration)
-    declared = _declared(migration, "--preview")
+    declared = declared_of(migration, "--preview")
     async with Scratch(database, profile) as scratch:
-        samples, changing, _ = await _copy_sample(scratch, migration, declared, sample_size, 0)
+        samples, changing, _ = await copy_sample(scratch, migration, declared, sample_size, 0)
         if not changing:
             return Preview(migration, samples)
         on_scratch = OnScratch(migration, scratch, settings, profile, report)
@@ -186,7 +209,7 @@ async def estimate(database: AsyncDatabase, migration: Migration, documents: int
         return found
     try:
         async with Scratch(database, profile) as scratch:
-            _, changing, _ = await _copy_sample(scratch, migration, declared, sample_size, 0)
+            _, changing, _ = await copy_sample(scratch, migration, declared, sample_size, 0)
             started = time.monotonic()
             outcome = await OnScratch(migration, scratch, settings, profile, report).up() if changing else Outcome()
             found.sampled, found.modified, found.seconds = len(changing), outcome.modified, time.monotonic() - started
@@ -262,7 +285,7 @@ async def leftovers(database: AsyncDatabase) -> list[str]:
 
 # ----- the sample -----
 
-def _declared(migration: Migration, flag: str) -> dict[str, dict]:
+def declared_of(migration: Migration, flag: str) -> dict[str, dict]:
     declared = touched(migration, "apply")
     if declared is None:
         raise MigrationError(f"{migration.name} declares no touches(): {flag} copies the documents "
@@ -271,7 +294,7 @@ def _declared(migration: Migration, flag: str) -> dict[str, dict]:
     return declared
 
 
-async def _copy_sample(scratch: Scratch, migration: Migration, declared: dict[str, dict], changing_size: int,
+async def copy_sample(scratch: Scratch, migration: Migration, declared: dict[str, dict], changing_size: int,
                        untouched_size: int) -> tuple[list[Sample], set[Key], set[Key]]:
     """Copy, of each declared collection, up to `changing_size` documents the migration changes and up to
     `untouched_size` that neither its `up` nor its `rollback` should touch."""
@@ -304,6 +327,6 @@ def why_none(samples: list[Sample]) -> str:
         "touches(\"apply\") names no collection: it changes no document (an index, say)"
 
 
-def _nothing_to_run_on(migration: Migration, samples: list[Sample], what: str) -> str:
+def nothing_to_run_on(migration: Migration, samples: list[Sample], what: str) -> str:
     return (f"{migration.name}: nothing to {what} on: {why_none(samples)}; run it where the collections hold "
             "documents it changes (a copy of production data, or a fixture)")

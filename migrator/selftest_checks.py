@@ -16,7 +16,8 @@ from migrator.events import Event, Reporter, silent
 from migrator.hooks import Hooks
 from migrator.migration import Migration, Outcome, Verification, in_parens
 from migrator.profile import ServerProfile
-from migrator.scratch import Scratch
+from migrator.retry import Retry
+from migrator.scratch import Scratch, ScratchDatabase
 
 UP, IDEMPOTENT, UNTOUCHED, REVERSIBLE = "up, then verify", "idempotent", "leaves other documents alone", "reversible"
 _FAILURES = {UP: "up, then verify failed", IDEMPOTENT: "not idempotent",
@@ -57,15 +58,18 @@ def keys_of(before: Snapshot, after: Snapshot) -> list[Key]:
 # ----- the migration's functions, on the copies -----
 
 class OnScratch:
-    """The migration's functions, called with the scratch database (and a batched `up` with scratch batches)."""
+    """The migration's functions, called with the scratch database (and a batched `up` with scratch batches).
+    `through`: the client's database to reach the copies by (--chaos: one through its fault proxy); `retry`: what
+    the batches ride out (migrator.retry)."""
 
     def __init__(self, migration: Migration, scratch: Scratch, settings: BatchSettings, profile: ServerProfile,
-                 report: Reporter = silent):
-        self.migration, self.scratch, self.profile = migration, scratch, profile
+                 report: Reporter = silent, through: AsyncDatabase | None = None, retry: Retry | None = None):
+        self.migration, self.scratch, self.profile, self.retry = migration, scratch, profile, retry
         self.report = warnings_only(report)  # the progress of the copies would read like the real run's
         # the scratch database stands in for the real one: every collection name leads to its copy
-        database = cast(AsyncDatabase, scratch.database)
-        self.hooks = Hooks(database, " on the scratch copies", self.report)
+        self.database = cast(AsyncDatabase, scratch.database if through is None
+                             else ScratchDatabase(through, scratch.prefix))
+        self.hooks = Hooks(self.database, " on the scratch copies", self.report)
         self.settings = replace(settings, max_rate=None)  # a sample is no load on the server
 
     async def up(self) -> Outcome:
@@ -74,12 +78,12 @@ class OnScratch:
     async def _batched(self, hook: str, action: str) -> Outcome:
         options = {}
         if self.migration.accepts(hook, "batches"):  # its checkpoints go to a scratch collection: names lead there
-            options["batches"] = Batches(cast(AsyncDatabase, self.scratch.database), self.migration.name,
-                                         self.migration.checksum, self.settings, self.profile, action=action,
+            options["batches"] = Batches(self.database, self.migration.name, self.migration.checksum,
+                                         self.settings, self.profile, retry=self.retry, action=action,
                                          report=self.report)
         outcome = await self._stopped_said(self.hooks.outcome(self.migration, hook, **options))
         # as after a whole run: the next starts over
-        await self.scratch.database.drop_collection(checkpoints.COLLECTION)
+        await self.database.drop_collection(checkpoints.COLLECTION)
         return outcome
 
     async def verify(self, hook: str) -> Verification:
@@ -154,19 +158,25 @@ def untouched_check(untouched: set[Key], original: Snapshot, after_up: Snapshot,
     return Check(UNTOUCHED, True, f"the {len(keys):,} documents outside touches(\"apply\") unchanged")
 
 
-async def reversible_check(on_scratch: OnScratch, scratch: Scratch, original: Snapshot, after_up: Snapshot) -> Check:
+async def reversible_check(on_scratch: OnScratch, scratch: Scratch, original: Snapshot, after_up: Snapshot
+                           ) -> tuple[Check, Snapshot | None]:
+    """The check, and the documents after the rollback (None: it failed, or there is none)."""
     migration = on_scratch.migration
     if migration.rollback is None:
-        return Check(REVERSIBLE, None, "no rollback: not checked (undo it by hand or restore a backup)")
+        return Check(REVERSIBLE, None, "no rollback: not checked (undo it by hand or restore a backup)"), None
     _, error = await attempt(on_scratch.rollback())
     if error:
-        return Check(REVERSIBLE, False, f"rollback failed: {error}")
+        return Check(REVERSIBLE, False, f"rollback failed: {error}"), None
+    after = await snapshot(scratch)
     if migration.verify_rollback is not None:
         verification, error = await attempt(on_scratch.verify("verify_rollback"))
         if error or not verification.ok:
             why = error or f"verify_rollback says the change is not undone{in_parens(verification.counts)}"
-            return Check(REVERSIBLE, False, why)
-    after = await snapshot(scratch)
+            return Check(REVERSIBLE, False, why), None
+    return _given_back_check(migration, original, after_up, after), after
+
+
+def _given_back_check(migration: Migration, original: Snapshot, after_up: Snapshot, after: Snapshot) -> Check:
     kept, reordered, differ = [], [], []
     for key in keys_of(original, after):
         given_back, by_keeping = _given_back(key, original, after_up, after, migration.keeps_on_rollback,

@@ -461,7 +461,7 @@ def test_new_writes_a_test_that_is_skipped_while_a_draft_and_passes_once_written
     result = cli(RUNNER, "--new", "add_language", "--migrations-dir", str(folder))
     assert result.code == 0, result
     test_file = folder.parent / "tests" / "migrations" / "test_add_language.py"
-    assert f"wrote {test_file}: its test, which runs --selftest on a small fixture" in result.stderr
+    assert f"wrote {test_file}: its test, which runs --selftest --chaos on a small fixture (skipped while the migration is a "
     assert (test_file.parent / "__init__.py").exists()
 
     draft = nested_pytest(test_file, server_url)

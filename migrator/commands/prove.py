@@ -6,7 +6,7 @@ import sys
 from rich.console import Console
 from rich.text import Text
 
-from migrator import docdiff
+from migrator import chaos, docdiff
 from migrator import selftest as prover
 from migrator.commands.narration import Context
 from migrator.durations import eta_text
@@ -32,27 +32,88 @@ def _report_samples(migration: Migration, samples: list[prover.Sample]) -> None:
                      f"{sample.changes:,}", sample.collection, f"{sample.untouched:,}")
 
 
-async def selftest(ctx: Context, migration: Migration, sample: int | None = None) -> int:
-    """--selftest NAME: its checks on scratch copies of a sample, a line each; exit 4 naming the one that fails."""
+async def selftest(ctx: Context, migration: Migration, sample: int | None = None, with_chaos: bool = False,
+                   faults: int | None = None, as_json: bool = False) -> int:
+    """--selftest NAME: its checks on scratch copies of a sample, a line each; with --chaos, then a line per fault
+    point; exit 4 naming the first that fails."""
     size = sample or prover.DEFAULT_SAMPLE
     await _warn_of_leftovers(ctx)
-    log.info("%s: self-test on scratch copies of up to %s of the documents it changes", migration.name, f"{size:,}")
-    proof = await ctx.engine.selftest(migration, size)
+    log.info("%s: self-test on scratch copies of up to %s of the documents it changes%s", migration.name, f"{size:,}",
+             ", then faults on the wire (--chaos)" if with_chaos else "")
+    proof = await ctx.engine.selftest(migration, size, (faults or chaos.DEFAULT_FAULTS) if with_chaos else None)
     _report_samples(migration, proof.samples)
     if not proof.samples:
         log.info("%s: %s: the checks run on empty scratch copies", migration.name, prover.why_none(proof.samples))
-    for check in proof.checks:
-        say(f"{_VERDICT[check.ok]}  {check.name}: {check.detail}")
-        for line in check.example:
-            say(f"      {line}")
-    scratch = "its scratch copies are removed; the real collections were only read"
+    if as_json:
+        say(json.dumps({**_proof_json(proof), **({"chaos": _chaos_json(proof.chaos)} if proof.chaos else {})},
+                       indent=2))
+    else:
+        for check in proof.checks:
+            say(f"{_VERDICT[check.ok]}  {check.name}: {check.detail}")
+            for line in check.example:
+                say(f"      {line}")
+        if proof.chaos:
+            _say_chaos(proof.chaos)
+    if proof.failed or not proof.chaos:
+        return _verdict(migration, proof)
+    found = proof.chaos
+    if found.failed:
+        first = found.failed[0]
+        raise MigrationError(f"{migration.name}: chaos check failed: {len(found.failed)} of {len(found.points)} fault "
+                             f"points leave documents unlike a run without faults; first: {first.action}, "
+                             f"{chaos.KIND_SAID[first.point.kind]} ({first.where}): {first.advice}; {_SCRATCH}",
+                             ExitCode.VERIFY_FAILED)
+    log.info("%s: self-test and chaos check passed: %s fault points (%s) in %.1f s; %s", migration.name,
+             len(found.points), ", ".join(f"{action}: {count} writes" for action, count in found.writes.items()),
+             found.seconds, _SCRATCH)
+    return ExitCode.OK
+
+
+_SCRATCH = "its scratch copies are removed; the real collections were only read"
+
+
+def _verdict(migration: Migration, proof: prover.Proof) -> int:
     if proof.failed:
         raise MigrationError(f"{migration.name}: self-test failed: {proof.failed.failure}: {proof.failed.detail}; "
-                             f"{scratch}", ExitCode.VERIFY_FAILED)
+                             f"{_SCRATCH}", ExitCode.VERIFY_FAILED)
     rate = f" ({proof.modified / proof.seconds:,.0f} documents/s)" if proof.modified and proof.seconds > 0 else ""
     log.info("%s: self-test passed: up modified %s documents in %.2f s%s; %s", migration.name, f"{proof.modified:,}",
-             proof.seconds, rate, scratch)
+             proof.seconds, rate, _SCRATCH)
     return ExitCode.OK
+
+
+def _say_chaos(found: chaos.ChaosReport) -> None:
+    for point in found.points:
+        say(f"{_VERDICT[point.ok]}  {point.action}, {chaos.KIND_SAID[point.point.kind]} ({point.where}): "
+            f"{point.detail}")
+        for document in point.documents:
+            say(f"      {document.collection} _id={docdiff.shown(document.id)}: "
+                + ("without faults -> with this fault" if document.changes else f"{document.state} with this fault"))
+            for change in document.changes:
+                say(f"        {change.line()}")
+        if point.advice:
+            say(f"      {point.advice}")
+    if found.volatile:
+        log.info("%s: not compared, as they differ from one run without faults to the next: %s",
+                 found.migration.name, ", ".join(found.volatile))
+
+
+def _proof_json(proof: prover.Proof) -> dict:
+    return {"migration": proof.migration.name, "passed": proof.failed is None,
+            "checks": [{"name": check.name, "ok": check.ok, "detail": check.detail} for check in proof.checks]}
+
+
+def _chaos_json(found: chaos.ChaosReport) -> dict:
+    return {"passed": not found.failed, "seconds": round(found.seconds, 2), "batch_size": found.batch_size,
+            "writes": found.writes, "not_compared": found.volatile,
+            "points": [{"action": point.action, "fault": point.point.kind, "command": point.point.write.command,
+                        "collection": point.point.write.collection, "nth": point.point.write.nth, "of": point.of,
+                        "ok": point.ok, "detail": point.detail, "differing": point.differing,
+                        "advice": point.advice or None,
+                        "documents": [{"collection": d.collection, "_id": docdiff.as_plain(d.id), "state": d.state,
+                                       "changes": [change.as_json() for change in d.changes]}
+                                      for d in point.documents]}
+                       for point in found.points]}
 
 
 _VERDICT = {True: "PASS", False: "FAIL", None: "SKIP"}

@@ -1,4 +1,5 @@
-"""The proof of migrations/add_metadata_to_chat_messages.py: --selftest on a small fixture, against the test server.
+"""The proof of migrations/add_metadata_to_chat_messages.py: --selftest --chaos on a small fixture, against the test
+server: its checks, then faults on the wire (a connection cut, a reply lost, the process killed) during its runs.
 
 Written from the template `run_migrations.py --new` uses for a new migration's test. FIXTURE: messages as the
 proxy saves them, one in five already holding metadata the app wrote (which the migration must leave alone).
@@ -32,9 +33,9 @@ def test_add_metadata_to_chat_messages_passes_its_selftest(db, cli):
         db[collection].insert_many(documents)
     before = contents(db)
 
-    result = cli("run_migrations.py", "--selftest", "add_metadata_to_chat_messages",
+    result = cli("run_migrations.py", "--selftest", "add_metadata_to_chat_messages", "--chaos", "--faults", "12",
                  "--migrations-dir", str(MIGRATION.parent))
 
     assert result.code == 0, result
-    assert "self-test passed" in result.output, result
+    assert "self-test and chaos check passed" in result.output, result
     assert contents(db) == before  # the real collections were only read
