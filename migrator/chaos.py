@@ -36,7 +36,7 @@ from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter, silent
 from migrator.migration import Migration
 from migrator.profile import ServerProfile
-from migrator.retry import Retry
+from migrator.retry import DRIVER_DETAILS, Retry
 from migrator.scratch import Scratch, State
 from migrator.selftest_checks import DocumentPreview, Key, OnScratch, Snapshot, document_preview, keys_of, snapshot
 from migrator.wire import CUT, KILL, KINDS, LOST_REPLY, FaultProxy, Point, Write
@@ -208,12 +208,14 @@ class Drill:
         elif error:
             happened = f"the run stopped ({error}); run again"
         else:
-            happened = "the run rode it out"
+            happened = "the run retried and went on"
         if killed or error:
             again = await self._run(baseline.action)
             if again:
                 result.ok, result.detail = False, f"{happened}, it failed: {again}"
-                result.advice = f"a {baseline.action} stopped at this point cannot be finished by running it again"
+                result.advice = (f"a {baseline.action} stopped here cannot be finished by running it again: make "
+                                 "each step safe to run twice (create or drop only what is missing or there, "
+                                 "filter out what is done)")
                 return result
         got = self.now = await snapshot(self.scratch)
         indexes = await self.scratch.indexes()
@@ -277,7 +279,7 @@ class Drill:
             if error is None:
                 return None
             if isinstance(error, MigrationError) and not error.stopped_by_signal:
-                return str(error)
+                return DRIVER_DETAILS.sub("", str(error)).split(", full error:")[0]  # one line, as retries say it
             raise error
         finally:
             await client.close()
@@ -373,21 +375,21 @@ def advice(baseline: Baseline, kind: str, key: Key, got: Snapshot) -> str:
     """What a failing point says to change, from the first field unlike the fault-free run's."""
     action = baseline.action
     want, have, before = baseline.after.get(key), got.get(key), baseline.before.get(key)
-    sent_again = "a write sent again" if kind != KILL else "a batch done again after a crash"
+    again = "the write was sent again" if kind != KILL else "the batch was done again after a crash"
     if want is None or have is None:
         what = "a document added twice" if want is None else "a document missing"
-        return (f"{what} after {sent_again}: make this {action} idempotent (an insert by a fixed _id, an upsert, or "
-                "a filter that leaves out what it already did)")
+        return (f"{what} when {again}: make this {action} idempotent (an insert by a fixed _id, an upsert, or a "
+                "filter that leaves out what it already did)")
     change = next(c for c in raw_changes(want, have) if c.path not in baseline.volatile.get(key[0], ()))
     if change.path == ORDER:
-        return f"{sent_again} wrote the same fields in another order: set the whole sub-document at once"
+        return f"the same fields in another order when {again}: set the whole sub-document at once"
     original = _at(bson.decode(before), change.path) if before is not None else MISSING
     twice = _twice(change, original)
     if twice:
-        return (f"this {action}'s update is not idempotent: {twice} ran twice on {change.path} after {sent_again}: "
-                f"$set the value it computes, or filter out the documents it already changed")
-    return (f"this {action} is not idempotent: after {sent_again}, {change.path} is not what one run gives; it must "
-            "not depend on what its first try already changed ($set whole values, filter out what it already did)")
+        return (f"this {action}'s update is not idempotent: {twice} ran twice on {change.path} when {again}: $set "
+                "the value it computes, or filter out the documents it already changed")
+    return (f"this {action} is not idempotent: {change.path} is not what one run gives when {again}; it must not "
+            "depend on what its first try already changed ($set whole values, filter out what it already did)")
 
 
 def _twice(change: Change, original: Any) -> str:

@@ -117,6 +117,7 @@ class Modifier:
     flag: str
     options: dict
     group: str = ""  # a heading of --help
+    needs: str = ""  # another modifier it goes with, e.g. "--chaos"
 
 
 BACKUPS = "backups (see README, Backups and restore)"
@@ -136,7 +137,8 @@ MODIFIERS = (
     Modifier("--dry-run", dict(action="store_true", help="count what would change; write nothing, not even the "
                                "changelog or the lock")),
     Modifier("--purge", dict(action="store_true", help="with a rollback: also remove data written since")),
-    Modifier("--json", dict(action="store_true", help="with --status, --history, --preview or --chaos: print JSON")),
+    Modifier("--json", dict(action="store_true", help="with --status, --history, --plan, --selftest or --preview: "
+                             "print JSON")),
     Modifier("--allow-changed", dict(action="store_true", help="run or roll back although an applied migration's "
                                      "file has changed since it ran")),
     Modifier("--allow-out-of-order", dict(action="store_true", help="run a migration that comes before one already "
@@ -178,7 +180,7 @@ MODIFIERS = (
                              "without faults; exit 4 if one differs")),
     Modifier("--faults", dict(type=positive(int), metavar="K", help="with --chaos: at most K fault points in all, "
                               "spread over the writes, half at most on the rollback (default: "
-                              f"{chaos.DEFAULT_FAULTS})")),
+                              f"{chaos.DEFAULT_FAULTS})"), needs="--chaos"),
     Modifier("--sample", dict(type=positive(int), metavar="N", help="with --selftest (default: "
                               f"{selftest.DEFAULT_SAMPLE}) or --preview (default: {selftest.PREVIEW_SAMPLE}): how many "
                               "of the documents the migration changes to copy and run it on")),
@@ -271,12 +273,10 @@ def chosen(parser: Parser, args: argparse.Namespace, table: tuple[Command, ...])
         if given(args, dest) and dest not in command.accepts and dest not in commands:
             takers = [c.flag or "a run" for c in table if dest in c.accepts]
             parser.error(f"{modifier.flag} goes with {' or '.join(takers)}")
+        if given(args, dest) and modifier.needs and not given(args, dest_of(modifier.needs)):
+            parser.error(f"{modifier.flag} goes with {modifier.needs}")
     if args.stall_minutes is not None and not args.notify:
         parser.error("--stall-minutes goes with --notify")
-    if given(args, "faults") and not given(args, "chaos"):
-        parser.error("--faults goes with --chaos")
-    if given(args, "json") and command.dest == "selftest" and not given(args, "chaos"):
-        parser.error("--json goes with --selftest only with --chaos")
     return command
 
 

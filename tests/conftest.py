@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import runpy
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,8 @@ from urllib.parse import urlsplit
 
 import bson
 import pytest
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
 from local_server import LocalServer, build_local_server
@@ -423,3 +426,38 @@ def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 9
         assert process.poll() is None, f"the runner ended before {what}:\n{finish(process)}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
+
+
+# ----- proving a migration on scratch copies (--selftest, --chaos) -----
+
+def contents(mongo, db) -> tuple:
+    """The database list, the collection list and every document as its exact bytes."""
+    raw = CodecOptions(document_class=RawBSONDocument)
+    documents = {name: [d.raw for d in db.get_collection(name, codec_options=raw).find().sort("_id", 1)]
+                 for name in sorted(db.list_collection_names())}
+    return databases(mongo, db.name), sorted(db.list_collection_names()), documents
+
+
+def proving_folder(tmp_path, env) -> Path:
+    """A migrations folder with the project's migration; its files find the toolkit through PYTHONPATH."""
+    env["PYTHONPATH"] = str(REPO)
+    path = tmp_path / "migrations"
+    path.mkdir()
+    shutil.copy(MIGRATIONS / "add_metadata_to_chat_messages.py", path)
+    return path
+
+
+def write_proving_migration(folder, name: str, body: str, touches: str = '{"chat_messages": {}}') -> None:
+    """A migration on chat_messages whose touches("apply") is `touches` (rollback: the same)."""
+    (folder / f"{name}.py").write_text(f'"""{name}\n\nDate: 2025-09-01\nDescription: test migration {name}\n"""\n'
+                                       "import asyncio, json, os\nfrom migrator import Outcome, Verification\n\n"
+                                       f"def touches(action, purge=False):\n    return {touches}\n"
+                                       + textwrap.dedent(body))
+
+
+def selftest(cli, folder, name: str, *args: str):
+    return cli("run_migrations.py", "--selftest", name, "--migrations-dir", str(folder), *args)
+
+
+def verdicts(result) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line[:4] in ("PASS", "FAIL", "SKIP")]

@@ -22,12 +22,13 @@ RUNNER_ACCEPTS = {
     "--check": set(), "--plan": {"json"}, "--verify": set(), "--rollback": ROLLBACK, "--rollback-last": ROLLBACK,
     "--rollback-to": ROLLBACK, "--mark-applied": {"force"}, "--mark-applied-all": {"force"}, "--pause": set(),
     "--resume": set(), "--cancel": set(), "--force-unlock": set(),
-    "--restore": {"force"}, "--new": set(), "--selftest": {"sample"}, "--preview": {"sample", "json"},
+    "--restore": {"force"}, "--new": set(), "--selftest": {"sample", "chaos", "faults", "json"},
+    "--preview": {"sample", "json"},
 }
 STANDALONE_ACCEPTS = {None: APPLY - {"dry_run"}, "--verify": set(), "--rollback": ROLLBACK, "--dry-run": set()}
 VALUES = {"--backup-dir": "some/dir", "--batch-size": "10", "--max-rate": "5", "--write-concern": "majority",
           "--batch-path": "stream", "--sample": "5", "--target-batch-ms": "500", "--min-batch-size": "50",
-          "--max-lag": "2", "--throttle-interval": "0.5"}
+          "--max-lag": "2", "--throttle-interval": "0.5", "--faults": "5"}
 
 
 def standalone_parser():
@@ -76,6 +77,7 @@ def test_every_modifier_goes_only_with_the_commands_that_take_it(table, parser, 
             argv = command_line(command) + modifier_line(modifier)
             if dest in accepts[command.flag]:
                 built = parser()
+                argv += [modifier.needs] if modifier.needs else []  # --faults goes with --chaos
                 assert chosen(built, built.parse_args(argv), table) is command, argv
             else:
                 takers = " or ".join(c.flag or "a run" for c in table if dest in accepts[c.flag])
@@ -87,7 +89,8 @@ def test_every_modifier_goes_only_with_the_commands_that_take_it(table, parser, 
 @pytest.mark.parametrize("argv, message", [
     (["--status", "--purge"], "--purge goes with --rollback or --rollback-last or --rollback-to"),
     (["--verify", "--force"], "--force goes with --mark-applied or --mark-applied-all or --restore"),
-    (["--list", "--json"], "--json goes with --status or --history or --plan or --preview"),
+    (["--list", "--json"], "--json goes with --status or --history or --plan or --selftest or --preview"),
+    (["--selftest", "x", "--faults", "5"], "--faults goes with --chaos"),
     (["--status", "--batch-size", "5"], "--batch-size goes with --all or --migration or --rollback or "
                                          "--rollback-last or --rollback-to"),
     (["--restore", "f", "--dry-run"], "--dry-run goes with --all or --migration"),
