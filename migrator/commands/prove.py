@@ -63,6 +63,8 @@ async def selftest(ctx: Context, migration: Migration, sample: int | None = None
                              f"points leave documents unlike a run without faults; first: {first.action}, "
                              f"{chaos.KIND_SAID[first.point.kind]} ({first.where}): {first.advice}; {_SCRATCH}",
                              ExitCode.VERIFY_FAILED)
+    if not found.points:
+        log.info("%s: its runs sent no write command: no fault point to try", migration.name)
     log.info("%s: self-test and chaos check passed: %s fault points (%s) in %.1f s; %s", migration.name,
              len(found.points), ", ".join(f"{action}: {count} writes" for action, count in found.writes.items()),
              found.seconds, _SCRATCH)
