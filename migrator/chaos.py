@@ -157,6 +157,7 @@ class Drill:
         """Before a run without faults: what it starts from (the copies hold `documents`); its writes are counted
         from here."""
         self.proxy.arm(None)
+        self.now = None
         return {name: (indexes, [RawBSONDocument(raw) for (collection, _), raw in documents.items()
                                  if collection == name])
                 for name, indexes in (await self.scratch.indexes()).items()}
@@ -168,7 +169,7 @@ class Drill:
         self.baselines[action] = Baseline(action, start, before, after, await self.scratch.indexes(), writes,
                                           seconds)
         self.timeout_s = max(self.timeout_s, 10 * seconds)
-        self.now = None
+        self.now = after  # and after the self-test's `up` again, which changed nothing, or it would have failed
 
     async def check(self, faults: int) -> ChaosReport:
         """Up to `faults` fault points over the runs recorded, each compared with its run without faults."""

@@ -26,7 +26,7 @@ OP_MSG = 2013
 HEADER = struct.Struct("<iiii")
 CUT, LOST_REPLY, KILL = "cut", "lost_reply", "kill"
 KINDS = (CUT, LOST_REPLY, KILL)
-WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify", "bulkWrite", "create",
+WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify", "create",
                             "drop", "createIndexes", "dropIndexes", "collMod", "renameCollection"})
 REFUSED = 13  # Unauthorized: what a write outside the scratch copies is answered with
 
@@ -74,6 +74,8 @@ def written(body: dict | None) -> tuple[str, str] | None:
     target = body.get(name)
     if name == "renameCollection" and isinstance(target, str):
         return name, target.partition(".")[2]
+    if name == "bulkWrite":  # a client's: its namespaces are in a section of their own, so it cannot be told where
+        return name, "(the collections of a client bulkWrite)"
     if name == "aggregate" and any(isinstance(stage, dict) and ({"$out", "$merge"} & stage.keys())
                                    for stage in body.get("pipeline", [])):
         return name, str(target)
