@@ -54,8 +54,9 @@ def body_of(op_code: int, payload: bytes) -> dict | None:
     return bson.decode(payload[5:5 + length])
 
 
-def op_msg(request_id: int, response_to: int, document: dict, rest: bytes = b"") -> bytes:
-    payload = struct.pack("<I", 0) + b"\x00" + bson.encode(document) + rest
+def op_msg(request_id: int, response_to: int, document: dict, rest: bytes = b"", flags: int = 0) -> bytes:
+    """An OP_MSG whose body section is `document`, followed by `rest` (its other sections, as they came)."""
+    payload = struct.pack("<I", flags) + b"\x00" + bson.encode(document) + rest
     return HEADER.pack(HEADER.size + len(payload), request_id, response_to, OP_MSG) + payload
 
 

@@ -2,8 +2,8 @@
 shown on machines that have only a standalone server.
 
 It reads MongoDB's wire framing (a 16-byte header: length, requestID, responseTo, opCode; OP_MSG's
-body section names the command and its collection) and passes every byte through, except for the
-commands a Fault matches:
+body section names the command and its collection; the framing is migrator/wire.py's, the one --chaos uses) and
+passes every byte through, except for the commands a Fault matches:
     error       answer with an error document instead of forwarding (NotWritablePrimary, ...)
     drop        close the client's connection without forwarding (a connection lost on the way)
     lose_reply  forward, let the server apply it, then close the client's connection instead of replying
@@ -47,11 +47,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import bson
+from migrator.wire import HEADER, body_of, op_msg, read_message
 
-OP_MSG = 2013
-HEADER = struct.Struct("<iiii")
-MORE_TO_COME = 1 << 1
 CODE_NAMES = {6: "HostUnreachable", 7: "HostNotFound", 13: "Unauthorized", 89: "NetworkTimeout",
               91: "ShutdownInProgress", 189: "PrimarySteppedDown", 10107: "NotWritablePrimary",
               11600: "InterruptedAtShutdown", 11602: "InterruptedDueToReplStateChange",
@@ -88,14 +85,6 @@ class Fault:
         return False
 
 
-def body_of(op_code: int, payload: bytes) -> dict | None:
-    """The body section of an OP_MSG (its command, or a reply's document); None for anything else."""
-    if op_code != OP_MSG or len(payload) < 5 or payload[4] != 0:  # flagBits, then a kind-0 body section
-        return None
-    length = struct.unpack_from("<i", payload, 5)[0]
-    return bson.decode(payload[5:5 + length])
-
-
 def _command_of(op_code: int, payload: bytes) -> tuple[str, object]:
     """(command name, collection) of an OP_MSG; ("", None) for anything else."""
     body = body_of(op_code, payload)
@@ -105,16 +94,11 @@ def _command_of(op_code: int, payload: bytes) -> tuple[str, object]:
     return name, body.get(name)
 
 
-def _message(request_id: int, response_to: int, document: dict, rest: bytes = b"") -> bytes:
-    payload = struct.pack("<I", 0) + b"\x00" + bson.encode(document) + rest
-    return HEADER.pack(HEADER.size + len(payload), request_id, response_to, OP_MSG) + payload
-
-
 def _error_reply(request_id: int, fault: "Fault") -> bytes:
     code = fault.code
     document = {"ok": 0.0, "errmsg": f"injected by the test proxy: {CODE_NAMES.get(code, 'error')}", "code": code,
                 "codeName": CODE_NAMES.get(code, "Error"), "errorLabels": list(fault.labels)}
-    return _message(0, request_id, document)
+    return op_msg(0, request_id, document)
 
 
 def _patched_reply(message: bytes, fault: "Fault") -> bytes:
@@ -131,13 +115,7 @@ def _patched_reply(message: bytes, fault: "Fault") -> bytes:
             body["errorLabels"] = list(fault.labels)
     elif fault.patch is not None:
         body = fault.patch(body)
-    return _message(request_id, response_to, body)
-
-
-async def _read_message(reader: asyncio.StreamReader) -> tuple[bytes, int, int, int]:
-    header = await reader.readexactly(HEADER.size)
-    length, request_id, response_to, op_code = HEADER.unpack(header)
-    return header + await reader.readexactly(length - HEADER.size), request_id, response_to, op_code
+    return op_msg(request_id, response_to, body)
 
 
 TRANSACTION_FIELDS = ("txnNumber", "startTransaction", "autocommit")
@@ -157,15 +135,13 @@ def lagging(seconds: float) -> Callable[[dict], dict]:
 
 def _stripped(message: bytes, body: dict) -> bytes:
     """The command without what a server without transactions refuses (its other sections kept as they are)."""
-    _, request_id, response_to, op_code = HEADER.unpack_from(message)
+    _, request_id, response_to, _ = HEADER.unpack_from(message)
     payload = message[HEADER.size:]
-    length = struct.unpack_from("<i", payload, 5)[0]
+    flags, length = struct.unpack_from("<Ixi", payload)  # flagBits, the body section's kind, its length
     in_transaction = "autocommit" in body
     kept = {key: value for key, value in body.items()
             if key not in TRANSACTION_FIELDS and not (in_transaction and key == "readConcern")}
-    rest = payload[5 + length:]
-    new = struct.pack("<I", struct.unpack_from("<I", payload)[0]) + b"\x00" + bson.encode(kept) + rest
-    return HEADER.pack(HEADER.size + len(new), request_id, response_to, op_code) + new
+    return op_msg(request_id, response_to, kept, payload[5 + length:], flags=flags)
 
 
 class WireProxy:
@@ -263,13 +239,13 @@ class WireProxy:
 
         async def to_server() -> None:
             while True:
-                message, request_id, _, op_code = await _read_message(client_reader)
+                message, request_id, _, op_code = await read_message(client_reader)
                 fault = self._fault_for(op_code, message[HEADER.size:])
                 body = body_of(op_code, message[HEADER.size:]) if self.replica_set else None
                 if body is not None:
                     name = next(iter(body), "")
                     if name in ANSWERED and (fault is None or fault.action == "patch"):
-                        client_writer.write(_message(0, request_id, self._answer(name, fault)))
+                        client_writer.write(op_msg(0, request_id, self._answer(name, fault)))
                         continue
                     if name in HELLO:
                         hellos.add(request_id)
@@ -290,7 +266,7 @@ class WireProxy:
 
         async def to_client() -> None:
             while True:
-                message, _, response_to, _ = await _read_message(server_reader)
+                message, _, response_to, _ = await read_message(server_reader)
                 fault = pending.pop(response_to, None)
                 if fault is not None and fault.action == "lose_reply":
                     raise ConnectionResetError("reply lost by the test proxy")
