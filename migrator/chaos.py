@@ -361,13 +361,11 @@ def _differing(baseline: Baseline, got: Snapshot) -> list[Key]:
         elif any(change.path not in baseline.volatile.get(key[0], ()) for change in raw_changes(want, have)):
             found.append(key)
     for name in baseline.new_ids:  # documents added with new ids: as many as without faults
-        if _count(baseline.after, name) != _count(got, name):
-            found.extend(key for key in got if key[0] == name and key not in baseline.after)
+        more = [key for key in got if key[0] == name and key not in baseline.after]
+        fewer = [key for key in baseline.after if key[0] == name and key not in got]
+        if len(more) != len(fewer):
+            found.extend(more if len(more) > len(fewer) else fewer)
     return found
-
-
-def _count(documents: Snapshot, collection: str) -> int:
-    return sum(1 for key in documents if key[0] == collection)
 
 
 # ----- saying what to change -----
