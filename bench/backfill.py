@@ -35,6 +35,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,34 @@ LACKS = {"metadata": {"$exists": False}}
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def bench_server() -> Iterator[tuple[str, MongoClient, str]]:
+    """(URL, client, label) of MONGODB_URL's server, else of a fresh local FerretDB on a free port, stopped and
+    removed at the end."""
+    server: LocalServer | None = None
+    scratch: str | None = None
+    url = os.environ.get("MONGODB_URL")
+    if not url:
+        scratch = tempfile.mkdtemp(prefix="bench-ferretdb-")
+        (Path(scratch) / "data").mkdir()
+        server = LocalServer(build_local_server(), Path(scratch) / "data")
+        server.start()
+        url = server.url
+    client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
+    try:
+        build = client.admin.command("buildInfo")
+        label = f"MongoDB {build.get('version')}"
+        if "ferretdbVersion" in build:  # the embedded package reports "unknown": take it from our go.mod
+            version = build["ferretdbVersion"] if server is None else ferretdb_version()
+            label = f"FerretDB {version} ({'our localdb, SQLite' if server else 'FerretDB'})"
+        yield url, client, label
+    finally:
+        client.close()
+        if server and scratch:  # both or neither
+            server.stop()
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def load(client: MongoClient, name: str, docs: int) -> None:
@@ -245,75 +275,59 @@ def main() -> int:
         parser.error("--docs must be positive, --skip a list of a, b, c, d and --paths a list of range, stream")
 
     signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))  # drop the copies on the way out
-    server: LocalServer | None = None
-    scratch: str | None = None
-    url = os.environ.get("MONGODB_URL")
-    if not url:
-        scratch = tempfile.mkdtemp(prefix="bench-ferretdb-")
-        (Path(scratch) / "data").mkdir()
-        server = LocalServer(build_local_server(), Path(scratch) / "data")
-        server.start()
-        url = server.url
-    client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
-    build = client.admin.command("buildInfo")
-    server_label = f"MongoDB {build.get('version')}"
-    if "ferretdbVersion" in build:  # the embedded package reports "unknown": take it from our go.mod
-        version = build["ferretdbVersion"] if server is None else ferretdb_version()
-        server_label = f"FerretDB {version} ({'our localdb, SQLite' if server else 'FerretDB'})"
-    own_path = "stream" if "ferretdbVersion" in build else "range"
-    # (a) with the first path; a_<path> with each other one
-    toolkit_runs = {"a": paths[0] if paths else None, **{f"a_{path}": path for path in paths[1:]}}
-    keys = [key for key in ["a", *toolkit_runs, "b", "c", "d"] if key[0] not in skip]
-    prefix = f"bench{uuid.uuid4().hex[:6]}"
-    names = {key: f"{prefix}_{key}" for key in dict.fromkeys(keys)}
-    results: dict = {"docs": args.docs, "server": server_label, "machine": machine()}
-    try:
-        say(f"bench: {args.docs:,} messages per copy on {server_label}; loading {len(names)} copies ...")
-        source = next(iter(names.values()))
-        load(client, source, args.docs)
-        for name in list(names.values())[1:]:
-            copy_database(client, source, name)
+    with bench_server() as (url, client, server_label):
+        build = client.admin.command("buildInfo")
+        own_path = "stream" if "ferretdbVersion" in build else "range"
+        # (a) with the first path; a_<path> with each other one
+        toolkit_runs = {"a": paths[0] if paths else None, **{f"a_{path}": path for path in paths[1:]}}
+        keys = [key for key in ["a", *toolkit_runs, "b", "c", "d"] if key[0] not in skip]
+        prefix = f"bench{uuid.uuid4().hex[:6]}"
+        names = {key: f"{prefix}_{key}" for key in dict.fromkeys(keys)}
+        results: dict = {"docs": args.docs, "server": server_label, "machine": machine()}
+        try:
+            say(f"bench: {args.docs:,} messages per copy on {server_label}; loading {len(names)} copies ...")
+            source = next(iter(names.values()))
+            load(client, source, args.docs)
+            for name in list(names.values())[1:]:
+                copy_database(client, source, name)
 
-        def run_toolkit(key: str):  # each measure: (seconds, peak RSS or None, command totals or None)
-            return lambda: toolkit(url, names[key], toolkit_runs[key])
+            def run_toolkit(key: str):  # each measure: (seconds, peak RSS or None, command totals or None)
+                return lambda: toolkit(url, names[key], toolkit_runs[key])
 
-        measures = {
-            **{key: (f"toolkit run_migrations.py --all, {path or own_path} path", run_toolkit(key))
-               for key, path in toolkit_runs.items()},
-            "b": ("bare update_many", lambda: _no_rss(*bare_update_many(url, names["b"]))),
-            "c": ("Beanie find-and-save loop", lambda: _no_rss(*beanie_loop(url, names["c"]))),
-            "d": ("migrate-mongo up (updateMany)", lambda: (migrate_mongo(url, names["d"]), None, None)),
-        }
-        for key, name in names.items():
-            label, measure = measures[key]
-            say(f"bench: ({key}) {label} ...")
-            load_before = os.getloadavg()[0]
-            seconds, rss, totals = measure()
-            if seconds is None:
-                continue
-            check_migrated(client, name, args.docs)
-            results[key] = row = {"what": label, "seconds": round(seconds, 3), "docs_per_s": round(args.docs / seconds),
-                                  "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
-            if key in toolkit_runs:
-                row["path"] = toolkit_runs[key] or own_path
-            if rss:
-                row["peak_rss_mb"] = round(rss / 2**20, 1)
-            if totals:
-                row.update(wire_cost(totals, args.docs))
-            say(f"bench: ({key}) {json.dumps(row)}")  # as it comes: a run stopped later still leaves it
-        if "a" in names:
-            results["status_seconds"] = round(status_seconds(url, names["a"]), 3)
-        if "a" in results and "b" in results:
-            results["a_over_b"] = round(results["a"]["seconds"] / results["b"]["seconds"], 2)
-        if "a" in results and "c" in results:
-            results["c_over_a"] = round(results["c"]["seconds"] / results["a"]["seconds"], 2)
-    finally:
-        for name in names.values():
-            client.drop_database(name)
-        client.close()
-        if server and scratch:  # both or neither
-            server.stop()
-            shutil.rmtree(scratch, ignore_errors=True)
+            measures = {
+                **{key: (f"toolkit run_migrations.py --all, {path or own_path} path", run_toolkit(key))
+                   for key, path in toolkit_runs.items()},
+                "b": ("bare update_many", lambda: _no_rss(*bare_update_many(url, names["b"]))),
+                "c": ("Beanie find-and-save loop", lambda: _no_rss(*beanie_loop(url, names["c"]))),
+                "d": ("migrate-mongo up (updateMany)", lambda: (migrate_mongo(url, names["d"]), None, None)),
+            }
+            for key, name in names.items():
+                label, measure = measures[key]
+                say(f"bench: ({key}) {label} ...")
+                load_before = os.getloadavg()[0]
+                seconds, rss, totals = measure()
+                if seconds is None:
+                    continue
+                check_migrated(client, name, args.docs)
+                results[key] = row = {"what": label, "seconds": round(seconds, 3),
+                                      "docs_per_s": round(args.docs / seconds),
+                                      "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+                if key in toolkit_runs:
+                    row["path"] = toolkit_runs[key] or own_path
+                if rss:
+                    row["peak_rss_mb"] = round(rss / 2**20, 1)
+                if totals:
+                    row.update(wire_cost(totals, args.docs))
+                say(f"bench: ({key}) {json.dumps(row)}")  # as it comes: a run stopped later still leaves it
+            if "a" in names:
+                results["status_seconds"] = round(status_seconds(url, names["a"]), 3)
+            if "a" in results and "b" in results:
+                results["a_over_b"] = round(results["a"]["seconds"] / results["b"]["seconds"], 2)
+            if "a" in results and "c" in results:
+                results["c_over_a"] = round(results["c"]["seconds"] / results["a"]["seconds"], 2)
+        finally:
+            for name in names.values():
+                client.drop_database(name)
 
     if args.json:
         print(json.dumps(results))

@@ -17,18 +17,12 @@ import argparse
 import json
 import math
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import uuid
-from pathlib import Path
-from typing import Any
 
-from backfill import REPO, ferretdb_version, load, machine, say, timed_process
+from backfill import REPO, bench_server, load, machine, say, timed_process
 from pymongo import MongoClient
-
-from local_server import LocalServer, build_local_server
 
 MIGRATION = "add_metadata_to_chat_messages"
 TARGET_S = 60.0
@@ -59,21 +53,17 @@ def main() -> int:
         parser.error("--docs and --faults must be positive")
 
     signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))  # drop the database on the way out
-    server: LocalServer | None = None
-    scratch: str | None = None
-    url = os.environ.get("MONGODB_URL")
-    if not url:
-        scratch = tempfile.mkdtemp(prefix="bench-ferretdb-")
-        (Path(scratch) / "data").mkdir()
-        server = LocalServer(build_local_server(), Path(scratch) / "data")
-        server.start()
-        url = server.url
-    client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
-    build = client.admin.command("buildInfo")
-    server_label = f"MongoDB {build.get('version')}"
-    if "ferretdbVersion" in build:
-        version = build["ferretdbVersion"] if server is None else ferretdb_version()
-        server_label = f"FerretDB {version} ({'our localdb, SQLite' if server else 'FerretDB'})"
+    with bench_server() as (url, client, server_label):
+        results = measure(args, url, client, server_label)
+
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print_table(results)
+    return 0
+
+
+def measure(args: argparse.Namespace, url: str, client: MongoClient, server_label: str) -> dict:
     name = f"benchchaos{uuid.uuid4().hex[:6]}"
     loaded = math.ceil(args.docs * WITH_METADATA_EVERY / (WITH_METADATA_EVERY - 1)) + 1  # N lacking metadata
     results: dict = {"docs": args.docs, "loaded": loaded, "faults": args.faults, "server": server_label,
@@ -98,16 +88,7 @@ def main() -> int:
             "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]})
     finally:
         client.drop_database(name)
-        client.close()
-        if server and scratch:  # both or neither
-            server.stop()
-            shutil.rmtree(scratch, ignore_errors=True)
-
-    if args.json:
-        print(json.dumps(results))
-    else:
-        print_table(results)
-    return 0
+    return results
 
 
 def print_table(results: dict) -> None:

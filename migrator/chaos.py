@@ -18,7 +18,6 @@ import asyncio
 import math
 import ssl
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from itertools import zip_longest
 from typing import Any, cast
@@ -31,7 +30,7 @@ from pymongo.server_type import SERVER_TYPE
 
 from migrator import checkpoints
 from migrator.batches import DEFAULT_SIZE, BatchSettings
-from migrator.docdiff import MISSING, ORDER, Change, raw_changes
+from migrator.docdiff import MISSING, ORDER, Change, raw_changes, value_at
 from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter, silent
 from migrator.migration import Migration
@@ -382,7 +381,7 @@ def advice(baseline: Baseline, kind: str, key: Key, got: Snapshot) -> str:
     change = next(c for c in raw_changes(want, have) if c.path not in baseline.volatile.get(key[0], ()))
     if change.path == ORDER:
         return f"the same fields in another order when {again}: set the whole sub-document at once"
-    original = _at(bson.decode(before), change.path) if before is not None else MISSING
+    original = value_at(bson.decode(before), change.path) if before is not None else MISSING
     twice = _twice(change, original)
     if twice:
         return (f"this {action}'s update is not idempotent: {twice} ran twice on {change.path} when {again}: $set "
@@ -403,11 +402,3 @@ def _twice(change: Change, original: Any) -> str:
         if isinstance(base, list) and len(want) > len(base) and have == want + want[len(base):]:
             return "`$push`"
     return ""
-
-
-def _at(document: Mapping, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(document, Mapping) or part not in document:
-            return MISSING
-        document = document[part]
-    return document

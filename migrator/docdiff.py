@@ -57,6 +57,15 @@ class Change:
                 **({"after": as_plain(self.after)} if self.after is not MISSING else {})}
 
 
+def value_at(document: Mapping, path: str) -> Any:
+    """The value at a dotted path, or MISSING."""
+    for part in path.split("."):
+        if not isinstance(document, Mapping) or part not in document:
+            return MISSING
+        document = document[part]
+    return document
+
+
 def same(first: Any, second: Any) -> bool:
     if first is MISSING or second is MISSING:
         return first is second

@@ -1,7 +1,6 @@
 """The self-test's checks (migrator.selftest runs them): the migration's functions called on the scratch
 copies, what each check concludes from the snapshots before and after, and one offending document shown."""
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -10,7 +9,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from migrator import checkpoints
 from migrator.batches import Batches, BatchSettings
-from migrator.docdiff import MISSING, Change, changes, raw_changes, same, shown
+from migrator.docdiff import MISSING, Change, changes, raw_changes, same, shown, value_at
 from migrator.errors import MigrationError
 from migrator.events import Event, Reporter, silent
 from migrator.hooks import Hooks
@@ -217,18 +216,10 @@ def _given_back(key: Key, original: Snapshot, after_up: Snapshot, after: Snapsho
     up = bson.decode(after_up[key]) if key in after_up else {}
     for path in fields:
         value = _pop(new, path)
-        if not (same(value, _pop(old, path)) or same(value, _get(up, path))):
+        if not (same(value, _pop(old, path)) or same(value, value_at(up, path))):
             return False, False
     alike = bson.encode(old) == bson.encode(new) or (not order_matters and not changes(old, new))
     return alike, alike and bool(fields)
-
-
-def _get(document: Mapping, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(document, Mapping) or part not in document:
-            return MISSING
-        document = document[part]
-    return document
 
 
 def _pop(document: dict, path: str) -> Any:

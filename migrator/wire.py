@@ -17,7 +17,7 @@ TLS to the server is the client's own (its SSL context); between the client and 
 import asyncio
 import ssl
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 
 import bson
@@ -81,6 +81,19 @@ def written(body: dict | None) -> tuple[str, str] | None:
                                    for stage in body.get("pipeline", [])):
         return name, str(target)
     return (name, target) if name in WRITE_COMMANDS and isinstance(target, str) else None
+
+
+async def pump_both(to_server: Coroutine, to_client: Coroutine, *writers: asyncio.StreamWriter) -> None:
+    """Both directions of a proxied connection until either ends (a side closed it, or a fault), then both closed."""
+    pumps = [asyncio.ensure_future(to_server), asyncio.ensure_future(to_client)]
+    try:
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pump in pumps:
+            pump.cancel()
+            pump.add_done_callback(_quietly)
+        for writer in writers:
+            writer.close()
 
 
 def _quietly(pump: asyncio.Future) -> None:
@@ -187,13 +200,7 @@ class FaultProxy:
                     return
                 client_writer.write(message)
 
-        pumps = [asyncio.ensure_future(to_server()), asyncio.ensure_future(to_client())]
         try:
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            await pump_both(to_server(), to_client(), client_writer, server_writer)
         finally:
-            for pump in pumps:
-                pump.cancel()
-                pump.add_done_callback(_quietly)
-            for writer in (client_writer, server_writer):
-                writer.close()
-                self._writers.discard(writer)
+            self._writers.difference_update((client_writer, server_writer))

@@ -1,19 +1,21 @@
 """--selftest NAME --chaos (issue 25): a migration's runs with one fault on the wire at a time, against the real
 server. Every run must leave the database exactly as it was, scratch collections included."""
 
+import asyncio
 import json
 import re
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
+from urllib.parse import urlsplit
 
 import pytest
+from pymongo import AsyncMongoClient
+from pymongo.errors import OperationFailure
 
-from conftest import MIGRATIONS, contents, proving_folder, selftest, the_error, verdicts
+from conftest import contents, finish, proving_folder, selftest, start, the_error, verdicts, wait_for
 from conftest import write_proving_migration as write
 from migrator.scratch import PREFIX
+from migrator.wire import FaultProxy, Write
 from sample_messages import chat_messages
 
 RUNNER = "run_migrations.py"
@@ -224,20 +226,36 @@ def test_stopping_mid_chaos_leaves_no_scratch_collection(mongo, db, env, folder,
         ''')
     db.chat_messages.insert_many(chat_messages(20))
     before = contents(mongo, db)
-    process = subprocess.Popen([sys.executable, str(MIGRATIONS / RUNNER), "--selftest", "slow_seen", "--chaos",
-                                "--migrations-dir", str(folder)], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not marks.exists() or len(marks.read_text().splitlines()) < 3:  # two runs of the self-test, then chaos
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate(timeout=10)
-            time.sleep(0.05)
+    process = start(env, "--selftest", "slow_seen", "--chaos", "--migrations-dir", str(folder), script=RUNNER)
+    try:  # two runs of the self-test, then the chaos check's first
+        wait_for(lambda: marks.exists() and len(marks.read_text().splitlines()) >= 3, "a run with a fault", process)
         process.send_signal(stop)
-        out, err = process.communicate(timeout=60)
+        result = finish(process, timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == code, out + err
-    assert "Traceback" not in err
+    assert result.code == code, result
+    assert "Traceback" not in result.output
     assert contents(mongo, db) == before and not scratch_left(db)
+
+
+def test_the_proxy_refuses_a_write_outside_the_scratch_prefix_and_counts_the_writes(server_url, db):
+    host, port = urlsplit(server_url).hostname, urlsplit(server_url).port
+
+    async def attempt() -> tuple[str, list[Write]]:
+        async with FaultProxy((host, port), only="_selftest_ab_") as proxy:
+            client = AsyncMongoClient(*proxy.address, directConnection=True)
+            try:
+                database = client[db.name]
+                await database["_selftest_ab_chat_messages"].insert_one({"n": 1})
+                with pytest.raises(OperationFailure) as refused:
+                    await database.chat_messages.insert_one({"n": 1})
+                return str(refused.value), proxy.writes
+            finally:
+                await client.close()
+
+    refusal, writes = asyncio.run(attempt())
+    assert "the chaos check writes only scratch copies (_selftest_ab_*), not chat_messages" in refusal
+    assert writes == [Write("insert", "_selftest_ab_chat_messages", 1), Write("insert", "chat_messages", 1)]
+    assert "chat_messages" not in db.list_collection_names()

@@ -8,11 +8,22 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
-from conftest import MIGRATIONS, REPO, contents, finish_draft, proving_folder, selftest, the_error, verdicts
+from conftest import (
+    MIGRATIONS,
+    REPO,
+    contents,
+    finish,
+    finish_draft,
+    proving_folder,
+    selftest,
+    start,
+    the_error,
+    verdicts,
+    wait_for,
+)
 from conftest import write_proving_migration as write
 from migrator.checksum import code_checksum
 from migrator.errors import MigrationError
@@ -306,22 +317,18 @@ def test_stopping_a_selftest_leaves_nothing_behind(mongo, db, env, folder, tmp_p
         ''')
     db.chat_messages.insert_many(chat_messages(20))
     before = contents(mongo, db)
-    process = subprocess.Popen([sys.executable, str(MIGRATIONS / RUNNER), "--selftest", "slow_up", "--migrations-dir",
-                                str(folder)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start(env, "--selftest", "slow_up", "--migrations-dir", str(folder), script=RUNNER)
     try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate(timeout=10)
-            time.sleep(0.05)
+        wait_for(marker.exists, "up on the copies", process, timeout=60)
         assert any(name.startswith(PREFIX) for name in db.list_collection_names())  # the copy was there
         process.send_signal(stop)
-        out, err = process.communicate(timeout=60)
+        result = finish(process, timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == code, out + err
-    assert "Traceback" not in err
+    assert result.code == code, result
+    assert "Traceback" not in result.output
     assert contents(mongo, db) == before
 
 

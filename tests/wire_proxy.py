@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from migrator.wire import HEADER, body_of, op_msg, read_message
+from migrator.wire import HEADER, body_of, op_msg, pump_both, read_message
 
 CODE_NAMES = {6: "HostUnreachable", 7: "HostNotFound", 13: "Unauthorized", 89: "NetworkTimeout",
               91: "ShutdownInProgress", 189: "PrimarySteppedDown", 10107: "NotWritablePrimary",
@@ -281,11 +281,4 @@ class WireProxy:
                     message = _patched_reply(message, Fault("hello", action="patch", patch=self._as_primary))
                 client_writer.write(message)
 
-        pumps = [asyncio.ensure_future(to_server()), asyncio.ensure_future(to_client())]
-        try:
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pump in pumps:
-                pump.cancel()
-            for writer in (client_writer, server_writer):
-                writer.close()
+        await pump_both(to_server(), to_client(), client_writer, server_writer)

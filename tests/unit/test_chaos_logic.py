@@ -7,8 +7,8 @@ import bson
 import pytest
 
 from migrator.batches import DEFAULT_SIZE, BatchSettings
-from migrator.chaos import Baseline, _at, _differing, _twice, _unlike, _unstable, advice, choose, fixed_batches, split
-from migrator.docdiff import MISSING, Change
+from migrator.chaos import Baseline, _differing, _twice, _unlike, _unstable, advice, choose, fixed_batches, split
+from migrator.docdiff import MISSING, Change, value_at
 from migrator.rawbson import id_key
 from migrator.wire import CUT, HEADER, KILL, KINDS, LOST_REPLY, OP_MSG, Point, Write, body_of, op_msg, written
 
@@ -97,7 +97,7 @@ def test_fixed_batches_are_of_one_size_small_enough_to_span_several(size, docume
     assert fixed.max_rate == 50.0
 
 
-# ----- chaos._twice, _at, advice -----
+# ----- chaos._twice, docdiff.value_at, advice -----
 
 @pytest.mark.parametrize("original, want, have, expected", [
     (1, 2, 3, "`$inc`"),
@@ -115,9 +115,9 @@ def test_twice_tells_a_change_applied_twice(original, want, have, expected):
 
 
 def test_at_follows_a_dotted_path():
-    assert _at({"a": {"b": {"c": 3}}}, "a.b.c") == 3
-    assert _at({"a": {"b": 1}}, "a.b.c") is MISSING
-    assert _at({"a": 1}, "x") is MISSING
+    assert value_at({"a": {"b": {"c": 3}}}, "a.b.c") == 3
+    assert value_at({"a": {"b": 1}}, "a.b.c") is MISSING
+    assert value_at({"a": 1}, "x") is MISSING
 
 
 KEY = ("messages", id_key(1))
