@@ -149,7 +149,9 @@ class Drill:
 
     def on_scratch(self, client: AsyncMongoClient | None = None) -> OnScratch:
         return OnScratch(self.migration, self.scratch, self.settings, self.profile, self.report,
-                         through=(client or self._client)[self.database.name],
+                         through=(client or self._client).get_database(
+                             self.database.name, codec_options=self.database.codec_options,
+                             write_concern=self.database.write_concern, read_concern=self.database.read_concern),
                          retry=Retry(RETRY_FOR_S, first_delay_s=RETRY_DELAY_S))
 
     async def recording(self, documents: Snapshot) -> State:
@@ -200,11 +202,15 @@ class Drill:
         fired, killed = self.proxy.fired, self.proxy.killed
         self.proxy.revive()
         result = PointResult(baseline.action, shown, of, None, "")
+        if not fired and error:
+            result.ok, result.detail = False, f"the run failed before it, without a fault: {error}"
+            result.advice = f"this {baseline.action} does not run the same way twice: it must, to be run again"
+            return result
         if not fired:
             result.detail = "the run did not reach it (it took another way than without faults)"
             return result
         if killed:
-            happened = "killed; a fresh run resumed"
+            happened = "killed; a fresh run went on from there"
         elif error:
             happened = f"the run stopped ({error}); run again"
         else:
@@ -290,11 +296,12 @@ class Drill:
         credentials = real.options.pool_options._credentials
         auth: dict[str, Any] = {}
         if credentials is not None:
-            if credentials.mechanism not in AUTH:
+            if credentials.mechanism not in (*AUTH, "DEFAULT"):
                 raise MigrationError(f"--chaos connects through a proxy of its own, which cannot present "
                                      f"{credentials.mechanism} credentials; run it where the test server takes "
                                      f"{' or '.join(AUTH[:2])}", ExitCode.USAGE)
-            auth = {"authMechanism": credentials.mechanism, "authSource": credentials.source,
+            auth = {"authSource": credentials.source,
+                    **({"authMechanism": credentials.mechanism} if credentials.mechanism != "DEFAULT" else {}),
                     **({"username": credentials.username} if credentials.username else {}),
                     **({"password": credentials.password} if credentials.password else {})}
         host, port = self.proxy.address

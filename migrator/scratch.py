@@ -269,7 +269,7 @@ class Scratch:
     async def _insert(self, target: AsyncCollection, documents: list, indexes: Sequence[Mapping]) -> None:
         for index in indexes:
             await target.create_index(list(index["key"].items()), **_index_options(index))
-        bulk = self.profile.max_bulk or len(documents)  # within the server's limits
+        bulk = self.profile.max_bulk or len(documents) or 1  # within the server's limits
         for start in range(0, len(documents), bulk):
             await target.insert_many(documents[start:start + bulk], ordered=True)
 

@@ -28,6 +28,8 @@ CUT, LOST_REPLY, KILL = "cut", "lost_reply", "kill"
 KINDS = (CUT, LOST_REPLY, KILL)
 WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify", "create",
                             "drop", "createIndexes", "dropIndexes", "collMod", "renameCollection"})
+NEVER = frozenset({"dropDatabase", "applyOps", "createUser", "updateUser", "dropUser", "dropAllUsersFromDatabase",
+                   "grantRolesToUser", "createRole", "dropRole", "mapReduce"})  # refused whatever they name
 REFUSED = 13  # Unauthorized: what a write outside the scratch copies is answered with
 
 
@@ -81,6 +83,28 @@ def written(body: dict | None) -> tuple[str, str] | None:
                                    for stage in body.get("pipeline", [])):
         return name, str(target)
     return (name, target) if name in WRITE_COMMANDS and isinstance(target, str) else None
+
+
+def outside(body: dict | None, only: str) -> str | None:
+    """What a command would write outside the collections named `only...` (a collection, or the command itself where
+    it writes no one collection: dropDatabase, applyOps, a user); None when it writes none or only those."""
+    if not body:
+        return None
+    name = next(iter(body))
+    if name in NEVER:
+        return f"({name})"
+    found = written(body)
+    if found is None:
+        return None
+    targets = [found[1]]
+    if name == "renameCollection":
+        targets.append(str(body.get("to", "")).partition(".")[2])
+    for stage in body.get("pipeline", []) if name == "aggregate" else []:
+        for key, spec in stage.items() if isinstance(stage, dict) else ():
+            target = spec.get("into", spec.get("coll")) if isinstance(spec, dict) else spec
+            if key in ("$out", "$merge"):
+                targets.append(str(target.get("coll")) if isinstance(target, dict) else str(target))
+    return next((target for target in targets if not str(target).startswith(only)), None)
 
 
 async def pump_both(to_server: Coroutine, to_client: Coroutine, *writers: asyncio.StreamWriter) -> None:
@@ -148,7 +172,7 @@ class FaultProxy:
 
     def _cut_all(self) -> None:
         for writer in list(self._writers):
-            writer.close()
+            writer.transport.abort()  # nothing buffered goes out after a kill
 
     def _seen(self, body: dict | None) -> Write | None:
         found = written(body)
@@ -175,13 +199,17 @@ class FaultProxy:
         async def to_server() -> None:
             while True:
                 message, request_id, _, op_code = await read_message(client_reader)
-                write = self._seen(body_of(op_code, message[HEADER.size:]))
-                if write is not None and not write.collection.startswith(self.only):
-                    client_writer.write(op_msg(0, request_id, _refusal(self.only, write.collection)))
+                body = body_of(op_code, message[HEADER.size:])
+                write = self._seen(body)
+                refused = outside(body, self.only)
+                if refused is not None:
+                    client_writer.write(op_msg(0, request_id, _refusal(self.only, refused)))
                     continue
                 if write is not None and self.armed is not None and self.armed.write == write:
                     self.fired = True
                     if self.armed.kind == CUT:
+                        client_writer.transport.abort()
+                        server_writer.transport.abort()
                         return
                     waiting[request_id] = self.armed.kind
                 server_writer.write(message)

@@ -83,7 +83,8 @@ def test_the_shipped_migration_passes_every_fault_point_and_leaves_the_database_
     assert len(lines) == 12 and all(line.startswith("PASS  ") for line in lines), result
     assert Counter(kind for line in lines for kind in KINDS if kind in line) == {kind: 4 for kind in KINDS}
     assert sum(line.startswith("PASS  rollback, ") for line in lines) == 6, result
-    assert any("killed; a fresh run resumed; all 60 documents as without faults" in line for line in lines), result
+    assert any("killed; a fresh run went on from there; all 60 documents as without faults" in line
+               for line in lines), result
     assert re.search(r"self-test and chaos check passed: 12 fault points \(up: \d+ writes, rollback: \d+ writes\)",
                      result.stderr), result
     assert contents(mongo, db) == before and not scratch_left(db)
@@ -141,7 +142,8 @@ def test_json_names_each_point_its_fault_and_the_fields_that_differ(db, cli, fol
 
     assert result.code == 4, result
     report = json.loads(result.stdout)
-    assert report["passed"] is True and len(report["checks"]) == 4  # the four checks
+    assert report["passed"] is False and len(report["checks"]) == 4  # the exit code's verdict
+    assert all(check["ok"] is not False for check in report["checks"])  # the four checks pass
     found = report["chaos"]
     assert found["passed"] is False and found["writes"] == {"up": 8, "rollback": 4}
     assert [(p["action"], p["fault"], p["nth"]) for p in found["points"][:2]] == [("up", "cut", 1),
@@ -259,3 +261,26 @@ def test_the_proxy_refuses_a_write_outside_the_scratch_prefix_and_counts_the_wri
     assert "the chaos check writes only scratch copies (_selftest_ab_*), not chat_messages" in refusal
     assert writes == [Write("insert", "_selftest_ab_chat_messages", 1), Write("insert", "chat_messages", 1)]
     assert "chat_messages" not in db.list_collection_names()
+
+
+def test_a_run_that_fails_before_its_fault_point_fails_the_point(db, cli, folder, tmp_path):
+    calls = tmp_path / "calls"
+    write(folder, "flaky", f'''
+        async def up(db):
+            with open({str(calls)!r}, "a") as seen:
+                seen.write("up\\n")
+            if len(open({str(calls)!r}).read().splitlines()) > 2:  # after the self-test's two runs
+                raise RuntimeError("not the same twice")
+            return await db.chat_messages.update_many({{"seen": {{"$exists": False}}}}, {{"$set": {{"seen": 1}}}})
+
+        async def verify(db):
+            return await db.chat_messages.count_documents({{"seen": {{"$exists": False}}}}) == 0
+        ''')
+    db.chat_messages.insert_many(chat_messages(10))
+
+    result = chaos(cli, folder, "flaky")
+
+    assert result.code == 4, result
+    assert "FAIL  up, connection cut before it (update chat_messages 1 of 1): the run failed before it, without a " \
+        "fault: flaky: up failed on the scratch copies: RuntimeError: not the same twice" in result.stdout, result
+    assert "chaos check passed" not in result.output

@@ -12,7 +12,7 @@ from migrator.commands.narration import Context
 from migrator.durations import eta_text
 from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration, in_parens
-from migrator.output import log, say
+from migrator.output import log, plural, say
 from migrator.redact import redact
 
 
@@ -65,8 +65,9 @@ async def selftest(ctx: Context, migration: Migration, sample: int | None = None
                              ExitCode.VERIFY_FAILED)
     if not found.points:
         log.info("%s: its runs sent no write command: no fault point to try", migration.name)
-    log.info("%s: self-test and chaos check passed: %s fault points (%s) in %.1f s; %s", migration.name,
-             len(found.points), ", ".join(f"{action}: {count} writes" for action, count in found.writes.items()),
+    log.info("%s: self-test and chaos check passed: %s (%s) in %.1f s; %s", migration.name,
+             plural(len(found.points), "fault point"),
+             ", ".join(f"{action}: {plural(count, 'write')}" for action, count in found.writes.items()),
              found.seconds, _SCRATCH)
     return ExitCode.OK
 
@@ -101,7 +102,8 @@ def _say_chaos(found: chaos.ChaosReport) -> None:
 
 
 def _proof_json(proof: prover.Proof) -> dict:
-    return {"migration": proof.migration.name, "passed": proof.failed is None,
+    passed = proof.failed is None and not (proof.chaos and proof.chaos.failed)  # what the exit code says
+    return {"migration": proof.migration.name, "passed": passed,
             "checks": [{"name": check.name, "ok": check.ok, "detail": check.detail} for check in proof.checks]}
 
 

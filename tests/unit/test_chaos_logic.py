@@ -10,7 +10,7 @@ from migrator.batches import DEFAULT_SIZE, BatchSettings
 from migrator.chaos import Baseline, _differing, _twice, _unlike, _unstable, advice, choose, fixed_batches, split
 from migrator.docdiff import MISSING, Change, value_at
 from migrator.rawbson import id_key
-from migrator.wire import CUT, HEADER, KILL, KINDS, LOST_REPLY, OP_MSG, Point, Write, body_of, op_msg, written
+from migrator.wire import CUT, HEADER, KILL, KINDS, LOST_REPLY, OP_MSG, Point, Write, body_of, op_msg, outside, written
 
 # ----- wire.written: (command, collection) of a write, None of anything else -----
 
@@ -215,3 +215,19 @@ def test_unlike_names_the_indexes_and_collections_one_side_lacks():
     got = {**want, "extra": [index("_id_", _id=1)]}
     assert _unlike(want, got) == "more: extra (a collection), extra._id_"
     assert _unlike(want, {"messages": [index("_id_", _id=1), index("a_1", a=1, unique=True)]}) == "their options"
+
+
+@pytest.mark.parametrize("body, refused", [
+    ({"dropDatabase": 1}, "(dropDatabase)"),
+    ({"applyOps": []}, "(applyOps)"),
+    ({"renameCollection": "app._s_x", "to": "app.victim"}, "victim"),
+    ({"renameCollection": "app._s_x", "to": "app._s_y"}, None),
+    ({"aggregate": "_s_x", "pipeline": [{"$out": "chat_messages"}]}, "chat_messages"),
+    ({"aggregate": "_s_x", "pipeline": [{"$merge": {"into": {"db": "app", "coll": "real"}}}]}, "real"),
+    ({"aggregate": "_s_x", "pipeline": [{"$merge": {"into": "_s_y"}}]}, None),
+    ({"update": "chat_messages", "updates": []}, "chat_messages"),
+    ({"update": "_s_x", "updates": []}, None),
+    ({"find": "chat_messages"}, None),
+])
+def test_the_proxy_refuses_what_writes_outside_the_scratch_copies(body, refused):
+    assert outside(body, "_s_") == refused
