@@ -35,7 +35,7 @@ from migrator.errors import ExitCode, MigrationError
 from migrator.events import Reporter, silent
 from migrator.migration import Migration
 from migrator.profile import ServerProfile
-from migrator.retry import DRIVER_DETAILS, Retry
+from migrator.retry import Retry, without_driver_details
 from migrator.scratch import Scratch, State
 from migrator.selftest_checks import DocumentPreview, Key, OnScratch, Snapshot, document_preview, keys_of, snapshot
 from migrator.wire import CUT, KILL, KINDS, LOST_REPLY, FaultProxy, Point, Write
@@ -45,7 +45,8 @@ SPAN = 4  # batches the sample is cut into, at least
 SHOWN = 3  # differing documents shown of a failing point
 RETRY_FOR_S, RETRY_DELAY_S = 10.0, 0.01  # what a run's batches ride out: one lost connection, not an election
 LEAST_TIMEOUT_S = 30.0  # a run with a fault gets 10 times the fault-free run's time, at least this
-AUTH = ("SCRAM-SHA-1", "SCRAM-SHA-256", "PLAIN", "MONGODB-X509")  # what a client through the proxy can present
+AUTH = ("SCRAM-SHA-1", "SCRAM-SHA-256", "PLAIN", "MONGODB-X509", "DEFAULT")  # what a client through the proxy
+# can present; DEFAULT: no authMechanism in the URL, the driver negotiates SCRAM
 KIND_SAID = {CUT: "connection cut before it", LOST_REPLY: "reply lost after it", KILL: "process killed after it"}
 
 
@@ -285,7 +286,7 @@ class Drill:
             if error is None:
                 return None
             if isinstance(error, MigrationError) and not error.stopped_by_signal:
-                return DRIVER_DETAILS.sub("", str(error)).split(", full error:")[0]  # one line, as retries say it
+                return without_driver_details(str(error))  # one line, as retries say it
             raise error
         finally:
             await client.close()
@@ -296,7 +297,7 @@ class Drill:
         credentials = real.options.pool_options._credentials
         auth: dict[str, Any] = {}
         if credentials is not None:
-            if credentials.mechanism not in (*AUTH, "DEFAULT"):
+            if credentials.mechanism not in AUTH:
                 raise MigrationError(f"--chaos connects through a proxy of its own, which cannot present "
                                      f"{credentials.mechanism} credentials; run it where the test server takes "
                                      f"{' or '.join(AUTH[:2])}", ExitCode.USAGE)

@@ -69,11 +69,16 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
+def without_driver_details(text: str) -> str:
+    """An error's text without what the driver appends: the server's whole reply, its time-outs, a topology."""
+    return DRIVER_DETAILS.sub("", text.split(", full error:")[0])
+
+
 def describe(error: PyMongoError) -> str:
     """One line: the error's type and message; a write concern error's code too (its message names none). Without
     what the driver appends: its time-outs, a server selection's topology (the server's address and the reason
     stay: "ServerSelectionTimeoutError: 10.0.0.5:27017: [Errno 111] Connection refused")."""
-    text = DRIVER_DETAILS.sub("", redact(error).split(", full error:")[0])
+    text = without_driver_details(redact(error))
     if not isinstance(error, (WriteConcernError, BulkWriteError)):
         return f"{type(error).__name__}: {text}"
     codes = sorted(code for code in _codes(error) if code is not None and str(code) not in text)

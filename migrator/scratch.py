@@ -233,8 +233,7 @@ class Scratch:
         if not documents:
             return []
         target = self.real.get_collection(self.database.scratch_name(name), codec_options=RAW)
-        indexes = [index for index in await (await source.list_indexes()).to_list(None) if index["name"] != "_id_"]
-        await self._insert(target, documents, indexes)
+        await self._insert(target, documents, await _indexes_of(source))
         return [id_key(document["_id"]) for document in documents]
 
     async def snapshot(self, leave_out: tuple[str, ...] = ()) -> dict[tuple[str, bytes], bytes]:
@@ -252,10 +251,7 @@ class Scratch:
         """Every scratch collection's indexes (but _id's), as a State has them."""
         found = {}
         for name in sorted(await self.database.list_collection_names()):
-            collection = self.real.get_collection(self.database.scratch_name(name))
-            listed = await (await collection.list_indexes()).to_list(None)
-            found[name] = [{"key": dict(index["key"]), **_index_options(index)} for index in listed
-                           if index["name"] != "_id_"]
+            found[name] = await _indexes_of(self.real.get_collection(self.database.scratch_name(name)))
         return found
 
     async def put_back(self, state: "State") -> None:
@@ -275,6 +271,12 @@ class Scratch:
 
 
 State = dict[str, tuple[list[dict], list]]  # collection: (its indexes but _id's, its documents as raw BSON)
+
+
+async def _indexes_of(collection: AsyncCollection) -> list[dict]:
+    """A collection's indexes but _id's, as a copy gets them: keys and the options it keeps."""
+    listed = await (await collection.list_indexes()).to_list(None)
+    return [{"key": dict(index["key"]), **_index_options(index)} for index in listed if index["name"] != "_id_"]
 
 
 def _index_options(index: Mapping) -> dict:

@@ -14,6 +14,7 @@ from migrator.errors import ExitCode, MigrationError
 from migrator.migration import Migration, in_parens
 from migrator.output import log, plural, say
 from migrator.redact import redact
+from migrator.selftest_checks import DocumentPreview
 
 
 async def _warn_of_leftovers(ctx: Context) -> None:
@@ -114,10 +115,14 @@ def _chaos_json(found: chaos.ChaosReport) -> dict:
                         "collection": point.point.write.collection, "nth": point.point.write.nth, "of": point.of,
                         "ok": point.ok, "detail": point.detail, "differing": point.differing,
                         "advice": point.advice or None,
-                        "documents": [{"collection": d.collection, "_id": docdiff.as_plain(d.id), "state": d.state,
-                                       "changes": [change.as_json() for change in d.changes]}
-                                      for d in point.documents]}
+                        "documents": [_document_json(d) for d in point.documents]}
                        for point in found.points]}
+
+
+def _document_json(document: DocumentPreview) -> dict:
+    """A document before and after, as --preview and --chaos print it in JSON."""
+    return {"collection": document.collection, "_id": docdiff.as_plain(document.id), "state": document.state,
+            "changes": [change.as_json() for change in document.changes]}
 
 
 _VERDICT = {True: "PASS", False: "FAIL", None: "SKIP"}
@@ -132,9 +137,7 @@ async def preview(ctx: Context, migration: Migration, sample: int | None = None,
         say(json.dumps({"migration": migration.name, "would_change": count,
                         "verified": found.verification.ok if found.verification else None,
                         "notes": [sample.note for sample in found.samples if sample.note],
-                        "documents": [{"collection": d.collection, "_id": docdiff.as_plain(d.id), "state": d.state,
-                                       "changes": [change.as_json() for change in d.changes]}
-                                      for d in found.documents]}, indent=2))
+                        "documents": [_document_json(d) for d in found.documents]}, indent=2))
         return ExitCode.OK
     for document in found.documents:
         _say_styled([(f"{document.collection} _id={docdiff.shown(document.id)}: {document.state}", "bold")]
